@@ -1,0 +1,34 @@
+"""API tokens for client apps: stored hashed, scoped, revocable."""
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class Scope(models.TextChoices):
+    EVENTS_WRITE = "events:write", _("Write events, customers and items")
+    PROFILES_READ = "profiles:read", _("Read profiles")
+    SIMILARITY_READ = "similarity:read", _("Similarity search")
+    SEGMENTS_WRITE = "segments:write", _("Manage segments")
+    COMPLIANCE = "compliance", _("Privacy requests")
+
+
+class ApiToken(models.Model):
+    name = models.CharField(_("name"), max_length=100)
+    prefix = models.CharField(_("prefix"), max_length=16, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    scopes = ArrayField(models.CharField(max_length=32, choices=Scope.choices), default=list, verbose_name=_("scopes"))
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("API token")
+        verbose_name_plural = _("API tokens")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

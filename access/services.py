@@ -1,0 +1,44 @@
+"""Writes for API tokens. The clear token exists only in the return value of api_token_create."""
+
+import hashlib
+import secrets
+
+from django.db import transaction
+from django.utils import timezone
+
+from access.models import ApiToken, Scope
+
+TOKEN_PREFIX = "pt_"
+
+
+def token_hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@transaction.atomic
+def api_token_create(*, name: str, scopes: list[str]) -> tuple[ApiToken, str]:
+    unknown = set(scopes) - set(Scope.values)
+    if unknown:
+        raise ValueError(f"unknown scopes: {sorted(unknown)}")
+    prefix = secrets.token_hex(6)
+    raw = f"{TOKEN_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    token = ApiToken.objects.create(name=name, prefix=prefix, secret_hash=token_hash(raw), scopes=sorted(set(scopes)))
+    return token, raw
+
+
+def api_token_revoke(*, token: ApiToken) -> None:
+    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def api_token_authenticate(*, raw: str) -> ApiToken | None:
+    """The active token matching `raw`, or None. Constant-time comparison of hashes."""
+    if not raw.startswith(TOKEN_PREFIX) or raw.count("_") < 2:
+        return None
+    prefix = raw[len(TOKEN_PREFIX):].split("_", 1)[0]
+    token = ApiToken.objects.filter(prefix=prefix, revoked_at__isnull=True).first()
+    if token is None or not secrets.compare_digest(token.secret_hash, token_hash(raw)):
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token

@@ -1,0 +1,35 @@
+"""The Celery application: Redis broker, JSON only, routes by queue (config.queues)."""
+
+import os
+
+from celery import Celery
+from kombu import Queue as KombuQueue
+
+from config.queues import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("portrait")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_queues = [KombuQueue(q.value) for q in Queue]
+app.conf.task_routes = {
+    "ingestion.tasks.*": {"queue": Queue.INGEST.value},
+    "training.tasks.*": {"queue": Queue.TRAINING.value},
+}
+app.autodiscover_tasks()
+
+
+class BrokerUnavailable(RuntimeError):
+    pass
+
+
+def broker_check(timeout: float = 2.0) -> None:
+    """Raise BrokerUnavailable with one line that says how to start Redis if nobody answers."""
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+    except Exception as exc:  # kombu raises several transport-specific errors
+        raise BrokerUnavailable(
+            f"No Celery broker at {app.conf.broker_url} ({exc.__class__.__name__}). Start Redis: "
+            "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no"
+        ) from exc

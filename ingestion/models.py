@@ -1,0 +1,217 @@
+"""The raw store: customers, items, behavioural events, social edges, and the import ledger."""
+
+from django.conf import settings
+from django.contrib.postgres.indexes import BrinIndex
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class Customer(models.Model):
+    """A shopper, known only by a keyed pseudonym of the source's external id; PII encrypted."""
+
+    key = models.CharField(_("pseudonymous key"), max_length=64, unique=True, help_text=_("HMAC-SHA256 of source and external id"))
+    source = models.CharField(_("source"), max_length=32)
+    email_encrypted = models.BinaryField(null=True, editable=False)
+    name_encrypted = models.BinaryField(null=True, editable=False)
+    phone_encrypted = models.BinaryField(null=True, editable=False)
+    age = models.PositiveSmallIntegerField(_("age"), null=True, blank=True)
+    age_band = models.CharField(_("age band"), max_length=16, blank=True)
+    gender = models.CharField(_("gender"), max_length=16, blank=True)
+    region = models.CharField(_("region"), max_length=64, blank=True)
+    signup_date = models.DateField(_("signup date"), null=True, blank=True)
+    is_loyalty_member = models.BooleanField(_("loyalty member"), default=False)
+    consent_profiling = models.BooleanField(_("consents to profiling"), default=True)
+    consent_marketing = models.BooleanField(_("consents to marketing"), default=False)
+    attributes = models.JSONField(_("attributes"), default=dict, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("customer")
+        verbose_name_plural = _("customers")
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.key[:12]}"
+
+
+class Item(models.Model):
+    sku = models.CharField(_("SKU"), max_length=128, unique=True)
+    title = models.CharField(_("title"), max_length=500, blank=True)
+    category_path = models.CharField(_("category path"), max_length=255, blank=True, help_text=_("Levels separated by '/'"))
+    brand = models.CharField(_("brand"), max_length=128, blank=True)
+    price = models.DecimalField(_("price"), max_digits=12, decimal_places=2, null=True, blank=True)
+    currency = models.CharField(_("currency"), max_length=3, blank=True)
+    attributes = models.JSONField(_("attributes"), default=dict, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("item")
+        verbose_name_plural = _("items")
+
+    def __str__(self) -> str:
+        return self.title or self.sku
+
+
+class EventType(models.IntegerChoices):
+    VIEW = 1, _("view")
+    SEARCH = 2, _("search")
+    CLICK = 3, _("click")
+    ADD_TO_CART = 4, _("add to cart")
+    REMOVE_FROM_CART = 5, _("remove from cart")
+    PURCHASE = 6, _("purchase")
+    REFUND = 7, _("refund")
+    CANCEL = 8, _("cancel")
+    RATING = 9, _("rating")
+    SHARE = 10, _("share")
+
+
+class EventFlag(models.IntegerChoices):
+    """Bits of Event.flags: kept rows that cleaning found suspicious."""
+
+    BOT_RATE = 1, _("events per minute above the bot threshold")
+    PRICE_OUTLIER = 2, _("unit price outside the plausible range")
+
+
+class Event(models.Model):
+    """One behavioural event. `event_id` is deterministic so every re-import is idempotent.
+
+    Sized for tens of millions of rows: the UUID primary key doubles as the idempotency key (no
+    second unique index), per-customer time-ordered reads use a (customer, occurred_at) B-tree, and
+    time-range scans a BRIN index, which is tiny because events arrive roughly in time order.
+    """
+
+    event_id = models.UUIDField(primary_key=True)
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, db_index=False, related_name="events")
+    item = models.ForeignKey(Item, on_delete=models.PROTECT, null=True, blank=True, db_index=False, related_name="events")
+    event_type = models.PositiveSmallIntegerField(_("type"), choices=EventType.choices)
+    occurred_at = models.DateTimeField(_("occurred at"))
+    quantity = models.IntegerField(_("quantity"), default=1)
+    value = models.DecimalField(_("value"), max_digits=14, decimal_places=2, null=True, blank=True)
+    currency = models.CharField(_("currency"), max_length=3, blank=True)
+    rating = models.FloatField(_("rating"), null=True, blank=True)
+    session_id = models.CharField(_("session"), max_length=64, blank=True)
+    channel = models.CharField(_("channel"), max_length=16, blank=True)
+    device = models.CharField(_("device"), max_length=16, blank=True)
+    order_id = models.CharField(_("order id"), max_length=64, blank=True)
+    context = models.JSONField(_("context"), null=True, blank=True)
+    flags = models.PositiveSmallIntegerField(_("flags"), default=0)
+    import_job = models.ForeignKey("ImportJob", on_delete=models.SET_NULL, null=True, blank=True, db_index=False)
+    ingested_at = models.DateTimeField(_("ingested at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("event")
+        verbose_name_plural = _("events")
+        indexes = [
+            models.Index(fields=["customer", "occurred_at"], name="event_customer_time"),
+            BrinIndex(fields=["occurred_at"], name="event_time_brin"),
+        ]
+
+
+class SocialRelation(models.IntegerChoices):
+    FOLLOW = 1, _("follows")
+    REFERRAL = 2, _("referred")
+    SHARE = 3, _("shared with")
+
+
+class SocialEdge(models.Model):
+    source_customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="edges_out")
+    target_customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="edges_in")
+    relation = models.PositiveSmallIntegerField(_("relation"), choices=SocialRelation.choices)
+    occurred_at = models.DateTimeField(_("occurred at"), null=True, blank=True)
+    weight = models.FloatField(_("weight"), default=1.0)
+
+    class Meta:
+        verbose_name = _("social edge")
+        verbose_name_plural = _("social edges")
+        constraints = [
+            models.UniqueConstraint(fields=["source_customer", "target_customer", "relation"], name="socialedge_unique"),
+            models.CheckConstraint(condition=~models.Q(source_customer=models.F("target_customer")), name="socialedge_not_self"),
+        ]
+
+
+class ImportStatus(models.TextChoices):
+    PENDING = "pending", _("pending")
+    RUNNING = "running", _("running")
+    SUCCEEDED = "succeeded", _("succeeded")
+    FAILED = "failed", _("failed")
+
+
+class ImportFormat(models.TextChoices):
+    CSV = "csv", _("CSV with column mapping")
+    JSONL = "jsonl", _("JSON lines with column mapping")
+    PARQUET = "parquet", _("Parquet with column mapping")
+    CDNOW = "cdnow", _("CDNOW transactions")
+    MOVIELENS = "movielens", _("MovieLens (atomic .inter/.user/.item or u.data/u.user/u.item)")
+    SYNTHETIC = "synthetic", _("Synthetic generator")
+    API = "api", _("REST API batch")
+
+
+class ImportJob(models.Model):
+    """One run of an import: what came in, what landed, what was refused and why."""
+
+    source = models.CharField(_("source"), max_length=32, help_text=_("Namespace of the external ids"))
+    format = models.CharField(_("format"), max_length=16, choices=ImportFormat.choices)
+    file_path = models.CharField(_("file"), max_length=1024, blank=True)
+    options = models.JSONField(_("options"), default=dict, blank=True)
+    status = models.CharField(_("status"), max_length=16, choices=ImportStatus.choices, default=ImportStatus.PENDING)
+    rows_read = models.BigIntegerField(_("rows read"), default=0)
+    rows_inserted = models.BigIntegerField(_("rows inserted"), default=0)
+    rows_duplicate = models.BigIntegerField(_("duplicates"), default=0)
+    rows_rejected = models.BigIntegerField(_("rejected"), default=0)
+    rows_flagged = models.BigIntegerField(_("flagged"), default=0)
+    rows_removed = models.BigIntegerField(_("removed by cleaning"), default=0)
+    bytes_total = models.BigIntegerField(_("bytes total"), default=0)
+    bytes_done = models.BigIntegerField(_("bytes done"), default=0)
+    report = models.JSONField(_("cleaning report"), default=dict, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("import job")
+        verbose_name_plural = _("import jobs")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.format} {self.file_path or self.source}"
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.bytes_done / self.bytes_total) if self.bytes_total else 0.0
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class QuarantinedRow(models.Model):
+    """A row an import refused, kept verbatim with its line number and the reason."""
+
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="quarantined_rows")
+    line_number = models.BigIntegerField(_("line"))
+    raw = models.TextField(_("raw row"))
+    reason = models.TextField(_("reason"))
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("quarantined row")
+        verbose_name_plural = _("quarantined rows")
+        ordering = ["job", "line_number"]
+
+
+class CustomerGroundTruth(models.Model):
+    """What the synthetic generator made a customer be, so tests can check profiles recover it."""
+
+    customer = models.OneToOneField(Customer, on_delete=models.CASCADE, primary_key=True, related_name="ground_truth")
+    segment = models.CharField(_("latent segment"), max_length=32)
+    churned_at = models.DateTimeField(_("churned at"), null=True, blank=True)
+    parameters = models.JSONField(_("parameters"), default=dict)
+
+    class Meta:
+        verbose_name = _("synthetic ground truth")
+        verbose_name_plural = _("synthetic ground truth")
