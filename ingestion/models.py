@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
+from django.db.models.functions import Now
 from django.utils.translation import gettext_lazy as _
 
 
@@ -15,16 +16,16 @@ class Customer(models.Model):
     name_encrypted = models.BinaryField(null=True, editable=False)
     phone_encrypted = models.BinaryField(null=True, editable=False)
     age = models.PositiveSmallIntegerField(_("age"), null=True, blank=True)
-    age_band = models.CharField(_("age band"), max_length=16, blank=True)
-    gender = models.CharField(_("gender"), max_length=16, blank=True)
-    region = models.CharField(_("region"), max_length=64, blank=True)
+    age_band = models.CharField(_("age band"), max_length=16, blank=True, db_default="")
+    gender = models.CharField(_("gender"), max_length=16, blank=True, db_default="")
+    region = models.CharField(_("region"), max_length=64, blank=True, db_default="")
     signup_date = models.DateField(_("signup date"), null=True, blank=True)
-    is_loyalty_member = models.BooleanField(_("loyalty member"), default=False)
-    consent_profiling = models.BooleanField(_("consents to profiling"), default=True)
-    consent_marketing = models.BooleanField(_("consents to marketing"), default=False)
-    attributes = models.JSONField(_("attributes"), default=dict, blank=True)
-    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
-    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    is_loyalty_member = models.BooleanField(_("loyalty member"), default=False, db_default=False)
+    consent_profiling = models.BooleanField(_("consents to profiling"), default=True, db_default=True)
+    consent_marketing = models.BooleanField(_("consents to marketing"), default=False, db_default=False)
+    attributes = models.JSONField(_("attributes"), default=dict, blank=True, db_default={})
+    created_at = models.DateTimeField(_("created at"), db_default=Now(), editable=False)
+    updated_at = models.DateTimeField(_("updated at"), db_default=Now(), editable=False)
 
     class Meta:
         verbose_name = _("customer")
@@ -36,14 +37,14 @@ class Customer(models.Model):
 
 class Item(models.Model):
     sku = models.CharField(_("SKU"), max_length=128, unique=True)
-    title = models.CharField(_("title"), max_length=500, blank=True)
-    category_path = models.CharField(_("category path"), max_length=255, blank=True, help_text=_("Levels separated by '/'"))
-    brand = models.CharField(_("brand"), max_length=128, blank=True)
+    title = models.CharField(_("title"), max_length=500, blank=True, db_default="")
+    category_path = models.CharField(_("category path"), max_length=255, blank=True, db_default="", help_text=_("Levels separated by '/'"))
+    brand = models.CharField(_("brand"), max_length=128, blank=True, db_default="")
     price = models.DecimalField(_("price"), max_digits=12, decimal_places=2, null=True, blank=True)
-    currency = models.CharField(_("currency"), max_length=3, blank=True)
-    attributes = models.JSONField(_("attributes"), default=dict, blank=True)
-    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
-    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    currency = models.CharField(_("currency"), max_length=3, blank=True, db_default="")
+    attributes = models.JSONField(_("attributes"), default=dict, blank=True, db_default={})
+    created_at = models.DateTimeField(_("created at"), db_default=Now(), editable=False)
+    updated_at = models.DateTimeField(_("updated at"), db_default=Now(), editable=False)
 
     class Meta:
         verbose_name = _("item")
@@ -97,7 +98,7 @@ class Event(models.Model):
     context = models.JSONField(_("context"), null=True, blank=True)
     flags = models.PositiveSmallIntegerField(_("flags"), default=0)
     import_job = models.ForeignKey("ImportJob", on_delete=models.SET_NULL, null=True, blank=True, db_index=False)
-    ingested_at = models.DateTimeField(_("ingested at"), auto_now_add=True)
+    ingested_at = models.DateTimeField(_("ingested at"), db_default=Now(), editable=False)
 
     class Meta:
         verbose_name = _("event")
@@ -169,6 +170,7 @@ class ImportJob(models.Model):
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     started_at = models.DateTimeField(_("started at"), null=True, blank=True)
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    heartbeat_at = models.DateTimeField(_("last progress at"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("import job")

@@ -1,0 +1,377 @@
+"""Cleaning and validation of event rows, shared by every entrance (API, files, generator).
+
+Input: a pandas DataFrame whose columns are canonical field names (see FIELDS) holding raw values
+as they came from the source, plus `_line` (line or row number in the source). Output: the rows
+that pass, typed and normalised for the store; every refused row with each field's reason; and
+one counter per cleaning rule for the import report. Vectorised: no per-row Python on the hot
+path except for the (few) rejected rows and JSON contexts.
+"""
+
+import json
+import re
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from ingestion.models import EventFlag, EventType
+
+FIELDS = (
+    "event_id",
+    "customer_id",
+    "item_id",
+    "event_type",
+    "timestamp",
+    "quantity",
+    "value",
+    "currency",
+    "rating",
+    "session_id",
+    "channel",
+    "device",
+    "order_id",
+    "context",
+)
+
+EVENT_NAMESPACE = uuid.UUID("5b0c3c1e-6f7a-4d8e-9a51-3f1e2d4c5b6a")
+
+EVENT_TYPE_ALIASES: dict[str, int] = {
+    **{t.name.lower(): t.value for t in EventType},
+    "page_view": EventType.VIEW,
+    "pageview": EventType.VIEW,
+    "detail_view": EventType.VIEW,
+    "cart": EventType.ADD_TO_CART,
+    "addtocart": EventType.ADD_TO_CART,
+    "add-to-cart": EventType.ADD_TO_CART,
+    "remove_cart": EventType.REMOVE_FROM_CART,
+    "order": EventType.PURCHASE,
+    "buy": EventType.PURCHASE,
+    "transaction": EventType.PURCHASE,
+    "return": EventType.REFUND,
+    "cancellation": EventType.CANCEL,
+    "rate": EventType.RATING,
+    "review": EventType.RATING,
+}
+# A repeat of one of these within seconds is noise (double clicks, reloads), not behaviour.
+NOISY_TYPES = (EventType.VIEW, EventType.CLICK, EventType.SEARCH)
+ITEM_REQUIRED_TYPES = (EventType.VIEW, EventType.ADD_TO_CART, EventType.REMOVE_FROM_CART, EventType.RATING)
+VALUE_REQUIRED_TYPES = (EventType.PURCHASE, EventType.REFUND)
+CURRENCY_SYMBOLS = {"$": "USD", "US$": "USD", "€": "EUR", "£": "GBP", "¥": "CNY", "￥": "CNY", "RMB": "CNY"}
+TEXT_LIMITS = {"customer_id": 256, "item_id": 128, "session_id": 64, "channel": 16, "device": 16, "order_id": 64}
+EARLIEST = pd.Timestamp("1990-01-01", tz="UTC")
+_OFFSET_RE = r"(?:Z|[+-]\d{2}:?\d{2})$"
+
+
+@dataclass(frozen=True)
+class CleaningRules:
+    """Thresholds and source conventions; every one is reported in the README."""
+
+    source: str
+    default_currency: str = "USD"
+    timezone: str = "UTC"
+    timestamp_format: str | None = None  # None: ISO 8601; "unix", "unix_ms", or a strftime format
+    near_duplicate_seconds: int = 5
+    bot_events_per_minute: int = 60
+    max_unit_price: float = 100_000.0
+    # How an event gets its id when the source has none: "line" (file identity + line number,
+    # for ledgers) or a tuple of fields forming a natural key; a content hash is the last resort.
+    derive_event_id: str | tuple[str, ...] = "line"
+    file_identity: str = ""
+
+
+@dataclass
+class RowError:
+    line: int
+    errors: dict[str, list[str]]
+    raw: str = ""
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(f"{f}: {', '.join(m)}" for f, m in self.errors.items())
+
+
+@dataclass
+class CleanedEvents:
+    events: pd.DataFrame
+    rejected: list[RowError] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+    duplicates: int = 0  # exact repeats of an event id inside the batch
+    removed: int = 0  # near-duplicates and repeated order lines dropped as noise
+    flagged: int = 0
+
+
+class _Problems:
+    """Collects (row mask, field, message) triples; combined into per-row errors at the end."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.items: list[tuple[np.ndarray, str, str]] = []
+
+    def add(self, mask, field_name: str, message: str) -> None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.any():
+            self.items.append((mask, field_name, message))
+
+    def any_mask(self) -> np.ndarray:
+        out = np.zeros(self.n, dtype=bool)
+        for mask, _, _ in self.items:
+            out |= mask
+        return out
+
+    def errors_for(self, positions: np.ndarray) -> dict[int, dict[str, list[str]]]:
+        result: dict[int, dict[str, list[str]]] = {int(p): {} for p in positions}
+        for mask, field_name, message in self.items:
+            for p in np.flatnonzero(mask):
+                result[int(p)].setdefault(field_name, []).append(message)
+        return result
+
+
+def _text(frame: pd.DataFrame, name: str) -> pd.Series:
+    """The column as stripped strings with empty → missing; an all-missing column if absent."""
+    if name not in frame:
+        return pd.Series(pd.NA, index=frame.index, dtype="str")
+    col = frame[name]
+    if col.dtype.kind in "iuf":
+        text = col.astype("str").where(col.notna())
+        # integers read as floats (pyarrow/JSON) must not become "12.0"
+        if col.dtype.kind == "f":
+            text = text.str.replace(r"\.0$", "", regex=True)
+        return text
+    text = col.astype("str").str.strip()
+    return text.where(text != "")
+
+
+def _number(frame: pd.DataFrame, name: str, problems: _Problems) -> pd.Series:
+    if name not in frame:
+        return pd.Series(np.nan, index=frame.index, dtype="float64")
+    raw = frame[name]
+    if raw.dtype.kind in "iuf":
+        return raw.astype("float64")
+    text = _text(frame, name)
+    number = pd.to_numeric(text, errors="coerce").astype("float64")
+    problems.add((text.notna() & number.isna()).to_numpy(), name, "not a number")
+    bad_inf = np.isinf(number.to_numpy())
+    problems.add(bad_inf, name, "not a finite number")
+    return number.where(~bad_inf)
+
+
+def _timestamps(frame: pd.DataFrame, rules: CleaningRules, problems: _Problems, counts: Counter) -> pd.Series:
+    raw = frame["timestamp"] if "timestamp" in frame else pd.Series(pd.NA, index=frame.index)
+    fmt = rules.timestamp_format
+    if fmt in ("unix", "unix_ms"):
+        numbers = pd.to_numeric(raw, errors="coerce")
+        problems.add((raw.notna() & numbers.isna()).to_numpy(), "timestamp", "not a unix time")
+        # beyond ±2^53 the float is meaningless and pandas would overflow
+        numbers = numbers.where(numbers.abs() < 2**53)
+        parsed = pd.to_datetime(numbers, unit="s" if fmt == "unix" else "ms", utc=True, errors="coerce")
+    else:
+        text = _text(frame, "timestamp")
+        if rules.timezone == "UTC":
+            parsed = pd.to_datetime(text, format=fmt or "ISO8601", utc=True, errors="coerce")
+        else:
+            has_offset = text.str.contains(_OFFSET_RE, regex=True, na=False)
+            aware = pd.to_datetime(text.where(has_offset), format=fmt or "ISO8601", utc=True, errors="coerce")
+            naive = pd.to_datetime(text.where(~has_offset), format=fmt or "ISO8601", errors="coerce")
+            local = naive.dt.tz_localize(rules.timezone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
+            parsed = aware.where(has_offset, local)
+            counts["timestamp_localised_to_utc"] += int((~has_offset & local.notna()).sum())
+        problems.add((text.notna() & parsed.isna()).to_numpy(), "timestamp", "not a valid date/time")
+    missing = raw.isna().to_numpy() if raw.dtype.kind not in "O" else _text(frame, "timestamp").isna().to_numpy()
+    problems.add(missing, "timestamp", "required")
+    latest = pd.Timestamp(datetime.now(UTC) + timedelta(days=1))
+    out_of_range = (parsed.notna() & ((parsed < EARLIEST) | (parsed > latest))).to_numpy()
+    problems.add(out_of_range, "timestamp", "outside 1990-01-01 .. tomorrow")
+    return parsed.astype("datetime64[us, UTC]")
+
+
+def _context(frame: pd.DataFrame, problems: _Problems) -> pd.Series:
+    if "context" not in frame:
+        return pd.Series(None, index=frame.index, dtype="object")
+    out = np.full(len(frame), None, dtype=object)
+    bad = np.zeros(len(frame), dtype=bool)
+    for pos, value in enumerate(frame["context"].to_numpy()):
+        if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA or value == "":
+            continue
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                bad[pos] = True
+                continue
+        if not isinstance(value, dict):
+            bad[pos] = True
+            continue
+        out[pos] = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    problems.add(bad, "context", "not a JSON object")
+    return pd.Series(out, index=frame.index, dtype="object")
+
+
+_UUID_RE = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+
+
+def _uuid5_all(names) -> list[str]:
+    return [str(uuid.uuid5(EVENT_NAMESPACE, name)) for name in names]
+
+
+def _event_ids(frame: pd.DataFrame, cleaned: pd.DataFrame, rules: CleaningRules, problems: _Problems) -> pd.Series:
+    """Deterministic UUIDs: the client's id, else the source's natural key, else file+line."""
+    given = _text(frame, "event_id")
+    ids = pd.Series(None, index=frame.index, dtype="object")
+    is_uuid = given.str.fullmatch(_UUID_RE, na=False).to_numpy()
+    if is_uuid.any():
+        ids[is_uuid] = given[is_uuid].str.lower().to_numpy(dtype=object)
+    too_long = (given.str.len() > 128).fillna(False).to_numpy()
+    problems.add(too_long, "event_id", "longer than 128 characters")
+    prefix = f"{rules.source}\x1f"
+    other = given.notna().to_numpy() & ~is_uuid & ~too_long
+    if other.any():
+        ids[other] = _uuid5_all(prefix + v for v in given[other].to_numpy(dtype=object))
+    missing = given.isna().to_numpy()
+    if missing.any():
+        if isinstance(rules.derive_event_id, tuple):
+            parts = [cleaned.loc[missing, c].astype("str").fillna("") for c in rules.derive_event_id]
+            names = parts[0].str.cat(parts[1:], sep="\x1f") if len(parts) > 1 else parts[0]
+        else:
+            names = f"{rules.file_identity}:" + frame.loc[missing, "_line"].astype("str")
+        ids[missing] = _uuid5_all(prefix + v for v in names.to_numpy(dtype=object))
+    return ids
+
+
+def events_clean(frame: pd.DataFrame, *, rules: CleaningRules) -> CleanedEvents:
+    """Validate and normalise one chunk. Rows keep their order; `_line` identifies each one."""
+    frame = frame.reset_index(drop=True)
+    n = len(frame)
+    problems = _Problems(n)
+    counts: Counter = Counter()
+    out = pd.DataFrame(index=frame.index)
+    out["_line"] = frame["_line"].astype("int64")
+
+    customer = _text(frame, "customer_id")
+    problems.add(customer.isna().to_numpy(), "customer_id", "required")
+    out["customer_id"] = customer
+
+    type_text = _text(frame, "event_type").str.lower()
+    event_type = type_text.map(EVENT_TYPE_ALIASES)
+    problems.add(type_text.isna().to_numpy(), "event_type", "required")
+    problems.add((type_text.notna() & event_type.isna()).to_numpy(), "event_type", "unknown type")
+    out["event_type"] = event_type.astype("Int16")
+
+    item = _text(frame, "item_id")
+    needs_item = event_type.isin([int(t) for t in ITEM_REQUIRED_TYPES]).to_numpy()
+    problems.add(needs_item & item.isna().to_numpy(), "item_id", "required for this event type")
+    out["item_id"] = item
+
+    out["occurred_at"] = _timestamps(frame, rules, problems, counts)
+
+    quantity = _number(frame, "quantity", problems)
+    counts["quantity_defaulted_to_1"] += int((quantity.isna() & _text(frame, "quantity").isna()).sum())
+    quantity = quantity.fillna(1.0)
+    problems.add((quantity != np.floor(quantity)).to_numpy(), "quantity", "not a whole number")
+    problems.add(((quantity <= 0) | (quantity > 1_000_000)).to_numpy(), "quantity", "must be between 1 and 1,000,000")
+    out["quantity"] = quantity.clip(-1e9, 1e9).round().astype("int64")
+
+    value = _number(frame, "value", problems)
+    needs_value = event_type.isin([int(t) for t in VALUE_REQUIRED_TYPES]).to_numpy()
+    problems.add(needs_value & value.isna().to_numpy() & _text(frame, "value").isna().to_numpy(), "value", "required for purchases and refunds")
+    problems.add((value < 0).to_numpy(), "value", "must not be negative (use a refund event)")
+    problems.add((value >= 1e12).to_numpy(), "value", "too large")
+    out["value"] = value.round(2)
+
+    currency_text = _text(frame, "currency")
+    currency = currency_text.str.upper().replace(CURRENCY_SYMBOLS)
+    counts["currency_defaulted"] += int((currency.isna() & value.notna()).sum())
+    currency = currency.where(currency.notna() | value.isna(), rules.default_currency)
+    problems.add((currency.notna() & ~currency.str.fullmatch(r"[A-Z]{3}", na=False)).to_numpy(), "currency", "not an ISO 4217 code")
+    counts["currency_normalised"] += int((currency_text.notna() & (currency_text != currency)).sum())
+    out["currency"] = currency.fillna("")
+
+    rating = _number(frame, "rating", problems)
+    is_rating = (event_type == EventType.RATING).fillna(False).to_numpy()
+    problems.add(is_rating & rating.isna().to_numpy() & _text(frame, "rating").isna().to_numpy(), "rating", "required for rating events")
+    problems.add(((rating < 0) | (rating > 10)).to_numpy(), "rating", "must be between 0 and 10")
+    out["rating"] = rating
+
+    for name in ("session_id", "channel", "device", "order_id"):
+        text = _text(frame, name)
+        if name in ("channel", "device"):
+            text = text.str.lower()
+        out[name] = text.fillna("")
+    for name, limit in TEXT_LIMITS.items():
+        problems.add((out[name].str.len() > limit).fillna(False).to_numpy(), name, f"longer than {limit} characters")
+
+    out["context"] = _context(frame, problems)
+    out["event_id"] = _event_ids(frame, out, rules, problems)
+
+    rejected_mask = problems.any_mask()
+    rejected = []
+    if rejected_mask.any():
+        positions = np.flatnonzero(rejected_mask)
+        by_row = problems.errors_for(positions)
+        lines = out["_line"].to_numpy()
+        rejected = [RowError(line=int(lines[p]), errors=by_row[int(p)]) for p in positions]
+        for mask, field_name, message in problems.items:
+            counts[f"rejected: {field_name} {message}"] += int(mask.sum())
+    clean = out.loc[~rejected_mask].reset_index(drop=True)
+    clean["flags"] = np.zeros(len(clean), dtype="int16")
+    result = CleanedEvents(events=clean, rejected=rejected, counts=counts)
+    _drop_repeats(result, rules)
+    _flag_outliers(result, rules)
+    return result
+
+
+def _drop_repeats(result: CleanedEvents, rules: CleaningRules) -> None:
+    events = result.events
+    repeated_id = events.duplicated("event_id").to_numpy()
+    result.duplicates = int(repeated_id.sum())
+    result.counts["duplicate_event_id_in_batch"] += result.duplicates
+
+    # Same view/click/search of the same thing within seconds: keep the first.
+    noisy = events["event_type"].isin([int(t) for t in NOISY_TYPES]).to_numpy() & ~repeated_id
+    near_duplicate = np.zeros(len(events), dtype=bool)
+    if noisy.any() and rules.near_duplicate_seconds > 0:
+        sub = events.loc[noisy, ["customer_id", "event_type", "item_id", "context", "occurred_at"]].copy()
+        sub["item_id"] = sub["item_id"].fillna("")
+        sub["context"] = sub["context"].fillna("")
+        sub = sub.sort_values(["customer_id", "event_type", "item_id", "context", "occurred_at"], kind="stable")
+        keys = ["customer_id", "event_type", "item_id", "context"]
+        same_key = (sub[keys] == sub[keys].shift()).all(axis=1).to_numpy()
+        gap = sub["occurred_at"].diff().dt.total_seconds().to_numpy()
+        repeat = same_key & (gap <= rules.near_duplicate_seconds)
+        near_duplicate[sub.index[repeat]] = True
+    result.counts["near_duplicate_removed"] += int(near_duplicate.sum())
+
+    # Purchases are merged only when they share an order id: the same line of the same order
+    # delivered twice. Without an order id, identical purchases are separate purchases.
+    order_repeat = np.zeros(len(events), dtype=bool)
+    is_order_line = (events["event_type"] == EventType.PURCHASE).fillna(False).to_numpy() & (events["order_id"] != "").to_numpy()
+    if is_order_line.any():
+        sub = events.loc[is_order_line & ~repeated_id]
+        dup = sub.duplicated(["customer_id", "order_id", "item_id", "quantity", "value"])
+        order_repeat[sub.index[dup.to_numpy()]] = True
+    result.counts["order_line_repeat_removed"] += int(order_repeat.sum())
+
+    result.removed = int(near_duplicate.sum() + order_repeat.sum())
+    drop = repeated_id | near_duplicate | order_repeat
+    if drop.any():
+        result.events = events.loc[~drop].reset_index(drop=True)
+
+
+def _flag_outliers(result: CleanedEvents, rules: CleaningRules) -> None:
+    events = result.events
+    if events.empty:
+        return
+    flags = events["flags"].to_numpy().copy()
+    minute = events["occurred_at"].dt.floor("min")
+    per_minute = events.groupby([events["customer_id"], minute], sort=False)["event_type"].transform("size").to_numpy()
+    bot = per_minute > rules.bot_events_per_minute
+    flags[bot] |= EventFlag.BOT_RATE
+    unit_price = (events["value"] / events["quantity"]).to_numpy(dtype="float64", na_value=np.nan)
+    outlier = unit_price > rules.max_unit_price
+    flags[outlier] |= EventFlag.PRICE_OUTLIER
+    events["flags"] = flags
+    result.counts["flagged_bot_rate"] += int(bot.sum())
+    result.counts["flagged_price_outlier"] += int(outlier.sum())
+    result.flagged = int((flags != 0).sum())

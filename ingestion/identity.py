@@ -1,0 +1,37 @@
+"""Pseudonymous customer keys (keyed HMAC-SHA256) and encryption of PII at rest (Fernet)."""
+
+import hashlib
+import hmac
+from functools import cache
+
+from cryptography.fernet import Fernet, MultiFernet
+from django.conf import settings
+
+
+@cache
+def _pseudonym_key() -> bytes:
+    return settings.PSEUDONYM_KEY.encode()
+
+
+@cache
+def _fernet() -> MultiFernet:
+    # MultiFernet encrypts with the first key and decrypts with any: keys rotate without downtime.
+    return MultiFernet([Fernet(k.encode()) for k in settings.PII_ENCRYPTION_KEYS])
+
+
+def customer_key(*, source: str, external_id: str) -> str:
+    """The customer's pseudonym: stable per (source namespace, external id), not reversible."""
+    message = f"{source}\x1f{external_id}".encode()
+    return hmac.new(_pseudonym_key(), message, hashlib.sha256).hexdigest()
+
+
+def pii_encrypt(value: str | None) -> bytes | None:
+    if value is None or value == "":
+        return None
+    return _fernet().encrypt(value.encode())
+
+
+def pii_decrypt(token: bytes | memoryview | None) -> str | None:
+    if token is None:
+        return None
+    return _fernet().decrypt(bytes(token)).decode()

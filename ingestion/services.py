@@ -1,0 +1,348 @@
+"""Writes of the ingestion app: import jobs, API batches, customer/item/edge upserts."""
+
+import logging
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from ingestion import bulk
+from ingestion.cleaning import FIELDS, CleanedEvents, CleaningRules, RowError, events_clean
+from ingestion.identity import customer_key, pii_encrypt
+from ingestion.importers.sources import EventSource, SourceError, open_event_source
+from ingestion.models import (
+    Customer,
+    ImportFormat,
+    ImportJob,
+    ImportStatus,
+    Item,
+    QuarantinedRow,
+    SocialEdge,
+    SocialRelation,
+)
+
+logger = logging.getLogger(__name__)
+
+# A running job whose heartbeat is older than this is presumed dead and may be claimed again.
+STALE_JOB_SECONDS = 300
+
+
+def customer_keys_for(external_ids: pd.Series, *, source: str) -> np.ndarray:
+    """Pseudonyms for a column of external ids, hashing each distinct id once."""
+    codes, uniques = pd.factorize(external_ids, sort=False)
+    keys = np.array([customer_key(source=source, external_id=str(u)) for u in uniques], dtype=object)
+    return keys[codes]
+
+
+# --- Import jobs -------------------------------------------------------------------------------
+
+
+def import_job_create(
+    *, path: str | Path, fmt: str, source: str | None = None, options: dict | None = None, created_by=None
+) -> ImportJob:
+    from ingestion.importers.sources import DEFAULT_SOURCES
+
+    if fmt not in ImportFormat.values:
+        raise SourceError(f"unknown format {fmt!r}")
+    path = Path(path)
+    if not path.exists():
+        raise SourceError(f"no such file: {path}")
+    size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    return ImportJob.objects.create(
+        source=source or DEFAULT_SOURCES.get(fmt, "default"),
+        format=fmt,
+        file_path=str(path.resolve()),
+        options=options or {},
+        bytes_total=size,
+        created_by=created_by,
+    )
+
+
+def _import_job_claim(job_id: int) -> bool:
+    """Atomically move a job to running; a dead worker's job (stale heartbeat) may be reclaimed.
+    Counters restart at zero: rows landed by the dead attempt then count as duplicates."""
+    stale = timezone.now() - timezone.timedelta(seconds=STALE_JOB_SECONDS)
+    with transaction.atomic():
+        claimed = ImportJob.objects.filter(
+            Q(status=ImportStatus.PENDING) | Q(status=ImportStatus.RUNNING, heartbeat_at__lt=stale), pk=job_id
+        ).update(
+            status=ImportStatus.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now(), finished_at=None,
+            rows_read=0, rows_inserted=0, rows_duplicate=0, rows_rejected=0, rows_flagged=0, rows_removed=0,
+            bytes_done=0, report={}, error="",
+        )
+        if claimed:
+            QuarantinedRow.objects.filter(job_id=job_id).delete()
+    return bool(claimed)
+
+
+@dataclass
+class _ChunkOutcome:
+    read: int
+    cleaned: CleanedEvents
+    malformed: list[RowError]
+    raw_for_rejected: list[str]
+    blank_lines: int
+    bytes_done: int
+    customer_keys: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+
+
+def _prepare_chunk(frame: pd.DataFrame, chunk, rules: CleaningRules) -> _ChunkOutcome:
+    cleaned = events_clean(frame, rules=rules)
+    raw = []
+    if cleaned.rejected:
+        position_of_line = pd.Series(np.arange(len(frame)), index=frame["_line"].to_numpy())
+        positions = [int(position_of_line[r.line]) for r in cleaned.rejected]
+        raw = chunk.raw(positions)
+    return _ChunkOutcome(
+        read=len(frame) + len(chunk.malformed),
+        cleaned=cleaned,
+        malformed=chunk.malformed,
+        raw_for_rejected=raw,
+        blank_lines=chunk.blank_lines,
+        bytes_done=chunk.bytes_done,
+        customer_keys=customer_keys_for(cleaned.events["customer_id"], source=rules.source),
+    )
+
+
+def _store_chunk(job_id: int, source: str, outcome: _ChunkOutcome, report: Counter) -> None:
+    """One transaction: the chunk's events, its quarantined rows and the job's counters."""
+    with transaction.atomic():
+        merged = bulk.events_copy_merge(
+            events=outcome.cleaned.events, customer_keys=outcome.customer_keys, source=source, import_job_id=job_id
+        )
+        quarantine = [
+            QuarantinedRow(job_id=job_id, line_number=r.line, raw=r.raw, reason=r.reason) for r in outcome.malformed
+        ] + [
+            QuarantinedRow(job_id=job_id, line_number=r.line, raw=raw, reason=r.reason)
+            for r, raw in zip(outcome.cleaned.rejected, outcome.raw_for_rejected)
+        ]
+        QuarantinedRow.objects.bulk_create(quarantine, batch_size=5000)
+        report.update(outcome.cleaned.counts)
+        report["malformed_line"] += len(outcome.malformed)
+        report["blank_line_skipped"] += outcome.blank_lines
+        report["duplicate_already_stored"] += merged.conflicts
+        report["customers_created_from_events"] += merged.customers_created
+        report["items_created_from_events"] += merged.items_created
+        ImportJob.objects.filter(pk=job_id).update(
+            rows_read=F("rows_read") + outcome.read,
+            rows_inserted=F("rows_inserted") + merged.inserted,
+            rows_duplicate=F("rows_duplicate") + outcome.cleaned.duplicates + merged.conflicts,
+            rows_rejected=F("rows_rejected") + len(quarantine),
+            rows_flagged=F("rows_flagged") + outcome.cleaned.flagged,
+            rows_removed=F("rows_removed") + outcome.cleaned.removed,
+            bytes_done=outcome.bytes_done,
+            heartbeat_at=timezone.now(),
+            report=dict(sorted(report.items())),
+        )
+
+
+def import_job_run(*, job_id: int, on_progress: Callable[[ImportJob], None] | None = None) -> ImportJob | None:
+    """Run a pending import to the end. Returns None if another worker holds it.
+
+    Reading and cleaning chunk N+1 (Python) overlaps with the database merging chunk N (a second
+    thread on its own connection), which keeps both cores busy. A chunk is one transaction, so a
+    crash leaves whole chunks; re-running is safe because every event id is deterministic.
+    """
+    if not _import_job_claim(job_id):
+        return None
+    job = ImportJob.objects.get(pk=job_id)
+    report: Counter = Counter()
+    try:
+        event_source = open_event_source(path=Path(job.file_path), fmt=job.format, source=job.source, options=job.options)
+        catalogue_upsert(source=job.source, event_source=event_source, report=report)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-store") as store:
+            try:
+                pending: Future | None = None
+                for frame, chunk in event_source.chunks:
+                    outcome = _prepare_chunk(frame, chunk, event_source.rules)
+                    if pending is not None:
+                        pending.result()
+                        if on_progress:
+                            job.refresh_from_db()
+                            on_progress(job)
+                    pending = store.submit(_store_chunk, job_id, job.source, outcome, report)
+                if pending is not None:
+                    pending.result()
+            finally:
+                # the store thread's connection is its own; close it before the thread goes away
+                store.submit(lambda: connection.close()).result()
+    except Exception as exc:
+        ImportJob.objects.filter(pk=job_id).update(
+            status=ImportStatus.FAILED, finished_at=timezone.now(),
+            error="".join(traceback.format_exception_only(exc)).strip()[:10_000],
+        )
+        raise
+    ImportJob.objects.filter(pk=job_id).update(status=ImportStatus.SUCCEEDED, finished_at=timezone.now())
+    job.refresh_from_db()
+    if on_progress:
+        on_progress(job)
+    return job
+
+
+def catalogue_upsert(*, source: str, event_source: EventSource, report: Counter) -> None:
+    if event_source.catalogue.customers:
+        report["customers_upserted"] += customers_upsert(rows=event_source.catalogue.customers, source=source)
+    if event_source.catalogue.items:
+        report["items_upserted"] += items_upsert(rows=event_source.catalogue.items)
+
+
+# --- API batches -------------------------------------------------------------------------------
+
+
+class BatchRejected(Exception):
+    """A batch with at least one invalid row; nothing of it was written."""
+
+    def __init__(self, errors: list[dict]):
+        super().__init__(f"{len(errors)} invalid row(s)")
+        self.errors = errors
+
+
+@dataclass
+class BatchResult:
+    received: int
+    inserted: int
+    duplicates: int
+    removed: int
+    flagged: int
+
+
+def events_ingest_batch(*, rows: list, source: str = "default") -> BatchResult:
+    """Validate a whole batch, then write it in one transaction, or raise BatchRejected listing
+    every bad row (by index) with its field errors. Repeated event ids are counted, not errors."""
+    errors = []
+    records = []
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            errors.append({"index": index, "errors": {"row": ["must be a JSON object"]}})
+            continue
+        unknown = set(row) - set(FIELDS)
+        if unknown:
+            errors.append({"index": index, "errors": {name: ["unknown field"] for name in sorted(unknown)}})
+        records.append({**{k: v for k, v in row.items() if k in FIELDS}, "_line": index})
+    frame = pd.DataFrame.from_records(records) if records else pd.DataFrame({"_line": []})
+    for column in frame.columns:
+        if column not in ("context", "_line") and frame[column].dtype == object:
+            frame[column] = frame[column].map(lambda v: v if v is None or isinstance(v, str) else _scalar_text(v))
+    from django.conf import settings
+
+    rules = CleaningRules(
+        source=source,
+        default_currency=settings.INGEST_DEFAULT_CURRENCY,
+        near_duplicate_seconds=settings.INGEST_NEAR_DUPLICATE_SECONDS,
+        bot_events_per_minute=settings.INGEST_BOT_EVENTS_PER_MINUTE,
+        max_unit_price=settings.INGEST_MAX_UNIT_PRICE,
+        derive_event_id=("customer_id", "event_type", "item_id", "occurred_at", "value", "quantity"),
+    )
+    cleaned = events_clean(frame, rules=rules)
+    for rejected in cleaned.rejected:
+        errors.append({"index": rejected.line, "errors": rejected.errors})
+    if errors:
+        merged: dict[int, dict] = {}
+        for e in errors:
+            merged.setdefault(e["index"], {}).update(e["errors"])
+        raise BatchRejected([{"index": i, "errors": merged[i]} for i in sorted(merged)])
+    keys = customer_keys_for(cleaned.events["customer_id"], source=source)
+    with transaction.atomic():
+        result = bulk.events_copy_merge(events=cleaned.events, customer_keys=keys, source=source, import_job_id=None)
+    return BatchResult(
+        received=len(rows),
+        inserted=result.inserted,
+        duplicates=cleaned.duplicates + result.conflicts,
+        removed=cleaned.removed,
+        flagged=cleaned.flagged,
+    )
+
+
+def _scalar_text(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (dict, list)):
+        return "<object>"  # fails validation of any scalar field with a clear message
+    return str(value)
+
+
+# --- Customers, items, social edges ------------------------------------------------------------
+
+CUSTOMER_FIELDS = (
+    "age", "age_band", "gender", "region", "signup_date", "is_loyalty_member", "consent_profiling",
+    "consent_marketing", "attributes",
+)
+PII_FIELDS = {"email": "email_encrypted", "name": "name_encrypted", "phone": "phone_encrypted"}
+
+
+def customers_upsert(*, rows: Iterable[dict], source: str) -> int:
+    """Create or update customers by external id. Only the fields a row carries are updated; PII
+    is encrypted before it reaches the database. Returns the number of rows written."""
+    groups: dict[tuple[str, ...], list[Customer]] = {}
+    for row in rows:
+        values = {name: row[name] for name in CUSTOMER_FIELDS if name in row}
+        for clear, encrypted in PII_FIELDS.items():
+            if clear in row:
+                values[encrypted] = pii_encrypt(row[clear])
+        if isinstance(values.get("signup_date"), str):
+            values["signup_date"] = date.fromisoformat(values["signup_date"])
+        key = customer_key(source=source, external_id=str(row["external_id"]))
+        groups.setdefault(tuple(sorted(values)), []).append(Customer(key=key, source=source, **values))
+    written = 0
+    for fields, customers in groups.items():
+        customers.sort(key=lambda c: c.key)  # a stable lock order avoids deadlocks between batches
+        Customer.objects.bulk_create(
+            customers, batch_size=2000, update_conflicts=True, unique_fields=["key"], update_fields=list(fields) or ["source"]
+        )
+        written += len(customers)
+    if written:
+        Customer.objects.filter(key__in=[c.key for cs in groups.values() for c in cs]).update(updated_at=timezone.now())
+    return written
+
+
+ITEM_FIELDS = ("title", "category_path", "brand", "price", "currency", "attributes")
+
+
+def items_upsert(*, rows: Iterable[dict]) -> int:
+    groups: dict[tuple[str, ...], list[Item]] = {}
+    for row in rows:
+        values = {name: row[name] for name in ITEM_FIELDS if name in row}
+        groups.setdefault(tuple(sorted(values)), []).append(Item(sku=str(row["sku"]), **values))
+    written = 0
+    for fields, items in groups.items():
+        items.sort(key=lambda i: i.sku)
+        Item.objects.bulk_create(
+            items, batch_size=2000, update_conflicts=True, unique_fields=["sku"], update_fields=list(fields) or ["sku"]
+        )
+        written += len(items)
+    return written
+
+
+def social_edges_upsert(*, rows: Iterable[dict], source: str) -> int:
+    """rows: {source_id, target_id, relation ('follow'|'referral'|'share'), occurred_at?, weight?}.
+    Customers an edge names but the store lacks are created, as for events."""
+    rows = list(rows)
+    external = {str(r["source_id"]) for r in rows} | {str(r["target_id"]) for r in rows}
+    keys = {e: customer_key(source=source, external_id=e) for e in external}
+    Customer.objects.bulk_create(
+        [Customer(key=k, source=source) for k in sorted(keys.values())], ignore_conflicts=True, batch_size=5000
+    )
+    ids = dict(Customer.objects.filter(key__in=keys.values()).values_list("key", "id"))
+    relations = {r.name.lower(): r.value for r in SocialRelation}
+    edges = [
+        SocialEdge(
+            source_customer_id=ids[keys[str(r["source_id"])]],
+            target_customer_id=ids[keys[str(r["target_id"])]],
+            relation=relations[r["relation"]],
+            occurred_at=r.get("occurred_at"),
+            weight=r.get("weight", 1.0),
+        )
+        for r in rows
+        if str(r["source_id"]) != str(r["target_id"])
+    ]
+    SocialEdge.objects.bulk_create(edges, ignore_conflicts=True, batch_size=5000)
+    return len(edges)
