@@ -1,9 +1,20 @@
-"""DRF exception handler: errors are data with a stable shape."""
+"""DRF exception handler: errors are data with a stable shape ({"error": code, "detail": text})."""
 
+from django.core.exceptions import RequestDataTooBig
+from rest_framework import status
+from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, RequestDataTooBig):
+        from django.conf import settings
+
+        return Response(
+            {"error": "payload_too_large",
+             "detail": f"Body exceeds the limit of {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(response.data, dict) and "detail" in response.data:
         detail = response.data["detail"]

@@ -57,7 +57,11 @@ if env.str("DATABASE_URL", default=""):
 else:
     from config.embedded_db import embedded_database_url
 
-    DATABASES = {"default": env.db_url_config(embedded_database_url(VAR_DIR))}
+    DATABASES = {
+        "default": env.db_url_config(
+            embedded_database_url(VAR_DIR, database=env.str("EMBEDDED_DATABASE_NAME", default="portrait"))
+        )
+    }
 DATABASES["default"]["ENGINE"] = "django.db.backends.postgresql"
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

@@ -302,6 +302,11 @@ def events_clean(frame: pd.DataFrame, *, rules: CleaningRules) -> CleanedEvents:
     for name, limit in TEXT_LIMITS.items():
         problems.add((out[name].str.len() > limit).fillna(False).to_numpy(), name, f"longer than {limit} characters")
 
+    for name in FIELDS:
+        if name in frame and frame[name].dtype.kind not in "iufb":
+            nul = frame[name].astype("str").str.contains("\x00", regex=False, na=False).to_numpy()
+            problems.add(nul, name, "contains a NUL byte")
+
     out["context"] = _context(frame, problems)
     out["event_id"] = _event_ids(frame, out, rules, problems)
 

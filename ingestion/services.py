@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -67,6 +67,16 @@ def import_job_create(
     )
 
 
+def import_job_enqueue(*, job: ImportJob) -> None:
+    """Queue the job on the ingest queue once the surrounding transaction commits.
+    Raises config.celery.BrokerUnavailable (one line saying how to start Redis) if no broker answers."""
+    from config.celery import broker_check
+    from ingestion.tasks import import_job_run_task
+
+    broker_check()
+    transaction.on_commit(lambda: import_job_run_task.delay(job.pk))
+
+
 def _import_job_claim(job_id: int) -> bool:
     """Atomically move a job to running; a dead worker's job (stale heartbeat) may be reclaimed.
     Counters restart at zero: rows landed by the dead attempt then count as duplicates."""
@@ -113,6 +123,11 @@ def _prepare_chunk(frame: pd.DataFrame, chunk, rules: CleaningRules) -> _ChunkOu
     )
 
 
+def _storable(text: str) -> str:
+    """PostgreSQL text cannot hold NUL; keep the row verbatim otherwise, with NUL made visible."""
+    return text.replace("\x00", "\\x00")
+
+
 def _store_chunk(job_id: int, source: str, outcome: _ChunkOutcome, report: Counter) -> None:
     """One transaction: the chunk's events, its quarantined rows and the job's counters."""
     with transaction.atomic():
@@ -120,9 +135,10 @@ def _store_chunk(job_id: int, source: str, outcome: _ChunkOutcome, report: Count
             events=outcome.cleaned.events, customer_keys=outcome.customer_keys, source=source, import_job_id=job_id
         )
         quarantine = [
-            QuarantinedRow(job_id=job_id, line_number=r.line, raw=r.raw, reason=r.reason) for r in outcome.malformed
+            QuarantinedRow(job_id=job_id, line_number=r.line, raw=_storable(r.raw), reason=_storable(r.reason))
+            for r in outcome.malformed
         ] + [
-            QuarantinedRow(job_id=job_id, line_number=r.line, raw=raw, reason=r.reason)
+            QuarantinedRow(job_id=job_id, line_number=r.line, raw=_storable(raw), reason=_storable(r.reason))
             for r, raw in zip(outcome.cleaned.rejected, outcome.raw_for_rejected)
         ]
         QuarantinedRow.objects.bulk_create(quarantine, batch_size=5000)
@@ -175,6 +191,10 @@ def import_job_run(*, job_id: int, on_progress: Callable[[ImportJob], None] | No
             finally:
                 # the store thread's connection is its own; close it before the thread goes away
                 store.submit(lambda: connection.close()).result()
+    except (OperationalError, InterfaceError) as exc:
+        # the database went away: leave the job claimable so the task's retry resumes it
+        ImportJob.objects.filter(pk=job_id).update(status=ImportStatus.PENDING, error=f"retrying after: {exc}"[:10_000])
+        raise
     except Exception as exc:
         ImportJob.objects.filter(pk=job_id).update(
             status=ImportStatus.FAILED, finished_at=timezone.now(),

@@ -1,0 +1,48 @@
+from django import forms
+from django.contrib import admin, messages
+from django.utils.translation import gettext_lazy as _
+
+from access import services
+from access.models import ApiToken, Scope
+
+
+class ApiTokenCreateForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(choices=Scope.choices, widget=forms.CheckboxSelectMultiple, label=_("scopes"))
+
+    class Meta:
+        model = ApiToken
+        fields = ("name", "scopes")
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("name", "prefix", "scopes", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    readonly_fields = ("name", "prefix", "scopes", "created_at", "last_used_at", "revoked_at")
+    actions = ["revoke"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = ApiTokenCreateForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj else ()
+
+    def get_fields(self, request, obj=None):
+        return ("name", "scopes") if obj is None else self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        token, raw = services.api_token_create(name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"])
+        vars(obj).update(vars(token))
+        self.message_user(
+            request,
+            _("Token created. Copy it now, it is not shown again: %(token)s") % {"token": raw},
+            messages.WARNING,
+        )
+
+    @admin.action(description=_("Revoke selected tokens"))
+    def revoke(self, request, queryset):
+        for token in queryset.filter(revoked_at__isnull=True):
+            services.api_token_revoke(token=token)
+        self.message_user(request, _("Revoked."), messages.SUCCESS)

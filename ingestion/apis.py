@@ -1,0 +1,202 @@
+"""REST entrances for events, customers, items and social edges (scope `events:write`)."""
+
+import io
+
+from django.conf import settings
+from django.db import transaction
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import exceptions, serializers, status
+from rest_framework.parsers import JSONParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from access.models import Scope
+from ingestion import services
+from ingestion.cleaning import EVENT_TYPE_ALIASES
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "Request body too large."
+    default_code = "payload_too_large"
+
+
+class BoundedJSONParser(JSONParser):
+    """JSON parser that also bounds bodies sent without Content-Length (chunked), which Django's
+    DATA_UPLOAD_MAX_MEMORY_SIZE check cannot see; declared oversize bodies are refused earlier
+    (config.api_errors maps Django's RequestDataTooBig to 413)."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        body = stream.read(limit + 1)
+        if len(body) > limit:
+            raise PayloadTooLarge(f"Body exceeds the limit of {limit} bytes.")
+        return super().parse(io.BytesIO(body), media_type, parser_context)
+
+
+def _check_batch(rows, name: str, limit: int):
+    if not isinstance(rows, list):
+        raise exceptions.ValidationError({name: ["Expected a list."]})
+    if len(rows) > limit:
+        raise PayloadTooLarge(f"The batch has {len(rows)} {name}; the limit is {limit} per request.")
+    if not rows:
+        raise exceptions.ValidationError({name: ["Must not be empty."]})
+
+
+class InvalidBatch(exceptions.APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "invalid_batch"
+
+    def __init__(self, rows: list[dict]):
+        super().__init__(f"{len(rows)} invalid row(s); nothing was stored.")
+        self.rows = rows
+
+
+def _invalid_batch_response(exc: InvalidBatch) -> Response:
+    return Response({"error": "invalid_batch", "detail": str(exc.detail), "rows": exc.rows}, status=exc.status_code)
+
+
+def _validated_rows(serializer_class, rows: list) -> list[dict]:
+    serializer = serializer_class(data=rows, many=True)
+    if serializer.is_valid():
+        return serializer.validated_data
+    errors = serializer.errors
+    by_index = errors.items() if isinstance(errors, dict) else enumerate(errors)  # DRF ≥ 3.16 returns a dict
+    bad = [{"index": int(i), "errors": e} for i, e in sorted(by_index) if e]
+    raise InvalidBatch(bad)
+
+
+class BatchApi(APIView):
+    """Common contract of the batch endpoints: bounded JSON body, all-or-nothing, row errors by index."""
+
+    parser_classes = [BoundedJSONParser]
+    required_scopes = (Scope.EVENTS_WRITE,)
+
+    def handle_exception(self, exc):
+        if isinstance(exc, InvalidBatch):
+            return _invalid_batch_response(exc)
+        return super().handle_exception(exc)
+
+
+class EventBatchApi(BatchApi):
+    class OutputSerializer(serializers.Serializer):
+        received = serializers.IntegerField()
+        inserted = serializers.IntegerField()
+        duplicates = serializers.IntegerField(help_text="Event ids already stored or repeated in the batch.")
+        removed = serializers.IntegerField(help_text="Near-duplicate noise dropped by cleaning.")
+        flagged = serializers.IntegerField(help_text="Stored with a bot or price-outlier flag.")
+
+    @extend_schema(
+        summary="Ingest a batch of events (atomic)",
+        description=(
+            f"Up to API_MAX_BATCH_EVENTS (default {settings.API_MAX_BATCH_EVENTS:,}) events. Either every event is "
+            "valid and the batch is stored in one transaction, or nothing is stored and the 400 lists each bad "
+            "row by index with its field errors. Re-sending an event id is not an error: it is counted in "
+            f"`duplicates`. Event types: {', '.join(sorted(EVENT_TYPE_ALIASES))}."
+        ),
+        request=inline_serializer("EventBatch", {"events": serializers.ListField(child=serializers.DictField())}),
+        responses={
+            200: OutputSerializer,
+            400: OpenApiResponse(description="Invalid rows; nothing written."),
+            401: OpenApiResponse(description="No or invalid token."),
+            403: OpenApiResponse(description="Token lacks events:write."),
+            413: OpenApiResponse(description="Body or batch over the limit."),
+        },
+    )
+    def post(self, request):
+        if not isinstance(request.data, dict) or "events" not in request.data:
+            raise exceptions.ValidationError({"events": ["This field is required."]})
+        rows = request.data["events"]
+        _check_batch(rows, "events", settings.API_MAX_BATCH_EVENTS)
+        try:
+            result = services.events_ingest_batch(rows=rows)
+        except services.BatchRejected as rejected:
+            raise InvalidBatch(rejected.errors) from rejected
+        return Response(self.OutputSerializer(result).data)
+
+
+class CustomerUpsertApi(BatchApi):
+    max_rows = 5000
+
+    class CustomerSerializer(serializers.Serializer):
+        external_id = serializers.CharField(max_length=256)
+        email = serializers.EmailField(required=False, allow_blank=True)
+        name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+        phone = serializers.RegexField(r"^\+?[0-9 ()\-]{4,32}$", required=False, allow_blank=True)
+        age = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=130)
+        age_band = serializers.CharField(required=False, allow_blank=True, max_length=16)
+        gender = serializers.ChoiceField(["female", "male", "other", ""], required=False)
+        region = serializers.CharField(required=False, allow_blank=True, max_length=64)
+        signup_date = serializers.DateField(required=False, allow_null=True)
+        is_loyalty_member = serializers.BooleanField(required=False)
+        consent_profiling = serializers.BooleanField(required=False)
+        consent_marketing = serializers.BooleanField(required=False)
+        attributes = serializers.DictField(required=False)
+
+    class InputSerializer(serializers.Serializer):
+        customers = serializers.ListField(child=serializers.DictField())
+
+    @extend_schema(summary="Create or update customers by external id (atomic)", request=InputSerializer,
+                   responses={200: inline_serializer("UpsertResult", {"written": serializers.IntegerField()})})
+    def post(self, request):
+        rows = request.data.get("customers") if isinstance(request.data, dict) else None
+        _check_batch(rows, "customers", self.max_rows)
+        validated = _validated_rows(self.CustomerSerializer, rows)
+        with transaction.atomic():
+            written = services.customers_upsert(rows=validated, source="default")
+        return Response({"written": written})
+
+
+class ItemUpsertApi(BatchApi):
+    max_rows = 5000
+
+    class ItemSerializer(serializers.Serializer):
+        sku = serializers.CharField(max_length=128)
+        title = serializers.CharField(required=False, allow_blank=True, max_length=500)
+        category_path = serializers.CharField(required=False, allow_blank=True, max_length=255)
+        brand = serializers.CharField(required=False, allow_blank=True, max_length=128)
+        price = serializers.DecimalField(required=False, allow_null=True, max_digits=12, decimal_places=2, min_value=0)
+        currency = serializers.RegexField(r"^[A-Z]{3}$", required=False, allow_blank=True)
+        attributes = serializers.DictField(required=False)
+
+    class InputSerializer(serializers.Serializer):
+        items = serializers.ListField(child=serializers.DictField())
+
+    @extend_schema(summary="Create or update catalogue items by SKU (atomic)", request=InputSerializer,
+                   responses={200: inline_serializer("ItemUpsertResult", {"written": serializers.IntegerField()})})
+    def post(self, request):
+        rows = request.data.get("items") if isinstance(request.data, dict) else None
+        _check_batch(rows, "items", self.max_rows)
+        validated = _validated_rows(self.ItemSerializer, rows)
+        with transaction.atomic():
+            written = services.items_upsert(rows=validated)
+        return Response({"written": written})
+
+
+class SocialEdgeUpsertApi(BatchApi):
+    max_rows = 5000
+
+    class EdgeSerializer(serializers.Serializer):
+        source_id = serializers.CharField(max_length=256)
+        target_id = serializers.CharField(max_length=256)
+        relation = serializers.ChoiceField(["follow", "referral", "share"])
+        occurred_at = serializers.DateTimeField(required=False, allow_null=True)
+        weight = serializers.FloatField(required=False, min_value=0)
+
+        def validate(self, attrs):
+            if attrs["source_id"] == attrs["target_id"]:
+                raise serializers.ValidationError({"target_id": ["must differ from source_id"]})
+            return attrs
+
+    class InputSerializer(serializers.Serializer):
+        edges = serializers.ListField(child=serializers.DictField())
+
+    @extend_schema(summary="Add social edges (follow, referral, share)", request=InputSerializer,
+                   responses={200: inline_serializer("EdgeUpsertResult", {"written": serializers.IntegerField()})})
+    def post(self, request):
+        rows = request.data.get("edges") if isinstance(request.data, dict) else None
+        _check_batch(rows, "edges", self.max_rows)
+        validated = _validated_rows(self.EdgeSerializer, rows)
+        with transaction.atomic():
+            written = services.social_edges_upsert(rows=validated, source="default")
+        return Response({"written": written})

@@ -1,0 +1,27 @@
+"""Celery tasks of the ingestion app: thin, idempotent callers of services."""
+
+from celery import shared_task
+from django.db import OperationalError, InterfaceError
+
+from ingestion import services
+from ingestion.models import ImportJob
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=5,
+)
+def import_job_run_task(self, job_id: int) -> dict | None:
+    """Runs an import job. Safe to redeliver: the job is claimed atomically and event ids are
+    deterministic, so a second delivery either finds nothing to claim or adds nothing."""
+    if not ImportJob.objects.filter(pk=job_id).exists():
+        return None
+    job = services.import_job_run(job_id=job_id)
+    if job is None:
+        return None
+    return {"job_id": job.pk, "status": job.status, "inserted": job.rows_inserted, "rejected": job.rows_rejected}

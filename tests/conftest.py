@@ -1,0 +1,81 @@
+"""Shared fixtures: API clients with scoped tokens, the real data sets, a real Celery worker."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from access.services import api_token_create
+
+DATASETS = Path(settings.BASE_DIR).parent / "shared" / "datasets"
+
+
+@pytest.fixture
+def datasets() -> Path:
+    assert DATASETS.is_dir(), f"the shared data sets are expected at {DATASETS} (see README, 'Data')"
+    return DATASETS
+
+
+@pytest.fixture
+def make_api_client(db):
+    def make(*scopes: str) -> APIClient:
+        _, raw = api_token_create(name="test client", scopes=list(scopes))
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def events_client(make_api_client) -> APIClient:
+    return make_api_client("events:write")
+
+
+TEST_BROKER_URL = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def celery_worker(transactional_db):
+    """A real `celery worker` process on the test database and a test-only Redis database, so a
+    developer's running `make run` worker never steals the test's tasks."""
+    from config.celery import app
+
+    database = settings.DATABASES["default"]
+    env = dict(os.environ, CELERY_BROKER_URL=TEST_BROKER_URL, CELERY_RESULT_BACKEND=TEST_BROKER_URL)
+    if os.environ.get("DATABASE_URL"):
+        base, _, _ = os.environ["DATABASE_URL"].rpartition("/")
+        env["DATABASE_URL"] = f"{base}/{database['NAME']}"
+    else:
+        env["EMBEDDED_DATABASE_NAME"] = database["NAME"]
+    previous = (app.conf.broker_url, app.conf.result_backend)
+    app.conf.broker_url = app.conf.result_backend = TEST_BROKER_URL
+    app.pool.force_close_all()
+    app.control.purge()  # tasks left by an earlier, interrupted run
+    log = Path(settings.BASE_DIR) / "var" / "test-worker.log"
+    log.parent.mkdir(exist_ok=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,ingest", "-c", "1",
+         "--pool", "solo", "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=settings.BASE_DIR, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while b"ready." not in log.read_bytes():
+            assert process.poll() is None, f"celery worker exited early:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"celery worker not ready in 60 s:\n{log.read_text()[-3000:]}"
+            time.sleep(0.2)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        app.conf.broker_url, app.conf.result_backend = previous
+        app.pool.force_close_all()
