@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from config.celery import BrokerUnavailable
@@ -191,8 +191,8 @@ class ImportJobAdmin(admin.ModelAdmin):
     def report_table(self, obj):
         if not obj.report:
             return "—"
-        rows = "".join(format_html("<tr><td>{}</td><td>{}</td></tr>", rule, count) for rule, count in obj.report.items())
-        return format_html("<table>{}</table>", format_html(rows))
+        rows = format_html_join("", "<tr><td>{}</td><td>{}</td></tr>", obj.report.items())
+        return format_html("<table>{}</table>", rows)
 
     def save_model(self, request, obj, form, change):
         upload = form.cleaned_data["upload"]

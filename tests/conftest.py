@@ -11,6 +11,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from access.services import api_token_create
+from config.celery import app as celery_app
 
 DATASETS = Path(settings.BASE_DIR).parent / "shared" / "datasets"
 
@@ -37,15 +38,16 @@ def events_client(make_api_client) -> APIClient:
     return make_api_client("events:write")
 
 
+# Tests talk to their own Redis database, so a developer's running `make run` worker never takes
+# a test's task and a test never takes a demo's. Set before anything opens a broker connection.
 TEST_BROKER_URL = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+celery_app.conf.broker_url = celery_app.conf.result_backend = TEST_BROKER_URL
 
 
 @pytest.fixture
 def celery_worker(transactional_db):
     """A real `celery worker` process on the test database and a test-only Redis database, so a
     developer's running `make run` worker never steals the test's tasks."""
-    from config.celery import app
-
     database = settings.DATABASES["default"]
     env = dict(os.environ, CELERY_BROKER_URL=TEST_BROKER_URL, CELERY_RESULT_BACKEND=TEST_BROKER_URL)
     if os.environ.get("DATABASE_URL"):
@@ -53,10 +55,7 @@ def celery_worker(transactional_db):
         env["DATABASE_URL"] = f"{base}/{database['NAME']}"
     else:
         env["EMBEDDED_DATABASE_NAME"] = database["NAME"]
-    previous = (app.conf.broker_url, app.conf.result_backend)
-    app.conf.broker_url = app.conf.result_backend = TEST_BROKER_URL
-    app.pool.force_close_all()
-    app.control.purge()  # tasks left by an earlier, interrupted run
+    celery_app.control.purge()  # tasks left by an earlier, interrupted run
     log = Path(settings.BASE_DIR) / "var" / "test-worker.log"
     log.parent.mkdir(exist_ok=True)
     process = subprocess.Popen(
@@ -77,5 +76,3 @@ def celery_worker(transactional_db):
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
-        app.conf.broker_url, app.conf.result_backend = previous
-        app.pool.force_close_all()
