@@ -17,18 +17,21 @@ _TUNING = {
     "work_mem": "32MB",
     "maintenance_work_mem": "512MB",
     "max_connections": "200",
+    "wal_buffers": "64MB",
 }
 
 
 def _tune(pgdata: Path) -> bool:
-    """Write tuning into postgresql.auto.conf once; returns True if a restart is needed."""
-    marker = pgdata / "portrait_tuned"
-    if marker.exists():
+    """Append the tuning to postgresql.auto.conf when it changed (later lines win); True if the
+    server must restart to apply it."""
+    marker = pgdata / "portrait_tuning"
+    wanted = repr(sorted(_TUNING.items()))
+    if marker.exists() and marker.read_text() == wanted:
         return False
     with open(pgdata / "postgresql.auto.conf", "a") as conf:
         for key, value in _TUNING.items():
             conf.write(f"{key} = '{value}'\n")
-    marker.write_text("1")
+    marker.write_text(wanted)
     return True
 
 

@@ -4,6 +4,8 @@ transaction. Customers and items the chunk mentions but the store lacks are crea
 so an event never waits for (or loses to) a late catalogue feed.
 """
 
+from __future__ import annotations
+
 import io
 from dataclasses import dataclass
 
@@ -14,27 +16,26 @@ import pyarrow.csv as pacsv
 from django.db import connection
 
 STAGE_COLUMNS = (
-    "event_id", "customer_key", "item_sku", "event_type", "occurred_at", "quantity", "value", "currency",
+    "event_id", "customer_id", "item_id", "event_type", "occurred_at", "quantity", "value", "currency",
     "rating", "session_id", "channel", "device", "order_id", "context", "flags",
 )
 
 _STAGE_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS ingest_stage_event (
-    event_id uuid, customer_key text, item_sku text, event_type smallint, occurred_at timestamptz,
+    event_id uuid, customer_id bigint, item_id bigint, event_type smallint, occurred_at timestamptz,
     quantity integer, value numeric(14, 2), currency text, rating double precision, session_id text,
     channel text, device text, order_id text, context jsonb, flags smallint
 ) ON COMMIT DELETE ROWS
 """
 
-_MERGE_CUSTOMERS = """
+_CREATE_CUSTOMERS = """
 INSERT INTO ingestion_customer (key, source)
-SELECT DISTINCT customer_key, %s FROM ingest_stage_event ORDER BY 1
+SELECT key, %s FROM unnest(%s::text[]) AS key ORDER BY 1
 ON CONFLICT (key) DO NOTHING
 """
-
-_MERGE_ITEMS = """
+_CREATE_ITEMS = """
 INSERT INTO ingestion_item (sku)
-SELECT DISTINCT item_sku FROM ingest_stage_event WHERE item_sku IS NOT NULL ORDER BY 1
+SELECT sku FROM unnest(%s::text[]) AS sku ORDER BY 1
 ON CONFLICT (sku) DO NOTHING
 """
 
@@ -43,21 +44,55 @@ INSERT INTO ingestion_event (
     event_id, customer_id, item_id, event_type, occurred_at, quantity, value, currency, rating,
     session_id, channel, device, order_id, context, flags, import_job_id
 )
-SELECT s.event_id, c.id, i.id, s.event_type, s.occurred_at, s.quantity, s.value, s.currency, s.rating,
-       s.session_id, s.channel, s.device, s.order_id, s.context, s.flags, %s
+SELECT s.event_id, s.customer_id, s.item_id, s.event_type, s.occurred_at, s.quantity, s.value, s.currency,
+       s.rating, s.session_id, s.channel, s.device, s.order_id, s.context, s.flags, %s
 FROM ingest_stage_event s
-JOIN ingestion_customer c ON c.key = s.customer_key
-LEFT JOIN ingestion_item i ON i.sku = s.item_sku
+ORDER BY s.event_id  -- primary-key order: neighbouring index pages are written together
 ON CONFLICT (event_id) DO NOTHING
 """
+
+
+class ReferenceIds:
+    """Database ids of customers (by pseudonymous key) and items (by SKU) met during one import.
+
+    Resolving references in Python with this cache, instead of joining every staged row on a
+    64-character key, saves a probe per row; unknown keys are created first, so every id the merge
+    writes exists. Scoped to one job (or one API batch), so it is never stale for long.
+    """
+
+    def __init__(self, source: str):
+        self.source = source
+        self.customers: dict[str, int] = {}
+        self.items: dict[str, int] = {}
+        self.customers_created = 0
+        self.items_created = 0
+
+    def customer_ids(self, cursor, keys: np.ndarray) -> np.ndarray:
+        codes, uniques = pd.factorize(keys)
+        missing = [k for k in uniques if k not in self.customers]
+        if missing:
+            cursor.execute(_CREATE_CUSTOMERS, [self.source, missing])
+            self.customers_created += cursor.rowcount
+            cursor.execute("SELECT key, id FROM ingestion_customer WHERE key = ANY(%s)", [missing])
+            self.customers.update(cursor.fetchall())
+        return np.array([self.customers[k] for k in uniques], dtype=np.int64)[codes]
+
+    def item_ids(self, cursor, skus: pd.Series) -> pa.Array:
+        codes, uniques = pd.factorize(skus)  # a missing SKU gets code -1
+        missing = [s for s in uniques if s not in self.items]
+        if missing:
+            cursor.execute(_CREATE_ITEMS, [missing])
+            self.items_created += cursor.rowcount
+            cursor.execute("SELECT sku, id FROM ingestion_item WHERE sku = ANY(%s)", [missing])
+            self.items.update(cursor.fetchall())
+        ids = np.array([self.items[s] for s in uniques] + [0], dtype=np.int64)[codes]
+        return pa.array(ids, pa.int64(), mask=codes < 0)
 
 
 @dataclass
 class MergeResult:
     inserted: int
     conflicts: int  # already in the store: an idempotent retry or re-import
-    customers_created: int
-    items_created: int
 
 
 def _strings(column: pd.Series) -> pa.Array:
@@ -65,12 +100,12 @@ def _strings(column: pd.Series) -> pa.Array:
     return pa.array(np.where(pd.isna(values), None, values), pa.string())
 
 
-def _chunk_as_csv(events: pd.DataFrame, customer_keys: np.ndarray) -> bytes:
+def _chunk_as_csv(events: pd.DataFrame, customer_ids: np.ndarray, item_ids: pa.Array) -> bytes:
     table = pa.table(
         {
             "event_id": _strings(events["event_id"]),
-            "customer_key": pa.array(customer_keys, pa.string()),
-            "item_sku": _strings(events["item_id"]),
+            "customer_id": pa.array(customer_ids, pa.int64()),
+            "item_id": item_ids,
             "event_type": pa.array(events["event_type"].to_numpy(dtype="int16"), pa.int16()),
             "occurred_at": pa.array(events["occurred_at"]),
             "quantity": pa.array(events["quantity"].to_numpy(dtype="int64"), pa.int64()),
@@ -92,19 +127,19 @@ def _chunk_as_csv(events: pd.DataFrame, customer_keys: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def events_copy_merge(*, events: pd.DataFrame, customer_keys: np.ndarray, source: str, import_job_id: int | None) -> MergeResult:
+def events_copy_merge(
+    *, events: pd.DataFrame, customer_keys: np.ndarray, references: ReferenceIds, import_job_id: int | None
+) -> MergeResult:
     """Must run inside a transaction (the staging table empties at commit)."""
     if events.empty:
-        return MergeResult(0, 0, 0, 0)
-    payload = _chunk_as_csv(events, customer_keys)
+        return MergeResult(0, 0)
     with connection.cursor() as cursor:
+        customer_ids = references.customer_ids(cursor, customer_keys)
+        item_ids = references.item_ids(cursor, events["item_id"])
+        payload = _chunk_as_csv(events, customer_ids, item_ids)
         cursor.execute(_STAGE_DDL)
         with cursor.copy(f"COPY ingest_stage_event ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT csv)") as copy:
             copy.write(payload)
-        cursor.execute(_MERGE_CUSTOMERS, [source])
-        customers_created = cursor.rowcount
-        cursor.execute(_MERGE_ITEMS)
-        items_created = cursor.rowcount
         cursor.execute(_MERGE_EVENTS, [import_job_id])
         inserted = cursor.rowcount
-    return MergeResult(inserted, len(events) - inserted, customers_created, items_created)
+    return MergeResult(inserted, len(events) - inserted)

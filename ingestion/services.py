@@ -21,6 +21,7 @@ from ingestion.identity import customer_key, pii_encrypt
 from ingestion.importers.sources import EventSource, SourceError, open_event_source
 from ingestion.models import (
     Customer,
+    CustomerGroundTruth,
     ImportFormat,
     ImportJob,
     ImportStatus,
@@ -62,7 +63,7 @@ def import_job_create(
         format=fmt,
         file_path=str(path.resolve()),
         options=options or {},
-        bytes_total=size,
+        progress_total=size,
         created_by=created_by,
     )
 
@@ -87,7 +88,7 @@ def _import_job_claim(job_id: int) -> bool:
         ).update(
             status=ImportStatus.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now(), finished_at=None,
             rows_read=0, rows_inserted=0, rows_duplicate=0, rows_rejected=0, rows_flagged=0, rows_removed=0,
-            bytes_done=0, report={}, error="",
+            progress_done=0, report={}, error="",
         )
         if claimed:
             QuarantinedRow.objects.filter(job_id=job_id).delete()
@@ -101,7 +102,7 @@ class _ChunkOutcome:
     malformed: list[RowError]
     raw_for_rejected: list[str]
     blank_lines: int
-    bytes_done: int
+    progress_done: int
     customer_keys: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
 
 
@@ -118,7 +119,7 @@ def _prepare_chunk(frame: pd.DataFrame, chunk, rules: CleaningRules) -> _ChunkOu
         malformed=chunk.malformed,
         raw_for_rejected=raw,
         blank_lines=chunk.blank_lines,
-        bytes_done=chunk.bytes_done,
+        progress_done=chunk.bytes_done,
         customer_keys=customer_keys_for(cleaned.events["customer_id"], source=rules.source),
     )
 
@@ -128,11 +129,12 @@ def _storable(text: str) -> str:
     return text.replace("\x00", "\\x00")
 
 
-def _store_chunk(job_id: int, source: str, outcome: _ChunkOutcome, report: Counter) -> None:
+def _store_chunk(job_id: int, references: bulk.ReferenceIds, outcome: _ChunkOutcome, report: Counter) -> None:
     """One transaction: the chunk's events, its quarantined rows and the job's counters."""
     with transaction.atomic():
         merged = bulk.events_copy_merge(
-            events=outcome.cleaned.events, customer_keys=outcome.customer_keys, source=source, import_job_id=job_id
+            events=outcome.cleaned.events, customer_keys=outcome.customer_keys, references=references,
+            import_job_id=job_id,
         )
         quarantine = [
             QuarantinedRow(job_id=job_id, line_number=r.line, raw=_storable(r.raw), reason=_storable(r.reason))
@@ -146,8 +148,8 @@ def _store_chunk(job_id: int, source: str, outcome: _ChunkOutcome, report: Count
         report["malformed_line"] += len(outcome.malformed)
         report["blank_line_skipped"] += outcome.blank_lines
         report["duplicate_already_stored"] += merged.conflicts
-        report["customers_created_from_events"] += merged.customers_created
-        report["items_created_from_events"] += merged.items_created
+        report["customers_created_from_events"] = references.customers_created
+        report["items_created_from_events"] = references.items_created
         ImportJob.objects.filter(pk=job_id).update(
             rows_read=F("rows_read") + outcome.read,
             rows_inserted=F("rows_inserted") + merged.inserted,
@@ -155,29 +157,42 @@ def _store_chunk(job_id: int, source: str, outcome: _ChunkOutcome, report: Count
             rows_rejected=F("rows_rejected") + len(quarantine),
             rows_flagged=F("rows_flagged") + outcome.cleaned.flagged,
             rows_removed=F("rows_removed") + outcome.cleaned.removed,
-            bytes_done=outcome.bytes_done,
+            progress_done=outcome.progress_done,
             heartbeat_at=timezone.now(),
             report=dict(sorted(report.items())),
         )
 
 
 def import_job_run(*, job_id: int, on_progress: Callable[[ImportJob], None] | None = None) -> ImportJob | None:
-    """Run a pending import to the end. Returns None if another worker holds it.
+    """Run a pending file import to the end. Returns None if another worker holds it."""
+    if not _import_job_claim(job_id):
+        return None
+    job = ImportJob.objects.get(pk=job_id)
+    return _import_job_execute(
+        job,
+        lambda: open_event_source(path=Path(job.file_path), fmt=job.format, source=job.source, options=job.options),
+        on_progress,
+    )
+
+
+def _import_job_execute(
+    job: ImportJob, open_source: Callable[[], EventSource], on_progress: Callable[[ImportJob], None] | None
+) -> ImportJob:
+    """Stream a claimed job's source through cleaning into the store, recording the outcome.
 
     Reading and cleaning chunk N+1 (Python) overlaps with the database merging chunk N (a second
     thread on its own connection), which keeps both cores busy. A chunk is one transaction, so a
     crash leaves whole chunks; re-running is safe because every event id is deterministic.
     """
-    if not _import_job_claim(job_id):
-        return None
-    job = ImportJob.objects.get(pk=job_id)
+    job_id = job.pk
     report: Counter = Counter()
     try:
-        event_source = open_event_source(path=Path(job.file_path), fmt=job.format, source=job.source, options=job.options)
+        event_source = open_source()
         catalogue_upsert(source=job.source, event_source=event_source, report=report)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-store") as store:
             try:
                 pending: Future | None = None
+                references = bulk.ReferenceIds(job.source)
                 for frame, chunk in event_source.chunks:
                     outcome = _prepare_chunk(frame, chunk, event_source.rules)
                     if pending is not None:
@@ -185,7 +200,7 @@ def import_job_run(*, job_id: int, on_progress: Callable[[ImportJob], None] | No
                         if on_progress:
                             job.refresh_from_db()
                             on_progress(job)
-                    pending = store.submit(_store_chunk, job_id, job.source, outcome, report)
+                    pending = store.submit(_store_chunk, job_id, references, outcome, report)
                 if pending is not None:
                     pending.result()
             finally:
@@ -272,7 +287,9 @@ def events_ingest_batch(*, rows: list, source: str = "default") -> BatchResult:
         raise BatchRejected([{"index": i, "errors": merged[i]} for i in sorted(merged)])
     keys = customer_keys_for(cleaned.events["customer_id"], source=source)
     with transaction.atomic():
-        result = bulk.events_copy_merge(events=cleaned.events, customer_keys=keys, source=source, import_job_id=None)
+        result = bulk.events_copy_merge(
+            events=cleaned.events, customer_keys=keys, references=bulk.ReferenceIds(source), import_job_id=None
+        )
     return BatchResult(
         received=len(rows),
         inserted=result.inserted,
@@ -366,3 +383,69 @@ def social_edges_upsert(*, rows: Iterable[dict], source: str) -> int:
     ]
     SocialEdge.objects.bulk_create(edges, ignore_conflicts=True, batch_size=5000)
     return len(edges)
+
+
+# --- Synthetic shop ----------------------------------------------------------------------------
+
+SYNTHETIC_SOURCE = "synthetic"
+
+
+def synthetic_shop_load(
+    *, customers: int, events: int, seed: int = 0, on_progress: Callable[[ImportJob], None] | None = None
+) -> ImportJob:
+    """Generate a shop (items, customers with PII and ground truth, social edges, events) and load it
+    through the same cleaning and store path as any import. Idempotent for a given seed."""
+    from ingestion import generator
+
+    config = generator.ShopConfig(customers=customers, events=events, seed=seed)
+    items_upsert(rows=generator.generate_items(config).to_dict("records"))
+    for batch, truth in generator.generate_customers(config):
+        rows = batch.to_dict("records")
+        customers_upsert(rows=rows, source=SYNTHETIC_SOURCE)
+        keys = {customer_key(source=SYNTHETIC_SOURCE, external_id=str(r["external_id"])): r["external_id"] for r in rows}
+        ids = {keys[k]: pk for k, pk in Customer.objects.filter(key__in=list(keys)).values_list("key", "id")}
+        CustomerGroundTruth.objects.bulk_create(
+            [
+                CustomerGroundTruth(
+                    customer_id=ids[t.external_id],
+                    segment=t.segment,
+                    churned_at=None if pd.isna(t.churned_at) else t.churned_at,
+                    parameters=t.parameters,
+                )
+                for t in truth.itertuples(index=False)
+            ],
+            update_conflicts=True, unique_fields=["customer"], update_fields=["segment", "churned_at", "parameters"],
+            batch_size=5000,
+        )
+    social_edges_upsert(rows=generator.generate_social_edges(config).to_dict("records"), source=SYNTHETIC_SOURCE)
+
+    job = ImportJob.objects.create(
+        source=SYNTHETIC_SOURCE, format=ImportFormat.SYNTHETIC, progress_total=events,
+        options={"customers": customers, "events": events, "seed": seed},
+    )
+    _import_job_claim(job.pk)
+    job.refresh_from_db()
+    return _import_job_execute(job, lambda: _synthetic_event_source(config), on_progress)
+
+
+def _synthetic_event_source(config) -> EventSource:
+    from django.conf import settings
+
+    from ingestion import generator
+    from ingestion.importers.readers import SourceChunk
+
+    def chunks():
+        done = 0
+        for frame in generator.generate_events(config):
+            frame = frame.copy()
+            frame["_line"] = np.arange(done + 1, done + 1 + len(frame), dtype=np.int64)
+            done += len(frame)
+            yield frame, SourceChunk(frame=frame, bytes_done=done)
+
+    rules = CleaningRules(
+        source=SYNTHETIC_SOURCE,
+        near_duplicate_seconds=settings.INGEST_NEAR_DUPLICATE_SECONDS,
+        bot_events_per_minute=settings.INGEST_BOT_EVENTS_PER_MINUTE,
+        max_unit_price=settings.INGEST_MAX_UNIT_PRICE,
+    )
+    return EventSource(rules=rules, bytes_total=config.events, chunks=chunks())

@@ -49,10 +49,10 @@ class Command(BaseCommand):
             job = import_job_create(path=opts["path"], fmt=opts["format"], source=opts["source"], options=options)
         except SourceError as exc:
             raise CommandError(str(exc)) from exc
-        bar = tqdm(total=job.bytes_total, unit="B", unit_scale=True, desc=f"import #{job.pk}", disable=None)
+        bar = tqdm(total=job.progress_total, unit="B", unit_scale=True, desc=f"import #{job.pk}", disable=None)
 
         def on_progress(current):
-            bar.update(current.bytes_done - bar.n)
+            bar.update(current.progress_done - bar.n)
             bar.set_postfix(inserted=current.rows_inserted, rejected=current.rows_rejected)
 
         try:

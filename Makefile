@@ -1,0 +1,54 @@
+# The two commands: `make run` (set up everything, load demo data, serve admin + API + worker)
+# and `make test` (the whole suite). Both work on a fresh clone with no standard input.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DEMO_CUSTOMERS ?= 5000
+DEMO_EVENTS ?= 300000
+
+.PHONY: run test install redis migrate demo serve bench db-stop clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+redis:
+	@$(PY) -c "import redis,sys; redis.Redis.from_url('redis://127.0.0.1:6379/0', socket_connect_timeout=1).ping()" 2>/dev/null \
+	  || { echo "starting redis-server on 127.0.0.1:6379"; redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no; sleep 0.5; }
+
+migrate: install
+	$(PY) manage.py migrate --noinput -v 0
+
+demo: migrate
+	$(PY) manage.py ensure_admin
+	$(PY) manage.py generate_events --if-empty --customers $(DEMO_CUSTOMERS) --events $(DEMO_EVENTS) --seed 42
+
+serve: install redis
+	$(PY) manage.py collectstatic --noinput -v 0
+	@echo "Portrait: admin http://$(HOST):$(PORT)/admin/  API docs http://$(HOST):$(PORT)/api/docs/  (Ctrl-C stops)"
+	@trap 'kill 0' INT TERM EXIT; \
+	  $(VENV)/bin/celery -A config worker -Q default,ingest,training -c 2 -l INFO & \
+	  $(VENV)/bin/gunicorn config.wsgi -b $(HOST):$(PORT) -w 3 --access-logfile - & \
+	  wait
+
+run: install redis demo serve
+
+test: install redis
+	$(PY) -m pytest -q
+
+bench: install redis migrate
+	$(PY) bench/ingest.py --events 1000000
+	$(PY) bench/ingest_api.py
+
+db-stop:
+	-$(PY) -c "from pathlib import Path; from pgserver._commands import pg_ctl; pg_ctl(['-w','stop'], pgdata=Path('var/pgdata').resolve(), user='pgserver' if __import__('os').geteuid()==0 else None)"
+
+clean: db-stop
+	rm -rf var $(VENV)
