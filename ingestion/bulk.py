@@ -15,6 +15,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from django.db import connection
 
+from ingestion.identity import customer_key
+
 STAGE_COLUMNS = (
     "event_id", "customer_id", "item_id", "event_type", "occurred_at", "quantity", "value", "currency",
     "rating", "session_id", "channel", "device", "order_id", "context", "flags",
@@ -53,7 +55,7 @@ ON CONFLICT (event_id) DO NOTHING
 
 
 class ReferenceIds:
-    """Database ids of customers (by pseudonymous key) and items (by SKU) met during one import.
+    """Database ids of customers (by external id in this source) and items (by SKU) met during one import.
 
     Resolving references in Python with this cache, instead of joining every staged row on a
     64-character key, saves a probe per row; unknown keys are created first, so every id the merge
@@ -67,15 +69,16 @@ class ReferenceIds:
         self.customers_created = 0
         self.items_created = 0
 
-    def customer_ids(self, cursor, keys: np.ndarray) -> np.ndarray:
-        codes, uniques = pd.factorize(keys)
-        missing = [k for k in uniques if k not in self.customers]
+    def customer_ids(self, cursor, external_ids: pd.Series) -> np.ndarray:
+        codes, uniques = pd.factorize(external_ids)
+        missing = [e for e in uniques if e not in self.customers]
         if missing:
-            cursor.execute(_CREATE_CUSTOMERS, [self.source, missing])
+            key_of = {customer_key(source=self.source, external_id=str(e)): e for e in missing}
+            cursor.execute(_CREATE_CUSTOMERS, [self.source, list(key_of)])
             self.customers_created += cursor.rowcount
-            cursor.execute("SELECT key, id FROM ingestion_customer WHERE key = ANY(%s)", [missing])
-            self.customers.update(cursor.fetchall())
-        return np.array([self.customers[k] for k in uniques], dtype=np.int64)[codes]
+            cursor.execute("SELECT key, id FROM ingestion_customer WHERE key = ANY(%s)", [list(key_of)])
+            self.customers.update((key_of[key], pk) for key, pk in cursor.fetchall())
+        return np.array([self.customers[e] for e in uniques], dtype=np.int64)[codes]
 
     def item_ids(self, cursor, skus: pd.Series) -> pa.Array:
         codes, uniques = pd.factorize(skus)  # a missing SKU gets code -1
@@ -127,19 +130,32 @@ def _chunk_as_csv(events: pd.DataFrame, customer_ids: np.ndarray, item_ids: pa.A
     return buffer.getvalue()
 
 
-def events_copy_merge(
-    *, events: pd.DataFrame, customer_keys: np.ndarray, references: ReferenceIds, import_job_id: int | None
-) -> MergeResult:
-    """Must run inside a transaction (the staging table empties at commit)."""
-    if events.empty:
+def events_payload(*, events: pd.DataFrame, references: ReferenceIds) -> bytes:
+    """Resolve the chunk's customers and items to ids (creating missing ones) and serialise it
+    for COPY. Runs ahead of the merge, so a long import overlaps this Python work with the
+    database's merge of the previous chunk."""
+    with connection.cursor() as cursor:
+        customer_ids = references.customer_ids(cursor, events["customer_id"])
+        item_ids = references.item_ids(cursor, events["item_id"])
+    return _chunk_as_csv(events, customer_ids, item_ids)
+
+
+def events_merge_payload(*, payload: bytes, rows: int, import_job_id: int | None) -> MergeResult:
+    """COPY a payload into staging and merge it. Must run inside a transaction (staging empties at commit)."""
+    if not rows:
         return MergeResult(0, 0)
     with connection.cursor() as cursor:
-        customer_ids = references.customer_ids(cursor, customer_keys)
-        item_ids = references.item_ids(cursor, events["item_id"])
-        payload = _chunk_as_csv(events, customer_ids, item_ids)
         cursor.execute(_STAGE_DDL)
         with cursor.copy(f"COPY ingest_stage_event ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT csv)") as copy:
             copy.write(payload)
         cursor.execute(_MERGE_EVENTS, [import_job_id])
         inserted = cursor.rowcount
-    return MergeResult(inserted, len(events) - inserted)
+    return MergeResult(inserted, rows - inserted)
+
+
+def events_copy_merge(*, events: pd.DataFrame, references: ReferenceIds, import_job_id: int | None) -> MergeResult:
+    """Both steps at once, inside the caller's transaction (API batches)."""
+    if events.empty:
+        return MergeResult(0, 0)
+    payload = events_payload(events=events, references=references)
+    return events_merge_payload(payload=payload, rows=len(events), import_job_id=import_job_id)

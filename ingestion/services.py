@@ -37,13 +37,6 @@ logger = logging.getLogger(__name__)
 STALE_JOB_SECONDS = 300
 
 
-def customer_keys_for(external_ids: pd.Series, *, source: str) -> np.ndarray:
-    """Pseudonyms for a column of external ids, hashing each distinct id once."""
-    codes, uniques = pd.factorize(external_ids, sort=False)
-    keys = np.array([customer_key(source=source, external_id=str(u)) for u in uniques], dtype=object)
-    return keys[codes]
-
-
 # --- Import jobs -------------------------------------------------------------------------------
 
 
@@ -103,11 +96,12 @@ class _ChunkOutcome:
     raw_for_rejected: list[str]
     blank_lines: int
     progress_done: int
-    customer_keys: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+    payload: bytes
 
 
-def _prepare_chunk(frame: pd.DataFrame, chunk, rules: CleaningRules) -> _ChunkOutcome:
+def _prepare_chunk(frame: pd.DataFrame, chunk, rules: CleaningRules, references: bulk.ReferenceIds) -> _ChunkOutcome:
     cleaned = events_clean(frame, rules=rules)
+    payload = bulk.events_payload(events=cleaned.events, references=references) if len(cleaned.events) else b""
     raw = []
     if cleaned.rejected:
         position_of_line = pd.Series(np.arange(len(frame)), index=frame["_line"].to_numpy())
@@ -120,7 +114,7 @@ def _prepare_chunk(frame: pd.DataFrame, chunk, rules: CleaningRules) -> _ChunkOu
         raw_for_rejected=raw,
         blank_lines=chunk.blank_lines,
         progress_done=chunk.bytes_done,
-        customer_keys=customer_keys_for(cleaned.events["customer_id"], source=rules.source),
+        payload=payload,
     )
 
 
@@ -132,10 +126,7 @@ def _storable(text: str) -> str:
 def _store_chunk(job_id: int, references: bulk.ReferenceIds, outcome: _ChunkOutcome, report: Counter) -> None:
     """One transaction: the chunk's events, its quarantined rows and the job's counters."""
     with transaction.atomic():
-        merged = bulk.events_copy_merge(
-            events=outcome.cleaned.events, customer_keys=outcome.customer_keys, references=references,
-            import_job_id=job_id,
-        )
+        merged = bulk.events_merge_payload(payload=outcome.payload, rows=len(outcome.cleaned.events), import_job_id=job_id)
         quarantine = [
             QuarantinedRow(job_id=job_id, line_number=r.line, raw=_storable(r.raw), reason=_storable(r.reason))
             for r in outcome.malformed
@@ -194,7 +185,7 @@ def _import_job_execute(
                 pending: Future | None = None
                 references = bulk.ReferenceIds(job.source)
                 for frame, chunk in event_source.chunks:
-                    outcome = _prepare_chunk(frame, chunk, event_source.rules)
+                    outcome = _prepare_chunk(frame, chunk, event_source.rules, references)
                     if pending is not None:
                         pending.result()
                         if on_progress:
@@ -285,11 +276,8 @@ def events_ingest_batch(*, rows: list, source: str = "default") -> BatchResult:
         for e in errors:
             merged.setdefault(e["index"], {}).update(e["errors"])
         raise BatchRejected([{"index": i, "errors": merged[i]} for i in sorted(merged)])
-    keys = customer_keys_for(cleaned.events["customer_id"], source=source)
     with transaction.atomic():
-        result = bulk.events_copy_merge(
-            events=cleaned.events, customer_keys=keys, references=bulk.ReferenceIds(source), import_job_id=None
-        )
+        result = bulk.events_copy_merge(events=cleaned.events, references=bulk.ReferenceIds(source), import_job_id=None)
     return BatchResult(
         received=len(rows),
         inserted=result.inserted,
