@@ -10,7 +10,7 @@ PORT ?= 8000
 DEMO_CUSTOMERS ?= 5000
 DEMO_EVENTS ?= 300000
 
-.PHONY: run test install redis migrate demo serve bench db-stop clean
+.PHONY: run test install redis browser migrate demo serve bench db-stop clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,7 +40,13 @@ serve: install redis
 
 run: install redis demo serve
 
-test: install redis
+# Browser tests use Debian's Chromium (never a downloaded browser) and CJK fonts for Chinese pages.
+browser:
+	@test -x /usr/bin/chromium && fc-list 2>/dev/null | grep -qi "noto sans cjk" || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk; \
+	  else echo "browser tests need: sudo apt-get install chromium fonts-noto-cjk"; exit 1; fi; }
+
+test: install redis browser
 	$(PY) -m pytest -q
 
 bench: install redis migrate

@@ -177,7 +177,7 @@ class ImportJobAdmin(admin.ModelAdmin):
         return self.inlines if obj else []
 
     def has_change_permission(self, request, obj=None):
-        return obj is None or super().has_change_permission(request, obj)
+        return False  # a job is a record of what happened: viewable, never edited
 
     @admin.display(description=_("progress"))
     def progress_percent(self, obj):

@@ -175,7 +175,9 @@ class ImportJob(models.Model):
     progress_done = models.BigIntegerField(_("work done"), default=0)
     report = models.JSONField(_("cleaning report"), default=dict, blank=True)
     error = models.TextField(_("error"), blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, verbose_name=_("created by")
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     started_at = models.DateTimeField(_("started at"), null=True, blank=True)
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
@@ -213,6 +215,9 @@ class QuarantinedRow(models.Model):
         verbose_name = _("quarantined row")
         verbose_name_plural = _("quarantined rows")
         ordering = ["job", "line_number"]
+
+    def __str__(self) -> str:
+        return f"#{self.job_id}:{self.line_number}"
 
 
 class CustomerGroundTruth(models.Model):
