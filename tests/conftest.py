@@ -13,7 +13,11 @@ from rest_framework.test import APIClient
 from access.services import api_token_create
 from config.celery import app as celery_app
 
-DATASETS = Path(settings.BASE_DIR).parent / "shared" / "datasets"
+DATASETS = Path(os.environ.get("PORTRAIT_DATASETS", Path(settings.BASE_DIR).parent / "shared" / "datasets"))
+
+# The live server answers each request on a short-lived thread; a persistent connection would
+# outlive its thread and keep the test database busy at teardown.
+settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 
 @pytest.fixture
