@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery
+from kombu import Exchange
 from kombu import Queue as KombuQueue
 
 from config.queues import Queue
@@ -11,7 +12,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("portrait")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = [KombuQueue(q.value) for q in Queue]
+# Each queue its own direct exchange and routing key: a task routed to one queue lands only there.
+app.conf.task_queues = [KombuQueue(q.value, Exchange(q.value, type="direct"), routing_key=q.value) for q in Queue]
 app.conf.task_routes = {
     "ingestion.tasks.*": {"queue": Queue.INGEST.value},
     "training.tasks.*": {"queue": Queue.TRAINING.value},

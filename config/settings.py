@@ -16,6 +16,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "access",
     "ingestion",
     "profiles",
@@ -102,6 +103,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "E-commerce user-profile store: events in, profiles out.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Celery: JSON only, three queues (see config.queues), late acks for idempotent tasks.

@@ -184,3 +184,10 @@ def test_openapi_schema_is_served_and_lists_the_ingestion_endpoints():
     assert response.status_code == 200
     paths = json.loads(response.content)["paths"]
     assert {"/api/v1/events", "/api/v1/customers", "/api/v1/items", "/api/v1/social-edges"} <= set(paths)
+
+
+def test_api_docs_page_uses_bundled_assets_not_a_cdn(client):
+    html = client.get("/api/docs/").content.decode()
+
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
+    assert "cdn.jsdelivr" not in html
