@@ -120,7 +120,11 @@ class QuarantinedRowInline(admin.TabularInline):
 
 
 class ImportUploadForm(forms.ModelForm):
-    upload = forms.FileField(label=_("event file"))
+    upload = forms.FileField(label=_("file"))
+    kind = forms.ChoiceField(
+        label=_("contents"),
+        choices=[("events", _("events")), ("customers", _("customers")), ("items", _("items")), ("edges", _("social edges"))],
+    )
     mapping_json = forms.CharField(
         label=_("column mapping (JSON)"), required=False, widget=forms.Textarea(attrs={"rows": 4}),
         help_text=_('For CSV/JSONL/Parquet, e.g. {"mapping": {"customer_id": "user", "timestamp": "ts"}, '
@@ -167,7 +171,7 @@ class ImportJobAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ("format", "source", "upload", "mapping_json")
+            return ("format", "kind", "source", "upload", "mapping_json")
         return self.readonly_fields
 
     def get_readonly_fields(self, request, obj=None):
@@ -202,10 +206,13 @@ class ImportJobAdmin(admin.ModelAdmin):
         with open(target, "wb") as handle:
             for piece in upload.chunks():
                 handle.write(piece)
+        options = dict(form.cleaned_data["mapping_json"])
+        if form.cleaned_data["kind"] != "events":
+            options["kind"] = form.cleaned_data["kind"]
         with transaction.atomic():
             job = services.import_job_create(
                 path=target, fmt=form.cleaned_data["format"], source=form.cleaned_data["source"] or None,
-                options=form.cleaned_data["mapping_json"], created_by=request.user,
+                options=options, created_by=request.user,
             )
             services.import_job_enqueue(job=job)
         # the admin goes on with `obj` (log entry, redirect): make it the job the service created

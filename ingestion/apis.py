@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.models import Scope
+from ingestion import rows as rows_validation
 from ingestion import services
 from ingestion.cleaning import EVENT_TYPE_ALIASES
 
@@ -118,21 +119,6 @@ class EventBatchApi(BatchApi):
 class CustomerUpsertApi(BatchApi):
     max_rows = 5000
 
-    class CustomerSerializer(serializers.Serializer):
-        external_id = serializers.CharField(max_length=256)
-        email = serializers.EmailField(required=False, allow_blank=True)
-        name = serializers.CharField(required=False, allow_blank=True, max_length=200)
-        phone = serializers.RegexField(r"^\+?[0-9 ()\-]{4,32}$", required=False, allow_blank=True)
-        age = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=130)
-        age_band = serializers.CharField(required=False, allow_blank=True, max_length=16)
-        gender = serializers.ChoiceField(["female", "male", "other", ""], required=False)
-        region = serializers.CharField(required=False, allow_blank=True, max_length=64)
-        signup_date = serializers.DateField(required=False, allow_null=True)
-        is_loyalty_member = serializers.BooleanField(required=False)
-        consent_profiling = serializers.BooleanField(required=False)
-        consent_marketing = serializers.BooleanField(required=False)
-        attributes = serializers.DictField(required=False)
-
     class InputSerializer(serializers.Serializer):
         customers = serializers.ListField(child=serializers.DictField())
 
@@ -141,7 +127,7 @@ class CustomerUpsertApi(BatchApi):
     def post(self, request):
         rows = request.data.get("customers") if isinstance(request.data, dict) else None
         _check_batch(rows, "customers", self.max_rows)
-        validated = _validated_rows(self.CustomerSerializer, rows)
+        validated = _validated_rows(rows_validation.CustomerRow, rows)
         with transaction.atomic():
             written = services.customers_upsert(rows=validated, source="default")
         return Response({"written": written})
@@ -149,15 +135,6 @@ class CustomerUpsertApi(BatchApi):
 
 class ItemUpsertApi(BatchApi):
     max_rows = 5000
-
-    class ItemSerializer(serializers.Serializer):
-        sku = serializers.CharField(max_length=128)
-        title = serializers.CharField(required=False, allow_blank=True, max_length=500)
-        category_path = serializers.CharField(required=False, allow_blank=True, max_length=255)
-        brand = serializers.CharField(required=False, allow_blank=True, max_length=128)
-        price = serializers.DecimalField(required=False, allow_null=True, max_digits=12, decimal_places=2, min_value=0)
-        currency = serializers.RegexField(r"^[A-Z]{3}$", required=False, allow_blank=True)
-        attributes = serializers.DictField(required=False)
 
     class InputSerializer(serializers.Serializer):
         items = serializers.ListField(child=serializers.DictField())
@@ -167,7 +144,7 @@ class ItemUpsertApi(BatchApi):
     def post(self, request):
         rows = request.data.get("items") if isinstance(request.data, dict) else None
         _check_batch(rows, "items", self.max_rows)
-        validated = _validated_rows(self.ItemSerializer, rows)
+        validated = _validated_rows(rows_validation.ItemRow, rows)
         with transaction.atomic():
             written = services.items_upsert(rows=validated)
         return Response({"written": written})
@@ -175,18 +152,6 @@ class ItemUpsertApi(BatchApi):
 
 class SocialEdgeUpsertApi(BatchApi):
     max_rows = 5000
-
-    class EdgeSerializer(serializers.Serializer):
-        source_id = serializers.CharField(max_length=256)
-        target_id = serializers.CharField(max_length=256)
-        relation = serializers.ChoiceField(["follow", "referral", "share"])
-        occurred_at = serializers.DateTimeField(required=False, allow_null=True)
-        weight = serializers.FloatField(required=False, min_value=0)
-
-        def validate(self, attrs):
-            if attrs["source_id"] == attrs["target_id"]:
-                raise serializers.ValidationError({"target_id": ["must differ from source_id"]})
-            return attrs
 
     class InputSerializer(serializers.Serializer):
         edges = serializers.ListField(child=serializers.DictField())
@@ -196,7 +161,7 @@ class SocialEdgeUpsertApi(BatchApi):
     def post(self, request):
         rows = request.data.get("edges") if isinstance(request.data, dict) else None
         _check_batch(rows, "edges", self.max_rows)
-        validated = _validated_rows(self.EdgeSerializer, rows)
+        validated = _validated_rows(rows_validation.SocialEdgeRow, rows)
         with transaction.atomic():
             written = services.social_edges_upsert(rows=validated, source="default")
         return Response({"written": written})

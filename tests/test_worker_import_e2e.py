@@ -33,7 +33,8 @@ def test_admin_upload_is_imported_by_the_celery_worker(client, celery_worker):
 
     response = client.post(
         "/admin/ingestion/importjob/add/",
-        {"format": "csv", "source": "shop", "upload": SimpleUploadedFile("events.csv", content), "mapping_json": ""},
+        {"format": "csv", "kind": "events", "source": "shop", "upload": SimpleUploadedFile("events.csv", content),
+         "mapping_json": ""},
     )
 
     assert response.status_code == 302, response.content[:2000]
@@ -54,7 +55,8 @@ def test_admin_upload_with_invalid_mapping_json_is_refused_with_the_reason(clien
 
     response = client.post(
         "/admin/ingestion/importjob/add/",
-        {"format": "csv", "source": "", "upload": SimpleUploadedFile("e.csv", b"a\n1\n"), "mapping_json": "{oops"},
+        {"format": "csv", "kind": "events", "source": "", "upload": SimpleUploadedFile("e.csv", b"a\n1\n"),
+         "mapping_json": "{oops"},
     )
 
     assert response.status_code == 200

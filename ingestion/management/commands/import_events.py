@@ -10,23 +10,35 @@ from ingestion.models import ImportFormat
 from ingestion.services import import_job_create, import_job_run
 
 
-def _pairs(values: list[str], flag: str) -> dict[str, str]:
+def _pairs(values: list[str], flag: str, known: tuple[str, ...]) -> dict[str, str]:
     pairs = {}
     for value in values:
         name, sep, target = value.partition("=")
-        if not sep or name not in FIELDS:
-            raise CommandError(f"{flag} expects FIELD=VALUE with FIELD one of {', '.join(FIELDS)}; got {value!r}")
+        if not sep or name not in known:
+            raise CommandError(f"{flag} expects FIELD=VALUE with FIELD one of {', '.join(known)}; got {value!r}")
         pairs[name] = target
     return pairs
 
 
+def _row_fields(kind: str) -> list[str]:
+    from ingestion import rows
+
+    validator = {"customers": rows.CustomerRow, "items": rows.ItemRow, "edges": rows.SocialEdgeRow}[kind]
+    return list(validator().fields)
+
+
 class Command(BaseCommand):
-    help = "Import an event file (CSV, JSONL, Parquet, CDNOW, MovieLens) in the foreground with a progress bar."
+    help = (
+        "Import a file of events (CSV, JSONL, Parquet, CDNOW, MovieLens) or of customers, items or social "
+        "edges (--kind) in the foreground with a progress bar."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("path")
         parser.add_argument("--format", required=True, choices=[f for f in ImportFormat.values if f not in ("api", "synthetic")])
         parser.add_argument("--source", help="namespace of external ids (default: the format's, or 'default')")
+        parser.add_argument("--kind", default="events", choices=["events", "customers", "items", "edges"],
+                            help="what the file holds (customers/items/edges: csv, jsonl or parquet)")
         parser.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN", help="column mapping")
         parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="constant for a field")
         parser.add_argument("--mapping-file", help="JSON file with {'mapping': {...}, 'constants': {...}, ...}")
@@ -39,8 +51,11 @@ class Command(BaseCommand):
         options: dict = {}
         if opts["mapping_file"]:
             options.update(json.loads(Path(opts["mapping_file"]).read_text()))
-        options.setdefault("mapping", {}).update(_pairs(opts["map"], "--map"))
-        options.setdefault("constants", {}).update(_pairs(opts["set"], "--set"))
+        known = FIELDS if opts["kind"] == "events" else tuple(_row_fields(opts["kind"]))
+        options.setdefault("mapping", {}).update(_pairs(opts["map"], "--map", known))
+        options.setdefault("constants", {}).update(_pairs(opts["set"], "--set", known))
+        if opts["kind"] != "events":
+            options["kind"] = opts["kind"]
         for key, name in (("delimiter", "delimiter"), ("timestamp_format", "timestamp_format"),
                           ("timezone", "timezone"), ("default_currency", "currency")):
             if opts[name]:
