@@ -125,10 +125,9 @@ CELERY_TASK_ALWAYS_EAGER = False
 # Keys for pseudonymisation (HMAC) and PII encryption (Fernet). Separate keys, both rotatable:
 # PII_ENCRYPTION_KEYS is a comma-separated list, newest first (MultiFernet).
 PSEUDONYM_KEY = dev_secret("PSEUDONYM_KEY", VAR_DIR / "secrets" / "pseudonym_key")
-PII_ENCRYPTION_KEYS = env.list(
-    "PII_ENCRYPTION_KEYS",
-    default=[dev_secret("PII_ENCRYPTION_KEY", VAR_DIR / "secrets" / "pii_key")],
-)
+PII_ENCRYPTION_KEYS = env.list("PII_ENCRYPTION_KEYS", default=[]) or [
+    dev_secret("PII_ENCRYPTION_KEYS", VAR_DIR / "secrets" / "pii_key")
+]
 
 # Ingestion limits and cleaning thresholds (documented in README, 'Ingestion').
 API_MAX_BATCH_EVENTS = env.int("API_MAX_BATCH_EVENTS", default=10_000)
