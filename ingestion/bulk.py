@@ -18,13 +18,13 @@ from django.db import connection
 from ingestion.identity import customer_key
 
 STAGE_COLUMNS = (
-    "event_id", "customer_id", "item_id", "event_type", "occurred_at", "quantity", "value", "currency",
+    "event_id", "customer_id", "item_id", "event_type", "occurred_us", "quantity", "value", "currency",
     "rating", "session_id", "channel", "device", "order_id", "context", "flags",
 )
 
 _STAGE_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS ingest_stage_event (
-    event_id uuid, customer_id bigint, item_id bigint, event_type smallint, occurred_at timestamptz,
+    event_id uuid, customer_id bigint, item_id bigint, event_type smallint, occurred_us bigint,
     quantity integer, value numeric(14, 2), currency text, rating double precision, session_id text,
     channel text, device text, order_id text, context jsonb, flags smallint
 ) ON COMMIT DELETE ROWS
@@ -46,7 +46,9 @@ INSERT INTO ingestion_event (
     event_id, customer_id, item_id, event_type, occurred_at, quantity, value, currency, rating,
     session_id, channel, device, order_id, context, flags, import_job_id
 )
-SELECT s.event_id, s.customer_id, s.item_id, s.event_type, s.occurred_at, s.quantity, s.value, s.currency,
+SELECT s.event_id, s.customer_id, s.item_id, s.event_type,
+       -- microseconds since the epoch: exact, and ~8x cheaper to serialise than timestamp text
+       timestamptz 'epoch' + s.occurred_us * interval '1 microsecond', s.quantity, s.value, s.currency,
        s.rating, s.session_id, s.channel, s.device, s.order_id, s.context, s.flags, %s
 FROM ingest_stage_event s
 ORDER BY s.event_id  -- primary-key order: neighbouring index pages are written together
@@ -99,8 +101,7 @@ class MergeResult:
 
 
 def _strings(column: pd.Series) -> pa.Array:
-    values = column.to_numpy(dtype=object)
-    return pa.array(np.where(pd.isna(values), None, values), pa.string())
+    return pa.array(column, pa.string(), from_pandas=True)
 
 
 def _chunk_as_csv(events: pd.DataFrame, customer_ids: np.ndarray, item_ids: pa.Array) -> bytes:
@@ -110,7 +111,7 @@ def _chunk_as_csv(events: pd.DataFrame, customer_ids: np.ndarray, item_ids: pa.A
             "customer_id": pa.array(customer_ids, pa.int64()),
             "item_id": item_ids,
             "event_type": pa.array(events["event_type"].to_numpy(dtype="int16"), pa.int16()),
-            "occurred_at": pa.array(events["occurred_at"]),
+            "occurred_us": pa.array(events["occurred_at"].astype("int64").to_numpy(), pa.int64()),
             "quantity": pa.array(events["quantity"].to_numpy(dtype="int64"), pa.int64()),
             "value": pa.array(events["value"].to_numpy(dtype="float64"), pa.float64(), from_pandas=True),
             "currency": _strings(events["currency"]),

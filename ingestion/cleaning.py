@@ -145,13 +145,27 @@ def _text(frame: pd.DataFrame, name: str) -> pd.Series:
     return text.where(text != "")
 
 
-def _number(frame: pd.DataFrame, name: str, problems: _Problems) -> pd.Series:
+class _Columns:
+    """The chunk's raw columns, each turned into stripped text at most once."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame
+        self._texts: dict[str, pd.Series] = {}
+
+    def text(self, name: str) -> pd.Series:
+        if name not in self._texts:
+            self._texts[name] = _text(self.frame, name)
+        return self._texts[name]
+
+
+def _number(cols: _Columns, name: str, problems: _Problems) -> pd.Series:
+    frame = cols.frame
     if name not in frame:
         return pd.Series(np.nan, index=frame.index, dtype="float64")
     raw = frame[name]
     if raw.dtype.kind in "iuf":
         return raw.astype("float64")
-    text = _text(frame, name)
+    text = cols.text(name)
     number = pd.to_numeric(text, errors="coerce").astype("float64")
     problems.add((text.notna() & number.isna()).to_numpy(), name, "not a number")
     bad_inf = np.isinf(number.to_numpy())
@@ -159,7 +173,8 @@ def _number(frame: pd.DataFrame, name: str, problems: _Problems) -> pd.Series:
     return number.where(~bad_inf)
 
 
-def _timestamps(frame: pd.DataFrame, rules: CleaningRules, problems: _Problems, counts: Counter) -> pd.Series:
+def _timestamps(cols: _Columns, rules: CleaningRules, problems: _Problems, counts: Counter) -> pd.Series:
+    frame = cols.frame
     raw = frame["timestamp"] if "timestamp" in frame else pd.Series(pd.NA, index=frame.index)
     fmt = rules.timestamp_format
     if isinstance(raw.dtype, pd.DatetimeTZDtype):  # already typed (generator, Parquet)
@@ -171,7 +186,7 @@ def _timestamps(frame: pd.DataFrame, rules: CleaningRules, problems: _Problems, 
         numbers = numbers.where(numbers.abs() < 2**53)
         parsed = pd.to_datetime(numbers, unit="s" if fmt == "unix" else "ms", utc=True, errors="coerce")
     else:
-        text = _text(frame, "timestamp")
+        text = cols.text("timestamp")
         if rules.timezone == "UTC":
             parsed = pd.to_datetime(text, format=fmt or "ISO8601", utc=True, errors="coerce")
         else:
@@ -182,7 +197,7 @@ def _timestamps(frame: pd.DataFrame, rules: CleaningRules, problems: _Problems, 
             parsed = aware.where(has_offset, local)
             counts["timestamp_localised_to_utc"] += int((~has_offset & local.notna()).sum())
         problems.add((text.notna() & parsed.isna()).to_numpy(), "timestamp", "not a valid date/time")
-    missing = raw.isna().to_numpy() if raw.dtype.kind not in "O" else _text(frame, "timestamp").isna().to_numpy()
+    missing = raw.isna().to_numpy() if raw.dtype.kind not in "O" else cols.text("timestamp").isna().to_numpy()
     problems.add(missing, "timestamp", "required")
     latest = pd.Timestamp(datetime.now(UTC) + timedelta(days=1))
     out_of_range = (parsed.notna() & ((parsed < EARLIEST) | (parsed > latest))).to_numpy()
@@ -191,24 +206,42 @@ def _timestamps(frame: pd.DataFrame, rules: CleaningRules, problems: _Problems, 
 
 
 def _context(frame: pd.DataFrame, problems: _Problems) -> pd.Series:
-    if "context" not in frame:
-        return pd.Series(None, index=frame.index, dtype="object")
+    """JSON objects as text for jsonb. Text that already parses to an object is kept as sent
+    (PostgreSQL normalises it); dicts (JSONL, API) are serialised."""
     out = np.full(len(frame), None, dtype=object)
+    if "context" not in frame:
+        return pd.Series(out, index=frame.index, dtype="object")
+    column = frame["context"]
+    values = column.to_numpy(dtype=object)
+    present = np.flatnonzero(column.notna().to_numpy())
     bad = np.zeros(len(frame), dtype=bool)
-    for pos, value in enumerate(frame["context"].to_numpy()):
-        if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA or value == "":
-            continue
+    nul = np.zeros(len(frame), dtype=bool)
+    for pos in present:
+        value = values[pos]
         if isinstance(value, str):
+            if value == "":
+                continue
             try:
-                value = json.loads(value)
+                parsed = json.loads(value)
             except ValueError:
                 bad[pos] = True
                 continue
-        if not isinstance(value, dict):
+            if not isinstance(parsed, dict):
+                bad[pos] = True
+            elif "\x00" in value or "\\u0000" in value:
+                nul[pos] = True
+            else:
+                out[pos] = value
+        elif isinstance(value, dict):
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+            if "\\u0000" in text:
+                nul[pos] = True
+            else:
+                out[pos] = text
+        else:
             bad[pos] = True
-            continue
-        out[pos] = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     problems.add(bad, "context", "not a JSON object")
+    problems.add(nul, "context", "contains a NUL character (jsonb cannot store it)")
     return pd.Series(out, index=frame.index, dtype="object")
 
 
@@ -247,9 +280,10 @@ def _time_ordered_uuids(names, occurred_at: pd.Series) -> np.ndarray:
     return _hex_ids(raw)
 
 
-def _event_ids(frame: pd.DataFrame, cleaned: pd.DataFrame, rules: CleaningRules, problems: _Problems) -> pd.Series:
+def _event_ids(cols: _Columns, cleaned: pd.DataFrame, rules: CleaningRules, problems: _Problems) -> pd.Series:
     """Deterministic UUIDs: the client's id, else the source's natural key, else file+line."""
-    given = _text(frame, "event_id")
+    frame = cols.frame
+    given = cols.text("event_id")
     ids = pd.Series(None, index=frame.index, dtype="object")
     is_uuid = given.str.fullmatch(_UUID_RE, na=False).to_numpy()
     if is_uuid.any():
@@ -275,44 +309,45 @@ def _event_ids(frame: pd.DataFrame, cleaned: pd.DataFrame, rules: CleaningRules,
 def events_clean(frame: pd.DataFrame, *, rules: CleaningRules) -> CleanedEvents:
     """Validate and normalise one chunk. Rows keep their order; `_line` identifies each one."""
     frame = frame.reset_index(drop=True)
+    cols = _Columns(frame)
     n = len(frame)
     problems = _Problems(n)
     counts: Counter = Counter()
     out = pd.DataFrame(index=frame.index)
     out["_line"] = frame["_line"].astype("int64")
 
-    customer = _text(frame, "customer_id")
+    customer = cols.text("customer_id")
     problems.add(customer.isna().to_numpy(), "customer_id", "required")
     out["customer_id"] = customer
 
-    type_text = _text(frame, "event_type").str.lower()
+    type_text = cols.text("event_type").str.lower()
     event_type = type_text.map(EVENT_TYPE_ALIASES)
     problems.add(type_text.isna().to_numpy(), "event_type", "required")
     problems.add((type_text.notna() & event_type.isna()).to_numpy(), "event_type", "unknown type")
     out["event_type"] = event_type.astype("Int16")
 
-    item = _text(frame, "item_id")
+    item = cols.text("item_id")
     needs_item = event_type.isin([int(t) for t in ITEM_REQUIRED_TYPES]).to_numpy()
     problems.add(needs_item & item.isna().to_numpy(), "item_id", "required for this event type")
     out["item_id"] = item
 
-    out["occurred_at"] = _timestamps(frame, rules, problems, counts)
+    out["occurred_at"] = _timestamps(cols, rules, problems, counts)
 
-    quantity = _number(frame, "quantity", problems)
-    counts["quantity_defaulted_to_1"] += int((quantity.isna() & _text(frame, "quantity").isna()).sum())
+    quantity = _number(cols, "quantity", problems)
+    counts["quantity_defaulted_to_1"] += int((quantity.isna() & cols.text("quantity").isna()).sum())
     quantity = quantity.fillna(1.0)
     problems.add((quantity != np.floor(quantity)).to_numpy(), "quantity", "not a whole number")
     problems.add(((quantity <= 0) | (quantity > 1_000_000)).to_numpy(), "quantity", "must be between 1 and 1,000,000")
     out["quantity"] = quantity.clip(-1e9, 1e9).round().astype("int64")
 
-    value = _number(frame, "value", problems)
+    value = _number(cols, "value", problems)
     needs_value = event_type.isin([int(t) for t in VALUE_REQUIRED_TYPES]).to_numpy()
-    problems.add(needs_value & value.isna().to_numpy() & _text(frame, "value").isna().to_numpy(), "value", "required for purchases and refunds")
+    problems.add(needs_value & value.isna().to_numpy() & cols.text("value").isna().to_numpy(), "value", "required for purchases and refunds")
     problems.add((value < 0).to_numpy(), "value", "must not be negative (use a refund event)")
     problems.add((value >= 1e12).to_numpy(), "value", "too large")
     out["value"] = value.round(2)
 
-    currency_text = _text(frame, "currency")
+    currency_text = cols.text("currency")
     currency = currency_text.str.upper().replace(CURRENCY_SYMBOLS)
     counts["currency_defaulted"] += int((currency.isna() & value.notna()).sum())
     currency = currency.where(currency.notna() | value.isna(), rules.default_currency)
@@ -320,14 +355,14 @@ def events_clean(frame: pd.DataFrame, *, rules: CleaningRules) -> CleanedEvents:
     counts["currency_normalised"] += int((currency_text.notna() & (currency_text != currency)).sum())
     out["currency"] = currency.fillna("")
 
-    rating = _number(frame, "rating", problems)
+    rating = _number(cols, "rating", problems)
     is_rating = (event_type == EventType.RATING).fillna(False).to_numpy()
-    problems.add(is_rating & rating.isna().to_numpy() & _text(frame, "rating").isna().to_numpy(), "rating", "required for rating events")
+    problems.add(is_rating & rating.isna().to_numpy() & cols.text("rating").isna().to_numpy(), "rating", "required for rating events")
     problems.add(((rating < 0) | (rating > 10)).to_numpy(), "rating", "must be between 0 and 10")
     out["rating"] = rating
 
     for name in ("session_id", "channel", "device", "order_id"):
-        text = _text(frame, name)
+        text = cols.text(name)
         if name in ("channel", "device"):
             text = text.str.lower()
         out[name] = text.fillna("")
@@ -335,12 +370,12 @@ def events_clean(frame: pd.DataFrame, *, rules: CleaningRules) -> CleanedEvents:
         problems.add((out[name].str.len() > limit).fillna(False).to_numpy(), name, f"longer than {limit} characters")
 
     for name in FIELDS:
-        if name in frame and frame[name].dtype.kind not in "iufb":
-            nul = frame[name].astype("str").str.contains("\x00", regex=False, na=False).to_numpy()
+        if name in frame and name != "context" and frame[name].dtype.kind not in "iufbM":
+            nul = cols.text(name).str.contains("\x00", regex=False, na=False).to_numpy()
             problems.add(nul, name, "contains a NUL byte")
 
     out["context"] = _context(frame, problems)
-    out["event_id"] = _event_ids(frame, out, rules, problems)
+    out["event_id"] = _event_ids(cols, out, rules, problems)
 
     rejected_mask = problems.any_mask()
     rejected = []

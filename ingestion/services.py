@@ -4,7 +4,8 @@ import logging
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+import queue
+import threading
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from ingestion import bulk
@@ -35,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 # A running job whose heartbeat is older than this is presumed dead and may be claimed again.
 STALE_JOB_SECONDS = 300
+# Database writer threads per import; with one more thread preparing chunks this fills 2 cores.
+STORE_THREADS = 2
 
 
 # --- Import jobs -------------------------------------------------------------------------------
@@ -123,7 +127,9 @@ def _storable(text: str) -> str:
     return text.replace("\x00", "\\x00")
 
 
-def _store_chunk(job_id: int, references: bulk.ReferenceIds, outcome: _ChunkOutcome, report: Counter) -> None:
+def _store_chunk(
+    job_id: int, references: bulk.ReferenceIds, outcome: _ChunkOutcome, report: Counter, report_lock: threading.Lock
+) -> None:
     """One transaction: the chunk's events, its quarantined rows and the job's counters."""
     with transaction.atomic():
         merged = bulk.events_merge_payload(payload=outcome.payload, rows=len(outcome.cleaned.events), import_job_id=job_id)
@@ -135,12 +141,14 @@ def _store_chunk(job_id: int, references: bulk.ReferenceIds, outcome: _ChunkOutc
             for r, raw in zip(outcome.cleaned.rejected, outcome.raw_for_rejected)
         ]
         QuarantinedRow.objects.bulk_create(quarantine, batch_size=5000)
-        report.update(outcome.cleaned.counts)
-        report["malformed_line"] += len(outcome.malformed)
-        report["blank_line_skipped"] += outcome.blank_lines
-        report["duplicate_already_stored"] += merged.conflicts
-        report["customers_created_from_events"] = references.customers_created
-        report["items_created_from_events"] = references.items_created
+        with report_lock:
+            report.update(outcome.cleaned.counts)
+            report["malformed_line"] += len(outcome.malformed)
+            report["blank_line_skipped"] += outcome.blank_lines
+            report["duplicate_already_stored"] += merged.conflicts
+            report["customers_created_from_events"] = references.customers_created
+            report["items_created_from_events"] = references.items_created
+            report_snapshot = dict(sorted(report.items()))
         ImportJob.objects.filter(pk=job_id).update(
             rows_read=F("rows_read") + outcome.read,
             rows_inserted=F("rows_inserted") + merged.inserted,
@@ -148,9 +156,9 @@ def _store_chunk(job_id: int, references: bulk.ReferenceIds, outcome: _ChunkOutc
             rows_rejected=F("rows_rejected") + len(quarantine),
             rows_flagged=F("rows_flagged") + outcome.cleaned.flagged,
             rows_removed=F("rows_removed") + outcome.cleaned.removed,
-            progress_done=outcome.progress_done,
+            progress_done=Greatest(F("progress_done"), outcome.progress_done),
             heartbeat_at=timezone.now(),
-            report=dict(sorted(report.items())),
+            report=report_snapshot,
         )
 
 
@@ -168,37 +176,74 @@ def import_job_run(*, job_id: int, on_progress: Callable[[ImportJob], None] | No
     )
 
 
+class _StoreThreads:
+    """Database writers for an import: each thread owns a connection and stores whole chunks, one
+    transaction each, while the caller prepares the next ones. Chunks merge in primary-key order,
+    so two writers never lock the same keys in opposite orders."""
+
+    def __init__(self, count: int, store: Callable[[_ChunkOutcome], None]):
+        self._store = store
+        self._queue: queue.Queue = queue.Queue(maxsize=count)
+        self._errors: list[BaseException] = []
+        self._threads = [threading.Thread(target=self._run, name=f"import-store-{n}", daemon=True) for n in range(count)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (outcome := self._queue.get()) is not None:
+                if not self._errors:
+                    try:
+                        self._store(outcome)
+                    except BaseException as exc:  # handed to the caller in put()/close()
+                        self._errors.append(exc)
+        finally:
+            connection.close()
+
+    def put(self, outcome: _ChunkOutcome) -> None:
+        self._raise_first_error()
+        self._queue.put(outcome)
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._raise_first_error()
+
+    def _raise_first_error(self) -> None:
+        if self._errors:
+            raise self._errors[0]
+
+
 def _import_job_execute(
     job: ImportJob, open_source: Callable[[], EventSource], on_progress: Callable[[ImportJob], None] | None
 ) -> ImportJob:
     """Stream a claimed job's source through cleaning into the store, recording the outcome.
 
-    Reading and cleaning chunk N+1 (Python) overlaps with the database merging chunk N (a second
-    thread on its own connection), which keeps both cores busy. A chunk is one transaction, so a
-    crash leaves whole chunks; re-running is safe because every event id is deterministic.
+    The calling thread reads, cleans and serialises chunks; STORE_THREADS writers (each with its
+    own connection) COPY and merge them meanwhile, so Python and PostgreSQL use both cores. A chunk
+    is one transaction, so a crash leaves whole chunks; re-running is safe because every event id
+    is deterministic.
     """
     job_id = job.pk
     report: Counter = Counter()
+    report_lock = threading.Lock()
     try:
         event_source = open_source()
         catalogue_upsert(source=job.source, event_source=event_source, report=report)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-store") as store:
-            try:
-                pending: Future | None = None
-                references = bulk.ReferenceIds(job.source)
-                for frame, chunk in event_source.chunks:
-                    outcome = _prepare_chunk(frame, chunk, event_source.rules, references)
-                    if pending is not None:
-                        pending.result()
-                        if on_progress:
-                            job.refresh_from_db()
-                            on_progress(job)
-                    pending = store.submit(_store_chunk, job_id, references, outcome, report)
-                if pending is not None:
-                    pending.result()
-            finally:
-                # the store thread's connection is its own; close it before the thread goes away
-                store.submit(lambda: connection.close()).result()
+        references = bulk.ReferenceIds(job.source)
+        writers = _StoreThreads(
+            STORE_THREADS, lambda outcome: _store_chunk(job_id, references, outcome, report, report_lock)
+        )
+        try:
+            for frame, chunk in event_source.chunks:
+                writers.put(_prepare_chunk(frame, chunk, event_source.rules, references))
+                if on_progress:
+                    job.refresh_from_db()
+                    on_progress(job)
+        finally:
+            writers.close()
     except (OperationalError, InterfaceError) as exc:
         # the database went away: leave the job claimable so the task's retry resumes it
         ImportJob.objects.filter(pk=job_id).update(status=ImportStatus.PENDING, error=f"retrying after: {exc}"[:10_000])

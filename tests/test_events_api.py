@@ -191,3 +191,15 @@ def test_api_docs_page_uses_bundled_assets_not_a_cdn(client):
 
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
     assert "cdn.jsdelivr" not in html
+
+
+def test_nul_characters_are_refused_in_fields_and_in_context(events_client):
+    rows = [event(1, session_id="s\x00x"), event(2, context={"q": "a\x00b"})]
+
+    response = events_client.post(URL, {"events": rows}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["rows"] == [
+        {"index": 0, "errors": {"session_id": ["contains a NUL byte"]}},
+        {"index": 1, "errors": {"context": ["contains a NUL character (jsonb cannot store it)"]}},
+    ]
