@@ -1,10 +1,11 @@
 """REST entrances for events, customers, items and social edges (scope `events:write`)."""
 
 import io
+from collections.abc import Callable
 
 from django.conf import settings
 from django.db import transaction
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
@@ -116,52 +117,58 @@ class EventBatchApi(BatchApi):
         return Response(self.OutputSerializer(result).data)
 
 
-class CustomerUpsertApi(BatchApi):
+class RowUpsertApi(BatchApi):
+    """POST {<envelope>: [rows]}: every row validated by `row_validator`, then all upserted in one
+    transaction by `upsert_rows`, or none and a 400 listing the bad rows."""
+
+    envelope: str
+    row_validator: type[serializers.Serializer]
+    upsert_rows: Callable[[list[dict]], int]  # each endpoint names its service
     max_rows = 5000
 
-    class InputSerializer(serializers.Serializer):
-        customers = serializers.ListField(child=serializers.DictField())
-
-    @extend_schema(summary="Create or update customers by external id (atomic)", request=InputSerializer,
-                   responses={200: inline_serializer("UpsertResult", {"written": serializers.IntegerField()})})
     def post(self, request):
-        rows = request.data.get("customers") if isinstance(request.data, dict) else None
-        _check_batch(rows, "customers", self.max_rows)
-        validated = _validated_rows(rows_validation.CustomerRow, rows)
+        rows = request.data.get(self.envelope) if isinstance(request.data, dict) else None
+        _check_batch(rows, self.envelope, self.max_rows)
+        validated = _validated_rows(self.row_validator, rows)
         with transaction.atomic():
-            written = services.customers_upsert(rows=validated, source="default")
+            written = self.upsert_rows(validated)
         return Response({"written": written})
 
 
-class ItemUpsertApi(BatchApi):
-    max_rows = 5000
-
-    class InputSerializer(serializers.Serializer):
-        items = serializers.ListField(child=serializers.DictField())
-
-    @extend_schema(summary="Create or update catalogue items by SKU (atomic)", request=InputSerializer,
-                   responses={200: inline_serializer("ItemUpsertResult", {"written": serializers.IntegerField()})})
-    def post(self, request):
-        rows = request.data.get("items") if isinstance(request.data, dict) else None
-        _check_batch(rows, "items", self.max_rows)
-        validated = _validated_rows(rows_validation.ItemRow, rows)
-        with transaction.atomic():
-            written = services.items_upsert(rows=validated)
-        return Response({"written": written})
+def _upsert_schema(envelope: str, validator, summary: str):
+    return extend_schema_view(post=extend_schema(
+        summary=summary,
+        request=inline_serializer(f"{envelope.title()}Batch", {envelope: validator(many=True)}),
+        responses={
+            200: inline_serializer(f"{envelope.title()}Written", {"written": serializers.IntegerField()}),
+            400: OpenApiResponse(description="Invalid rows by index; nothing written."),
+            413: OpenApiResponse(description="More rows than the limit."),
+        },
+    ))
 
 
-class SocialEdgeUpsertApi(BatchApi):
-    max_rows = 5000
+@_upsert_schema("customers", rows_validation.CustomerRow, "Create or update customers by external id (atomic)")
+class CustomerUpsertApi(RowUpsertApi):
+    envelope = "customers"
+    row_validator = rows_validation.CustomerRow
 
-    class InputSerializer(serializers.Serializer):
-        edges = serializers.ListField(child=serializers.DictField())
+    def upsert_rows(self, rows):
+        return services.customers_upsert(rows=rows, source="default")
 
-    @extend_schema(summary="Add social edges (follow, referral, share)", request=InputSerializer,
-                   responses={200: inline_serializer("EdgeUpsertResult", {"written": serializers.IntegerField()})})
-    def post(self, request):
-        rows = request.data.get("edges") if isinstance(request.data, dict) else None
-        _check_batch(rows, "edges", self.max_rows)
-        validated = _validated_rows(rows_validation.SocialEdgeRow, rows)
-        with transaction.atomic():
-            written = services.social_edges_upsert(rows=validated, source="default")
-        return Response({"written": written})
+
+@_upsert_schema("items", rows_validation.ItemRow, "Create or update catalogue items by SKU (atomic)")
+class ItemUpsertApi(RowUpsertApi):
+    envelope = "items"
+    row_validator = rows_validation.ItemRow
+
+    def upsert_rows(self, rows):
+        return services.items_upsert(rows=rows)
+
+
+@_upsert_schema("edges", rows_validation.SocialEdgeRow, "Add social edges: follow, referral, share (atomic)")
+class SocialEdgeUpsertApi(RowUpsertApi):
+    envelope = "edges"
+    row_validator = rows_validation.SocialEdgeRow
+
+    def upsert_rows(self, rows):
+        return services.social_edges_upsert(rows=rows, source="default")

@@ -203,3 +203,11 @@ def test_nul_characters_are_refused_in_fields_and_in_context(events_client):
         {"index": 0, "errors": {"session_id": ["contains a NUL byte"]}},
         {"index": 1, "errors": {"context": ["contains a NUL character (jsonb cannot store it)"]}},
     ]
+
+
+def test_openapi_schema_validates_without_warnings_and_declares_bearer_tokens():
+    from django.core.management import call_command
+
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", "/dev/null")
+    schema = json.loads(APIClient().get("/api/schema/", HTTP_ACCEPT="application/json").content)
+    assert schema["components"]["securitySchemes"]["apiToken"]["scheme"] == "bearer"
