@@ -1,12 +1,12 @@
 """Writes of the ingestion app: import jobs, API batches, customer/item/edge upserts."""
 
 import logging
+import queue
+import threading
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable
-import queue
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -18,7 +18,13 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from ingestion import bulk
-from ingestion.cleaning import FIELDS, CleanedEvents, CleaningRules, RowError, events_clean
+from ingestion.cleaning import (
+    FIELDS,
+    CleanedEvents,
+    CleaningRules,
+    RowError,
+    events_clean,
+)
 from ingestion.identity import customer_key, pii_encrypt
 from ingestion.importers.sources import EventSource, SourceError, open_event_source
 from ingestion.models import (
@@ -138,7 +144,7 @@ def _store_chunk(
             for r in outcome.malformed
         ] + [
             QuarantinedRow(job_id=job_id, line_number=r.line, raw=_storable(raw), reason=_storable(r.reason))
-            for r, raw in zip(outcome.cleaned.rejected, outcome.raw_for_rejected)
+            for r, raw in zip(outcome.cleaned.rejected, outcome.raw_for_rejected, strict=True)
         ]
         QuarantinedRow.objects.bulk_create(quarantine, batch_size=5000)
         with report_lock:

@@ -1,7 +1,7 @@
 """Celery tasks of the ingestion app: thin, idempotent callers of services."""
 
 from celery import shared_task
-from django.db import OperationalError, InterfaceError
+from django.db import InterfaceError, OperationalError
 
 from ingestion import services
 from ingestion.models import ImportJob

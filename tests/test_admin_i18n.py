@@ -28,8 +28,8 @@ def test_admin_index_in_english_by_default(operator_client):
 
 
 def test_customer_page_masks_pii(operator_client):
-    from ingestion.services import customers_upsert
     from ingestion.models import Customer
+    from ingestion.services import customers_upsert
 
     customers_upsert(rows=[{"external_id": "x1", "email": "wang.fang@example.com", "phone": "+86 138 0000 1234"}], source="default")
     customer = Customer.objects.get()

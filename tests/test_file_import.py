@@ -6,7 +6,15 @@ import pandas as pd
 import pytest
 
 from ingestion.importers.sources import SourceError
-from ingestion.models import Customer, Event, EventFlag, EventType, ImportStatus, Item, QuarantinedRow
+from ingestion.models import (
+    Customer,
+    Event,
+    EventFlag,
+    EventType,
+    ImportStatus,
+    Item,
+    QuarantinedRow,
+)
 from ingestion.services import import_job_create, import_job_run
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -4,7 +4,14 @@ import pytest
 from django.db import connection
 
 from ingestion.identity import pii_decrypt
-from ingestion.models import Customer, CustomerGroundTruth, Event, ImportFormat, Item, SocialEdge
+from ingestion.models import (
+    Customer,
+    CustomerGroundTruth,
+    Event,
+    ImportFormat,
+    Item,
+    SocialEdge,
+)
 from ingestion.services import synthetic_shop_load
 
 pytestmark = pytest.mark.django_db(transaction=True)

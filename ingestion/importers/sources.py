@@ -190,7 +190,7 @@ def movielens_source(path: Path, source: str, options: dict) -> EventSource:
             frame.columns = [c.split(":")[0] for c in frame.columns]
             catalogue.items = [
                 _movielens_item(item_id, title, year, genres.split(" "))
-                for item_id, title, year, genres in zip(frame["item_id"], frame["movie_title"], frame["release_year"], frame["class"])
+                for item_id, title, year, genres in zip(frame["item_id"], frame["movie_title"], frame["release_year"], frame["class"], strict=True)
             ]
         with open(inter, encoding="utf-8") as handle:
             header = handle.readline().rstrip("\n").split("\t")
@@ -215,7 +215,7 @@ def movielens_source(path: Path, source: str, options: dict) -> EventSource:
                 flags = list(row[5:24])
                 year = re.search(r"(\d{4})", row[2] or "")
                 catalogue.items.append(_movielens_item(
-                    row[0], row[1], year.group(1) if year else "", [g for g, f in zip(MOVIELENS_GENRES, flags) if f == "1"]
+                    row[0], row[1], year.group(1) if year else "", [g for g, f in zip(MOVIELENS_GENRES, flags, strict=False) if f == "1"]
                 ))
         header = ["user_id", "item_id", "rating", "timestamp"]
         mapping = {"customer_id": "user_id", "item_id": "item_id", "rating": "rating", "timestamp": "timestamp"}
