@@ -1,0 +1,31 @@
+"""Property-based fuzzing of the REST API from its own OpenAPI schema (schemathesis): whatever a
+client sends, the answer is a 4xx with a reason or a success, never a server error."""
+
+import pytest
+import schemathesis
+from django.core import signals
+from django.db import close_old_connections
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+
+from access.services import api_token_create
+from config.wsgi import application
+
+schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)
+
+
+@pytest.fixture
+def token(db) -> str:
+    # Requests run in this test's transaction, so they must not close the connection at their end
+    # (Django's own test client disconnects the same handler).
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    yield api_token_create(name="fuzz", scopes=["events:write"])[1]
+    signals.request_started.connect(close_old_connections)
+    signals.request_finished.connect(close_old_connections)
+
+
+@schema.parametrize()
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_answers_every_generated_request_without_a_server_error(case, token):
+    case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, checks=[not_a_server_error])
