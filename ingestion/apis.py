@@ -1,6 +1,7 @@
 """REST entrances for events, customers, items and social edges (scope `events:write`)."""
 
 import io
+import re
 from collections.abc import Callable
 
 from django.conf import settings
@@ -28,6 +29,12 @@ class PayloadTooLarge(exceptions.APIException):
     default_code = "payload_too_large"
 
 
+_LONE_SURROGATE = re.compile(
+    rb"(?<!\\)(?:\\\\)*\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"  # high without low
+    rb"|(?<![\\]u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"  # low without high
+)
+
+
 class BoundedJSONParser(JSONParser):
     """JSON parser that also bounds bodies sent without Content-Length (chunked), which Django's
     DATA_UPLOAD_MAX_MEMORY_SIZE check cannot see; declared oversize bodies are refused earlier
@@ -38,6 +45,10 @@ class BoundedJSONParser(JSONParser):
         body = stream.read(limit + 1)
         if len(body) > limit:
             raise PayloadTooLarge(f"Body exceeds the limit of {limit} bytes.")
+        # JSON may escape half of a UTF-16 surrogate pair ("\ud800"); Python accepts it, but no
+        # UTF-8 text (and so no database) can hold it.
+        if _LONE_SURROGATE.search(body):
+            raise exceptions.ParseError("JSON contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff).")
         return super().parse(io.BytesIO(body), media_type, parser_context)
 
 

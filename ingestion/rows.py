@@ -1,6 +1,18 @@
 """Validation of one customer, item or social-edge row, shared by the API and file imports."""
 
+import json
+
 from rest_framework import serializers
+
+
+class JsonObjectField(serializers.DictField):
+    """A JSON object that PostgreSQL's jsonb can store: no NUL character in any key or value."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if "\\u0000" in json.dumps(value):
+            raise serializers.ValidationError("must not contain NUL characters")
+        return value
 
 
 class CustomerRow(serializers.Serializer):
@@ -16,7 +28,7 @@ class CustomerRow(serializers.Serializer):
     is_loyalty_member = serializers.BooleanField(required=False)
     consent_profiling = serializers.BooleanField(required=False)
     consent_marketing = serializers.BooleanField(required=False)
-    attributes = serializers.DictField(required=False)
+    attributes = JsonObjectField(required=False)
 
 
 class ItemRow(serializers.Serializer):
@@ -26,7 +38,7 @@ class ItemRow(serializers.Serializer):
     brand = serializers.CharField(required=False, allow_blank=True, max_length=128)
     price = serializers.DecimalField(required=False, allow_null=True, max_digits=12, decimal_places=2, min_value=0)
     currency = serializers.RegexField(r"^[A-Z]{3}$", required=False, allow_blank=True)
-    attributes = serializers.DictField(required=False)
+    attributes = JsonObjectField(required=False)
 
 
 class SocialEdgeRow(serializers.Serializer):

@@ -437,10 +437,26 @@ CUSTOMER_FIELDS = (
 PII_FIELDS = {"email": "email_encrypted", "name": "name_encrypted", "phone": "phone_encrypted"}
 
 
+def _upsert_by_key(model, key_field: str, values_by_key: dict[str, dict], fixed: dict) -> int:
+    """Insert or update rows by a unique key, updating only the fields each row carries. Rows are
+    grouped by their field set (one statement per group) and sorted by key: a stable lock order
+    keeps concurrent batches from deadlocking."""
+    groups: dict[tuple[str, ...], list] = {}
+    for key, values in sorted(values_by_key.items()):
+        groups.setdefault(tuple(sorted(values)), []).append(model(**{key_field: key}, **fixed, **values))
+    for fields, objects in groups.items():
+        model.objects.bulk_create(
+            objects, batch_size=2000, update_conflicts=True, unique_fields=[key_field],
+            update_fields=list(fields) or [key_field],
+        )
+    return len(values_by_key)
+
+
 def customers_upsert(*, rows: Iterable[dict], source: str) -> int:
-    """Create or update customers by external id. Only the fields a row carries are updated; PII
-    is encrypted before it reaches the database. Returns the number of rows written."""
-    groups: dict[tuple[str, ...], list[Customer]] = {}
+    """Create or update customers by external id. Only the fields a row carries are updated (a
+    repeated id in one batch: later fields win); PII is encrypted before it reaches the database.
+    Returns the number of customers written."""
+    values_by_key: dict[str, dict] = {}
     for row in rows:
         values = {name: row[name] for name in CUSTOMER_FIELDS if name in row}
         for clear, encrypted in PII_FIELDS.items():
@@ -448,17 +464,10 @@ def customers_upsert(*, rows: Iterable[dict], source: str) -> int:
                 values[encrypted] = pii_encrypt(row[clear])
         if isinstance(values.get("signup_date"), str):
             values["signup_date"] = date.fromisoformat(values["signup_date"])
-        key = customer_key(source=source, external_id=str(row["external_id"]))
-        groups.setdefault(tuple(sorted(values)), []).append(Customer(key=key, source=source, **values))
-    written = 0
-    for fields, customers in groups.items():
-        customers.sort(key=lambda c: c.key)  # a stable lock order avoids deadlocks between batches
-        Customer.objects.bulk_create(
-            customers, batch_size=2000, update_conflicts=True, unique_fields=["key"], update_fields=list(fields) or ["source"]
-        )
-        written += len(customers)
+        values_by_key.setdefault(customer_key(source=source, external_id=str(row["external_id"])), {}).update(values)
+    written = _upsert_by_key(Customer, "key", values_by_key, {"source": source})
     if written:
-        Customer.objects.filter(key__in=[c.key for cs in groups.values() for c in cs]).update(updated_at=timezone.now())
+        Customer.objects.filter(key__in=list(values_by_key)).update(updated_at=timezone.now())
     return written
 
 
@@ -466,18 +475,11 @@ ITEM_FIELDS = ("title", "category_path", "brand", "price", "currency", "attribut
 
 
 def items_upsert(*, rows: Iterable[dict]) -> int:
-    groups: dict[tuple[str, ...], list[Item]] = {}
+    """Create or update items by SKU; a repeated SKU in one batch: later fields win."""
+    values_by_key: dict[str, dict] = {}
     for row in rows:
-        values = {name: row[name] for name in ITEM_FIELDS if name in row}
-        groups.setdefault(tuple(sorted(values)), []).append(Item(sku=str(row["sku"]), **values))
-    written = 0
-    for fields, items in groups.items():
-        items.sort(key=lambda i: i.sku)
-        Item.objects.bulk_create(
-            items, batch_size=2000, update_conflicts=True, unique_fields=["sku"], update_fields=list(fields) or ["sku"]
-        )
-        written += len(items)
-    return written
+        values_by_key.setdefault(str(row["sku"]), {}).update({n: row[n] for n in ITEM_FIELDS if n in row})
+    return _upsert_by_key(Item, "sku", values_by_key, {})
 
 
 def social_edges_upsert(*, rows: Iterable[dict], source: str) -> int:

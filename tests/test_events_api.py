@@ -211,3 +211,33 @@ def test_openapi_schema_validates_without_warnings_and_declares_bearer_tokens():
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", "/dev/null")
     schema = json.loads(APIClient().get("/api/schema/", HTTP_ACCEPT="application/json").content)
     assert schema["components"]["securitySchemes"]["apiToken"]["scheme"] == "bearer"
+
+
+def test_unpaired_surrogate_escape_is_a_400_not_a_server_error(events_client):
+    body = '{"events": [{"customer_id": "c\\ud800", "event_type": "search", "timestamp": "2025-01-01T00:00:00Z"}]}'
+
+    response = events_client.post(URL, data=body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert "surrogate" in response.json()["detail"]
+    paired = body.replace("\\ud800", "\\ud83d\\ude00")  # an emoji, properly paired
+    assert events_client.post(URL, data=paired, content_type="application/json").status_code == 200
+
+
+def test_nul_inside_attributes_is_refused_by_field(events_client):
+    response = events_client.post("/api/v1/items", {"items": [{"sku": "N", "attributes": {"a": ["x\x00"]}}]}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["rows"] == [{"index": 0, "errors": {"attributes": ["must not contain NUL characters"]}}]
+
+
+def test_repeated_external_id_in_one_batch_merges_with_later_fields_winning(events_client):
+    response = events_client.post("/api/v1/customers", {"customers": [
+        {"external_id": "dup", "age": 20, "region": "North"}, {"external_id": "dup", "age": 21},
+    ]}, format="json")
+    items = events_client.post("/api/v1/items", {"items": [{"sku": "S", "title": "a"}, {"sku": "S", "title": "b"}]},
+                               format="json")
+
+    assert response.status_code == 200 and response.json() == {"written": 1}
+    assert (Customer.objects.get().age, Customer.objects.get().region) == (21, "North")
+    assert items.status_code == 200 and Item.objects.get().title == "b"
