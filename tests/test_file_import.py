@@ -210,3 +210,35 @@ def test_reimport_of_an_appended_ledger_adds_only_the_new_lines(tmp_path):
     again = run(path)
 
     assert (again.rows_inserted, again.rows_duplicate) == (1, 3000)
+
+
+def test_a_line_that_is_not_utf8_is_quarantined_and_the_rest_land(tmp_path):
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(
+        b"customer_id,item_id,event_type,timestamp\n"
+        b"c1,A,view,2025-01-01T10:00:00Z\n"
+        + "c2,茶,view,2025-01-01T10:01:00Z\n".encode("gbk")  # a GBK line in a UTF-8 file
+        + "c3,茶,view,2025-01-01T10:02:00Z\n".encode("utf-8")
+    )
+
+    job = run(path)
+
+    assert (job.rows_read, job.rows_inserted, job.rows_rejected) == (3, 2, 1)
+    bad = quarantine(job)[3]
+    assert bad.reason == "row: not valid UTF-8" and bad.raw.startswith("c2,")
+    assert Item.objects.filter(sku="茶").exists()
+
+
+def test_jsonl_and_cdnow_lines_that_are_not_utf8_are_quarantined(tmp_path):
+    jsonl = tmp_path / "e.jsonl"
+    jsonl.write_bytes(b'{"customer_id": "a", "event_type": "search", "timestamp": "2025-01-01T00:00:00Z"}\n'
+                      + '{"customer_id": "茶"}\n'.encode("gbk"))
+    cdnow = tmp_path / "cdnow.txt"
+    cdnow.write_bytes(b" 00001 19970101  1   11.77\n \xff\xfe 19970102  1   1.00\n")
+
+    jsonl_job = run(jsonl, fmt="jsonl")
+    cdnow_job = import_job_run(job_id=import_job_create(path=cdnow, fmt="cdnow").pk)
+
+    assert (jsonl_job.rows_inserted, jsonl_job.rows_rejected) == (1, 1)
+    assert (cdnow_job.rows_inserted, cdnow_job.rows_rejected) == (1, 1)
+    assert quarantine(cdnow_job)[2].reason == "row: not valid utf-8"

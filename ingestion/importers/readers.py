@@ -6,6 +6,7 @@ count records: CSV values containing newlines are not supported and surface as m
 """
 
 import csv
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,6 +38,51 @@ class SourceChunk:
         columns = [c for c in self.frame.columns if c != "_line"]
         rows = self.frame.iloc[list(positions)][columns]
         return [self.delimiter.join("" if pd.isna(v) else str(v) for v in row) for row in rows.itertuples(index=False)]
+
+
+class Utf8LineGuard(io.RawIOBase):
+    """A binary file that passes valid UTF-8 through unchanged and replaces each line that is not
+    valid UTF-8 with its U+FFFD-substituted text, remembering the line so the reader can quarantine
+    it (a CSV from a GBK system should lose one line, not the whole import). Reads end on line
+    boundaries, so line numbers stay exact."""
+
+    def __init__(self, handle):
+        super().__init__()
+        self._handle = handle
+        self._next_line = 1
+        self.bad_lines: dict[int, str] = {}
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size) if size and size > 0 else self._handle.read()
+        if data and not data.endswith(b"\n"):
+            data += self._handle.readline()
+        first_line = self._next_line
+        self._next_line += data.count(b"\n")
+        try:
+            data.decode("utf-8")
+            return data
+        except UnicodeDecodeError:
+            pass
+        lines = data.split(b"\n")
+        for offset, line in enumerate(lines):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                text = line.decode("utf-8", errors="replace")
+                self.bad_lines[first_line + offset] = text.rstrip("\r")
+                lines[offset] = text.encode("utf-8")
+        return b"\n".join(lines)
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def _line_numbers(first_line: int, start_index: int, count: int, skipped: np.ndarray) -> np.ndarray:
@@ -81,12 +127,14 @@ def read_delimited(
 
     header_lines = 0
     if column_names is None:
-        with open(path, encoding=encoding, newline="") as text:
-            column_names = next(csv.reader(text, delimiter=delimiter), [])
+        with open(path, "rb") as raw:  # only the header: later lines may be undecodable
+            first = raw.readline().decode(encoding, errors="replace")
+        column_names = next(csv.reader([first], delimiter=delimiter), [])
         header_lines = 1
     if not column_names:
         return
     handle = open(path, "rb")
+    guard = Utf8LineGuard(handle) if encoding.replace("-", "").lower() == "utf8" else None
     read_options = pacsv.ReadOptions(
         block_size=block_bytes, use_threads=False, encoding=encoding, column_names=column_names, skip_rows=header_lines
     )
@@ -94,7 +142,7 @@ def read_delimited(
     convert_options = pacsv.ConvertOptions(column_types={name: pa.string() for name in column_names}, strings_can_be_null=False)
     first_line = header_lines + 1
     try:
-        reader = pacsv.open_csv(pa.PythonFile(handle, mode="r"), read_options=read_options,
+        reader = pacsv.open_csv(pa.PythonFile(guard or handle, mode="r"), read_options=read_options,
                                 parse_options=parse_options, convert_options=convert_options)
         seen_valid = 0
         reported = 0
@@ -113,6 +161,12 @@ def read_delimited(
             if blank_rows.any():
                 blank[0] += int(blank_rows.sum())
                 frame = frame.loc[~blank_rows].reset_index(drop=True)
+            if guard is not None and guard.bad_lines:
+                not_utf8 = frame["_line"].isin(list(guard.bad_lines)).to_numpy()
+                for line in frame.loc[not_utf8, "_line"]:
+                    malformed.append(RowError(line=int(line), errors={"row": ["not valid UTF-8"]},
+                                              raw=guard.bad_lines.pop(int(line))))
+                frame = frame.loc[~not_utf8].reset_index(drop=True)
             new_malformed = malformed[reported:]
             reported = len(malformed)
             yield SourceChunk(frame=frame, bytes_done=handle.tell(), malformed=new_malformed,
@@ -136,7 +190,12 @@ def read_whitespace(path: Path, *, column_names: list[str], skip_header: bool | 
         malformed: list[RowError] = []
         blank = 0
         for number, line_bytes in enumerate(handle, start=1):
-            text = line_bytes.decode(encoding, errors="replace").rstrip("\r\n")
+            try:
+                text = line_bytes.decode(encoding).rstrip("\r\n")
+            except UnicodeDecodeError:
+                raw_text = line_bytes.decode(encoding, errors="replace").rstrip("\r\n")
+                malformed.append(RowError(line=number, errors={"row": [f"not valid {encoding}"]}, raw=raw_text))
+                continue
             fields = text.split()
             if number == 1 and fields and (skip_header or (skip_header is None and not fields[0].lstrip("-").isdigit())):
                 continue
@@ -169,7 +228,12 @@ def read_jsonl(path: Path, *, chunk_rows: int = 50_000) -> Iterator[SourceChunk]
         malformed: list[RowError] = []
         blank = 0
         for number, line_bytes in enumerate(handle, start=1):
-            text = line_bytes.decode("utf-8", errors="replace").strip()
+            try:
+                text = line_bytes.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raw_text = line_bytes.decode("utf-8", errors="replace").strip()
+                malformed.append(RowError(line=number, errors={"row": ["not valid UTF-8"]}, raw=raw_text))
+                continue
             if not text:
                 blank += 1
                 continue
