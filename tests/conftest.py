@@ -80,3 +80,4 @@ def celery_worker(transactional_db):
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+

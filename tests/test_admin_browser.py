@@ -1,7 +1,6 @@
 """A real browser (Debian's Chromium via Playwright) drives the admin: log in, upload an event file,
 watch the Celery worker import it, read the counts and the quarantined line."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,12 +14,17 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 
 @pytest.fixture
+def operator(transactional_db):
+    return get_user_model().objects.create_superuser("operator", "op@example.com", "correct-horse-battery")
+
+
+@pytest.fixture
 def browser_page():
+    """Requested after every fixture that touches the database: while Playwright's sync API runs,
+    the test executes inside its event loop, where Django (rightly) refuses ORM calls."""
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), "Debian's chromium is required (make test installs it)"
-    # Playwright's sync API runs an event loop; Django refuses ORM calls from it unless told.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(locale="zh-CN", extra_http_headers={"Accept-Language": "zh-hans"})
@@ -29,8 +33,9 @@ def browser_page():
         browser.close()
 
 
-def test_operator_uploads_a_file_in_the_admin_and_sees_it_imported(live_server, celery_worker, browser_page, tmp_path):
-    get_user_model().objects.create_superuser("operator", "op@example.com", "correct-horse-battery")
+def test_operator_uploads_a_file_in_the_admin_and_sees_it_imported(
+    operator, live_server, celery_worker, tmp_path, browser_page
+):
     events = tmp_path / "shop-events.csv"
     events.write_text(
         "customer_id,item_id,event_type,timestamp,value\n"
