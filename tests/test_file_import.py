@@ -241,4 +241,4 @@ def test_jsonl_and_cdnow_lines_that_are_not_utf8_are_quarantined(tmp_path):
 
     assert (jsonl_job.rows_inserted, jsonl_job.rows_rejected) == (1, 1)
     assert (cdnow_job.rows_inserted, cdnow_job.rows_rejected) == (1, 1)
-    assert quarantine(cdnow_job)[2].reason == "row: not valid utf-8"
+    assert quarantine(cdnow_job)[2].reason == "row: not valid UTF-8"

@@ -179,6 +179,16 @@ def read_delimited(
         handle.close()
 
 
+def _decoded_or_quarantined(line: bytes, number: int, encoding: str, malformed: list[RowError]) -> str | None:
+    """The line's text without its line break, or None after quarantining an undecodable line."""
+    try:
+        return line.decode(encoding).rstrip("\r\n")
+    except UnicodeDecodeError:
+        text = line.decode(encoding, errors="replace").rstrip("\r\n")
+        malformed.append(RowError(line=number, errors={"row": [f"not valid {encoding.upper()}"]}, raw=text))
+        return None
+
+
 def read_whitespace(path: Path, *, column_names: list[str], skip_header: bool | None = None,
                     chunk_rows: int = 100_000, encoding: str = "utf-8") -> Iterator[SourceChunk]:
     """Whitespace-separated text (CDNOW). A header is skipped when its first field is not a number."""
@@ -190,11 +200,8 @@ def read_whitespace(path: Path, *, column_names: list[str], skip_header: bool | 
         malformed: list[RowError] = []
         blank = 0
         for number, line_bytes in enumerate(handle, start=1):
-            try:
-                text = line_bytes.decode(encoding).rstrip("\r\n")
-            except UnicodeDecodeError:
-                raw_text = line_bytes.decode(encoding, errors="replace").rstrip("\r\n")
-                malformed.append(RowError(line=number, errors={"row": [f"not valid {encoding}"]}, raw=raw_text))
+            text = _decoded_or_quarantined(line_bytes, number, encoding, malformed)
+            if text is None:
                 continue
             fields = text.split()
             if number == 1 and fields and (skip_header or (skip_header is None and not fields[0].lstrip("-").isdigit())):
@@ -228,12 +235,10 @@ def read_jsonl(path: Path, *, chunk_rows: int = 50_000) -> Iterator[SourceChunk]
         malformed: list[RowError] = []
         blank = 0
         for number, line_bytes in enumerate(handle, start=1):
-            try:
-                text = line_bytes.decode("utf-8").strip()
-            except UnicodeDecodeError:
-                raw_text = line_bytes.decode("utf-8", errors="replace").strip()
-                malformed.append(RowError(line=number, errors={"row": ["not valid UTF-8"]}, raw=raw_text))
+            text = _decoded_or_quarantined(line_bytes, number, "utf-8", malformed)
+            if text is None:
                 continue
+            text = text.strip()
             if not text:
                 blank += 1
                 continue
