@@ -242,3 +242,19 @@ def test_jsonl_and_cdnow_lines_that_are_not_utf8_are_quarantined(tmp_path):
     assert (jsonl_job.rows_inserted, jsonl_job.rows_rejected) == (1, 1)
     assert (cdnow_job.rows_inserted, cdnow_job.rows_rejected) == (1, 1)
     assert quarantine(cdnow_job)[2].reason == "row: not valid UTF-8"
+
+
+def test_command_reads_a_mapping_file_and_refuses_unknown_fields(tmp_path):
+    from django.core.management import CommandError, call_command
+
+    data = tmp_path / "orders.csv"
+    data.write_text("buyer,when,total\nb1,2025-06-01T08:00:00Z,30\n")
+    mapping = tmp_path / "mapping.json"
+    mapping.write_text(json.dumps({"mapping": {"customer_id": "buyer", "timestamp": "when", "value": "total"},
+                                   "constants": {"event_type": "purchase"}}))
+
+    call_command("import_events", str(data), "--format", "csv", "--mapping-file", str(mapping))
+
+    assert float(Event.objects.get(customer__in=Customer.objects.all()).value) == 30.0
+    with pytest.raises(CommandError, match="FIELD one of"):
+        call_command("import_events", str(data), "--format", "csv", "--map", "buyer_name=buyer")
