@@ -437,21 +437,6 @@ CUSTOMER_FIELDS = (
 PII_FIELDS = {"email": "email_encrypted", "name": "name_encrypted", "phone": "phone_encrypted"}
 
 
-def _upsert_by_key(model, key_field: str, values_by_key: dict[str, dict], fixed: dict) -> int:
-    """Insert or update rows by a unique key, updating only the fields each row carries. Rows are
-    grouped by their field set (one statement per group) and sorted by key: a stable lock order
-    keeps concurrent batches from deadlocking."""
-    groups: dict[tuple[str, ...], list] = {}
-    for key, values in sorted(values_by_key.items()):
-        groups.setdefault(tuple(sorted(values)), []).append(model(**{key_field: key}, **fixed, **values))
-    for fields, objects in groups.items():
-        model.objects.bulk_create(
-            objects, batch_size=2000, update_conflicts=True, unique_fields=[key_field],
-            update_fields=list(fields) or [key_field],
-        )
-    return len(values_by_key)
-
-
 def customers_upsert(*, rows: Iterable[dict], source: str) -> int:
     """Create or update customers by external id. Only the fields a row carries are updated (a
     repeated id in one batch: later fields win); PII is encrypted before it reaches the database.
@@ -465,10 +450,7 @@ def customers_upsert(*, rows: Iterable[dict], source: str) -> int:
         if isinstance(values.get("signup_date"), str):
             values["signup_date"] = date.fromisoformat(values["signup_date"])
         values_by_key.setdefault(customer_key(source=source, external_id=str(row["external_id"])), {}).update(values)
-    written = _upsert_by_key(Customer, "key", values_by_key, {"source": source})
-    if written:
-        Customer.objects.filter(key__in=list(values_by_key)).update(updated_at=timezone.now())
-    return written
+    return bulk.upsert_by_key(Customer, "key", values_by_key, {"source": source})
 
 
 ITEM_FIELDS = ("title", "category_path", "brand", "price", "currency", "attributes")
@@ -479,33 +461,27 @@ def items_upsert(*, rows: Iterable[dict]) -> int:
     values_by_key: dict[str, dict] = {}
     for row in rows:
         values_by_key.setdefault(str(row["sku"]), {}).update({n: row[n] for n in ITEM_FIELDS if n in row})
-    return _upsert_by_key(Item, "sku", values_by_key, {})
+    return bulk.upsert_by_key(Item, "sku", values_by_key, {})
 
 
 def social_edges_upsert(*, rows: Iterable[dict], source: str) -> int:
     """rows: {source_id, target_id, relation ('follow'|'referral'|'share'), occurred_at?, weight?}.
-    Customers an edge names but the store lacks are created, as for events."""
-    rows = list(rows)
-    external = {str(r["source_id"]) for r in rows} | {str(r["target_id"]) for r in rows}
-    keys = {e: customer_key(source=source, external_id=e) for e in external}
-    Customer.objects.bulk_create(
-        [Customer(key=k, source=source) for k in sorted(keys.values())], ignore_conflicts=True, batch_size=5000
-    )
-    ids = dict(Customer.objects.filter(key__in=keys.values()).values_list("key", "id"))
+    Customers an edge names but the store lacks are created, as for events; self-loops are
+    skipped and an edge already stored is left as it is. Returns the number of edges offered."""
+    rows = [r for r in rows if str(r["source_id"]) != str(r["target_id"])]
+    if not rows:
+        return 0
     relations = {r.name.lower(): r.value for r in SocialRelation}
-    edges = [
-        SocialEdge(
-            source_customer_id=ids[keys[str(r["source_id"])]],
-            target_customer_id=ids[keys[str(r["target_id"])]],
-            relation=relations[r["relation"]],
-            occurred_at=r.get("occurred_at"),
-            weight=r.get("weight", 1.0),
+    references = bulk.ReferenceIds(source)
+    with transaction.atomic(), connection.cursor() as cursor:
+        sources = references.customer_ids(cursor, pd.Series([str(r["source_id"]) for r in rows]))
+        targets = references.customer_ids(cursor, pd.Series([str(r["target_id"]) for r in rows]))
+        bulk.social_edges_copy_insert(
+            cursor,
+            zip(sources.tolist(), targets.tolist(), (relations[r["relation"]] for r in rows),
+                (r.get("occurred_at") for r in rows), (r.get("weight", 1.0) for r in rows), strict=True),
         )
-        for r in rows
-        if str(r["source_id"]) != str(r["target_id"])
-    ]
-    SocialEdge.objects.bulk_create(edges, ignore_conflicts=True, batch_size=5000)
-    return len(edges)
+    return len(rows)
 
 
 # --- Synthetic shop ----------------------------------------------------------------------------
@@ -527,19 +503,14 @@ def synthetic_shop_load(
         customers_upsert(rows=rows, source=SYNTHETIC_SOURCE)
         keys = {customer_key(source=SYNTHETIC_SOURCE, external_id=str(r["external_id"])): r["external_id"] for r in rows}
         ids = {keys[k]: pk for k, pk in Customer.objects.filter(key__in=list(keys)).values_list("key", "id")}
-        CustomerGroundTruth.objects.bulk_create(
-            [
-                CustomerGroundTruth(
-                    customer_id=ids[t.external_id],
-                    segment=t.segment,
-                    churned_at=None if pd.isna(t.churned_at) else t.churned_at,
-                    parameters=t.parameters,
-                )
-                for t in truth.itertuples(index=False)
-            ],
-            update_conflicts=True, unique_fields=["customer"], update_fields=["segment", "churned_at", "parameters"],
-            batch_size=5000,
-        )
+        bulk.upsert_by_key(CustomerGroundTruth, "customer", {
+            ids[t.external_id]: {
+                "segment": t.segment,
+                "churned_at": None if pd.isna(t.churned_at) else t.churned_at.to_pydatetime(),
+                "parameters": t.parameters,
+            }
+            for t in truth.itertuples(index=False)
+        }, {})
     social_edges_upsert(rows=generator.generate_social_edges(config).to_dict("records"), source=SYNTHETIC_SOURCE)
 
     job = ImportJob.objects.create(
