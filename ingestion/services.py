@@ -511,7 +511,9 @@ def synthetic_shop_load(
             }
             for t in truth.itertuples(index=False)
         }, {})
-    social_edges_upsert(rows=generator.generate_social_edges(config).to_dict("records"), source=SYNTHETIC_SOURCE)
+    edges = generator.generate_social_edges(config)
+    for start in range(0, len(edges), 200_000):  # bounded memory: dicts for one slice at a time
+        social_edges_upsert(rows=edges.iloc[start:start + 200_000].to_dict("records"), source=SYNTHETIC_SOURCE)
 
     job = ImportJob.objects.create(
         source=SYNTHETIC_SOURCE, format=ImportFormat.SYNTHETIC, progress_total=events,
