@@ -35,7 +35,6 @@ from ingestion.models import (
     ImportStatus,
     Item,
     QuarantinedRow,
-    SocialEdge,
     SocialRelation,
 )
 
