@@ -1,6 +1,5 @@
 """Writes of the ingestion app: import jobs, API batches, customer/item/edge upserts."""
 
-import logging
 import queue
 import threading
 import traceback
@@ -37,8 +36,6 @@ from ingestion.models import (
     QuarantinedRow,
     SocialRelation,
 )
-
-logger = logging.getLogger(__name__)
 
 # A running job whose heartbeat is older than this is presumed dead and may be claimed again.
 STALE_JOB_SECONDS = 300
