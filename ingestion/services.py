@@ -25,7 +25,7 @@ from ingestion.cleaning import (
     events_clean,
 )
 from ingestion.identity import customer_key, pii_encrypt
-from ingestion.importers.sources import EventSource, SourceError, open_event_source
+from ingestion.importers.sources import EventSource, SourceError, age_band, open_event_source
 from ingestion.models import (
     Customer,
     CustomerGroundTruth,
@@ -445,6 +445,8 @@ def customers_upsert(*, rows: Iterable[dict], source: str) -> int:
                 values[encrypted] = pii_encrypt(row[clear])
         if isinstance(values.get("signup_date"), str):
             values["signup_date"] = date.fromisoformat(values["signup_date"])
+        if values.get("age") is not None and not values.get("age_band"):
+            values["age_band"] = age_band(int(values["age"]))
         values_by_key.setdefault(customer_key(source=source, external_id=str(row["external_id"])), {}).update(values)
     return bulk.upsert_by_key(Customer, "key", values_by_key, {"source": source})
 

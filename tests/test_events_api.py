@@ -141,6 +141,7 @@ def test_customer_upsert_encrypts_pii_and_updates_only_given_fields(events_clien
     assert first.status_code == 200 and second.status_code == 200
     customer = Customer.objects.get()
     assert (customer.age, customer.gender, customer.region, customer.consent_marketing) == (31, "male", "CN-31", True)
+    assert customer.age_band == "25-34"  # derived from the age when the source gives none
     assert pii_decrypt(customer.email_encrypted) == "li.lei@example.com"
     assert pii_decrypt(customer.name_encrypted) == "李雷"
     with connection.cursor() as cursor:
