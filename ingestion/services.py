@@ -3,6 +3,7 @@
 import queue
 import threading
 import traceback
+from contextlib import contextmanager
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from ingestion.cleaning import (
     events_clean,
 )
 from ingestion.identity import customer_key, pii_encrypt
-from ingestion.importers.sources import EventSource, SourceError, age_band, open_event_source
+from ingestion.importers.sources import EventSource, SourceError, age_band, cleaning_rules, open_event_source
 from ingestion.models import (
     Customer,
     CustomerGroundTruth,
@@ -218,6 +219,27 @@ class _StoreThreads:
             raise self._errors[0]
 
 
+@contextmanager
+def _job_outcome_recorded(job: ImportJob, on_progress: Callable[[ImportJob], None] | None):
+    """Record how a claimed job ends: succeeded; failed with the error; or, when the database went
+    away, pending again so the task's retry resumes it."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        ImportJob.objects.filter(pk=job.pk).update(status=ImportStatus.PENDING, error=f"retrying after: {exc}"[:10_000])
+        raise
+    except Exception as exc:
+        ImportJob.objects.filter(pk=job.pk).update(
+            status=ImportStatus.FAILED, finished_at=timezone.now(),
+            error="".join(traceback.format_exception_only(exc)).strip()[:10_000],
+        )
+        raise
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportStatus.SUCCEEDED, finished_at=timezone.now())
+    job.refresh_from_db()
+    if on_progress:
+        on_progress(job)
+
+
 def _import_job_execute(
     job: ImportJob, open_source: Callable[[], EventSource], on_progress: Callable[[ImportJob], None] | None
 ) -> ImportJob:
@@ -231,7 +253,7 @@ def _import_job_execute(
     job_id = job.pk
     report: Counter = Counter()
     report_lock = threading.Lock()
-    try:
+    with _job_outcome_recorded(job, on_progress):
         event_source = open_source()
         catalogue_upsert(source=job.source, event_source=event_source, report=report)
         references = bulk.ReferenceIds(job.source)
@@ -246,20 +268,6 @@ def _import_job_execute(
                     on_progress(job)
         finally:
             writers.close()
-    except (OperationalError, InterfaceError) as exc:
-        # the database went away: leave the job claimable so the task's retry resumes it
-        ImportJob.objects.filter(pk=job_id).update(status=ImportStatus.PENDING, error=f"retrying after: {exc}"[:10_000])
-        raise
-    except Exception as exc:
-        ImportJob.objects.filter(pk=job_id).update(
-            status=ImportStatus.FAILED, finished_at=timezone.now(),
-            error="".join(traceback.format_exception_only(exc)).strip()[:10_000],
-        )
-        raise
-    ImportJob.objects.filter(pk=job_id).update(status=ImportStatus.SUCCEEDED, finished_at=timezone.now())
-    job.refresh_from_db()
-    if on_progress:
-        on_progress(job)
     return job
 
 
@@ -279,7 +287,7 @@ def _catalogue_job_execute(job: ImportJob, on_progress: Callable[[ImportJob], No
         "items": (rows_validation.ItemRow, lambda rows: items_upsert(rows=rows)),
         "edges": (rows_validation.SocialEdgeRow, lambda rows: social_edges_upsert(rows=rows, source=job.source)),
     }.get(kind, (None, None))
-    try:
+    with _job_outcome_recorded(job, on_progress):
         if validator is None:
             raise SourceError(f"unknown kind {kind!r}; one of events, {', '.join(CATALOGUE_KINDS)}")
         path = Path(job.file_path)
@@ -296,14 +304,6 @@ def _catalogue_job_execute(job: ImportJob, on_progress: Callable[[ImportJob], No
             if on_progress:
                 job.refresh_from_db()
                 on_progress(job)
-    except Exception as exc:
-        ImportJob.objects.filter(pk=job.pk).update(
-            status=ImportStatus.FAILED, finished_at=timezone.now(),
-            error="".join(traceback.format_exception_only(exc)).strip()[:10_000],
-        )
-        raise
-    ImportJob.objects.filter(pk=job.pk).update(status=ImportStatus.SUCCEEDED, finished_at=timezone.now())
-    job.refresh_from_db()
     return job
 
 
@@ -387,14 +387,9 @@ def events_ingest_batch(*, rows: list, source: str = "default") -> BatchResult:
     for column in frame.columns:
         if column not in ("context", "_line") and frame[column].dtype == object:
             frame[column] = frame[column].map(lambda v: v if v is None or isinstance(v, str) else _scalar_text(v))
-    from django.conf import settings
-
-    rules = CleaningRules(
+    rules = cleaning_rules(
         source=source,
-        default_currency=settings.INGEST_DEFAULT_CURRENCY,
-        near_duplicate_seconds=settings.INGEST_NEAR_DUPLICATE_SECONDS,
-        bot_events_per_minute=settings.INGEST_BOT_EVENTS_PER_MINUTE,
-        max_unit_price=settings.INGEST_MAX_UNIT_PRICE,
+        options={},
         derive_event_id=("customer_id", "event_type", "item_id", "occurred_at", "value", "quantity"),
     )
     cleaned = events_clean(frame, rules=rules)
@@ -523,8 +518,6 @@ def synthetic_shop_load(
 
 
 def _synthetic_event_source(config) -> EventSource:
-    from django.conf import settings
-
     from ingestion import generator
     from ingestion.importers.readers import SourceChunk
 
@@ -536,10 +529,4 @@ def _synthetic_event_source(config) -> EventSource:
             done += len(frame)
             yield frame, SourceChunk(frame=frame, bytes_done=done)
 
-    rules = CleaningRules(
-        source=SYNTHETIC_SOURCE,
-        near_duplicate_seconds=settings.INGEST_NEAR_DUPLICATE_SECONDS,
-        bot_events_per_minute=settings.INGEST_BOT_EVENTS_PER_MINUTE,
-        max_unit_price=settings.INGEST_MAX_UNIT_PRICE,
-    )
-    return EventSource(rules=rules, bytes_total=config.events, chunks=chunks())
+    return EventSource(rules=cleaning_rules(source=SYNTHETIC_SOURCE, options={}), bytes_total=config.events, chunks=chunks())

@@ -59,7 +59,8 @@ def _check_mapping(mapping: dict[str, str], constants: dict[str, str]) -> None:
         raise SourceError(f"unknown target field(s) {sorted(unknown)}; known: {', '.join(FIELDS)}")
 
 
-def _rules(source: str, options: dict, **overrides) -> CleaningRules:
+def cleaning_rules(*, source: str, options: dict, **overrides) -> CleaningRules:
+    """Cleaning thresholds from settings (INGEST_*), overridden by a job's options, then by the adapter."""
     from django.conf import settings
 
     values = dict(
@@ -98,7 +99,7 @@ def generic_source(path: Path, fmt: str, source: str, options: dict) -> EventSou
     else:
         raise SourceError(f"unknown format {fmt!r}")
     identity = options.get("file_identity") or file_identity(path)
-    rules = _rules(source, options, file_identity=identity)
+    rules = cleaning_rules(source=source, options=options, file_identity=identity)
     return EventSource(
         rules=rules,
         bytes_total=path.stat().st_size,
@@ -123,7 +124,7 @@ def cdnow_source(path: Path, source: str, options: dict) -> EventSource:
     columns = CDNOW_MASTER_COLUMNS if len(fields) == 4 else CDNOW_SAMPLE_COLUMNS
     mapping = {"customer_id": "customer_id", "timestamp": "date", "quantity": "number_of_cds", "value": "dollar_value"}
     constants = {"event_type": "purchase", "currency": "USD"}
-    rules = _rules(source, options, timestamp_format="%Y%m%d", file_identity=options.get("file_identity") or file_identity(path))
+    rules = cleaning_rules(source=source, options=options, timestamp_format="%Y%m%d", file_identity=options.get("file_identity") or file_identity(path))
     return EventSource(
         rules=rules,
         bytes_total=path.stat().st_size,
@@ -227,7 +228,7 @@ def movielens_source(path: Path, source: str, options: dict) -> EventSource:
         return frame
 
     # (user, item, time) is MovieLens' natural key: stable across both layouts and any re-sorting.
-    rules = _rules(source, options, timestamp_format="unix", derive_event_id=("customer_id", "item_id", "occurred_at"))
+    rules = cleaning_rules(source=source, options=options, timestamp_format="unix", derive_event_id=("customer_id", "item_id", "occurred_at"))
     return EventSource(
         rules=rules,
         bytes_total=inter.stat().st_size,
