@@ -84,8 +84,8 @@ class Event(models.Model):
 
     event_id = models.UUIDField(primary_key=True)
     # No database-level foreign keys on this table: per-row RI triggers cost more than the whole
-    # merge (measured, README 'Ingestion'). The merge joins customers and items so every reference
-    # exists when written; deletions go through services that remove events first.
+    # merge (measured, README "Storage"). The import resolves customers and items first, so every reference
+    # exists when written; the ORM still cascades deletes, raw SQL must remove events first.
     customer = models.ForeignKey(
         Customer, on_delete=models.CASCADE, db_index=False, db_constraint=False, related_name="events"
     )
