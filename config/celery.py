@@ -16,6 +16,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = [KombuQueue(q.value, Exchange(q.value, type="direct"), routing_key=q.value) for q in Queue]
 app.conf.task_routes = {
     "ingestion.tasks.*": {"queue": Queue.INGEST.value},
+    "profiles.tasks.*": {"queue": Queue.PROFILES.value},
     "training.tasks.*": {"queue": Queue.TRAINING.value},
 }
 app.autodiscover_tasks()

@@ -6,4 +6,5 @@ from enum import StrEnum
 class Queue(StrEnum):
     DEFAULT = "default"
     INGEST = "ingest"
+    PROFILES = "profiles"
     TRAINING = "training"

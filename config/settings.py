@@ -137,6 +137,13 @@ INGEST_NEAR_DUPLICATE_SECONDS = env.int("INGEST_NEAR_DUPLICATE_SECONDS", default
 INGEST_BOT_EVENTS_PER_MINUTE = env.int("INGEST_BOT_EVENTS_PER_MINUTE", default=60)
 INGEST_MAX_UNIT_PRICE = env.float("INGEST_MAX_UNIT_PRICE", default=100_000.0)
 
+# Profiles (README "Profiles"): batch chunking, the feature-set fit sample, and when an import's
+# follow-up is one batch build instead of per-customer refreshes.
+PROFILE_BUILD_CHUNK_CUSTOMERS = env.int("PROFILE_BUILD_CHUNK_CUSTOMERS", default=5_000)
+PROFILE_FIT_SAMPLE_CUSTOMERS = env.int("PROFILE_FIT_SAMPLE_CUSTOMERS", default=50_000)
+PROFILE_REFRESH_BATCH_CUSTOMERS = env.int("PROFILE_REFRESH_BATCH_CUSTOMERS", default=500)
+PROFILE_REFRESH_MAX_CUSTOMERS = env.int("PROFILE_REFRESH_MAX_CUSTOMERS", default=20_000)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -24,6 +24,10 @@ class Customer(models.Model):
     consent_profiling = models.BooleanField(_("consents to profiling"), default=True, db_default=True)
     consent_marketing = models.BooleanField(_("consents to marketing"), default=False, db_default=False)
     attributes = models.JSONField(_("attributes"), default=dict, blank=True, db_default={})
+    merged_into = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="merged_identities",
+        verbose_name=_("merged into"), help_text=_("Set while this identity's events belong to another customer"),
+    )
     created_at = models.DateTimeField(_("created at"), db_default=Now(), editable=False)
     updated_at = models.DateTimeField(_("updated at"), db_default=Now(), editable=False)
 

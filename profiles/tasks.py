@@ -1,0 +1,43 @@
+"""Celery tasks of the profiles app: thin, idempotent callers of services (queue `profiles`)."""
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from profiles import services
+
+_RETRY = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "max_retries": 5,
+}
+
+
+@shared_task(**_RETRY)
+def profile_build_chunk_task(build_id: int, index: int, first_id: int, last_id: int) -> int:
+    return services.profile_build_chunk(build_id=build_id, index=index, first_id=first_id, last_id=last_id)
+
+
+@shared_task(**_RETRY)
+def profile_build_finish_task(build_id: int) -> str:
+    return services.profile_build_finish(build_id=build_id).status
+
+
+@shared_task(**_RETRY)
+def profile_build_task() -> int:
+    """A batch build started from the admin or the schedule: fit here, chunks fan out."""
+    return services.profile_build_dispatch().pk
+
+
+@shared_task(**_RETRY)
+def profiles_refresh_task(customer_ids: list[int]) -> int:
+    """Refresh these customers' profiles. Safe to repeat: a refresh recomputes from the store and
+    never replaces a profile read from a later snapshot."""
+    return services.profiles_refresh(customer_ids=customer_ids)
+
+
+@shared_task(**_RETRY)
+def profiles_refresh_after_import_task(import_job_id: int) -> dict:
+    return services.profiles_refresh_after_import(import_job_id=import_job_id)
