@@ -29,6 +29,7 @@ migrate: install
 demo: migrate
 	$(PY) manage.py ensure_admin
 	$(PY) manage.py generate_events --if-empty --customers $(DEMO_CUSTOMERS) --events $(DEMO_EVENTS) --seed 42
+	$(PY) manage.py build_profiles --if-missing
 
 serve: install redis
 	$(PY) manage.py collectstatic --noinput -v 0

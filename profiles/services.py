@@ -298,13 +298,50 @@ def profiles_store(*, customer_ids: list[int], feature_set: FeatureSet) -> int:
 
 # --- batch builds -------------------------------------------------------------------------------------
 
+# A batch build rewrites every profile; keeping these HNSW indexes up to date row by row costs
+# more than the rest of the build (~0.6 ms a row here), so big builds drop them and build them
+# again at the end (pgvector's advice for bulk loads). Meanwhile similarity search on these two
+# spaces still answers, by exact scan. The learned-embedding index belongs to training.
+_REBUILT_INDEXES = ("profile_feature_vector_hnsw", "profile_fused_hnsw")
 
-def _customer_id_ranges(chunk_customers: int) -> list[tuple[int, int]]:
-    """Inclusive id ranges of about `chunk_customers` live customers each."""
+
+def _vector_indexes():
+    from profiles.models import Profile
+
+    return [index for index in Profile._meta.indexes if index.name in _REBUILT_INDEXES]
+
+
+def _vector_indexes_drop() -> None:
+    with connection.cursor() as cursor:
+        for index in _vector_indexes():
+            cursor.execute(f'DROP INDEX IF EXISTS "{index.name}"')
+
+
+def profile_vector_indexes_ensure() -> list[str]:
+    """Create any of the profile vector indexes that is missing; returns the names created."""
+    from profiles.models import Profile
+
+    created = []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'profiles_profile'")
+        present = {row[0] for row in cursor.fetchall()}
+    for index in _vector_indexes():
+        if index.name not in present:
+            with transaction.atomic(), connection.schema_editor(atomic=False) as editor:
+                editor.execute("SET LOCAL maintenance_work_mem = '512MB'")
+                editor.add_index(Profile, index)
+            created.append(index.name)
+    return created
+
+
+
+def _customer_id_ranges(chunk_customers: int) -> tuple[list[tuple[int, int]], int]:
+    """Inclusive id ranges of `chunk_customers` live customers each, and the number of customers."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT id FROM ingestion_customer WHERE merged_into_id IS NULL ORDER BY id")
         ids = [row[0] for row in cursor.fetchall()]
-    return [(ids[i], ids[min(i + chunk_customers, len(ids)) - 1]) for i in range(0, len(ids), chunk_customers)]
+    ranges = [(ids[i], ids[min(i + chunk_customers, len(ids)) - 1]) for i in range(0, len(ids), chunk_customers)]
+    return ranges, len(ids)
 
 
 def profile_build_start(*, created_by=None, chunk_customers: int | None = None, sample_size: int | None = None) -> ProfileBuild:
@@ -316,7 +353,9 @@ def profile_build_start(*, created_by=None, chunk_customers: int | None = None, 
     except Exception as exc:
         ProfileBuild.objects.filter(pk=build.pk).update(status=BuildStatus.FAILED, error=str(exc)[:10_000], finished_at=timezone.now())
         raise
-    ranges = _customer_id_ranges(chunk_customers or settings.PROFILE_BUILD_CHUNK_CUSTOMERS)
+    ranges, customers = _customer_id_ranges(chunk_customers or settings.PROFILE_BUILD_CHUNK_CUSTOMERS)
+    if customers >= settings.PROFILE_BUILD_REINDEX_MIN_CUSTOMERS:
+        _vector_indexes_drop()
     build.feature_set = feature_set
     build.chunks_total = len(ranges)
     build.save(update_fields=["feature_set", "chunks_total"])
@@ -343,6 +382,7 @@ def profile_build_chunk(*, build_id: int, index: int, first_id: int, last_id: in
 
 
 def profile_build_finish(*, build_id: int) -> ProfileBuild:
+    profile_vector_indexes_ensure()
     ProfileBuild.objects.filter(pk=build_id, status=BuildStatus.RUNNING).update(
         status=BuildStatus.SUCCEEDED, finished_at=timezone.now()
     )
@@ -350,6 +390,7 @@ def profile_build_finish(*, build_id: int) -> ProfileBuild:
 
 
 def profile_build_fail(*, build_id: int, error: str) -> None:
+    profile_vector_indexes_ensure()
     ProfileBuild.objects.filter(pk=build_id).update(status=BuildStatus.FAILED, error=error[:10_000], finished_at=timezone.now())
 
 
@@ -373,12 +414,13 @@ def profile_build_dispatch(*, created_by=None, chunk_customers: int | None = Non
     """Fit here, then fan the chunks out to workers as a Celery chord whose callback closes the build."""
     from celery import chord
 
-    from profiles.tasks import profile_build_chunk_task, profile_build_finish_task
+    from profiles.tasks import profile_build_chunk_task, profile_build_fail_task, profile_build_finish_task
 
     build = profile_build_start(created_by=created_by, chunk_customers=chunk_customers, sample_size=sample_size)
     header = [profile_build_chunk_task.s(build.pk, i, lo, hi) for i, (lo, hi) in enumerate(build.ranges)]
     if header:
-        transaction.on_commit(lambda: chord(header)(profile_build_finish_task.si(build.pk)))
+        callback = profile_build_finish_task.si(build.pk).on_error(profile_build_fail_task.si(build.pk))
+        transaction.on_commit(lambda: chord(header)(callback))
     else:
         profile_build_finish(build_id=build.pk)
     return build
@@ -407,14 +449,21 @@ def profiles_refresh_enqueue(*, customer_ids) -> int:
     ids = sorted({int(i) for i in customer_ids})
     if not ids or not FeatureSet.objects.filter(is_active=True).exists():
         return 0
-    client = _redis()
-    pipe = client.pipeline(transaction=False)
-    for customer_id in ids:
-        pipe.set(_PENDING_KEY.format(customer_id), 1, nx=True, ex=_PENDING_TTL_S)
-    fresh = [cid for cid, was_set in zip(ids, pipe.execute(), strict=True) if was_set]
-    batch = settings.PROFILE_REFRESH_BATCH_CUSTOMERS
-    for i in range(0, len(fresh), batch):
-        profiles_refresh_task.delay(fresh[i:i + batch])
+    import redis
+    from kombu.exceptions import OperationalError as BrokerError
+
+    try:
+        pipe = _redis().pipeline(transaction=False)
+        for customer_id in ids:
+            pipe.set(_PENDING_KEY.format(customer_id), 1, nx=True, ex=_PENDING_TTL_S)
+        fresh = [cid for cid, was_set in zip(ids, pipe.execute(), strict=True) if was_set]
+        batch = settings.PROFILE_REFRESH_BATCH_CUSTOMERS
+        for i in range(0, len(fresh), batch):
+            profiles_refresh_task.delay(fresh[i:i + batch])
+    except (redis.RedisError, BrokerError) as exc:
+        # The events are stored; only their profiles wait, until the next batch build.
+        logger.error("profile refresh not queued for %d customers: broker unavailable (%s)", len(ids), exc)
+        return 0
     return len(fresh)
 
 

@@ -26,6 +26,12 @@ def profile_build_finish_task(build_id: int) -> str:
 
 
 @shared_task(**_RETRY)
+def profile_build_fail_task(build_id: int) -> None:
+    """Chord error callback: record the failure and put back any dropped vector index."""
+    services.profile_build_fail(build_id=build_id, error="a chunk failed; see the worker log")
+
+
+@shared_task(**_RETRY)
 def profile_build_task() -> int:
     """A batch build started from the admin or the schedule: fit here, chunks fan out."""
     return services.profile_build_dispatch().pk
