@@ -130,7 +130,7 @@ def feature_set_fit(*, sample_size: int | None = None, seed: int = 0) -> Feature
         "components": int(pca.n_components_),
         "explained_variance": round(float(pca.explained_variance_ratio_.sum()), 4),
     }
-    report["fusion"] = {"weight": 1.0, "reason": "no learned embedding yet: the fused vector is the traits vector"}
+    fusion_weight, report["fusion"] = _fusion_weight(pipeline, past, target, kept)
     population = {
         "as_of": as_of.isoformat(),
         "value_thresholds": labels.value_thresholds(current["net_monetary"], current["frequency"]),
@@ -143,7 +143,26 @@ def feature_set_fit(*, sample_size: int | None = None, seed: int = 0) -> Feature
         return FeatureSet.objects.create(
             version=version, feature_names=names, pipeline=blob, pipeline_sha256=checksum,
             population=population, report=report, customers_fitted=len(sample), is_active=True,
+            fusion_weight=fusion_weight,
         )
+
+
+def _fusion_weight(pipeline, past: pd.DataFrame, target: np.ndarray, kept) -> tuple[float, dict]:
+    """Tune w of the fused vector on the report's validation task (kNN prediction of a purchase in
+    the next 30 days) over the sample customers that have a learned embedding."""
+    embeddings = _existing_embeddings(list(past.index))
+    if len(embeddings) < 50:
+        return 1.0, {"weight": 1.0, "reason": "fewer than 50 sampled customers have a learned embedding"}
+    rows = np.array([customer_id in embeddings for customer_id in past.index])
+    subset = past[rows]
+    matrix, _ = _feature_matrix(subset, kept)
+    traits = preprocessing.vectors(pipeline, matrix, FEATURE_VECTOR_DIMENSIONS)
+    learned = np.vstack([embeddings[c] for c in subset.index])
+    outcome = target[rows]
+    if outcome.min() == outcome.max():
+        return 1.0, {"weight": 1.0, "reason": "the validation target has one class only"}
+    tuned = fusion.fusion_weight_tune(traits, learned, outcome)
+    return float(tuned["weight"]), {**tuned, "customers": int(rows.sum()), "task": "kNN AUC of purchase in the next 30 days"}
 
 
 def _percentiles(matrix: np.ndarray, names: list[str]) -> dict:

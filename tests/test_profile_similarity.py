@@ -1,0 +1,84 @@
+"""Similarity over profiles in each vector space, and the fusion weight tuned when learned
+embeddings exist."""
+
+import numpy as np
+import pytest
+from django.db import connection
+
+from profiles import selectors, services
+from profiles.models import FeatureSet, Profile
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def profiled(events_client):
+    rows = []
+    for c in range(80):
+        heavy = c % 2 == 0
+        for i in range(6 if heavy else 2):
+            rows.append({"customer_id": f"c{c}", "event_type": "purchase" if heavy else "view",
+                         "item_id": f"sku-{c % 3}", "timestamp": f"2025-01-{1 + (c + i) % 28:02d}T10:00:00Z",
+                         **({"value": f"{10 + i}.00"} if heavy else {})})
+        rows.append({"customer_id": f"c{c}", "event_type": "purchase" if c % 4 == 0 else "view", "item_id": "sku-1",
+                     "timestamp": f"2025-02-{1 + c % 27:02d}T10:00:00Z", **({"value": "9.00"} if c % 4 == 0 else {})})
+    assert events_client.post("/api/v1/events", {"events": rows}, format="json").status_code == 200
+    services.profiles_build()
+
+
+@pytest.mark.parametrize("space", ["traits", "fused"])
+def test_nearest_profiles_exclude_self_and_are_ordered_by_similarity(profiled, space):
+    me = Profile.objects.order_by("customer_id").first()
+
+    neighbours = selectors.profiles_similar(profile=me, k=5, space=space, ef_search=40)
+
+    assert len(neighbours) == 5
+    assert me.pk not in {p.pk for p, _ in neighbours}
+    similarities = [s for _, s in neighbours]
+    assert similarities == sorted(similarities, reverse=True)
+    assert all(-1.0 <= s <= 1.0 + 1e-6 for s in similarities)
+
+
+def test_the_fused_query_uses_its_hnsw_index(profiled):
+    from pgvector.django import CosineDistance
+
+    me = Profile.objects.order_by("customer_id").first()
+    query = Profile.objects.annotate(d=CosineDistance("fused", me.fused)).order_by("d")[:5]
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        plan = query.explain()
+
+    assert "profile_fused_hnsw" in plan
+
+
+def test_embedding_search_is_empty_without_a_learned_embedding(profiled):
+    me = Profile.objects.first()
+
+    assert selectors.profiles_similar(profile=me, space="embedding") == []
+
+
+def test_fusion_weight_is_tuned_once_learned_embeddings_exist(profiled):
+    """Give every profile an 'embedding' that encodes, with noise, whether it buys again in
+    February (the validation target): the tuned weight moves off traits-only, and the fused
+    vector predicts the target better than the traits vector alone."""
+    rng = np.random.default_rng(0)
+    for profile in Profile.objects.select_related("customer"):
+        buys_again = int(profile.customer.key in _february_buyers())
+        vector = rng.normal(size=64) * 0.1
+        vector[0] += 1.0 if buys_again else -1.0
+        profile.embedding = vector.tolist()
+        profile.save(update_fields=["embedding"])
+
+    feature_set = services.feature_set_fit()
+
+    assert feature_set.report["fusion"]["customers"] == 80
+    auc = feature_set.report["fusion"]["auc_by_weight"]
+    assert feature_set.fusion_weight < 1.0, feature_set.report["fusion"]
+    assert auc[str(feature_set.fusion_weight)] > auc["1.0"]
+    assert FeatureSet.objects.get(is_active=True) == feature_set
+
+
+def _february_buyers() -> set[str]:
+    from ingestion.identity import customer_key
+
+    return {customer_key(source="default", external_id=f"c{c}") for c in range(0, 80, 4)}
