@@ -9,6 +9,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from profiles.models import BuildStatus, FeatureSet, Profile, ProfileBuild
+from profiles.services import profile_build_running
 
 
 def _json_table(rows, columns) -> str:
@@ -123,7 +124,7 @@ class ProfileBuildAdmin(admin.ModelAdmin):
             return HttpResponseNotAllowed(["POST"])
         if not request.user.has_perm("profiles.view_profilebuild"):
             messages.error(request, _("You may not start profile builds."))
-        elif ProfileBuild.objects.filter(status=BuildStatus.RUNNING).exists():
+        elif profile_build_running():
             messages.warning(request, _("A profile build is already running."))
         else:
             from config.celery import BrokerUnavailable, broker_check

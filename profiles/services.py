@@ -382,6 +382,14 @@ def profile_build_start(*, created_by=None, chunk_customers: int | None = None, 
     return build
 
 
+BUILD_STALE_AFTER = timedelta(hours=6)
+
+
+def profile_build_running() -> bool:
+    """A build is running unless it finished or has been "running" so long that its worker died."""
+    return ProfileBuild.objects.filter(status=BuildStatus.RUNNING, started_at__gte=timezone.now() - BUILD_STALE_AFTER).exists()
+
+
 def profile_build_chunk(*, build_id: int, index: int, first_id: int, last_id: int) -> int:
     """Profile the live customers with first_id ≤ id ≤ last_id. Idempotent: a repeated chunk
     rewrites the same profiles and is counted once."""
@@ -505,7 +513,7 @@ def profiles_refresh_after_import(*, import_job_id: int) -> dict:
     if not ids:
         return {"customers": 0, "action": "none"}
     if len(ids) > settings.PROFILE_REFRESH_MAX_CUSTOMERS or not FeatureSet.objects.filter(is_active=True).exists():
-        if ProfileBuild.objects.filter(status=BuildStatus.RUNNING, started_at__gte=timezone.now() - timedelta(hours=6)).exists():
+        if profile_build_running():
             return {"customers": len(ids), "action": "build already running"}
         build = profile_build_dispatch()
         return {"customers": len(ids), "action": "batch build", "build_id": build.pk}

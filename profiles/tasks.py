@@ -32,8 +32,11 @@ def profile_build_fail_task(build_id: int) -> None:
 
 
 @shared_task(**_RETRY)
-def profile_build_task() -> int:
-    """A batch build started from the admin or the schedule: fit here, chunks fan out."""
+def profile_build_task() -> int | None:
+    """A batch build started from the admin or the nightly schedule: fit here, chunks fan out.
+    Does nothing while another build runs."""
+    if services.profile_build_running():
+        return None
     return services.profile_build_dispatch().pk
 
 
