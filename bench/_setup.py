@@ -22,5 +22,6 @@ def django_ready(empty: bool = True) -> None:
         with connection.cursor() as cursor:
             cursor.execute(
                 "TRUNCATE ingestion_event, ingestion_quarantinedrow, ingestion_importjob, ingestion_socialedge, "
-                "ingestion_customergroundtruth, profiles_profile, ingestion_customer, ingestion_item CASCADE"
+                "ingestion_customergroundtruth, profiles_profile, profiles_profilebuild, profiles_featureset, "
+                "ingestion_customer, ingestion_item CASCADE"
             )
