@@ -1,5 +1,7 @@
 """Django settings. Every value comes from the environment through config.env."""
 
+from celery.schedules import crontab
+
 from config.env import BASE_DIR, VAR_DIR, dev_secret, env
 
 DEBUG = env.bool("DEBUG", default=False)
@@ -21,6 +23,7 @@ INSTALLED_APPS = [
     "ingestion",
     "profiles",
     "training",
+    "privacy",
 ]
 
 MIDDLEWARE = [
@@ -121,10 +124,23 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = False
+# Nightly batch build: ages (recency, lifecycle stage) move on for customers without new events,
+# and the feature set is refitted on the current population.
+PROFILE_REBUILD_HOUR_UTC = env.int("PROFILE_REBUILD_HOUR_UTC", default=3)
+CELERY_BEAT_SCHEDULE = {
+    "nightly-profile-build": {
+        "task": "profiles.tasks.profile_build_task",
+        "schedule": crontab(minute=0, hour=PROFILE_REBUILD_HOUR_UTC),
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # Keys for pseudonymisation (HMAC) and PII encryption (Fernet). Separate keys, both rotatable:
 # PII_ENCRYPTION_KEYS is a comma-separated list, newest first (MultiFernet).
 PSEUDONYM_KEY = dev_secret("PSEUDONYM_KEY", VAR_DIR / "secrets" / "pseudonym_key")
+# The suppression list's tokens use a key of their own, so the list outlives erasure and
+# pseudonym-key rotation without pointing at stored data.
+SUPPRESSION_KEY = dev_secret("SUPPRESSION_KEY", VAR_DIR / "secrets" / "suppression_key")
 PII_ENCRYPTION_KEYS = env.list("PII_ENCRYPTION_KEYS", default=[]) or [
     dev_secret("PII_ENCRYPTION_KEYS", VAR_DIR / "secrets" / "pii_key")
 ]

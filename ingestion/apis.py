@@ -21,6 +21,7 @@ from access.models import Scope
 from ingestion import rows as rows_validation
 from ingestion import services
 from ingestion.cleaning import EVENT_TYPE_ALIASES
+from profiles.services import profiles_refresh_enqueue
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -110,7 +111,9 @@ class EventBatchApi(BatchApi):
             f"Up to API_MAX_BATCH_EVENTS (default {settings.API_MAX_BATCH_EVENTS:,}) events. Either every event is "
             "valid and the batch is stored in one transaction, or nothing is stored and the 400 lists each bad "
             "row by index with its field errors. Re-sending an event id is not an error: it is counted in "
-            f"`duplicates`. Event types: {', '.join(sorted(EVENT_TYPE_ALIASES))}."
+            f"`duplicates`. Event types: {', '.join(sorted(EVENT_TYPE_ALIASES))}. Each event names its customer by "
+            "`customer_id`, or, for a visitor not yet identified, by `anonymous_id` (not both); `POST /identify` "
+            "later links the two. The profiles of the customers that got new events are refreshed in the background."
         ),
         request=inline_serializer("EventBatch", {"events": serializers.ListField(child=serializers.DictField())}),
         responses={
@@ -130,6 +133,7 @@ class EventBatchApi(BatchApi):
             result = services.events_ingest_batch(rows=rows)
         except services.BatchRejected as rejected:
             raise InvalidBatch(rejected.errors) from rejected
+        transaction.on_commit(lambda: profiles_refresh_enqueue(customer_ids=result.customer_ids))
         return Response(self.OutputSerializer(result).data)
 
 

@@ -7,7 +7,7 @@ so an event never waits for (or loses to) a late catalogue feed.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,18 @@ INSERT INTO ingestion_customer (key, source)
 SELECT key, %s FROM unnest(%s::text[]) AS key ORDER BY 1
 ON CONFLICT (key) DO NOTHING
 """
+# A key whose customer was merged into another (identity resolution) resolves to the survivor,
+# following chains of merges, so events for an identified visitor land on the customer.
+_RESOLVE_CUSTOMERS = """
+WITH RECURSIVE chain (key, id, merged_into_id, depth) AS (
+    SELECT key, id, merged_into_id, 0 FROM ingestion_customer WHERE key = ANY(%s)
+    UNION ALL
+    SELECT chain.key, c.id, c.merged_into_id, chain.depth + 1
+    FROM chain JOIN ingestion_customer c ON c.id = chain.merged_into_id
+    WHERE chain.depth < 16
+)
+SELECT key, id FROM chain WHERE merged_into_id IS NULL
+"""
 _CREATE_ITEMS = """
 INSERT INTO ingestion_item (sku)
 SELECT sku FROM unnest(%s::text[]) AS sku ORDER BY 1
@@ -53,6 +65,11 @@ SELECT s.event_id, s.customer_id, s.item_id, s.event_type,
 FROM ingest_stage_event s
 ORDER BY s.event_id  -- primary-key order: neighbouring index pages are written together
 ON CONFLICT (event_id) DO NOTHING
+"""
+# The same merge, also saying which customers got new events (one row per customer, not per event).
+_MERGE_EVENTS_BY_CUSTOMER = f"""
+WITH inserted AS ({_MERGE_EVENTS} RETURNING customer_id)
+SELECT customer_id, count(*) FROM inserted GROUP BY customer_id ORDER BY customer_id
 """
 
 
@@ -78,7 +95,7 @@ class ReferenceIds:
             key_of = {customer_key(source=self.source, external_id=str(e)): e for e in missing}
             cursor.execute(_CREATE_CUSTOMERS, [self.source, list(key_of)])
             self.customers_created += cursor.rowcount
-            cursor.execute("SELECT key, id FROM ingestion_customer WHERE key = ANY(%s)", [list(key_of)])
+            cursor.execute(_RESOLVE_CUSTOMERS, [list(key_of)])
             self.customers.update((key_of[key], pk) for key, pk in cursor.fetchall())
         return np.array([self.customers[e] for e in uniques], dtype=np.int64)[codes]
 
@@ -98,6 +115,7 @@ class ReferenceIds:
 class MergeResult:
     inserted: int
     conflicts: int  # already in the store: an idempotent retry or re-import
+    customer_ids: list[int] = field(default_factory=list)  # customers that got new events, when asked for
 
 
 def _strings(column: pd.Series) -> pa.Array:
@@ -141,25 +159,24 @@ def events_payload(*, events: pd.DataFrame, references: ReferenceIds) -> bytes:
     return _chunk_as_csv(events, customer_ids, item_ids)
 
 
-def events_merge_payload(*, payload: bytes, rows: int, import_job_id: int | None) -> MergeResult:
-    """COPY a payload into staging and merge it. Must run inside a transaction (staging empties at commit)."""
+def events_merge_payload(
+    *, payload: bytes, rows: int, import_job_id: int | None, report_customers: bool = False
+) -> MergeResult:
+    """COPY a payload into staging and merge it. Must run inside a transaction (staging empties at commit).
+    `report_customers` also lists the customers that got new events (API batches; imports skip it)."""
     if not rows:
         return MergeResult(0, 0)
     with connection.cursor() as cursor:
         cursor.execute(_STAGE_DDL)
         with cursor.copy(f"COPY ingest_stage_event ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT csv)") as copy:
             copy.write(payload)
-        cursor.execute(_MERGE_EVENTS, [import_job_id])
-        inserted = cursor.rowcount
-    return MergeResult(inserted, rows - inserted)
-
-
-def events_copy_merge(*, events: pd.DataFrame, references: ReferenceIds, import_job_id: int | None) -> MergeResult:
-    """Both steps at once, inside the caller's transaction (API batches)."""
-    if events.empty:
-        return MergeResult(0, 0)
-    payload = events_payload(events=events, references=references)
-    return events_merge_payload(payload=payload, rows=len(events), import_job_id=import_job_id)
+        if not report_customers:
+            cursor.execute(_MERGE_EVENTS, [import_job_id])
+            return MergeResult(cursor.rowcount, rows - cursor.rowcount)
+        cursor.execute(_MERGE_EVENTS_BY_CUSTOMER, [import_job_id])
+        counts = cursor.fetchall()
+    inserted = sum(n for _, n in counts)
+    return MergeResult(inserted, rows - inserted, [customer_id for customer_id, _ in counts])
 
 
 def upsert_by_key(model, key_field: str, values_by_key: dict[str, dict], fixed: dict) -> int:

@@ -19,6 +19,12 @@ def _fernet() -> MultiFernet:
     return MultiFernet([Fernet(k.encode()) for k in settings.PII_ENCRYPTION_KEYS])
 
 
+def anonymous_source(source: str) -> str:
+    """The namespace of a source's anonymous visitors: an anonymous id is never the same customer
+    as a known external id that happens to be spelled alike."""
+    return f"{source}:anonymous"
+
+
 def customer_key(*, source: str, external_id: str) -> str:
     """The customer's pseudonym: stable per (source namespace, external id), not reversible."""
     return _customer_key(source, external_id)

@@ -3,9 +3,9 @@
 import queue
 import threading
 import traceback
-from contextlib import contextmanager
 from collections import Counter
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -25,8 +25,14 @@ from ingestion.cleaning import (
     RowError,
     events_clean,
 )
-from ingestion.identity import customer_key, pii_encrypt
-from ingestion.importers.sources import EventSource, SourceError, age_band, cleaning_rules, open_event_source
+from ingestion.identity import anonymous_source, customer_key, pii_encrypt
+from ingestion.importers.sources import (
+    EventSource,
+    SourceError,
+    age_band,
+    cleaning_rules,
+    open_event_source,
+)
 from ingestion.models import (
     Customer,
     CustomerGroundTruth,
@@ -368,46 +374,88 @@ class BatchResult:
     duplicates: int
     removed: int
     flagged: int
+    customer_ids: list[int]  # internal ids of the customers that got new events, sorted
 
 
-def events_ingest_batch(*, rows: list, source: str = "default") -> BatchResult:
-    """Validate a whole batch, then write it in one transaction, or raise BatchRejected listing
-    every bad row (by index) with its field errors. Repeated event ids are counted, not errors."""
-    errors = []
-    records = []
-    for index, row in enumerate(rows):
-        if not isinstance(row, dict):
-            errors.append({"index": index, "errors": {"row": ["must be a JSON object"]}})
-            continue
-        unknown = set(row) - set(FIELDS)
-        if unknown:
-            errors.append({"index": index, "errors": {name: ["unknown field"] for name in sorted(unknown)}})
-        records.append({**{k: v for k, v in row.items() if k in FIELDS}, "_line": index})
+ANONYMOUS_ID_FIELD = "anonymous_id"
+
+
+def _given(value) -> bool:
+    return value is not None and str(value).strip() != ""
+
+
+def _batch_frame(records: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(records) if records else pd.DataFrame({"_line": []})
     for column in frame.columns:
         if column not in ("context", "_line") and frame[column].dtype == object:
             frame[column] = frame[column].map(lambda v: v if v is None or isinstance(v, str) else _scalar_text(v))
-    rules = cleaning_rules(
-        source=source,
-        options={},
-        derive_event_id=("customer_id", "event_type", "item_id", "occurred_at", "value", "quantity"),
-    )
-    cleaned = events_clean(frame, rules=rules)
-    for rejected in cleaned.rejected:
-        errors.append({"index": rejected.line, "errors": rejected.errors})
+    return frame
+
+
+def events_ingest_batch(*, rows: list, source: str = "default") -> BatchResult:
+    """Validate a whole batch, then write it in one transaction, or raise BatchRejected listing
+    every bad row (by index) with its field errors. Repeated event ids are counted, not errors.
+
+    A row names its customer by exactly one of `customer_id` (an external id of `source`) and
+    `anonymous_id` (a visitor not yet identified, kept in the source's anonymous namespace). The
+    two groups are cleaned apart, so an anonymous event's derived id lives in that namespace too,
+    and stored together."""
+    errors = []
+    identity_errors = []
+    records: dict[bool, list[dict]] = {False: [], True: []}  # keyed by "is anonymous"
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            errors.append({"index": index, "errors": {"row": ["must be a JSON object"]}})
+            continue
+        unknown = set(row) - set(FIELDS) - {ANONYMOUS_ID_FIELD}
+        if unknown:
+            errors.append({"index": index, "errors": {name: ["unknown field"] for name in sorted(unknown)}})
+        known, anonymous = _given(row.get("customer_id")), _given(row.get(ANONYMOUS_ID_FIELD))
+        if known and anonymous:
+            identity_errors.append({"index": index, "errors": {ANONYMOUS_ID_FIELD: ["give customer_id or anonymous_id, not both"]}})
+        elif not known and not anonymous:
+            identity_errors.append({"index": index, "errors": {"customer_id": ["required (or anonymous_id for a visitor not yet identified)"]}})
+        record = {**{k: v for k, v in row.items() if k in FIELDS}, "_line": index}
+        if anonymous and not known:
+            record["customer_id"] = row[ANONYMOUS_ID_FIELD]
+        records[anonymous and not known].append(record)
+    groups = []
+    for is_anonymous, group_records in records.items():
+        group_source = anonymous_source(source) if is_anonymous else source
+        rules = cleaning_rules(
+            source=group_source,
+            options={},
+            derive_event_id=("customer_id", "event_type", "item_id", "occurred_at", "value", "quantity"),
+        )
+        cleaned = events_clean(_batch_frame(group_records), rules=rules)
+        for rejected in cleaned.rejected:
+            field_errors = rejected.errors
+            if is_anonymous and "customer_id" in field_errors:
+                field_errors = {ANONYMOUS_ID_FIELD if f == "customer_id" else f: m for f, m in field_errors.items()}
+            errors.append({"index": rejected.line, "errors": field_errors})
+        groups.append((cleaned, bulk.ReferenceIds(group_source)))
+    errors += identity_errors  # last, so they replace cleaning's plain "customer_id: required"
     if errors:
         merged: dict[int, dict] = {}
         for e in errors:
             merged.setdefault(e["index"], {}).update(e["errors"])
         raise BatchRejected([{"index": i, "errors": merged[i]} for i in sorted(merged)])
     with transaction.atomic():
-        result = bulk.events_copy_merge(events=cleaned.events, references=bulk.ReferenceIds(source), import_job_id=None)
+        payload = b"".join(
+            bulk.events_payload(events=cleaned.events, references=references)
+            for cleaned, references in groups if len(cleaned.events)
+        )
+        result = bulk.events_merge_payload(
+            payload=payload, rows=sum(len(cleaned.events) for cleaned, _ in groups), import_job_id=None,
+            report_customers=True,
+        )
     return BatchResult(
         received=len(rows),
         inserted=result.inserted,
-        duplicates=cleaned.duplicates + result.conflicts,
-        removed=cleaned.removed,
-        flagged=cleaned.flagged,
+        duplicates=sum(cleaned.duplicates for cleaned, _ in groups) + result.conflicts,
+        removed=sum(cleaned.removed for cleaned, _ in groups),
+        flagged=sum(cleaned.flagged for cleaned, _ in groups),
+        customer_ids=result.customer_ids,
     )
 
 

@@ -24,4 +24,8 @@ def import_job_run_task(self, job_id: int) -> dict | None:
     job = services.import_job_run(job_id=job_id)
     if job is None:
         return None
+    if job.rows_inserted:
+        from profiles.tasks import profiles_refresh_after_import_task
+
+        profiles_refresh_after_import_task.delay(job.pk)
     return {"job_id": job.pk, "status": job.status, "inserted": job.rows_inserted, "rejected": job.rows_rejected}

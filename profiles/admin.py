@@ -8,6 +8,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
+from profiles import identity_admin  # noqa: F401  (registers the identity-merge journal)
 from profiles.models import BuildStatus, FeatureSet, Profile, ProfileBuild
 from profiles.services import profile_build_running
 

@@ -20,6 +20,9 @@ class ProfileDetailApi(APIView):
     required_scopes = (Scope.PROFILES_READ,)
 
     class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "Profile"
+
         key = serializers.CharField(source="customer.key", help_text="The customer's pseudonymous key.")
         value_tier = serializers.CharField()
         lifecycle_stage = serializers.CharField()

@@ -350,7 +350,7 @@ def traits_records(features: pd.DataFrame, extra: tuple[str, ...] = ()) -> list[
             columns[name] = column.tolist()
         elif pd.api.types.is_float_dtype(column):
             rounded = column.round(4)
-            columns[name] = [None if v != v else v for v in rounded.tolist()]
+            columns[name] = [None if math.isnan(v) else v for v in rounded.tolist()]
         else:
             columns[name] = [_jsonable(v) for v in column.tolist()]
     return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]

@@ -143,3 +143,59 @@ class ProfileBuild(models.Model):
     @property
     def progress(self) -> float:
         return self.chunks_done / self.chunks_total if self.chunks_total else 0.0
+
+
+class MergeMethod(models.TextChoices):
+    IDENTIFY = "identify", _("identify call")
+    MANUAL = "manual", _("manual")
+
+
+class IdentityMerge(models.Model):
+    """The journal of identity resolution: one customer (usually an anonymous visitor) merged into
+    another, with what moved, when, why and how sure, and everything needed to undo it exactly."""
+
+    merged = models.ForeignKey(
+        "ingestion.Customer", on_delete=models.CASCADE, related_name="merges_absorbed_into",
+        verbose_name=_("merged customer"),
+    )
+    survivor = models.ForeignKey(
+        "ingestion.Customer", on_delete=models.CASCADE, related_name="merges_absorbed", verbose_name=_("surviving customer"),
+    )
+    method = models.CharField(_("method"), max_length=16, choices=MergeMethod.choices)
+    reason = models.TextField(_("reason"))
+    confidence = models.FloatField(_("confidence"), help_text=_("0 to 1"))
+    moved_event_ids = ArrayField(models.UUIDField(), default=list, blank=True, verbose_name=_("moved events"))
+    moved_edges = models.JSONField(
+        _("moved social edges"), default=dict, blank=True,
+        help_text=_("Edges re-pointed to the survivor, and edges dropped as self-loops or duplicates"),
+    )
+    profile_snapshots = models.JSONField(
+        _("profiles before the merge"), default=dict, blank=True,
+        help_text=_("Both customers' profile rows and event counts as they were before the merge"),
+    )
+    created_at = models.DateTimeField(_("merged at"), auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name=_("merged by"),
+    )
+    undone_at = models.DateTimeField(_("undone at"), null=True, blank=True)
+    undone_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name=_("undone by"),
+    )
+    undo_reason = models.TextField(_("reason for undoing"), blank=True)
+
+    class Meta:
+        verbose_name = _("identity merge")
+        verbose_name_plural = _("identity merges")
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(confidence__gte=0, confidence__lte=1), name="identitymerge_confidence_0_1"),
+            models.CheckConstraint(condition=~models.Q(merged=models.F("survivor")), name="identitymerge_not_self"),
+            models.UniqueConstraint(
+                fields=["merged"], condition=models.Q(undone_at__isnull=True), name="identitymerge_one_live_per_customer"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.merged_id} → {self.survivor_id}"

@@ -19,7 +19,6 @@ from django.utils import timezone
 
 from profiles import fusion, labels, preprocessing
 from profiles.features import (
-    ACTIVITY_WINDOW_DAYS,
     NUMERIC_FEATURES,
     FeatureWindow,
     features_compute,
@@ -303,6 +302,7 @@ def profiles_store(*, customer_ids: list[int], feature_set: FeatureSet) -> int:
         (snapshot_at,) = cursor.fetchone()
         frame = profiles_compute(customer_ids=customer_ids, feature_set=feature_set)
         cursor.execute(_STAGE_DDL)
+        cursor.execute("TRUNCATE profile_stage")  # a second call in the same transaction starts clean
         columns = ("traits", "explanation", "value_tier", "lifecycle_stage", "feature_vector", "fused",
                    "events_included", "last_event_at", "watermark")
         with cursor.copy(f"COPY profile_stage (customer_id, {', '.join(columns)}) FROM STDIN") as copy:
@@ -441,7 +441,11 @@ def profile_build_dispatch(*, created_by=None, chunk_customers: int | None = Non
     """Fit here, then fan the chunks out to workers as a Celery chord whose callback closes the build."""
     from celery import chord
 
-    from profiles.tasks import profile_build_chunk_task, profile_build_fail_task, profile_build_finish_task
+    from profiles.tasks import (
+        profile_build_chunk_task,
+        profile_build_fail_task,
+        profile_build_finish_task,
+    )
 
     build = profile_build_start(created_by=created_by, chunk_customers=chunk_customers, sample_size=sample_size)
     header = [profile_build_chunk_task.s(build.pk, i, lo, hi) for i, (lo, hi) in enumerate(build.ranges)]

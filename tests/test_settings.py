@@ -8,7 +8,7 @@ from django.conf import settings
 
 
 def start_django(**env) -> subprocess.CompletedProcess:
-    environment = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "PSEUDONYM_KEY", "PII_ENCRYPTION_KEYS")}
+    environment = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "PSEUDONYM_KEY", "PII_ENCRYPTION_KEYS", "SUPPRESSION_KEY")}
     environment.update(env)
     return subprocess.run(
         [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; print(settings.DEBUG)"],
@@ -26,7 +26,7 @@ def test_missing_secret_is_a_start_up_error_when_secrets_are_required():
 def test_values_come_from_the_environment():
     result = start_django(
         DJANGO_SETTINGS_MODULE="config.settings", PORTRAIT_REQUIRE_SECRETS="1", DEBUG="true",
-        SECRET_KEY="k" * 50, PSEUDONYM_KEY="p" * 32, PII_ENCRYPTION_KEYS="ZmVybmV0LWtleS1mb3ItdGVzdHMtMDEyMzQ1Njc4OTA=",
+        SECRET_KEY="k" * 50, PSEUDONYM_KEY="p" * 32, SUPPRESSION_KEY="s" * 32, PII_ENCRYPTION_KEYS="ZmVybmV0LWtleS1mb3ItdGVzdHMtMDEyMzQ1Njc4OTA=",
     )
 
     assert result.returncode == 0, result.stderr[-2000:]
