@@ -63,3 +63,16 @@ def test_start_button_queues_a_build_and_refuses_a_second_while_one_runs(operato
     listing = operator_client.get("/admin/profiles/profilebuild/")
     assert 'http-equiv="refresh"' in listing.content.decode()
     assert "Build all profiles now" in listing.content.decode()
+
+
+def test_profile_screens_speak_chinese(operator_client):
+    feature_set = FeatureSet.objects.get(is_active=True)
+    profile = Profile.objects.first()
+
+    builds = operator_client.get("/admin/profiles/profilebuild/", HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    report = operator_client.get(f"/admin/profiles/featureset/{feature_set.pk}/change/", HTTP_ACCEPT_LANGUAGE="zh-hans")
+    page = operator_client.get(f"/admin/profiles/profile/{profile.pk}/change/", HTTP_ACCEPT_LANGUAGE="zh-hans")
+
+    assert "立即构建全部画像" in builds
+    assert "各特征的信息增益" in report.content.decode()
+    assert "生命周期阶段" in page.content.decode() and "该客户与总体差异最大之处" in page.content.decode()
