@@ -15,7 +15,9 @@ Feature definitions (all relative to `as_of`, the reference time):
   discount where the event context says so (`context.discount`).
 - preferred_hour: circular mean of event hours (UTC); weekend_share; sessions and events per
   session; channel and device shares.
-- social: degree, referrals made/received, shares, mean net value of neighbours.
+- social: degree, referrals made/received, shares, mean net value of neighbours (their net spend
+  when the feature set was fitted, from `CustomerValue`: a neighbour's value is a slow-moving
+  context, and reading it per neighbour from events cost more than the rest of the features).
 """
 
 from __future__ import annotations
@@ -119,22 +121,20 @@ WITH edges AS (
     UNION ALL
     SELECT target_customer_id, source_customer_id, relation, false
     FROM ingestion_socialedge WHERE target_customer_id = ANY(%(ids)s)
-), value AS (
-    SELECT e.customer_id,
-           coalesce(sum(e.value) FILTER (WHERE e.event_type = %(purchase)s), 0)
-           - coalesce(sum(e.value) FILTER (WHERE e.event_type = %(refund)s), 0) AS net
-    FROM ingestion_event e
-    WHERE e.customer_id IN (SELECT other FROM edges) AND e.event_type IN (%(purchase)s, %(refund)s)
-      AND e.occurred_at < %(until)s
-    GROUP BY e.customer_id
 )
 SELECT edges.customer_id,
        count(DISTINCT edges.other) AS degree,
        count(*) FILTER (WHERE relation = 2 AND outgoing) AS referrals_made,
        count(*) FILTER (WHERE relation = 2 AND NOT outgoing) AS referrals_received,
        count(*) FILTER (WHERE relation = 3 AND outgoing) AS shares_to_others,
-       avg(coalesce(value.net, 0))::float8 AS neighbours_net_value
-FROM edges LEFT JOIN value ON value.customer_id = edges.other
+       max(neighbours.value)::float8 AS neighbours_net_value
+FROM edges JOIN (
+    -- each neighbour once, however many edges connect the two
+    SELECT pairs.customer_id, avg(coalesce(v.net_value, 0)) AS value
+    FROM (SELECT DISTINCT customer_id, other FROM edges) pairs
+    LEFT JOIN profiles_customervalue v ON v.customer_id = pairs.other
+    GROUP BY pairs.customer_id
+) neighbours ON neighbours.customer_id = edges.customer_id
 GROUP BY edges.customer_id
 """
 
@@ -202,9 +202,7 @@ def features_compute(*, customer_ids: list[int], window: FeatureWindow) -> pd.Da
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE feature_scope")
     social = _fetch_frame(
-        _SOCIAL_SQL,
-        {"ids": ids, "until": window.until, "purchase": int(EventType.PURCHASE), "refund": int(EventType.REFUND)},
-    )
+_SOCIAL_SQL, {"ids": ids})
     customers = _fetch_frame(_CUSTOMERS_SQL, {"ids": ids})
     return features_assemble(
         ids=ids, totals=totals, breakdown=breakdown, social=social, customers=customers, as_of=window.as_of

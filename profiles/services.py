@@ -17,6 +17,7 @@ from django.db import connection, transaction
 from django.db.models import F, Func, IntegerField, Max, Value
 from django.utils import timezone
 
+from ingestion.models import EventType
 from profiles import fusion, labels, preprocessing
 from profiles.features import (
     NUMERIC_FEATURES,
@@ -72,6 +73,24 @@ def _purchasers_between(customer_ids: list[int], start: datetime, stop: datetime
         return {row[0] for row in cursor.fetchall()}
 
 
+def customer_values_snapshot() -> int:
+    """Recompute every customer's net spend in one pass over purchase and refund events."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("TRUNCATE profiles_customervalue")
+        cursor.execute(
+            """
+            INSERT INTO profiles_customervalue (customer_id, net_value)
+            SELECT e.customer_id,
+                   sum(CASE WHEN e.event_type = %s THEN e.value ELSE -e.value END)::float8
+            FROM ingestion_event e JOIN ingestion_customer c ON c.id = e.customer_id
+            WHERE e.event_type IN (%s, %s) AND e.value IS NOT NULL
+            GROUP BY e.customer_id
+            """,
+            [int(EventType.PURCHASE), int(EventType.PURCHASE), int(EventType.REFUND)],
+        )
+        return cursor.rowcount
+
+
 def _window_through(moment: datetime) -> FeatureWindow:
     return FeatureWindow(as_of=moment, until=moment + timedelta(microseconds=1))
 
@@ -100,6 +119,7 @@ def feature_set_fit(*, sample_size: int | None = None, seed: int = 0) -> Feature
     as_of = store_as_of()
     if as_of is None:
         raise NothingToProfile("the event store is empty; import events first")
+    customer_values_snapshot()
     sample = _customer_sample(sample_size, seed)
 
     cutoff = as_of - timedelta(days=TARGET_DAYS)
