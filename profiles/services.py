@@ -76,7 +76,7 @@ def _purchasers_between(customer_ids: list[int], start: datetime, stop: datetime
 def customer_values_snapshot() -> int:
     """Recompute every customer's net spend in one pass over purchase and refund events."""
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("TRUNCATE profiles_customervalue")
+        cursor.execute("DELETE FROM profiles_customervalue")  # not TRUNCATE: legal inside any transaction
         cursor.execute(
             """
             INSERT INTO profiles_customervalue (customer_id, net_value)
