@@ -53,6 +53,8 @@ test: install redis browser
 bench: install redis migrate
 	$(PY) bench/ingest.py --events 1000000
 	$(PY) bench/ingest_api.py
+	$(PY) bench/build_profiles.py
+	$(PY) bench/refresh_latency.py
 
 db-stop:
 	-$(PY) -c "from pathlib import Path; from pgserver._commands import pg_ctl; pg_ctl(['-w','stop'], pgdata=Path('var/pgdata').resolve(), user='pgserver' if __import__('os').geteuid()==0 else None)"

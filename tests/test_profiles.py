@@ -66,7 +66,7 @@ def test_lifecycle_stages_recover_the_generated_churners(synthetic_profiles, db)
 
 def test_value_tiers_recover_the_big_spenders(synthetic_profiles, db):
     """Measure: AUC of the ordinal tier for the latent loyal_big_spender segment, and the lift of
-    that segment in the high tier over its share of the population (measured 0.87 and 4.2)."""
+    that segment in the high tier over its share of the population (measured 0.872 and 4.55)."""
     _, frame, _ = synthetic_profiles
     big = (frame["customer__ground_truth__segment"] == "loyal_big_spender").to_numpy()
     tier = frame["value_tier"].map({"none": 0, "low": 1, "medium": 2, "high": 3}).to_numpy()
@@ -84,9 +84,9 @@ def test_preferences_recover_favourite_category_and_price_sensitivity(synthetic_
     sensitivity = frame["traits"].map(lambda t: t["price_sensitivity"])
     known = sensitivity.notna()
 
-    assert (favourite == top).mean() >= 0.6  # 12 categories: chance is 0.08; measured 0.79
+    assert (favourite == top).mean() >= 0.6  # 12 categories: chance is 0.08; measured 0.785
     rho = spearmanr(truth.map(lambda p: p["price_sensitivity"])[known], sensitivity[known]).statistic
-    assert rho >= 0.7, rho  # measured 0.82
+    assert rho >= 0.7, rho  # measured 0.809
 
 
 def test_profile_carries_named_traits_labels_and_a_readable_explanation(synthetic_profiles, db):
