@@ -92,7 +92,8 @@ class FeatureSetAdmin(admin.ModelAdmin):
         return _json_table(
             obj.report.get("combinations", []),
             [("name", _("combination")), ("formula", _("formula")), ("mutual_information", _("mutual information")),
-             ("best_part_mutual_information", _("better part")), ("kept", _("kept"))],
+             ("best_part_mutual_information", _("better part")),
+             ("noise_mutual_information", _("noise level (95th percentile of shuffles)")), ("kept", _("kept"))],
         )
 
 

@@ -146,7 +146,7 @@ FROM ingestion_customer WHERE id = ANY(%(ids)s)
 # Numeric traits that enter the standardised vector, in a fixed order.
 NUMERIC_FEATURES = (
     "recency_days", "frequency", "monetary", "net_monetary", "average_order_value", "tenure_days",
-    "events", "activity_trend", "views", "searches", "carts", "purchase_events", "units",
+    "days_since_last_event", "events", "activity_trend", "views", "searches", "carts", "purchase_events", "units",
     "view_to_cart", "cart_to_purchase", "view_to_purchase", "refunds", "refund_rate", "cancellations",
     "price_percentile", "price_sensitivity", "discount_share", "ratings", "rating_mean", "rating_std",
     "hour_sin", "hour_cos", "weekend_share", "sessions", "events_per_session", "category_entropy",
@@ -329,7 +329,7 @@ def _jsonable(value):
 
 
 TRAIT_COLUMNS = (
-    *NUMERIC_FEATURES, "refunded_value", "days_since_last_event", "preferred_hour", "top_categories",
+    *NUMERIC_FEATURES, "refunded_value", "preferred_hour", "top_categories",
     "category_shares", "top_brands", "top_channel", "top_device", "shares_to_others", "first_event_at",
     "last_event_at", "first_purchase_at", "last_purchase_at", "age_band", "gender", "region", "is_loyalty_member",
 )

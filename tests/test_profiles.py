@@ -115,6 +115,10 @@ def test_feature_report_ranks_features_against_next_30_day_purchase(synthetic_pr
     assert by_name["frequency"] > 5 * max(by_name["hour_sin"], 0.001)
     assert [f["rank"] for f in report["features"]] == list(range(1, len(by_name) + 1))
     assert {c["name"] for c in report["combinations"]} == {c.name for c in preprocessing.COMBINATIONS}
+    # a recency-discounted order count earns its place: more information than any single feature
+    decayed = next(c for c in report["combinations"] if c["name"] == "frequency_decayed")
+    assert decayed["kept"] and decayed["mutual_information"] > max(by_name.values())
+    assert "frequency_decayed" in FeatureSet.objects.get(is_active=True).feature_names
     assert report["pca"]["components"] == 16 and 0 < report["pca"]["explained_variance"] <= 1
 
 
