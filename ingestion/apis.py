@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 
 from access.models import Scope
 from ingestion import rows as rows_validation
-from ingestion import services
+from ingestion import selectors, services
 from ingestion.cleaning import EVENT_TYPE_ALIASES
 from profiles.services import profiles_refresh_enqueue
 
@@ -173,7 +173,11 @@ class CustomerUpsertApi(RowUpsertApi):
     row_validator = rows_validation.CustomerRow
 
     def upsert_rows(self, rows):
-        return services.customers_upsert(rows=rows, source="default")
+        written = services.customers_upsert(rows=rows, source="default")
+        # attributes are traits too: refresh the profiles of the customers that have one
+        ids = selectors.customer_ids_by_external_id(source="default", external_ids=[r["external_id"] for r in rows])
+        transaction.on_commit(lambda: profiles_refresh_enqueue(customer_ids=ids))
+        return written
 
 
 @_upsert_schema("items", rows_validation.ItemRow, "Create or update catalogue items by SKU (atomic)")

@@ -71,7 +71,9 @@ class FeatureSetAdmin(admin.ModelAdmin):
     @admin.display(description=_("PCA explained variance"))
     def explained_variance(self, obj):
         pca = obj.report.get("pca") or {}
-        return f"{pca['explained_variance']:.1%} ({pca['components']})" if pca else "—"
+        if not pca or pca.get("explained_variance") is None:
+            return "—"
+        return f"{pca['explained_variance']:.1%} ({pca['components']})"
 
     @admin.display(description=_("business target"))
     def target(self, obj):

@@ -161,9 +161,20 @@ def feature_set_fit(*, sample_size: int | None = None, seed: int = 0) -> Feature
         FeatureSet.objects.filter(is_active=True).update(is_active=False)
         return FeatureSet.objects.create(
             version=version, feature_names=names, pipeline=blob, pipeline_sha256=checksum,
-            population=population, report=report, customers_fitted=len(sample), is_active=True,
+            population=_finite(population), report=_finite(report), customers_fitted=len(sample), is_active=True,
             fusion_weight=fusion_weight,
         )
+
+
+def _finite(value):
+    """JSON-safe: NaN and infinities (PCA of a handful of customers, say) become None."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def _fusion_weight(pipeline, past: pd.DataFrame, target: np.ndarray, kept) -> tuple[float, dict]:

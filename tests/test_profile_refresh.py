@@ -119,3 +119,19 @@ def test_a_burst_for_one_customer_is_queued_once(profiled_shop):
     assert services.profiles_refresh_enqueue(customer_ids=[customer_id]) == 1
     services.profiles_refresh(customer_ids=[customer_id])
     celery_app.control.purge()
+
+
+def test_a_customer_attribute_update_refreshes_the_profile(profiled_shop, make_api_client, celery_worker):
+    reader = make_api_client("profiles:read")
+    assert reader.get("/api/v1/profiles/shopper-2?by=external_id").json()["traits"]["region"] is None
+
+    response = profiled_shop.post("/api/v1/customers", {"customers": [
+        {"external_id": "shopper-2", "region": "West", "age": 41},
+    ]}, format="json")
+
+    assert response.status_code == 200
+    profile = _wait(
+        lambda: (p := reader.get("/api/v1/profiles/shopper-2?by=external_id").json())["traits"]["region"] == "West" and p,
+        what="refresh after an attribute update",
+    )
+    assert profile["traits"]["age_band"] == "35-44"

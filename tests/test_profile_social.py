@@ -1,4 +1,4 @@
-"""Social traits: degree, referrals both ways, and neighbours' net spend."""
+"""Social traits (degree, referrals both ways, neighbours' net spend) and consent-gated attributes."""
 
 import pytest
 
@@ -33,3 +33,37 @@ def test_social_traits_count_edges_both_ways_and_average_neighbours_net_spend(ev
     assert (cat["degree"], cat["referrals_made"], cat["referrals_received"]) == (1, 0, 1)
     assert cat["neighbours_net_value"] == pytest.approx(10.0)
     assert cat["net_monetary"] == pytest.approx(30.0)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")
+def test_attributes_enter_the_profile_only_with_consent_to_profiling(events_client):
+    customers = [
+        {"external_id": "yes", "region": "West", "gender": "female", "age": 30},
+        {"external_id": "no", "region": "West", "gender": "female", "age": 30, "consent_profiling": False},
+    ]
+    assert events_client.post("/api/v1/customers", {"customers": customers}, format="json").status_code == 200
+    events = [{"customer_id": who, "event_type": "view", "item_id": "sku-1", "timestamp": "2025-01-01T10:00:00Z"}
+              for who in ("yes", "no")]
+    assert events_client.post("/api/v1/events", {"events": events}, format="json").status_code == 200
+
+    services.profiles_build()
+
+    def traits(name):
+        return Profile.objects.get(customer__key=customer_key(source="default", external_id=name)).traits
+
+    assert (traits("yes")["region"], traits("yes")["gender"], traits("yes")["age_band"]) == ("West", "female", "25-34")
+    assert (traits("no")["region"], traits("no")["gender"], traits("no")["age_band"]) == (None, None, None)
+    assert traits("no")["events"] == 1  # behaviour is still profiled; restriction of processing is the privacy issue's
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")
+def test_a_shop_of_one_customer_still_builds_a_profile(events_client):
+    event = {"customer_id": "only", "event_type": "purchase", "item_id": "sku-1", "value": "5.00", "timestamp": "2025-01-01T10:00:00Z"}
+    assert events_client.post("/api/v1/events", {"events": [event]}, format="json").status_code == 200
+
+    build = services.profiles_build()
+
+    profile = Profile.objects.get()
+    assert build.profiles_written == 1 and profile.traits["monetary"] == 5.0
+    assert profile.feature_set.report["pca"]["explained_variance"] is None  # undefined for one customer
+    assert profile.value_tier == "high" and profile.lifecycle_stage == "new"
