@@ -1,0 +1,50 @@
+"""Model and training configuration as plain dataclasses (stored with every checkpoint)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+ARCHITECTURES = ("transformer", "gru", "cnn")
+
+
+@dataclass
+class EncoderConfig:
+    """One contract for the three families: SASRec-style causal self-attention ("transformer"),
+    GRU4Rec-style GRU ("gru") and Caser-style convolutions ("cnn")."""
+
+    arch: str = "transformer"
+    n_items: int = 0  # item ids are 1..n_items; 0 is padding
+    n_event_types: int = 11  # EventType values 1..10; 0 is padding
+    n_gap_buckets: int = 12
+    n_price_buckets: int = 12
+    max_len: int = 50
+    dim: int = 64
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.2
+    cnn_horizontal_heights: tuple[int, ...] = (2, 3, 4)
+
+    def __post_init__(self):
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"arch must be one of {ARCHITECTURES}, not {self.arch!r}")
+        if self.dim % self.heads:
+            raise ValueError("dim must be divisible by heads")
+        self.cnn_horizontal_heights = tuple(self.cnn_horizontal_heights)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 3  # epochs without a better validation NDCG@10 before stopping
+    seed: int = 0
+    eval_k: int = 10
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,123 @@
+"""Sequences from event arrays: per customer, time-ordered item / event-type / time-gap / price
+tokens, left-padded to a fixed length, with leave-one-out and time splits. NumPy in, tensors out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# Time-gap buckets (seconds since the previous event): 1 = first event, then log-spaced edges.
+_GAP_EDGES = np.array([60, 600, 3_600, 6 * 3_600, 86_400, 3 * 86_400, 7 * 86_400, 30 * 86_400, 90 * 86_400, 365 * 86_400])
+
+
+def gap_buckets(seconds: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """0 is padding, 1 a customer's first event, 2… increasing gaps."""
+    return np.where(first, 1, 2 + np.searchsorted(_GAP_EDGES, seconds, side="right")).astype("int64")
+
+
+def price_buckets(values: np.ndarray, n_buckets: int) -> np.ndarray:
+    """1 = no amount, 2… deciles-like log buckets of the amount (0 is padding)."""
+    out = np.ones(len(values), dtype="int64")
+    known = np.isfinite(values) & (values > 0)
+    if known.any():
+        logs = np.log1p(values[known])
+        edges = np.quantile(logs, np.linspace(0, 1, n_buckets - 1)[1:-1])
+        out[known] = 2 + np.searchsorted(edges, logs, side="right")
+    return out
+
+
+@dataclass
+class Sequences:
+    """One row per customer, oldest token first; lengths count real tokens."""
+
+    customers: np.ndarray  # (N,) customer ids as given
+    items: list[np.ndarray]  # item index 1..n_items, or 0 for events without an item
+    event_types: list[np.ndarray]
+    gaps: list[np.ndarray]
+    prices: list[np.ndarray]
+    times: list[np.ndarray]  # seconds since the epoch
+
+
+def sequences_build(
+    *, customers: np.ndarray, items: np.ndarray, event_types: np.ndarray, times: np.ndarray, values: np.ndarray,
+    n_price_buckets: int = 12,
+) -> Sequences:
+    """Group flat event arrays (items already mapped to 1..n_items, 0 = none) into per-customer
+    sequences ordered by time (stable for ties)."""
+    order = np.lexsort((times, customers))
+    customers, items, event_types, times, values = (a[order] for a in (customers, items, event_types, times, values))
+    first = np.r_[True, customers[1:] != customers[:-1]]
+    gaps = gap_buckets(np.r_[0, np.diff(times)], first)
+    prices = price_buckets(values.astype("float64"), n_price_buckets)
+    starts = np.flatnonzero(first)
+    bounds = list(zip(starts, np.r_[starts[1:], len(customers)], strict=True))
+    return Sequences(
+        customers=customers[starts],
+        items=[items[a:b] for a, b in bounds],
+        event_types=[event_types[a:b].astype("int64") for a, b in bounds],
+        gaps=[gaps[a:b] for a, b in bounds],
+        prices=[prices[a:b] for a, b in bounds],
+        times=[times[a:b] for a, b in bounds],
+    )
+
+
+def _left_pad(rows: list[np.ndarray], length: int) -> torch.Tensor:
+    out = np.zeros((len(rows), length), dtype="int64")
+    for i, row in enumerate(rows):
+        tail = row[-length:]
+        if len(tail):
+            out[i, length - len(tail):] = tail
+    return torch.from_numpy(out)
+
+
+def batch_of(seqs: Sequences, rows: np.ndarray, max_len: int, cut: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    """Tensors (B, max_len) of the chosen customers' sequences, each truncated to its first
+    `cut[i]` tokens when given (what the model may see)."""
+    def take(field):
+        values = getattr(seqs, field)
+        return [values[r][: (cut[i] if cut is not None else None)] for i, r in enumerate(rows)]
+
+    return {name: _left_pad(take(name), max_len) for name in ("items", "event_types", "gaps", "prices")}
+
+
+def training_targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Next-item targets per position: the item of the next token that has one (0 = no target)."""
+    items = batch["items"]
+    targets = torch.zeros_like(items)
+    targets[:, :-1] = items[:, 1:]
+    return targets
+
+
+@dataclass
+class LeaveOneOut:
+    """Per customer with ≥ 3 item tokens: train on all but the last two item tokens, validate on
+    the second-last, test on the last (the standard sequential-recommendation protocol)."""
+
+    rows: np.ndarray  # customers in the split
+    valid_cut: np.ndarray  # tokens visible when predicting the validation item
+    valid_item: np.ndarray
+    test_cut: np.ndarray
+    test_item: np.ndarray
+
+
+def leave_one_out(seqs: Sequences) -> LeaveOneOut:
+    rows, vcut, vitem, tcut, titem = [], [], [], [], []
+    for r, items in enumerate(seqs.items):
+        with_item = np.flatnonzero(items > 0)
+        if len(with_item) < 3:
+            continue
+        last, second = with_item[-1], with_item[-2]
+        rows.append(r)
+        vcut.append(second)
+        vitem.append(items[second])
+        tcut.append(last)
+        titem.append(items[last])
+    as_array = lambda v: np.asarray(v, dtype="int64")  # noqa: E731
+    return LeaveOneOut(as_array(rows), as_array(vcut), as_array(vitem), as_array(tcut), as_array(titem))
+
+
+def seen_items(seqs: Sequences, rows: np.ndarray, cut: np.ndarray) -> list[np.ndarray]:
+    """Items each customer had interacted with before the cut (excluded from ranking)."""
+    return [np.unique(seqs.items[r][:c][seqs.items[r][:c] > 0]) for r, c in zip(rows, cut, strict=True)]

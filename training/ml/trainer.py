@@ -1,0 +1,173 @@
+"""The training loop: seeded, device chosen once (CUDA with bf16 autocast when present), a
+checkpoint every epoch (plain dicts, loaded with weights_only=True), resume from the last one
+after a crash, early stopping on validation NDCG@10, full-ranking evaluation."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.ml.config import EncoderConfig, TrainConfig
+from training.ml.data import (
+    LeaveOneOut,
+    Sequences,
+    batch_of,
+    seen_items,
+    training_targets,
+)
+from training.ml.metrics import ranking_metrics, target_ranks
+from training.ml.models import SequenceEncoder, encoder_build
+
+LAST, BEST = "last.pt", "best.pt"
+
+
+def device_choose() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainResult:
+    model: SequenceEncoder
+    history: list[dict] = field(default_factory=list)  # per epoch: loss, validation metrics, seconds
+    best_epoch: int = -1
+    best_valid: dict = field(default_factory=dict)
+    test: dict = field(default_factory=dict)
+    device: str = "cpu"
+    resumed_from_epoch: int | None = None
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _training_rows(seqs: Sequences, split: LeaveOneOut) -> tuple[np.ndarray, np.ndarray]:
+    """Every customer's sequence minus its validation and test items (customers outside the
+    split train on their whole sequence)."""
+    cut = np.array([len(i) for i in seqs.items], dtype="int64")
+    cut[split.rows] = split.valid_cut
+    rows = np.flatnonzero(cut >= 2)
+    return rows, cut[rows]
+
+
+@torch.no_grad()
+def evaluate(model: SequenceEncoder, seqs: Sequences, rows, cut, targets, *, k: int, device, batch_size: int = 512) -> dict:
+    model.eval()
+    ranks = []
+    for start in range(0, len(rows), batch_size):
+        part = slice(start, start + batch_size)
+        batch = _to(batch_of(seqs, rows[part], model.config.max_len, cut[part]), device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            scores = model.full_sort_predict(batch)
+        exclude = seen_items(seqs, rows[part], cut[part])
+        ranks.append(target_ranks(scores, torch.as_tensor(targets[part], device=device), exclude).cpu())
+    return ranking_metrics(torch.cat(ranks) if ranks else torch.zeros(0), k=k)
+
+
+def train(
+    *, seqs: Sequences, split: LeaveOneOut, model_config: EncoderConfig, train_config: TrainConfig,
+    checkpoint_dir: Path | None = None, on_epoch: Callable[[dict], None] | None = None,
+    device: torch.device | None = None, crash_after_epoch: int | None = None,
+) -> TrainResult:
+    """Train until the epochs run out or validation NDCG@k has not improved for `patience`
+    epochs; the best epoch's weights are kept and evaluated on the test items.
+
+    `crash_after_epoch` raises after that epoch's checkpoint is written: how tests simulate a
+    worker dying mid-run."""
+    device = device or device_choose()
+    seed_everything(train_config.seed)
+    model = encoder_build(model_config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
+    result = TrainResult(model=model, device=str(device))
+    start_epoch, best_score, best_state, stale = 0, -1.0, None, 0
+    if checkpoint_dir is not None and (checkpoint_dir / LAST).exists():
+        state = torch.load(checkpoint_dir / LAST, map_location=device, weights_only=True)
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        result.history = state["history"]
+        start_epoch, best_score, stale = state["epoch"] + 1, state["best_score"], state["stale"]
+        result.best_epoch = state["best_epoch"]
+        best_state = torch.load(checkpoint_dir / BEST, map_location=device, weights_only=True)["state_dict"]
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(_numpy_state(state["numpy_rng"]))
+        result.resumed_from_epoch = state["epoch"]
+    rows, cut = _training_rows(seqs, split)
+    k = train_config.eval_k
+    for epoch in range(start_epoch, train_config.epochs):
+        if stale >= train_config.patience:
+            break
+        began = time.perf_counter()
+        model.train()
+        order = np.random.permutation(len(rows))
+        losses = []
+        for start in range(0, len(order), train_config.batch_size):
+            picked = order[start:start + train_config.batch_size]
+            batch = _to(batch_of(seqs, rows[picked], model_config.max_len, cut[picked]), device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = model.calculate_loss(batch, training_targets(batch))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        valid = evaluate(model, seqs, split.rows, split.valid_cut, split.valid_item, k=k, device=device)
+        record = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else 0.0, "valid": valid,
+                  "seconds": round(time.perf_counter() - began, 3)}
+        result.history.append(record)
+        score = valid[f"ndcg@{k}"]
+        if score > best_score:
+            best_score, stale, result.best_epoch = score, 0, epoch
+            best_state = {name: t.detach().clone() for name, t in model.state_dict().items()}
+        else:
+            stale += 1
+        if checkpoint_dir is not None:
+            _checkpoint(checkpoint_dir, model, optimizer, model_config, train_config, epoch, best_score, stale,
+                        result, best_state)
+        if on_epoch:
+            on_epoch(record)
+        if crash_after_epoch is not None and epoch == crash_after_epoch:
+            raise RuntimeError(f"simulated crash after epoch {epoch}")
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    result.best_valid = next((h["valid"] for h in result.history if h["epoch"] == result.best_epoch), {})
+    result.test = evaluate(model, seqs, split.rows, split.test_cut, split.test_item, k=k, device=device)
+    return result
+
+
+def _numpy_state(saved: dict) -> tuple:
+    return (saved["kind"], np.asarray(saved["keys"], dtype=np.uint32), saved["pos"], saved["has_gauss"], saved["cached"])
+
+
+def _checkpoint(directory: Path, model, optimizer, model_config, train_config, epoch, best_score, stale, result, best_state):
+    directory.mkdir(parents=True, exist_ok=True)
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "model_args": model_config.as_dict(), "train_args": train_config.as_dict(),
+        "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+        "best_score": best_score, "best_epoch": result.best_epoch, "stale": stale, "history": result.history,
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": {"kind": kind, "keys": keys.tolist(), "pos": pos, "has_gauss": has_gauss, "cached": cached},
+    }
+    torch.save({"model_args": model_config.as_dict(), "state_dict": best_state}, directory / (BEST + ".tmp"))
+    (directory / (BEST + ".tmp")).replace(directory / BEST)
+    torch.save(state, directory / (LAST + ".tmp"))
+    (directory / (LAST + ".tmp")).replace(directory / LAST)  # atomic: a crash never leaves half a file
+
+
+def model_load(path: Path, device: torch.device | None = None) -> SequenceEncoder:
+    """A trained encoder from a best.pt checkpoint (plain dict, weights only)."""
+    state = torch.load(path, map_location=device or "cpu", weights_only=True)
+    model = encoder_build(EncoderConfig(**state["model_args"]))
+    model.load_state_dict(state["state_dict"])
+    return model.eval()
