@@ -17,6 +17,8 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: list[np.n
             if len(seen):
                 seen = torch.as_tensor(seen[seen != int(targets[i])], dtype=torch.long, device=scores.device)
                 scores[i, seen] = -torch.inf
+    if torch.isnan(scores).any():
+        raise ValueError("scores contain NaN")
     target_scores = scores.gather(1, targets.view(-1, 1))
     return (scores >= target_scores).sum(dim=1)
 

@@ -86,12 +86,15 @@ class TransformerEncoder(SequenceEncoder):
         self.final_norm = nn.LayerNorm(config.dim)
 
     def encode(self, tokens, mask):
-        length = tokens.shape[1]
-        causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=tokens.device), diagonal=1)
-        # Left padding: a padded position would attend to nothing; let it see itself to avoid NaN.
-        padding = ~mask
-        padding[:, -1] = False
-        out = self.body(tokens, mask=causal, src_key_padding_mask=padding)
+        batch, length = mask.shape
+        idx = torch.arange(length, device=tokens.device)
+        future = idx[None, :] > idx[:, None]  # (L, L): key after query
+        padded_key = ~mask[:, None, :]  # (B, 1, L)
+        # A query may see a real key at or before itself; a padded query sees only itself, so no
+        # row is all -inf (which would put NaN into every later layer).
+        blocked = future[None] | (padded_key & ~torch.eye(length, dtype=torch.bool, device=tokens.device)[None])
+        blocked = blocked.repeat_interleave(self.config.heads, dim=0)  # (B·heads, L, L)
+        out = self.body(tokens, mask=blocked)
         return self.final_norm(out) * mask.unsqueeze(-1)
 
 

@@ -8,6 +8,7 @@ from training.ml import data
 from training.ml.baselines import ItemKNN, popularity_scores
 from training.ml.config import EncoderConfig, TrainConfig
 from training.ml.metrics import ranking_metrics, target_ranks
+from training.ml.models import encoder_build
 from training.ml.trainer import BEST, model_load, train
 
 N_ITEMS = 30
@@ -111,3 +112,17 @@ def test_item_knn_scores_items_that_co_occur():
     scores = knn.scores([np.array([1])])
 
     assert scores[0, 2] > 0 and scores[0, 3] == 0 and scores[0, 4] == 0
+
+
+@pytest.mark.parametrize("arch", ["transformer", "gru", "cnn"])
+def test_short_sequences_in_a_long_window_give_finite_scores_in_training_and_eval(arch):
+    """Mostly padding (2 real tokens in 50): a fully masked attention row used to put NaN into
+    every later layer."""
+    seqs = cyclic_shop(customers=4, length=2)
+    model = encoder_build(EncoderConfig(arch=arch, n_items=N_ITEMS, dim=16, layers=2, heads=2, max_len=50))
+    batch = data.batch_of(seqs, np.arange(4), 50)
+
+    for mode in (model.train, model.eval):
+        mode()
+        assert torch.isfinite(model.full_sort_predict(batch)).all()
+        assert torch.isfinite(model.calculate_loss(batch, data.training_targets(batch)))
