@@ -48,6 +48,9 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--max-len", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--patience", type=int, default=8)
+    parser.add_argument("--dropout", type=float, default=0.2)
     args = parser.parse_args()
 
     seqs, n_items = load(args.data)
@@ -59,8 +62,8 @@ def main() -> None:
     pop = ranking_metrics(target_ranks(popularity_scores(train_only, n_items, len(split.rows)), targets, seen))
     knn = ranking_metrics(target_ranks(ItemKNN(train_only, n_items).scores(history), targets, seen))
 
-    config = EncoderConfig(arch=args.arch, n_items=n_items, dim=args.dim, max_len=args.max_len, layers=2, heads=2, dropout=0.2)
-    settings = TrainConfig(epochs=args.epochs, batch_size=64, lr=1e-3, patience=8, seed=args.seed)
+    config = EncoderConfig(arch=args.arch, n_items=n_items, dim=args.dim, max_len=args.max_len, layers=2, heads=2, dropout=args.dropout)
+    settings = TrainConfig(epochs=args.epochs, batch_size=64, lr=args.lr, patience=args.patience, seed=args.seed)
     started = time.perf_counter()
     result = train(seqs=seqs, split=split, model_config=config, train_config=settings,
                    on_epoch=lambda h: print(f"epoch {h['epoch']}: loss {h['loss']:.3f} valid {h['valid']}", file=sys.stderr))
@@ -72,7 +75,7 @@ def main() -> None:
         "epochs": epochs, "best_epoch": result.best_epoch,
         "epoch_s": round(sum(h["seconds"] for h in result.history) / max(epochs, 1), 2),
         "train_s": round(time.perf_counter() - started, 1), "device": result.device, "users": int(len(split.rows)),
-        "items": n_items,
+        "items": n_items, "lr": args.lr, "patience": args.patience, "dropout": args.dropout,
     }))
 
 
