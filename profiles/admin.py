@@ -9,7 +9,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from profiles import identity_admin  # noqa: F401  (registers the identity-merge journal)
-from profiles.models import BuildStatus, FeatureSet, Profile, ProfileBuild
+from profiles.models import FeatureSet, Profile, ProfileBuild
 from profiles.services import profile_build_running
 
 
@@ -144,5 +144,5 @@ class ProfileBuildAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:profiles_profilebuild_changelist"))
 
     def changelist_view(self, request, extra_context=None):
-        extra_context = {**(extra_context or {}), "build_running": ProfileBuild.objects.filter(status=BuildStatus.RUNNING).exists()}
+        extra_context = {**(extra_context or {}), "build_running": profile_build_running()}
         return super().changelist_view(request, extra_context)

@@ -13,6 +13,8 @@ Contract (after RecBole): calculate_loss(batch, targets) → scalar; full_sort_p
 
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,7 +44,7 @@ class _Tokens(nn.Module):
         return self.dropout(self.norm(tokens))  # (B, L, D)
 
 
-class SequenceEncoder(nn.Module):
+class SequenceEncoder(nn.Module, abc.ABC):
     """Base: token embedding, an encoder body (subclasses), the shared prediction contract."""
 
     def __init__(self, config: EncoderConfig):
@@ -50,8 +52,9 @@ class SequenceEncoder(nn.Module):
         self.config = config
         self.tokens = _Tokens(config)
 
+    @abc.abstractmethod
     def encode(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (B, L, D) → (B, L, D)
-        raise NotImplementedError
+        """The family's body: token embeddings and the real-token mask in, one state per position out."""
 
     def states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = batch["event_types"] > 0  # (B, L) real tokens (left-padded)
