@@ -161,6 +161,9 @@ PROFILE_REFRESH_BATCH_CUSTOMERS = env.int("PROFILE_REFRESH_BATCH_CUSTOMERS", def
 PROFILE_REFRESH_MAX_CUSTOMERS = env.int("PROFILE_REFRESH_MAX_CUSTOMERS", default=20_000)
 PROFILE_BUILD_REINDEX_MIN_CUSTOMERS = env.int("PROFILE_BUILD_REINDEX_MIN_CUSTOMERS", default=20_000)
 
+# Trained model artifacts (checkpoints), one directory per training run.
+MODELS_DIR = env.path("MODELS_DIR", default=VAR_DIR / "models")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -63,7 +63,7 @@ def celery_worker(transactional_db):
     log = Path(settings.BASE_DIR) / "var" / "test-worker.log"
     log.parent.mkdir(exist_ok=True)
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,ingest,profiles", "-c", "1",
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,ingest,profiles,training", "-c", "1",
          "--pool", "solo", "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
         cwd=settings.BASE_DIR, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
     )
