@@ -142,6 +142,24 @@ def mutual_information(matrix: np.ndarray, target: np.ndarray, *, seed: int = 0)
     return mutual_info_classif(imputed, target.astype(int), discrete_features=False, random_state=seed, n_neighbors=5)
 
 
+MI_REPEATS = 4
+
+
+def _stable_mutual_information(matrix: np.ndarray, target: np.ndarray, *, seed: int) -> np.ndarray:
+    """The estimator's mean over a few seeded row orders of rows already in canonical order.
+
+    The k-NN estimator breaks ties among equal values (counts such as frequency) by a tiny noise
+    assigned in row order, so one estimate of a discrete column moves by ±10% with the order the
+    database returned the rows in; averaging seeded reorderings of a sorted matrix makes the report
+    a function of the data alone and halves that spread."""
+    rng = np.random.default_rng(seed)
+    draws = []
+    for repeat in range(MI_REPEATS):
+        order = np.arange(len(target)) if repeat == 0 else rng.permutation(len(target))
+        draws.append(mutual_information(matrix[order], target[order], seed=seed + repeat))
+    return np.mean(draws, axis=0)
+
+
 NULL_PERMUTATIONS = 99
 NULL_SAMPLE = 5000  # customers the shuffles use: fewer than the report makes the test stricter
 
@@ -167,7 +185,9 @@ def feature_report(matrix: np.ndarray, names: list[str], target: np.ndarray, *, 
     rejects real gains.)
     """
     combined, all_names = combinations_apply(matrix, names, COMBINATIONS)
-    mi = mutual_information(combined, target, seed=seed)
+    canonical = np.lexsort(np.column_stack([combined, target]).T[::-1])  # the report must not depend on row order
+    combined, target = combined[canonical], target[canonical]
+    mi = _stable_mutual_information(combined, target, seed=seed)
     by_name = dict(zip(all_names, mi.tolist(), strict=True))
     ranked = sorted(names, key=lambda n: -by_name[n])
     combos = []

@@ -115,3 +115,22 @@ def test_feature_report_keeps_an_informative_combination_and_rarely_a_noise_one(
         assert report["positives"] == int(target.sum())
     assert kept_informative == 10
     assert kept_noise <= 2
+
+
+def test_feature_report_does_not_depend_on_the_order_rows_arrive_in():
+    """The database returns customers in no fixed order; the k-NN estimator breaks ties among
+    equal counts by noise assigned in row order, so without a canonical order the report (and
+    which combinations are kept) changed from run to run."""
+    names = ["recency_days", "frequency", "monetary", "days_since_last_event", "view_to_cart", "price_sensitivity"]
+    rng = np.random.default_rng(5)
+    n = 800
+    matrix = np.column_stack([
+        rng.integers(0, 60, n), rng.integers(1, 6, n), rng.lognormal(3, 1, n), rng.integers(0, 90, n),
+        rng.uniform(0, 1, n), rng.uniform(0, 1, n),
+    ]).astype(float)
+    target = (matrix[:, 1] + rng.integers(0, 3, n) > 4).astype(int)
+
+    reference = preprocessing.feature_report(matrix, names, target, seed=0)
+    for shuffle_seed in (1, 2):
+        order = np.random.default_rng(shuffle_seed).permutation(n)
+        assert preprocessing.feature_report(matrix[order], names, target[order], seed=0) == reference
