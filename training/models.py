@@ -3,6 +3,7 @@ they produce (artifact, checksum, metrics, which one is active)."""
 
 from django.conf import settings
 from django.db import models
+from pgvector.django import HnswIndex, VectorField
 from django.utils.translation import gettext_lazy as _
 
 
@@ -67,3 +68,28 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} #{self.pk}"
+
+
+class ItemEmbedding(models.Model):
+    """An item's vector under one model version: what customer embeddings of that version are
+    scored against for recommendations. Items the model never saw in training have a vector only
+    when the model reads item content (title, brand, categories)."""
+
+    item = models.ForeignKey("ingestion.Item", on_delete=models.CASCADE, related_name="embeddings", verbose_name=_("item"))
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="item_embeddings",
+                                      verbose_name=_("model version"))
+    embedding = VectorField(_("embedding"), dimensions=64)
+    from_content_only = models.BooleanField(
+        _("from content only"), default=False, help_text=_("The item had no events in training: its vector comes from its text")
+    )
+
+    class Meta:
+        verbose_name = _("item embedding")
+        verbose_name_plural = _("item embeddings")
+        constraints = [models.UniqueConstraint(fields=["model_version", "item"], name="itemembedding_one_per_version")]
+        indexes = [
+            HnswIndex(name="itemembedding_hnsw", fields=["embedding"], m=16, ef_construction=64, opclasses=["vector_ip_ops"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"item {self.item_id} @ version {self.model_version_id}"

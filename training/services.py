@@ -3,6 +3,7 @@ tensors out), training runs, the activation gate and writing embeddings to profi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import traceback
@@ -14,45 +15,95 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from training.models import ModelVersion, RunStatus, TrainingRun
+from ingestion.models import Item
+from training.models import ItemEmbedding, ModelVersion, RunStatus, TrainingRun
 
 _EVENTS_COPY = """
 COPY (
     SELECT e.customer_id, coalesce(e.item_id, 0), e.event_type, extract(epoch FROM e.occurred_at), e.value
     FROM ingestion_event e JOIN ingestion_customer c ON c.id = e.customer_id AND c.merged_into_id IS NULL
+    WHERE {where}
 ) TO STDOUT (FORMAT csv)
 """
+
+
+def _events_frame(*, customer_ids: list[int] | None = None, before=None) -> pd.DataFrame:
+    """Events of live customers (all, or these) as a flat frame, read by one COPY."""
+    where, params = ["true"], []
+    if customer_ids is not None:
+        where.append("e.customer_id = ANY(%s)")
+        params.append(list(customer_ids))
+    if before is not None:
+        where.append("e.occurred_at < %s")
+        params.append(before)
+    buffer = io.BytesIO()
+    with connection.cursor() as cursor, cursor.copy(_EVENTS_COPY.format(where=" AND ".join(where)), params) as copy:
+        for block in copy:
+            buffer.write(block)
+    buffer.seek(0)
+    if not buffer.getbuffer().nbytes:
+        return pd.DataFrame({"customer": [], "item": [], "type": [], "time": [], "value": []})
+    return pd.read_csv(buffer, header=None, names=["customer", "item", "type", "time", "value"])
+
+
+def _item_index(item_ids: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
+    """Index 1..n of each item id in a sorted vocabulary; 0 for no item or one outside it."""
+    if not len(vocabulary):
+        return np.zeros(len(item_ids), dtype="int64")
+    position = np.clip(np.searchsorted(vocabulary, item_ids), 0, len(vocabulary) - 1)
+    return np.where((item_ids > 0) & (vocabulary[position] == item_ids), position + 1, 0).astype("int64")
+
+
+def _sequences(frame: pd.DataFrame, vocabulary: np.ndarray, price_edges=None):
+    from training.ml import data
+
+    return data.sequences_build(
+        customers=frame["customer"].to_numpy("int64"), items=_item_index(frame["item"].to_numpy("int64"), vocabulary),
+        event_types=frame["type"].to_numpy("int64"), times=frame["time"].to_numpy("float64"),
+        values=frame["value"].to_numpy("float64"), price_edges=price_edges,
+    )
 
 
 def training_dataset_read():
     """Every live customer's events as sequences, with the item vocabulary (index i ↔ item_ids[i-1])
     and a description of the snapshot. One COPY, no ORM objects."""
-    from training.ml import data
-
-    buffer = io.BytesIO()
     read_at = timezone.now()
-    with connection.cursor() as cursor, cursor.copy(_EVENTS_COPY) as copy:
-        for block in copy:
-            buffer.write(block)
-    buffer.seek(0)
-    frame = pd.read_csv(buffer, header=None, names=["customer", "item", "type", "time", "value"])
-    item_ids = np.unique(frame["item"][frame["item"] > 0].to_numpy())
-    index = np.searchsorted(item_ids, frame["item"].to_numpy()) + 1
-    index[frame["item"].to_numpy() == 0] = 0
-    seqs = data.sequences_build(
-        customers=frame["customer"].to_numpy("int64"), items=index.astype("int64"),
-        event_types=frame["type"].to_numpy("int64"), times=frame["time"].to_numpy("float64"),
-        values=frame["value"].to_numpy("float64"),
-    )
-    described = {"customers": int(len(seqs.customers)), "items": int(len(item_ids)), "events": int(len(frame)),
+    frame = _events_frame()
+    vocabulary = np.unique(frame["item"][frame["item"] > 0].to_numpy("int64"))
+    seqs = _sequences(frame, vocabulary)
+    described = {"customers": int(len(seqs.customers)), "items": int(len(vocabulary)), "events": int(len(frame)),
                  "read_at": read_at.isoformat()}
-    return seqs, item_ids.tolist(), described
+    return seqs, vocabulary.tolist(), described
 
 
-def training_run_create(*, arch: str = "transformer", config: dict | None = None, user=None) -> TrainingRun:
+def _item_texts(item_ids: list[int]) -> dict[int, str]:
+    from training.ml.content import item_text
+
+    rows = Item.objects.filter(pk__in=item_ids).values_list("pk", "title", "category_path", "brand")
+    return {pk: item_text(title or "", [c for c in (path or "").split("/") if c], brand or "") for pk, title, path, brand in rows}
+
+
+def item_content_table(item_ids: list[int]) -> np.ndarray:
+    """(len(item_ids) + 1, 384): the pretrained text encoder's vector of each vocabulary item's
+    title, brand and categories (row 0 padding; an item without text gets zeros)."""
+    from training.ml.content import text_vectors
+
+    texts = _item_texts(item_ids)
+    vectors = text_vectors([texts.get(i, "") for i in item_ids])
+    return np.vstack([np.zeros((1, vectors.shape[1]), dtype="float32"), vectors])
+
+
+def training_run_create(*, arch: str | None = None, config: dict | None = None, user=None) -> TrainingRun:
+    """A pending run; refuses now, not in the worker, an unknown architecture or an embedding
+    width the profile column cannot hold."""
+    from profiles.models import EMBEDDING_DIMENSIONS
     from training.ml.config import EncoderConfig
 
-    EncoderConfig(arch=arch)  # refuses an unknown architecture now, not in the worker
+    arch = arch or settings.TRAINING_DEFAULT_ARCH
+    EncoderConfig(arch=arch)
+    dim = (config or {}).get("model", {}).get("dim", settings.TRAINING_MODEL_DEFAULTS["dim"])
+    if dim != EMBEDDING_DIMENSIONS:
+        raise ValueError(f"dim must be {EMBEDDING_DIMENSIONS}, the width of the profile embedding column")
     return TrainingRun.objects.create(arch=arch, config=config or {}, created_by=user)
 
 
@@ -64,10 +115,16 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def training_run_execute(*, run_id: int) -> TrainingRun | None:
+def training_run_execute(*, run_id: int, progress=None, profiles_rebuild: str = "celery") -> TrainingRun | None:
     """Train a claimed run to the end; None if another worker holds it or it is done. Resumes from
-    the run's last checkpoint when a previous attempt died."""
+    the run's last checkpoint when a previous attempt died.
+
+    `progress(record, epochs)` is called after every epoch (the command's progress bar). When the
+    new version passes the gate it is activated, and the profiles are rebuilt so their fused
+    vectors take the new embeddings in: "celery" dispatches a batch build, "inline" runs it here,
+    "none" leaves it to the nightly build."""
     from training.ml.config import EncoderConfig, TrainConfig
+    from training.ml.content import CONTENT_DIM
     from training.ml.data import leave_one_out
     from training.ml.trainer import BEST, train
 
@@ -79,9 +136,21 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
     run = TrainingRun.objects.get(pk=run_id)
     try:
         seqs, item_ids, described = training_dataset_read()
-        model_args = {"dim": 64, "max_len": 50, "layers": 2, "heads": 2, **run.config.get("model", {})}
-        model_config = EncoderConfig(arch=run.arch, n_items=len(item_ids), **model_args)
-        train_config = TrainConfig(**run.config.get("train", {}))
+        model_args = {**settings.TRAINING_MODEL_DEFAULTS, **run.config.get("model", {})}
+        use_content = bool(model_args.pop("content", False)) or bool(model_args.get("content_dim"))
+        model_args.pop("content_dim", None)
+        model_args.pop("price_edges", None)
+        model_args.pop("n_items", None)
+        model_args.pop("arch", None)
+        if not item_ids:  # no item anywhere (CDNOW): the auxiliary heads are the whole objective
+            model_args["aux_weight"] = max(float(model_args.get("aux_weight", 0.0)), 1.0)
+            use_content = False
+        model_config = EncoderConfig(
+            arch=run.arch, n_items=len(item_ids), price_edges=tuple(seqs.price_edges.tolist()),
+            content_dim=CONTENT_DIM if use_content else 0, **model_args,
+        )
+        train_config = TrainConfig(**{**settings.TRAINING_TRAIN_DEFAULTS, **run.config.get("train", {})})
+        item_content = item_content_table(item_ids) if use_content else None
         directory = Path(settings.MODELS_DIR) / f"run-{run.pk}"
         TrainingRun.objects.filter(pk=run.pk).update(
             dataset=described, config={"model": model_config.as_dict(), "train": train_config.as_dict()}
@@ -89,16 +158,18 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
 
         def on_epoch(record):
             TrainingRun.objects.filter(pk=run.pk).update(history=[*TrainingRun.objects.get(pk=run.pk).history, record])
+            if progress is not None:
+                progress(record, train_config.epochs)
 
         result = train(seqs=seqs, split=leave_one_out(seqs), model_config=model_config, train_config=train_config,
-                       checkpoint_dir=directory, on_epoch=on_epoch)
+                       checkpoint_dir=directory, on_epoch=on_epoch, item_content=item_content)
         artifact = directory / BEST
         version = ModelVersion.objects.create(
             name=f"{run.arch}-{run.pk}", run=run, artifact_path=str(artifact), artifact_sha256=_sha256(artifact),
             item_ids=item_ids, metrics={"valid": result.best_valid, "test": result.test, "best_epoch": result.best_epoch},
         )
         if model_version_gate(version=version):
-            model_version_activate(version=version, seqs=seqs)
+            model_version_activate(version=version, seqs=seqs, profiles_rebuild=profiles_rebuild)
         TrainingRun.objects.filter(pk=run.pk).update(  # last: "succeeded" means gated and, if passed, live
             status=RunStatus.SUCCEEDED, finished_at=timezone.now(), device=result.device, metrics=result.test,
             history=result.history,
@@ -110,6 +181,22 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
         )
         raise
     return TrainingRun.objects.get(pk=run.pk)
+
+
+def training_run_start(*, arch: str | None = None, config: dict | None = None, user=None) -> TrainingRun | None:
+    """Create a run and queue it on the training queue (admin button, nightly schedule); None when
+    a run is already pending or running, so a double click or an overlapping schedule trains once."""
+    from training.tasks import training_run_task
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:  # serialises concurrent starts; released at commit
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('training_run_start'))")
+        busy = TrainingRun.objects.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING]).exists()
+        if busy:
+            return None
+        run = training_run_create(arch=arch or settings.TRAINING_DEFAULT_ARCH, config=config, user=user)
+        transaction.on_commit(lambda: training_run_task.delay(run.pk))
+    return run
 
 
 GATE_METRIC = "ndcg@10"
@@ -128,22 +215,20 @@ def model_version_gate(*, version: ModelVersion) -> bool:
     return passed
 
 
-def model_version_activate(*, version: ModelVersion, seqs=None, batch_customers: int = 2048) -> int:
-    """Encode every profiled customer with this version, write the embeddings (with the version),
-    then mark it active. Similarity queries compare only vectors of one version, so search never
-    mixes old and new embeddings during the switch. Returns the number of profiles encoded."""
+def model_version_activate(*, version: ModelVersion, seqs=None, batch_customers: int = 2048,
+                           profiles_rebuild: str = "none") -> int:
+    """Encode every profiled customer with this version, write the embeddings (with the version)
+    and the item embeddings, then mark it active. Similarity queries compare only vectors of one
+    version, so search never mixes old and new embeddings during the switch. Returns the number of
+    profiles encoded. `profiles_rebuild` as in `training_run_execute`."""
     import torch
 
     from training.ml.data import batch_of
-    from training.ml.trainer import model_load
 
-    if _sha256(Path(version.artifact_path)) != version.artifact_sha256:
-        raise RuntimeError(f"artifact of model version {version.pk} does not match its checksum")
+    model = _version_model(version)
     if seqs is None:
-        seqs, item_ids, _ = training_dataset_read()
-        if item_ids != version.item_ids:
-            raise RuntimeError("the item vocabulary changed since training; retrain instead")
-    model = model_load(Path(version.artifact_path))
+        frame = _events_frame()
+        seqs = _sequences(frame, np.asarray(version.item_ids, dtype="int64"), price_edges=model.config.price_edges)
     with connection.cursor() as cursor:
         cursor.execute("SELECT customer_id FROM profiles_profile")
         profiled = {row[0] for row in cursor.fetchall()}
@@ -154,10 +239,109 @@ def model_version_activate(*, version: ModelVersion, seqs=None, batch_customers:
         with torch.no_grad():
             vectors = model.user_embedding(batch_of(seqs, part, model.config.max_len)).numpy()
         written += _embeddings_write(seqs.customers[part], vectors, version.pk)
+    item_embeddings_write(version=version, model=model)
     with transaction.atomic():
         ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).update(is_active=False)
         ModelVersion.objects.filter(pk=version.pk).update(is_active=True, activated_at=timezone.now())
+    _profiles_rebuild(profiles_rebuild)
     return written
+
+
+def _profiles_rebuild(how: str) -> None:
+    from profiles import services as profile_services
+
+    if how == "none" or not profile_services.feature_set_active():
+        return
+    if how == "inline":
+        profile_services.profiles_build()
+    elif how == "celery" and not profile_services.profile_build_running():
+        profile_services.profile_build_dispatch()
+
+
+def _version_model(version: ModelVersion):
+    if _sha256(Path(version.artifact_path)) != version.artifact_sha256:
+        raise RuntimeError(f"artifact of model version {version.pk} does not match its checksum")
+    return _model_of(version.pk, version.artifact_path, version.artifact_sha256)
+
+
+@functools.lru_cache(maxsize=2)
+def _model_of(version_id: int, path: str, checksum: str):
+    """A loaded encoder per (version, checksum): a worker loads the active model once, not per event."""
+    from training.ml.trainer import model_load
+
+    return model_load(Path(path))
+
+
+def model_version_active() -> ModelVersion | None:
+    return ModelVersion.objects.filter(is_active=True).defer("item_ids").first()
+
+
+def customer_embeddings_encode(*, customer_ids: list[int], version: ModelVersion, before=None) -> dict[int, np.ndarray]:
+    """These customers' embeddings under a version, from their events (before a time, when given:
+    how the fusion weight is tuned without looking at the period it is tuned to predict)."""
+    import torch
+
+    from training.ml.data import batch_of
+
+    model = _model_of(version.pk, version.artifact_path, version.artifact_sha256)
+    frame = _events_frame(customer_ids=customer_ids, before=before)
+    if frame.empty:
+        return {}
+    vocabulary = np.asarray(ModelVersion.objects.values_list("item_ids", flat=True).get(pk=version.pk), dtype="int64")
+    seqs = _sequences(frame, vocabulary, price_edges=model.config.price_edges)
+    out = {}
+    for start in range(0, len(seqs.customers), 2048):
+        part = np.arange(start, min(start + 2048, len(seqs.customers)))
+        with torch.no_grad():
+            vectors = model.user_embedding(batch_of(seqs, part, model.config.max_len)).numpy()
+        out.update({int(c): v for c, v in zip(seqs.customers[part], vectors, strict=True)})
+    return out
+
+
+def customer_embeddings_refresh(*, customer_ids: list[int]) -> int:
+    """Re-encode these customers with the active version and store the vectors (the profile
+    refresh calls this before recomputing the fused vector). 0 when no version is active."""
+    version = model_version_active()
+    if version is None or not customer_ids:
+        return 0
+    encoded = customer_embeddings_encode(customer_ids=customer_ids, version=version)
+    if not encoded:
+        return 0
+    ids = np.fromiter(encoded.keys(), dtype="int64", count=len(encoded))
+    return _embeddings_write(ids, np.vstack(list(encoded.values())), version.pk)
+
+
+def item_embeddings_write(*, version: ModelVersion, model=None) -> dict:
+    """Write the version's item vectors: every vocabulary item from the trained table, and, when
+    the model reads item content, every other catalogue item from its text alone (cold items)."""
+    import torch
+
+    model = model or _version_model(version)
+    vocabulary = list(version.item_ids)
+    with torch.no_grad():
+        table = model.item_embeddings().float().numpy()[1:]
+    rows = list(zip(vocabulary, table, [False] * len(vocabulary), strict=True))
+    if model.config.content_dim:
+        from training.ml.content import text_vectors
+
+        unseen = list(Item.objects.exclude(pk__in=vocabulary).values_list("pk", flat=True))
+        if unseen:
+            texts = _item_texts(unseen)
+            with torch.no_grad():
+                projected = model.tokens.content_projection(torch.from_numpy(text_vectors([texts[i] for i in unseen]))).numpy()
+            rows += [(i, v, True) for i, v, t in zip(unseen, projected, [texts[i] for i in unseen], strict=True) if t]
+    with transaction.atomic(), connection.cursor() as cursor:
+        ItemEmbedding.objects.filter(model_version=version).delete()
+        with cursor.copy(
+            "COPY training_itemembedding (item_id, model_version_id, embedding, from_content_only) FROM STDIN"
+        ) as copy:
+            for item_id, vector, content_only in rows:
+                copy.write_row([int(item_id), version.pk, _vector_text(vector), content_only])
+    return {"items": len(rows), "from_content_only": sum(1 for r in rows if r[2])}
+
+
+def _vector_text(vector) -> str:
+    return "[" + ",".join(f"{v:.6g}" for v in vector) + "]"
 
 
 def _embeddings_write(customer_ids: np.ndarray, vectors: np.ndarray, version_id: int) -> int:
@@ -167,7 +351,7 @@ def _embeddings_write(customer_ids: np.ndarray, vectors: np.ndarray, version_id:
         )
         with cursor.copy("COPY embedding_stage (customer_id, embedding) FROM STDIN") as copy:
             for customer_id, vector in zip(customer_ids, vectors, strict=True):
-                copy.write_row([int(customer_id), "[" + ",".join(f"{v:.6g}" for v in vector) + "]"])
+                copy.write_row([int(customer_id), _vector_text(vector)])
         cursor.execute(
             "UPDATE profiles_profile p SET embedding = s.embedding::vector, model_version_id = %s "
             "FROM embedding_stage s WHERE p.customer_id = s.customer_id",

@@ -23,6 +23,18 @@ class EncoderConfig:
     heads: int = 2
     dropout: float = 0.2
     cnn_horizontal_heights: tuple[int, ...] = (2, 3, 4)
+    price_edges: tuple[float, ...] = ()  # the training data's amount buckets (see data.price_edges_fit)
+    # Targets per position: the next item only (1), or each of the next k items (dense all-action
+    # loss, as in PinnerFormer): a customer's next few items in any order are what their state
+    # should point to, which suits catalogues where order within a session is arbitrary.
+    future_window: int = 1
+    # Auxiliary heads: the next event's type and amount bucket, weighted against the item loss.
+    # They make the state carry funnel and spending behaviour (what segments differ in), and they
+    # are the only objective where events have no item (CDNOW lists amounts and dates only). On a
+    # pure next-item task they slow learning (a cyclic toy shop took > 15 epochs instead of ~10 to
+    # leave the popularity plateau at weight 0.1), so the core default is off.
+    aux_weight: float = 0.0
+    content_dim: int = 0  # width of pretrained item-content vectors added to item embeddings; 0 = none
 
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:
@@ -30,6 +42,7 @@ class EncoderConfig:
         if self.dim % self.heads:
             raise ValueError("dim must be divisible by heads")
         self.cnn_horizontal_heights = tuple(self.cnn_horizontal_heights)
+        self.price_edges = tuple(float(e) for e in self.price_edges)
 
     def as_dict(self) -> dict:
         return asdict(self)

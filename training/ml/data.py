@@ -17,14 +17,23 @@ def gap_buckets(seconds: np.ndarray, first: np.ndarray) -> np.ndarray:
     return np.where(first, 1, 2 + np.searchsorted(_GAP_EDGES, seconds, side="right")).astype("int64")
 
 
-def price_buckets(values: np.ndarray, n_buckets: int) -> np.ndarray:
-    """1 = no amount, 2… deciles-like log buckets of the amount (0 is padding)."""
+def price_edges_fit(values: np.ndarray, n_buckets: int) -> np.ndarray:
+    """Log-amount quantile edges for `price_buckets`, fitted once on the training data and kept with
+    the model so a customer encoded later is bucketed exactly as in training."""
+    known = np.isfinite(values) & (values > 0)
+    if not known.any():
+        return np.zeros(0)
+    return np.quantile(np.log1p(values[known]), np.linspace(0, 1, n_buckets - 1)[1:-1])
+
+
+def price_buckets(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """1 = no amount, 2… quantile buckets of the amount (0 is padding)."""
     out = np.ones(len(values), dtype="int64")
     known = np.isfinite(values) & (values > 0)
-    if known.any():
-        logs = np.log1p(values[known])
-        edges = np.quantile(logs, np.linspace(0, 1, n_buckets - 1)[1:-1])
-        out[known] = 2 + np.searchsorted(edges, logs, side="right")
+    if known.any() and len(edges):
+        out[known] = 2 + np.searchsorted(edges, np.log1p(values[known]), side="right")
+    elif known.any():
+        out[known] = 2
     return out
 
 
@@ -38,19 +47,23 @@ class Sequences:
     gaps: list[np.ndarray]
     prices: list[np.ndarray]
     times: list[np.ndarray]  # seconds since the epoch
+    price_edges: np.ndarray | None = None  # the amount bucketing used (keep it with a model trained on these)
 
 
 def sequences_build(
     *, customers: np.ndarray, items: np.ndarray, event_types: np.ndarray, times: np.ndarray, values: np.ndarray,
-    n_price_buckets: int = 12,
+    n_price_buckets: int = 12, price_edges: np.ndarray | None = None,
 ) -> Sequences:
     """Group flat event arrays (items already mapped to 1..n_items, 0 = none) into per-customer
-    sequences ordered by time (stable for ties)."""
+    sequences ordered by time (stable for ties). Price edges are fitted on these values unless
+    given (encoding with a trained model must pass the model's)."""
     order = np.lexsort((times, customers))
     customers, items, event_types, times, values = (a[order] for a in (customers, items, event_types, times, values))
     first = np.r_[True, customers[1:] != customers[:-1]]
     gaps = gap_buckets(np.r_[0, np.diff(times)], first)
-    prices = price_buckets(values.astype("float64"), n_price_buckets)
+    values = values.astype("float64")
+    edges = price_edges_fit(values, n_price_buckets) if price_edges is None else np.asarray(price_edges, dtype="float64")
+    prices = price_buckets(values, edges)
     starts = np.flatnonzero(first)
     bounds = list(zip(starts, np.r_[starts[1:], len(customers)], strict=True))
     return Sequences(
@@ -60,6 +73,7 @@ def sequences_build(
         gaps=[gaps[a:b] for a, b in bounds],
         prices=[prices[a:b] for a, b in bounds],
         times=[times[a:b] for a, b in bounds],
+        price_edges=edges,
     )
 
 
@@ -82,11 +96,15 @@ def batch_of(seqs: Sequences, rows: np.ndarray, max_len: int, cut: np.ndarray | 
     return {name: _left_pad(take(name), max_len) for name in ("items", "event_types", "gaps", "prices")}
 
 
-def training_targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Next-item targets per position: the item of the next token that has one (0 = no target)."""
+def training_targets(batch: dict[str, torch.Tensor], window: int = 1) -> torch.Tensor:
+    """(B, L, window) targets per position: the items of the next `window` tokens that have one
+    (0 = no target). The first column is the classic next-item target."""
     items = batch["items"]
-    targets = torch.zeros_like(items)
-    targets[:, :-1] = items[:, 1:]
+    length = items.shape[1]
+    targets = torch.zeros((*items.shape, window), dtype=items.dtype, device=items.device)
+    for offset in range(1, window + 1):
+        if offset < length:
+            targets[:, : length - offset, offset - 1] = items[:, offset:]
     return targets
 
 

@@ -7,6 +7,11 @@ customer's embedding. Training is next-item prediction with full softmax over th
 (tied with the input item embeddings), as in SASRec (Kang & McAuley 2018), GRU4Rec (Hidasi et al.
 2016) and Caser (Tang & Wang 2018).
 
+Item content: when the config has `content_dim`, each item's vector is its id embedding plus a
+learned projection of a fixed pretrained text vector of its title and categories (Hou et al.'s
+UniSRec and the "ID + text" SASRec variants do the same), so an item nobody has bought yet is
+placed among items described alike.
+
 Contract (after RecBole): calculate_loss(batch, targets) → scalar; full_sort_predict(batch) →
 (B, n_items + 1) scores; user_embedding(batch) → (B, D).
 """
@@ -33,12 +38,23 @@ class _Tokens(nn.Module):
         self.norm = nn.LayerNorm(config.dim)
         self.dropout = nn.Dropout(config.dropout)
         nn.init.normal_(self.items.weight, std=0.02)
+        # Pretrained content vectors are data, not parameters: a buffer, saved with the weights.
+        self.register_buffer("content", torch.zeros(config.n_items + 1, config.content_dim), persistent=True)
+        self.content_projection = nn.Linear(config.content_dim, config.dim, bias=False) if config.content_dim else None
+
+    def item_table(self) -> torch.Tensor:
+        """(n_items + 1, D): every item's vector, row 0 (padding) zero."""
+        table = self.items.weight
+        if self.content_projection is not None:
+            table = table + self.content_projection(self.content)
+        return table
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         items = batch["items"]  # (B, L)
         positions = torch.arange(items.shape[1], device=items.device).expand_as(items)
+        item_vectors = F.embedding(items, self.item_table(), padding_idx=0)
         tokens = (
-            self.items(items) + self.event_types(batch["event_types"]) + self.gaps(batch["gaps"])
+            item_vectors + self.event_types(batch["event_types"]) + self.gaps(batch["gaps"])
             + self.prices(batch["prices"]) + self.positions(positions)
         )
         return self.dropout(self.norm(tokens))  # (B, L, D)
@@ -51,6 +67,8 @@ class SequenceEncoder(nn.Module, abc.ABC):
         super().__init__()
         self.config = config
         self.tokens = _Tokens(config)
+        self.next_event_type = nn.Linear(config.dim, config.n_event_types)
+        self.next_price = nn.Linear(config.dim, config.n_price_buckets)
 
     @abc.abstractmethod
     def encode(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (B, L, D) → (B, L, D)
@@ -63,17 +81,48 @@ class SequenceEncoder(nn.Module, abc.ABC):
     def user_embedding(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.normalize(self.states(batch)[:, -1, :], dim=-1)  # last position holds the newest token
 
+    def content_set(self, content: torch.Tensor) -> None:
+        """Load the pretrained item-content vectors, (n_items + 1, content_dim), row 0 padding."""
+        if self.tokens.content_projection is None:
+            raise ValueError("this encoder was configured without item content (content_dim = 0)")
+        if tuple(content.shape) != tuple(self.tokens.content.shape):
+            raise ValueError(f"content must be {tuple(self.tokens.content.shape)}, not {tuple(content.shape)}")
+        self.tokens.content.copy_(content)
+
+    def item_embeddings(self) -> torch.Tensor:
+        """(n_items + 1, D): the vectors user states are scored against, as used in training."""
+        return self.tokens.item_table()
+
     def full_sort_predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.states(batch)[:, -1, :] @ self.tokens.items.weight.T  # (B, n_items + 1)
+        return self.states(batch)[:, -1, :] @ self.item_embeddings().T  # (B, n_items + 1)
 
     def calculate_loss(self, batch: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of the next item at every position that has one (targets 0 are skipped)."""
+        """Cross-entropy of the target items at every position that has one (targets 0 are
+        skipped), plus `aux_weight` × the auxiliary heads' cross-entropy on the next event's type
+        and amount bucket. targets: (B, L) next items, or (B, L, k) each of the next k items,
+        every (position, target) pair weighing the same."""
+        if targets.dim() == 2:
+            targets = targets.unsqueeze(-1)
         states = self.states(batch)  # (B, L, D)
-        keep = targets > 0
-        if not keep.any():
-            return states.sum() * 0.0
-        logits = states[keep] @ self.tokens.items.weight.T  # (T, n_items + 1)
-        return F.cross_entropy(logits.float(), targets[keep])
+        loss = states.sum() * 0.0
+        keep = (targets > 0).any(dim=-1)
+        if keep.any():
+            log_p = F.log_softmax((states[keep] @ self.item_embeddings().T).float(), dim=-1)  # (T, n_items + 1)
+            picked = targets[keep]  # (T, k)
+            valid = picked > 0
+            loss = loss + (-log_p.gather(1, picked) * valid).sum() / valid.sum()
+        if self.config.aux_weight:
+            next_type = torch.zeros_like(batch["event_types"])
+            next_type[:, :-1] = batch["event_types"][:, 1:]
+            next_price = torch.zeros_like(batch["prices"])
+            next_price[:, :-1] = batch["prices"][:, 1:]
+            has_next = next_type > 0
+            if has_next.any():
+                aux = F.cross_entropy(self.next_event_type(states[has_next]).float(), next_type[has_next]) + F.cross_entropy(
+                    self.next_price(states[has_next]).float(), next_price[has_next]
+                )
+                loss = loss + self.config.aux_weight * aux
+        return loss
 
 
 class TransformerEncoder(SequenceEncoder):
@@ -117,7 +166,9 @@ class GRUEncoder(SequenceEncoder):
 
 class CNNEncoder(SequenceEncoder):
     """Caser-style: horizontal convolutions over the last h tokens (union-level patterns) and a
-    vertical convolution (point-level), applied causally so every position has a state."""
+    vertical convolution (point-level), applied causally so every position has a state. Caser
+    concatenates a per-user embedding for long-term taste; a user id cannot encode a customer who
+    arrives after training, so the running mean of everything seen so far stands in for it."""
 
     def __init__(self, config: EncoderConfig):
         super().__init__(config)
@@ -126,7 +177,7 @@ class CNNEncoder(SequenceEncoder):
         )
         self.vertical = nn.Conv1d(config.dim, config.dim, kernel_size=config.cnn_horizontal_heights[-1], groups=config.dim)
         self.out = nn.Sequential(
-            nn.Linear(config.dim * (len(self.horizontal) + 1), config.dim), nn.GELU(), nn.Dropout(config.dropout),
+            nn.Linear(config.dim * (len(self.horizontal) + 2), config.dim), nn.GELU(), nn.Dropout(config.dropout),
             nn.Linear(config.dim, config.dim),
         )
 
@@ -136,6 +187,8 @@ class CNNEncoder(SequenceEncoder):
         for conv in [*self.horizontal, self.vertical]:
             pad = conv.kernel_size[0] - 1
             features.append(F.relu(conv(F.pad(x, (pad, 0)))))  # causal: position t sees t-h+1..t
+        seen = mask.float().cumsum(dim=1).clamp(min=1.0).unsqueeze(1)  # (B, 1, L)
+        features.append(x.cumsum(dim=2) / seen)  # long-term: mean of tokens up to t
         combined = torch.cat(features, dim=1).transpose(1, 2)  # (B, L, D·(H+1))
         return self.out(combined) * mask.unsqueeze(-1)
 

@@ -52,17 +52,38 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _training_rows(seqs: Sequences, split: LeaveOneOut) -> tuple[np.ndarray, np.ndarray]:
-    """Every customer's sequence minus its validation and test items (customers outside the
-    split train on their whole sequence)."""
+def _training_windows(seqs: Sequences, split: LeaveOneOut, max_len: int, *, upto: str = "valid") -> tuple[np.ndarray, np.ndarray]:
+    """(row, end) pairs covering every customer's sequence minus its validation and test items
+    (customers outside the split train on their whole sequence).
+
+    A sequence longer than the model's window is cut into windows that overlap by one token, so
+    every next-item transition is a target exactly once per epoch; taking only the newest window
+    (as the original SASRec code does) would throw away most of a long history."""
     cut = np.array([len(i) for i in seqs.items], dtype="int64")
-    cut[split.rows] = split.valid_cut
-    rows = np.flatnonzero(cut >= 2)
-    return rows, cut[rows]
+    cut[split.rows] = split.valid_cut if upto == "valid" else split.test_cut
+    rows, ends = [], []
+    step = max(max_len - 1, 1)
+    for row in np.flatnonzero(cut >= 2):
+        end = int(cut[row])
+        while end >= 2:
+            rows.append(row)
+            ends.append(end)
+            end -= step
+    return np.asarray(rows, dtype="int64"), np.asarray(ends, dtype="int64")
+
+
+def _withhold(batch: dict[str, torch.Tensor], withheld: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Training input without the withheld items: their tokens stay (event type, gap, price) but
+    carry no item, so the model never sees them and they are never a target."""
+    if withheld is None:
+        return batch
+    items = batch["items"]
+    return {**batch, "items": torch.where(torch.isin(items, withheld), torch.zeros_like(items), items)}
 
 
 @torch.no_grad()
-def evaluate(model: SequenceEncoder, seqs: Sequences, rows, cut, targets, *, k: int, device, batch_size: int = 512) -> dict:
+def evaluate_ranks(model: SequenceEncoder, seqs: Sequences, rows, cut, targets, *, device, batch_size: int = 512) -> torch.Tensor:
+    """Full-ranking rank of every target (seen items excluded), one per row."""
     model.eval()
     ranks = []
     for start in range(0, len(rows), batch_size):
@@ -72,25 +93,36 @@ def evaluate(model: SequenceEncoder, seqs: Sequences, rows, cut, targets, *, k: 
             scores = model.full_sort_predict(batch)
         exclude = seen_items(seqs, rows[part], cut[part])
         ranks.append(target_ranks(scores, torch.as_tensor(targets[part], device=device), exclude).cpu())
-    return ranking_metrics(torch.cat(ranks) if ranks else torch.zeros(0), k=k)
+    return torch.cat(ranks) if ranks else torch.zeros(0)
+
+
+def evaluate(model: SequenceEncoder, seqs: Sequences, rows, cut, targets, *, k: int, device, batch_size: int = 512) -> dict:
+    return ranking_metrics(evaluate_ranks(model, seqs, rows, cut, targets, device=device, batch_size=batch_size), k=k)
 
 
 def train(
     *, seqs: Sequences, split: LeaveOneOut, model_config: EncoderConfig, train_config: TrainConfig,
     checkpoint_dir: Path | None = None, on_epoch: Callable[[dict], None] | None = None,
     device: torch.device | None = None, crash_after_epoch: int | None = None,
+    item_content: np.ndarray | None = None, withheld_items: np.ndarray | None = None,
 ) -> TrainResult:
     """Train until the epochs run out or validation NDCG@k has not improved for `patience`
     epochs; the best epoch's weights are kept and evaluated on the test items.
 
-    `crash_after_epoch` raises after that epoch's checkpoint is written: how tests simulate a
-    worker dying mid-run."""
+    `item_content` ((n_items + 1, content_dim), row 0 padding) feeds an encoder configured with
+    `content_dim`. `withheld_items` are removed from training input and targets (but not from
+    evaluation): how a benchmark makes items cold on purpose. `crash_after_epoch` raises after that
+    epoch's checkpoint is written: how tests simulate a worker dying mid-run."""
     device = device or device_choose()
     seed_everything(train_config.seed)
-    model = encoder_build(model_config).to(device)
+    model = encoder_build(model_config)
+    if item_content is not None:
+        model.content_set(torch.as_tensor(item_content, dtype=torch.float32))
+    model = model.to(device)
+    withheld = torch.as_tensor(withheld_items, dtype=torch.long, device=device) if withheld_items is not None else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
     result = TrainResult(model=model, device=str(device))
-    start_epoch, best_score, best_state, stale = 0, -1.0, None, 0
+    start_epoch, best_score, best_state, stale = 0, -float("inf"), None, 0
     if checkpoint_dir is not None and (checkpoint_dir / LAST).exists():
         state = torch.load(checkpoint_dir / LAST, map_location=device, weights_only=True)
         model.load_state_dict(state["state_dict"])
@@ -102,7 +134,7 @@ def train(
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(_numpy_state(state["numpy_rng"]))
         result.resumed_from_epoch = state["epoch"]
-    rows, cut = _training_rows(seqs, split)
+    rows, cut = _training_windows(seqs, split, model_config.max_len)
     k = train_config.eval_k
     for epoch in range(start_epoch, train_config.epochs):
         if stale >= train_config.patience:
@@ -113,19 +145,22 @@ def train(
         losses = []
         for start in range(0, len(order), train_config.batch_size):
             picked = order[start:start + train_config.batch_size]
-            batch = _to(batch_of(seqs, rows[picked], model_config.max_len, cut[picked]), device)
+            batch = _withhold(_to(batch_of(seqs, rows[picked], model_config.max_len, cut[picked]), device), withheld)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = model.calculate_loss(batch, training_targets(batch))
+                loss = model.calculate_loss(batch, training_targets(batch, model_config.future_window))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimizer.step()
             losses.append(float(loss.detach()))
-        valid = evaluate(model, seqs, split.rows, split.valid_cut, split.valid_item, k=k, device=device)
-        record = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else 0.0, "valid": valid,
-                  "seconds": round(time.perf_counter() - began, 3)}
+        mean_loss = float(np.mean(losses)) if losses else 0.0
+        has_split = len(split.rows) > 0
+        valid = evaluate(model, seqs, split.rows, split.valid_cut, split.valid_item, k=k, device=device) if has_split else {}
+        record = {"epoch": epoch, "loss": mean_loss, "valid": valid, "seconds": round(time.perf_counter() - began, 3)}
         result.history.append(record)
-        score = valid[f"ndcg@{k}"]
+        # Without items (CDNOW: amounts and dates only) there is nothing to rank: the auxiliary
+        # heads' training loss is what stops early.
+        score = valid[f"ndcg@{k}"] if has_split else -mean_loss
         if score > best_score:
             best_score, stale, result.best_epoch = score, 0, epoch
             best_state = {name: t.detach().clone() for name, t in model.state_dict().items()}
@@ -141,7 +176,49 @@ def train(
     if best_state is not None:
         model.load_state_dict(best_state)
     result.best_valid = next((h["valid"] for h in result.history if h["epoch"] == result.best_epoch), {})
-    result.test = evaluate(model, seqs, split.rows, split.test_cut, split.test_item, k=k, device=device)
+    if len(split.rows):
+        result.test = evaluate(model, seqs, split.rows, split.test_cut, split.test_item, k=k, device=device)
+    return result
+
+
+def refit(
+    *, seqs: Sequences, split: LeaveOneOut, model_config: EncoderConfig, train_config: TrainConfig, epochs: int,
+    device: torch.device | None = None, item_content: np.ndarray | None = None, withheld_items: np.ndarray | None = None,
+) -> TrainResult:
+    """Train a fresh model for a fixed number of epochs (the count early stopping chose) on
+    everything but the test items, validation items included, and evaluate it on the test items:
+    the usual last step once model selection is done, and what a production retrain does with the
+    newest interactions."""
+    device = device or device_choose()
+    seed_everything(train_config.seed)
+    model = encoder_build(model_config)
+    if item_content is not None:
+        model.content_set(torch.as_tensor(item_content, dtype=torch.float32))
+    model = model.to(device)
+    withheld = torch.as_tensor(withheld_items, dtype=torch.long, device=device) if withheld_items is not None else None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
+    rows, cut = _training_windows(seqs, split, model_config.max_len, upto="test")
+    result = TrainResult(model=model, device=str(device))
+    for epoch in range(epochs):
+        began = time.perf_counter()
+        model.train()
+        order = np.random.permutation(len(rows))
+        losses = []
+        for start in range(0, len(order), train_config.batch_size):
+            picked = order[start:start + train_config.batch_size]
+            batch = _withhold(_to(batch_of(seqs, rows[picked], model_config.max_len, cut[picked]), device), withheld)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = model.calculate_loss(batch, training_targets(batch, model_config.future_window))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        result.history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else 0.0, "valid": {},
+                               "seconds": round(time.perf_counter() - began, 3)})
+    result.best_epoch = epochs - 1
+    if len(split.rows):
+        result.test = evaluate(model, seqs, split.rows, split.test_cut, split.test_item, k=train_config.eval_k, device=device)
     return result
 
 

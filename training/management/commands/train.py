@@ -1,25 +1,56 @@
 from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
 
 from training import services
 from training.ml.config import ARCHITECTURES
+from training.models import ModelVersion
 
 
 class Command(BaseCommand):
-    help = "Train a user encoder on the event store in this process (the Celery task runs the same code)."
+    help = (
+        "Train a user encoder on the event store in this process, with a progress bar (the Celery task "
+        "runs the same code). A version that passes the gate is activated and the profiles rebuilt."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("--arch", choices=ARCHITECTURES, default="transformer")
-        parser.add_argument("--epochs", type=int, default=30)
-        parser.add_argument("--dim", type=int, default=64)
+        parser.add_argument("--arch", choices=ARCHITECTURES, default=None, help="default: TRAINING_DEFAULT_ARCH")
+        parser.add_argument("--epochs", type=int, default=None, help="default: TRAINING_EPOCHS")
+        parser.add_argument("--patience", type=int, default=None)
+        parser.add_argument("--max-len", type=int, default=None)
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--content", action="store_true", default=None,
+                            help="add item title/category vectors from the pretrained text encoder")
+        parser.add_argument("--no-content", dest="content", action="store_false")
+        parser.add_argument("--if-missing", action="store_true", help="do nothing when a model version is active")
+        parser.add_argument("--no-rebuild", action="store_true", help="do not rebuild profiles after activation")
 
     def handle(self, *args, **opts):
-        run = services.training_run_create(
-            arch=opts["arch"],
-            config={"model": {"dim": opts["dim"]}, "train": {"epochs": opts["epochs"], "seed": opts["seed"]}},
-        )
-        self.stdout.write(f"training run #{run.pk} ({opts['arch']})")
-        run = services.training_run_execute(run_id=run.pk)
+        if opts["if_missing"] and ModelVersion.objects.filter(is_active=True).exists():
+            self.stdout.write("a model version is active; nothing to do")
+            return
+        model = {k: opts[k] for k in ("max_len", "content") if opts[k] is not None}
+        train = {"seed": opts["seed"], **{k: opts[k] for k in ("epochs", "patience") if opts[k] is not None}}
+        try:
+            run = services.training_run_create(arch=opts["arch"], config={"model": model, "train": train})
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"training run #{run.pk} ({run.arch})")
+        bar = None
+
+        def progress(record, epochs):
+            nonlocal bar
+            if bar is None:
+                bar = tqdm(total=epochs, desc=f"run #{run.pk}", unit="epoch", file=self.stderr._out)
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", valid_ndcg10=f"{record['valid']['ndcg@10']:.4f}")
+
+        try:
+            run = services.training_run_execute(
+                run_id=run.pk, progress=progress, profiles_rebuild="none" if opts["no_rebuild"] else "inline"
+            )
+        finally:
+            if bar is not None:
+                bar.close()
         if run is None:
             raise CommandError("the run was taken by another worker")
         version = run.model_version
