@@ -139,3 +139,26 @@ def leave_one_out(seqs: Sequences) -> LeaveOneOut:
 def seen_items(seqs: Sequences, rows: np.ndarray, cut: np.ndarray) -> list[np.ndarray]:
     """Items each customer had interacted with before the cut (excluded from ranking)."""
     return [np.unique(seqs.items[r][:c][seqs.items[r][:c] > 0]) for r, c in zip(rows, cut, strict=True)]
+
+
+def time_split(seqs: Sequences, at: float, *, valid_days: float = 0.0) -> LeaveOneOut:
+    """A global time split in the LeaveOneOut shape: customers with an item before `at` and one at
+    or after it are tested on their first item at or after `at`, seeing only what came before;
+    their validation item is the last item before `at − valid_days` (when there is one), so model
+    selection never looks past the split. Unlike leave-one-out, no customer's future leaks into
+    another customer's training."""
+    valid_at = at - valid_days * 86_400
+    rows, vcut, vitem, tcut, titem = [], [], [], [], []
+    for r, (items, times) in enumerate(zip(seqs.items, seqs.times, strict=True)):
+        with_item = np.flatnonzero(items > 0)
+        before_valid = with_item[times[with_item] < valid_at]
+        after = with_item[times[with_item] >= at]
+        if len(before_valid) < 2 or not len(after):
+            continue
+        rows.append(r)
+        vcut.append(before_valid[-1])
+        vitem.append(items[before_valid[-1]])
+        tcut.append(after[0])
+        titem.append(items[after[0]])
+    as_array = lambda v: np.asarray(v, dtype="int64")  # noqa: E731
+    return LeaveOneOut(as_array(rows), as_array(vcut), as_array(vitem), as_array(tcut), as_array(titem))

@@ -52,7 +52,8 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _training_windows(seqs: Sequences, split: LeaveOneOut, max_len: int, *, upto: str = "valid") -> tuple[np.ndarray, np.ndarray]:
+def _training_windows(seqs: Sequences, split: LeaveOneOut, max_len: int, *, upto: str = "valid",
+                      before: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(row, end) pairs covering every customer's sequence minus its validation and test items
     (customers outside the split train on their whole sequence).
 
@@ -61,6 +62,8 @@ def _training_windows(seqs: Sequences, split: LeaveOneOut, max_len: int, *, upto
     (as the original SASRec code does) would throw away most of a long history."""
     cut = np.array([len(i) for i in seqs.items], dtype="int64")
     cut[split.rows] = split.valid_cut if upto == "valid" else split.test_cut
+    if before is not None:  # a time split: nobody trains on what happened after it
+        cut = np.minimum(cut, [int(np.searchsorted(t, before, side="left")) for t in seqs.times])
     rows, ends = [], []
     step = max(max_len - 1, 1)
     for row in np.flatnonzero(cut >= 2):
@@ -104,7 +107,7 @@ def train(
     *, seqs: Sequences, split: LeaveOneOut, model_config: EncoderConfig, train_config: TrainConfig,
     checkpoint_dir: Path | None = None, on_epoch: Callable[[dict], None] | None = None,
     device: torch.device | None = None, crash_after_epoch: int | None = None,
-    item_content: np.ndarray | None = None, withheld_items: np.ndarray | None = None,
+    item_content: np.ndarray | None = None, withheld_items: np.ndarray | None = None, train_before: float | None = None,
 ) -> TrainResult:
     """Train until the epochs run out or validation NDCG@k has not improved for `patience`
     epochs; the best epoch's weights are kept and evaluated on the test items.
@@ -112,7 +115,8 @@ def train(
     `item_content` ((n_items + 1, content_dim), row 0 padding) feeds an encoder configured with
     `content_dim`. `withheld_items` are removed from training input and targets (but not from
     evaluation): how a benchmark makes items cold on purpose. `crash_after_epoch` raises after that
-    epoch's checkpoint is written: how tests simulate a worker dying mid-run."""
+    epoch's checkpoint is written: how tests simulate a worker dying mid-run. `train_before` (seconds
+    since the epoch) keeps every customer's training input before that time, as a time split needs."""
     device = device or device_choose()
     seed_everything(train_config.seed)
     model = encoder_build(model_config)
@@ -134,7 +138,7 @@ def train(
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(_numpy_state(state["numpy_rng"]))
         result.resumed_from_epoch = state["epoch"]
-    rows, cut = _training_windows(seqs, split, model_config.max_len)
+    rows, cut = _training_windows(seqs, split, model_config.max_len, before=train_before)
     k = train_config.eval_k
     for epoch in range(start_epoch, train_config.epochs):
         if stale >= train_config.patience:

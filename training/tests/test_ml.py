@@ -223,3 +223,34 @@ def test_sequences_without_items_still_train_and_encode(tmp_path):
     similarity = vectors @ vectors.T
     big = torch.arange(80) % 2 == 0
     assert similarity[big][:, big].mean() > similarity[big][:, ~big].mean()
+
+
+def test_time_split_tests_on_the_first_item_after_the_moment_and_validates_before_it():
+    seqs = data.sequences_build(
+        customers=np.array([1, 1, 1, 1, 2, 2, 3, 3, 3]), items=np.array([5, 6, 7, 8, 5, 6, 5, 6, 7]),
+        event_types=np.ones(9, dtype="int64"), times=np.array([10, 20, 30, 40, 10, 20, 10, 50, 60], dtype="float64"),
+        values=np.full(9, np.nan),
+    )
+
+    split = data.time_split(seqs, at=35)
+
+    # customer 1: items before 35 are 5, 6, 7 → validate on 7 (cut 2), test on 8 (cut 3);
+    # customer 2 has nothing after 35; customer 3 has one item before 35 (needs two)
+    assert split.rows.tolist() == [0]
+    assert (split.valid_cut[0], split.valid_item[0], split.test_cut[0], split.test_item[0]) == (2, 7, 3, 8)
+
+
+def test_a_time_split_trains_nobody_on_what_came_after_it():
+    from training.ml.trainer import _training_windows
+
+    seqs = data.sequences_build(
+        customers=np.array([1, 1, 1, 1, 2, 2, 2]), items=np.array([5, 6, 7, 8, 5, 6, 7]),
+        event_types=np.ones(7, dtype="int64"), times=np.array([10, 20, 30, 40, 10, 50, 60], dtype="float64"),
+        values=np.full(7, np.nan),
+    )
+    split = data.time_split(seqs, at=35)
+
+    rows, ends = _training_windows(seqs, split, max_len=10, before=35)
+
+    # customer 1 (in the split) up to its validation item; customer 2 (outside it) only its event at 10
+    assert dict(zip(rows.tolist(), ends.tolist(), strict=True)) == {0: 2}
