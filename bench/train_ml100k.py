@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--refit", action="store_true",
                         help="after early stopping, retrain as many epochs on everything but the test items "
                              "(validation items included) and report that model too; item-kNN gets the same data")
+    parser.add_argument("--no-long-term", dest="long_term", action="store_false")
     parser.add_argument("--aux-weight", type=float, default=0.0)
     parser.add_argument("--future-window", type=int, default=1, help="train on each of the next k items")
     parser.add_argument("--content", action="store_true", help="add pretrained title+genre vectors to item embeddings")
@@ -97,7 +98,7 @@ def main() -> None:
         item_content = content.text_vectors(texts)
         content_s = time.perf_counter() - began
     config = EncoderConfig(arch=args.arch, n_items=n_items, dim=args.dim, max_len=args.max_len, layers=args.layers,
-                           heads=2, dropout=args.dropout, future_window=args.future_window, aux_weight=args.aux_weight, content_dim=content.CONTENT_DIM if args.content else 0)
+                           heads=2, dropout=args.dropout, future_window=args.future_window, long_term=args.long_term, aux_weight=args.aux_weight, content_dim=content.CONTENT_DIM if args.content else 0)
     settings = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                            seed=args.seed, weight_decay=args.weight_decay)
     started = time.perf_counter()
@@ -133,7 +134,7 @@ def main() -> None:
         "epoch_s": round(sum(h["seconds"] for h in result.history) / max(epochs, 1), 2),
         "train_s": round(time.perf_counter() - started, 1), "device": result.device, "users": int(len(split.rows)),
         "items": n_items, "lr": args.lr, "patience": args.patience, "dropout": args.dropout, "max_len": args.max_len,
-        "dim": args.dim, "layers": args.layers, "weight_decay": args.weight_decay, "content": args.content, "future_window": args.future_window, **extra,
+        "dim": args.dim, "layers": args.layers, "weight_decay": args.weight_decay, "content": args.content, "future_window": args.future_window, "long_term": args.long_term, **extra,
     }))
 
 

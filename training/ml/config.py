@@ -28,6 +28,7 @@ class EncoderConfig:
     # loss, as in PinnerFormer): a customer's next few items in any order are what their state
     # should point to, which suits catalogues where order within a session is arbitrary.
     future_window: int = 1
+    long_term: bool = True  # add the running mean of the sequence to the state (see models.SequenceEncoder)
     # Auxiliary heads: the next event's type and amount bucket, weighted against the item loss.
     # They make the state carry funnel and spending behaviour (what segments differ in), and they
     # are the only objective where events have no item (CDNOW lists amounts and dates only). On a

@@ -27,6 +27,12 @@ from torch import nn
 from training.ml.config import EncoderConfig
 
 
+def running_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, L, D): at each position, the mean of the real tokens up to and including it."""
+    seen = mask.float().cumsum(dim=1).clamp(min=1.0).unsqueeze(-1)
+    return (tokens * mask.unsqueeze(-1)).cumsum(dim=1) / seen
+
+
 class _Tokens(nn.Module):
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -67,6 +73,11 @@ class SequenceEncoder(nn.Module, abc.ABC):
         super().__init__()
         self.config = config
         self.tokens = _Tokens(config)
+        # Long-term taste: a projection of the running mean of everything seen so far, added to the
+        # sequential state (the CNN has it inside). A recurrent or attention state leans on the
+        # last few tokens; the mean is what item-kNN sums over, and on MovieLens it is what
+        # closed the gap to it.
+        self.long_term = nn.Linear(config.dim, config.dim) if config.long_term and config.arch != "cnn" else None
         self.next_event_type = nn.Linear(config.dim, config.n_event_types)
         self.next_price = nn.Linear(config.dim, config.n_price_buckets)
 
@@ -76,7 +87,11 @@ class SequenceEncoder(nn.Module, abc.ABC):
 
     def states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = batch["event_types"] > 0  # (B, L) real tokens (left-padded)
-        return self.encode(self.tokens(batch), mask)
+        tokens = self.tokens(batch)
+        out = self.encode(tokens, mask)
+        if self.long_term is not None:
+            out = out + self.long_term(running_mean(tokens, mask)) * mask.unsqueeze(-1)
+        return out
 
     def user_embedding(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.normalize(self.states(batch)[:, -1, :], dim=-1)  # last position holds the newest token
@@ -157,7 +172,10 @@ class GRUEncoder(SequenceEncoder):
         super().__init__(config)
         self.body = nn.GRU(config.dim, config.dim, num_layers=config.layers, batch_first=True,
                            dropout=config.dropout if config.layers > 1 else 0.0)
-        self.out = nn.Linear(config.dim, config.dim)
+        # Normalised like the transformer's output: a GRU state lies in (−1, 1), so its scores
+        # against the item table start near-uniform and training crawled (loss 6.8 → 6.6 in 14
+        # MovieLens epochs, where the transformer reached 6.1).
+        self.out = nn.Sequential(nn.Linear(config.dim, config.dim), nn.LayerNorm(config.dim))
 
     def encode(self, tokens, mask):
         out, _ = self.body(tokens * mask.unsqueeze(-1))  # left padding: zeros before the first token
@@ -187,8 +205,7 @@ class CNNEncoder(SequenceEncoder):
         for conv in [*self.horizontal, self.vertical]:
             pad = conv.kernel_size[0] - 1
             features.append(F.relu(conv(F.pad(x, (pad, 0)))))  # causal: position t sees t-h+1..t
-        seen = mask.float().cumsum(dim=1).clamp(min=1.0).unsqueeze(1)  # (B, 1, L)
-        features.append(x.cumsum(dim=2) / seen)  # long-term: mean of tokens up to t
+        features.append(running_mean(tokens, mask).transpose(1, 2))  # long-term: mean of tokens up to t
         combined = torch.cat(features, dim=1).transpose(1, 2)  # (B, L, D·(H+1))
         return self.out(combined) * mask.unsqueeze(-1)
 
