@@ -111,18 +111,24 @@ class SequenceEncoder(nn.Module, abc.ABC):
     def full_sort_predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.states(batch)[:, -1, :] @ self.item_embeddings().T  # (B, n_items + 1)
 
-    def calculate_loss(self, batch: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    def calculate_loss(self, batch: dict[str, torch.Tensor], targets: torch.Tensor,
+                       unknown_items: torch.Tensor | None = None) -> torch.Tensor:
         """Cross-entropy of the target items at every position that has one (targets 0 are
         skipped), plus `aux_weight` × the auxiliary heads' cross-entropy on the next event's type
         and amount bucket. targets: (B, L) next items, or (B, L, k) each of the next k items,
-        every (position, target) pair weighing the same."""
+        every (position, target) pair weighing the same. `unknown_items` are left out of the
+        softmax: items the model must not learn anything about (not even as negatives), as a
+        catalogue item added after training is."""
         if targets.dim() == 2:
             targets = targets.unsqueeze(-1)
         states = self.states(batch)  # (B, L, D)
         loss = states.sum() * 0.0
         keep = (targets > 0).any(dim=-1)
         if keep.any():
-            log_p = F.log_softmax((states[keep] @ self.item_embeddings().T).float(), dim=-1)  # (T, n_items + 1)
+            logits = (states[keep] @ self.item_embeddings().T).float()  # (T, n_items + 1)
+            if unknown_items is not None:
+                logits[:, unknown_items] = -torch.inf
+            log_p = F.log_softmax(logits, dim=-1)
             picked = targets[keep]  # (T, k)
             valid = picked > 0
             loss = loss + (-log_p.gather(1, picked) * valid).sum() / valid.sum()

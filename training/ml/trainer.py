@@ -113,8 +113,9 @@ def train(
     epochs; the best epoch's weights are kept and evaluated on the test items.
 
     `item_content` ((n_items + 1, content_dim), row 0 padding) feeds an encoder configured with
-    `content_dim`. `withheld_items` are removed from training input and targets (but not from
-    evaluation): how a benchmark makes items cold on purpose. `crash_after_epoch` raises after that
+    `content_dim`. `withheld_items` are removed from training input, targets and the softmax, and
+    their id vectors are zero (but they are ranked in evaluation): how a benchmark makes items as
+    cold as ones added to the catalogue after training. `crash_after_epoch` raises after that
     epoch's checkpoint is written: how tests simulate a worker dying mid-run. `train_before` (seconds
     since the epoch) keeps every customer's training input before that time, as a time split needs."""
     device = device or device_choose()
@@ -124,6 +125,9 @@ def train(
         model.content_set(torch.as_tensor(item_content, dtype=torch.float32))
     model = model.to(device)
     withheld = torch.as_tensor(withheld_items, dtype=torch.long, device=device) if withheld_items is not None else None
+    if withheld is not None:  # as if added to the catalogue after training: no id vector at all
+        with torch.no_grad():
+            model.tokens.items.weight[withheld] = 0.0
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
     result = TrainResult(model=model, device=str(device))
     start_epoch, best_score, best_state, stale = 0, -float("inf"), None, 0
@@ -151,7 +155,7 @@ def train(
             picked = order[start:start + train_config.batch_size]
             batch = _withhold(_to(batch_of(seqs, rows[picked], model_config.max_len, cut[picked]), device), withheld)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = model.calculate_loss(batch, training_targets(batch, model_config.future_window))
+                loss = model.calculate_loss(batch, training_targets(batch, model_config.future_window), withheld)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -200,6 +204,9 @@ def refit(
         model.content_set(torch.as_tensor(item_content, dtype=torch.float32))
     model = model.to(device)
     withheld = torch.as_tensor(withheld_items, dtype=torch.long, device=device) if withheld_items is not None else None
+    if withheld is not None:  # as if added to the catalogue after training: no id vector at all
+        with torch.no_grad():
+            model.tokens.items.weight[withheld] = 0.0
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
     rows, cut = _training_windows(seqs, split, model_config.max_len, upto="test")
     result = TrainResult(model=model, device=str(device))
@@ -212,7 +219,7 @@ def refit(
             picked = order[start:start + train_config.batch_size]
             batch = _withhold(_to(batch_of(seqs, rows[picked], model_config.max_len, cut[picked]), device), withheld)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = model.calculate_loss(batch, training_targets(batch, model_config.future_window))
+                loss = model.calculate_loss(batch, training_targets(batch, model_config.future_window), withheld)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
