@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_CUSTOMERS ?= 5000
 DEMO_EVENTS ?= 300000
-DEMO_TRAIN_EPOCHS ?= 10
+DEMO_TRAIN_EPOCHS ?= 5
 
 .PHONY: run test install redis browser migrate demo serve bench db-stop clean
 
@@ -31,7 +31,7 @@ demo: migrate
 	$(PY) manage.py ensure_admin
 	$(PY) manage.py generate_events --if-empty --customers $(DEMO_CUSTOMERS) --events $(DEMO_EVENTS) --seed 42
 	$(PY) manage.py build_profiles --if-missing
-	$(PY) manage.py train --if-missing --epochs $(DEMO_TRAIN_EPOCHS)
+	$(PY) manage.py train --if-missing --queue --epochs $(DEMO_TRAIN_EPOCHS)
 
 serve: install redis
 	$(PY) manage.py collectstatic --noinput -v 0

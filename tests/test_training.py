@@ -204,3 +204,13 @@ def test_an_operator_retrains_from_the_admin_once_not_twice(profiled_shop, clien
     assert f"#{run.pk}".encode() in first.content
     assert b"already pending or running" in second.content
     assert client.get("/admin/training/trainingrun/start/").status_code == 405
+
+
+def test_make_runs_demo_step_queues_one_run_for_the_worker(profiled_shop, capsys):
+    call_command("train", "--if-missing", "--queue", "--epochs", "5")
+    call_command("train", "--if-missing", "--queue", "--epochs", "5")
+
+    run = TrainingRun.objects.get()
+    assert run.status == RunStatus.PENDING and run.config["train"]["epochs"] == 5
+    out = capsys.readouterr().out
+    assert f"training run #{run.pk}" in out and "nothing to do" in out

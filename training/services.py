@@ -119,7 +119,8 @@ def training_run_execute(*, run_id: int, progress=None, profiles_rebuild: str = 
     """Train a claimed run to the end; None if another worker holds it or it is done. Resumes from
     the run's last checkpoint when a previous attempt died.
 
-    `progress(record, epochs)` is called after every epoch (the command's progress bar). When the
+    `progress(record, epochs)` is called once with record None before the first epoch and after
+    every epoch (the command's progress bar). When the
     new version passes the gate it is activated, and the profiles are rebuilt so their fused
     vectors take the new embeddings in: "celery" dispatches a batch build, "inline" runs it here,
     "none" leaves it to the nightly build."""
@@ -161,6 +162,8 @@ def training_run_execute(*, run_id: int, progress=None, profiles_rebuild: str = 
             if progress is not None:
                 progress(record, train_config.epochs)
 
+        if progress is not None:
+            progress(None, train_config.epochs)
         result = train(seqs=seqs, split=leave_one_out(seqs), model_config=model_config, train_config=train_config,
                        checkpoint_dir=directory, on_epoch=on_epoch, item_content=item_content)
         artifact = directory / BEST

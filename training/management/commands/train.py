@@ -3,7 +3,7 @@ from tqdm import tqdm
 
 from training import services
 from training.ml.config import ARCHITECTURES
-from training.models import ModelVersion
+from training.models import ModelVersion, RunStatus, TrainingRun
 
 
 class Command(BaseCommand):
@@ -23,13 +23,24 @@ class Command(BaseCommand):
         parser.add_argument("--no-content", dest="content", action="store_false")
         parser.add_argument("--if-missing", action="store_true", help="do nothing when a model version is active")
         parser.add_argument("--no-rebuild", action="store_true", help="do not rebuild profiles after activation")
+        parser.add_argument("--queue", action="store_true",
+                            help="queue the run for a worker on the training queue instead of training here")
 
     def handle(self, *args, **opts):
-        if opts["if_missing"] and ModelVersion.objects.filter(is_active=True).exists():
-            self.stdout.write("a model version is active; nothing to do")
+        if opts["if_missing"] and (ModelVersion.objects.filter(is_active=True).exists()
+                                   or TrainingRun.objects.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING]).exists()):
+            self.stdout.write("a model version is active or a run is pending; nothing to do")
             return
         model = {k: opts[k] for k in ("max_len", "content") if opts[k] is not None}
         train = {"seed": opts["seed"], **{k: opts[k] for k in ("epochs", "patience") if opts[k] is not None}}
+        if opts["queue"]:
+            try:
+                run = services.training_run_start(arch=opts["arch"], config={"model": model, "train": train})
+            except ValueError as exc:
+                raise CommandError(str(exc)) from exc
+            self.stdout.write("a training run is already pending or running" if run is None else
+                              f"training run #{run.pk} ({run.arch}) queued for a worker on the training queue")
+            return
         try:
             run = services.training_run_create(arch=opts["arch"], config={"model": model, "train": train})
         except ValueError as exc:
@@ -41,6 +52,8 @@ class Command(BaseCommand):
             nonlocal bar
             if bar is None:
                 bar = tqdm(total=epochs, desc=f"run #{run.pk}", unit="epoch", file=self.stderr._out)
+            if record is None:  # training starts
+                return
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.3f}", valid_ndcg10=f"{record['valid']['ndcg@10']:.4f}")
 
