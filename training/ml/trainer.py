@@ -84,6 +84,36 @@ def _withhold(batch: dict[str, torch.Tensor], withheld: torch.Tensor | None) -> 
     return {**batch, "items": torch.where(torch.isin(items, withheld), torch.zeros_like(items), items)}
 
 
+def _model_prepare(model_config: EncoderConfig, item_content, withheld_items, device):
+    model = encoder_build(model_config)
+    if item_content is not None:
+        model.content_set(torch.as_tensor(item_content, dtype=torch.float32))
+    model = model.to(device)
+    withheld = torch.as_tensor(withheld_items, dtype=torch.long, device=device) if withheld_items is not None else None
+    if withheld is not None:  # as if added to the catalogue after training: no id vector at all
+        with torch.no_grad():
+            model.tokens.items.weight[withheld] = 0.0
+    return model, withheld
+
+
+def _epoch_train(model, optimizer, seqs: Sequences, rows, cut, batch_size: int, device, withheld) -> float:
+    """One pass over the training windows in a random order; the mean batch loss."""
+    model.train()
+    order = np.random.permutation(len(rows))
+    losses = []
+    for start in range(0, len(order), batch_size):
+        picked = order[start:start + batch_size]
+        batch = _withhold(_to(batch_of(seqs, rows[picked], model.config.max_len, cut[picked]), device), withheld)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = model.calculate_loss(batch, training_targets(batch, model.config.future_window), withheld)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return float(np.mean(losses)) if losses else 0.0
+
+
 @torch.no_grad()
 def evaluate_ranks(model: SequenceEncoder, seqs: Sequences, rows, cut, targets, *, device, batch_size: int = 512) -> torch.Tensor:
     """Full-ranking rank of every target (seen items excluded), one per row."""
@@ -120,14 +150,7 @@ def train(
     since the epoch) keeps every customer's training input before that time, as a time split needs."""
     device = device or device_choose()
     seed_everything(train_config.seed)
-    model = encoder_build(model_config)
-    if item_content is not None:
-        model.content_set(torch.as_tensor(item_content, dtype=torch.float32))
-    model = model.to(device)
-    withheld = torch.as_tensor(withheld_items, dtype=torch.long, device=device) if withheld_items is not None else None
-    if withheld is not None:  # as if added to the catalogue after training: no id vector at all
-        with torch.no_grad():
-            model.tokens.items.weight[withheld] = 0.0
+    model, withheld = _model_prepare(model_config, item_content, withheld_items, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
     result = TrainResult(model=model, device=str(device))
     start_epoch, best_score, best_state, stale = 0, -float("inf"), None, 0
@@ -148,20 +171,7 @@ def train(
         if stale >= train_config.patience:
             break
         began = time.perf_counter()
-        model.train()
-        order = np.random.permutation(len(rows))
-        losses = []
-        for start in range(0, len(order), train_config.batch_size):
-            picked = order[start:start + train_config.batch_size]
-            batch = _withhold(_to(batch_of(seqs, rows[picked], model_config.max_len, cut[picked]), device), withheld)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = model.calculate_loss(batch, training_targets(batch, model_config.future_window), withheld)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-            losses.append(float(loss.detach()))
-        mean_loss = float(np.mean(losses)) if losses else 0.0
+        mean_loss = _epoch_train(model, optimizer, seqs, rows, cut, train_config.batch_size, device, withheld)
         has_split = len(split.rows) > 0
         valid = evaluate(model, seqs, split.rows, split.valid_cut, split.valid_item, k=k, device=device) if has_split else {}
         record = {"epoch": epoch, "loss": mean_loss, "valid": valid, "seconds": round(time.perf_counter() - began, 3)}
@@ -199,33 +209,14 @@ def refit(
     newest interactions."""
     device = device or device_choose()
     seed_everything(train_config.seed)
-    model = encoder_build(model_config)
-    if item_content is not None:
-        model.content_set(torch.as_tensor(item_content, dtype=torch.float32))
-    model = model.to(device)
-    withheld = torch.as_tensor(withheld_items, dtype=torch.long, device=device) if withheld_items is not None else None
-    if withheld is not None:  # as if added to the catalogue after training: no id vector at all
-        with torch.no_grad():
-            model.tokens.items.weight[withheld] = 0.0
+    model, withheld = _model_prepare(model_config, item_content, withheld_items, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
     rows, cut = _training_windows(seqs, split, model_config.max_len, upto="test")
     result = TrainResult(model=model, device=str(device))
     for epoch in range(epochs):
         began = time.perf_counter()
-        model.train()
-        order = np.random.permutation(len(rows))
-        losses = []
-        for start in range(0, len(order), train_config.batch_size):
-            picked = order[start:start + train_config.batch_size]
-            batch = _withhold(_to(batch_of(seqs, rows[picked], model_config.max_len, cut[picked]), device), withheld)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = model.calculate_loss(batch, training_targets(batch, model_config.future_window), withheld)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-            losses.append(float(loss.detach()))
-        result.history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else 0.0, "valid": {},
+        mean_loss = _epoch_train(model, optimizer, seqs, rows, cut, train_config.batch_size, device, withheld)
+        result.history.append({"epoch": epoch, "loss": mean_loss, "valid": {},
                                "seconds": round(time.perf_counter() - began, 3)})
     result.best_epoch = epochs - 1
     if len(split.rows):
