@@ -275,6 +275,12 @@ def _model_of(version_id: int, path: str, checksum: str):
     return model_load(Path(path))
 
 
+@functools.lru_cache(maxsize=2)
+def _vocabulary_of(version_id: int) -> np.ndarray:
+    """A version's item ids (fixed once trained), read once per process, not per refresh."""
+    return np.asarray(ModelVersion.objects.values_list("item_ids", flat=True).get(pk=version_id), dtype="int64")
+
+
 def model_version_active() -> ModelVersion | None:
     return ModelVersion.objects.filter(is_active=True).defer("item_ids").first()
 
@@ -290,8 +296,7 @@ def customer_embeddings_encode(*, customer_ids: list[int], version: ModelVersion
     frame = _events_frame(customer_ids=customer_ids, before=before)
     if frame.empty:
         return {}
-    vocabulary = np.asarray(ModelVersion.objects.values_list("item_ids", flat=True).get(pk=version.pk), dtype="int64")
-    seqs = _sequences(frame, vocabulary, price_edges=model.config.price_edges)
+    seqs = _sequences(frame, _vocabulary_of(version.pk), price_edges=model.config.price_edges)
     out = {}
     for start in range(0, len(seqs.customers), 2048):
         part = np.arange(start, min(start + 2048, len(seqs.customers)))
