@@ -174,7 +174,8 @@ MODELS_DIR = env.path("MODELS_DIR", default=VAR_DIR / "models")
 # own config overrides these.
 TRAINING_DEFAULT_ARCH = env.str("TRAINING_DEFAULT_ARCH", default="transformer")
 TRAINING_MODEL_DEFAULTS = {
-    "dim": 64, "max_len": env.int("TRAINING_MAX_LEN", default=50), "layers": 2, "heads": 2,
+    "dim": 64, "max_len": env.int("TRAINING_MAX_LEN", default=50), "layers": env.int("TRAINING_LAYERS", default=2),
+    "heads": 2, "long_term": env.bool("TRAINING_LONG_TERM", default=True),
     "dropout": env.float("TRAINING_DROPOUT", default=0.2),
     "future_window": env.int("TRAINING_FUTURE_WINDOW", default=8),
     "aux_weight": env.float("TRAINING_AUX_WEIGHT", default=0.2),
