@@ -11,12 +11,12 @@ class ApiTokenCreateForm(forms.ModelForm):
 
     class Meta:
         model = ApiToken
-        fields = ("name", "scopes")
+        fields = ("name", "scopes", "requests_per_minute")
 
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ("name", "prefix", "scopes", "created_at", "last_used_at", "revoked_at")
+    list_display = ("name", "prefix", "scopes", "requests_per_minute", "created_at", "last_used_at", "revoked_at")
     list_filter = ("revoked_at",)
     readonly_fields = ("name", "prefix", "scopes", "created_at", "last_used_at", "revoked_at")
     actions = ["revoke"]
@@ -30,10 +30,16 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return self.readonly_fields if obj else ()
 
     def get_fields(self, request, obj=None):
-        return ("name", "scopes") if obj is None else self.readonly_fields
+        return ("name", "scopes", "requests_per_minute") if obj is None else (*self.readonly_fields, "requests_per_minute")
 
     def save_model(self, request, obj, form, change):
-        token, raw = services.api_token_create(name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"])
+        if change:
+            services.api_token_rate_set(token=obj, requests_per_minute=form.cleaned_data.get("requests_per_minute"))
+            return
+        token, raw = services.api_token_create(
+            name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"],
+            requests_per_minute=form.cleaned_data.get("requests_per_minute"),
+        )
         vars(obj).update(vars(token))
         self.message_user(
             request,

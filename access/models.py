@@ -21,6 +21,10 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
+    requests_per_minute = models.PositiveIntegerField(
+        _("requests per minute"), null=True, blank=True,
+        help_text=_("Throttle for this client; empty means the default (API_THROTTLE_PER_MINUTE)"),
+    )
 
     class Meta:
         verbose_name = _("API token")

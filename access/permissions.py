@@ -4,7 +4,8 @@ from access.authentication import ApiClient
 
 
 class HasRequiredScopes(BasePermission):
-    """Authenticated client whose token holds every scope in `view.required_scopes`."""
+    """Authenticated client whose token holds every scope in `view.required_scopes`: a tuple, or a
+    dict from HTTP method to tuple (HEAD and OPTIONS as GET)."""
 
     message = "This token lacks a required scope."
 
@@ -12,4 +13,8 @@ class HasRequiredScopes(BasePermission):
         client = request.user
         if not isinstance(client, ApiClient):
             return False
-        return set(getattr(view, "required_scopes", ())) <= client.scopes
+        required = getattr(view, "required_scopes", ())
+        if isinstance(required, dict):
+            method = "GET" if request.method in ("HEAD", "OPTIONS") else request.method
+            required = required.get(method, ())  # any other method is answered 405 by the view
+        return set(required) <= client.scopes

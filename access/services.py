@@ -16,14 +16,21 @@ def token_hash(raw: str) -> str:
 
 
 @transaction.atomic
-def api_token_create(*, name: str, scopes: list[str]) -> tuple[ApiToken, str]:
+def api_token_create(*, name: str, scopes: list[str], requests_per_minute: int | None = None) -> tuple[ApiToken, str]:
     unknown = set(scopes) - set(Scope.values)
     if unknown:
         raise ValueError(f"unknown scopes: {sorted(unknown)}")
     prefix = secrets.token_hex(6)
     raw = f"{TOKEN_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
-    token = ApiToken.objects.create(name=name, prefix=prefix, secret_hash=token_hash(raw), scopes=sorted(set(scopes)))
+    token = ApiToken.objects.create(
+        name=name, prefix=prefix, secret_hash=token_hash(raw), scopes=sorted(set(scopes)),
+        requests_per_minute=requests_per_minute,
+    )
     return token, raw
+
+
+def api_token_rate_set(*, token: ApiToken, requests_per_minute: int | None) -> None:
+    ApiToken.objects.filter(pk=token.pk).update(requests_per_minute=requests_per_minute)
 
 
 def api_token_revoke(*, token: ApiToken) -> None:

@@ -24,6 +24,7 @@ INSTALLED_APPS = [
     "profiles",
     "training",
     "privacy",
+    "segments",
 ]
 
 MIDDLEWARE = [
@@ -96,11 +97,33 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["access.authentication.ApiTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["access.permissions.HasRequiredScopes"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "config.pagination.BoundedPageNumberPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "config.api_errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["access.throttling.TokenRateThrottle"],
     "UNAUTHENTICATED_USER": None,
 }
+# Requests per minute per API token unless the token sets its own (admin, API tokens).
+API_THROTTLE_PER_MINUTE = env.int("API_THROTTLE_PER_MINUTE", default=6_000)
+# Bounds of the serving API (a request outside them gets a 400 naming the field).
+API_MAX_PAGE_SIZE = env.int("API_MAX_PAGE_SIZE", default=500)
+API_MAX_K = env.int("API_MAX_K", default=100)
+API_MAX_LOOKALIKE = env.int("API_MAX_LOOKALIKE", default=1_000)
+API_MAX_SEEDS = env.int("API_MAX_SEEDS", default=1_000)
+# Segment materialisation: lookalike segments up to this size, refreshed every N minutes by beat.
+SEGMENT_MAX_LOOKALIKE = env.int("SEGMENT_MAX_LOOKALIKE", default=100_000)
+SEGMENT_REFRESH_MINUTES = env.int("SEGMENT_REFRESH_MINUTES", default=60)
+
+# Throttle counters and short-lived read caches (popular items) live in Redis, shared by every
+# server process and worker.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env.str("CACHE_URL", default="redis://127.0.0.1:6379/1"),
+        "KEY_PREFIX": "portrait",
+    }
+}
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Portrait API",
     "DESCRIPTION": "E-commerce user-profile store: events in, profiles out.",
@@ -134,6 +157,10 @@ CELERY_BEAT_SCHEDULE = {
     "nightly-profile-build": {
         "task": "profiles.tasks.profile_build_task",
         "schedule": crontab(minute=0, hour=PROFILE_REBUILD_HOUR_UTC),
+    },
+    "segments-refresh": {
+        "task": "segments.tasks.segments_refresh_all_task",
+        "schedule": SEGMENT_REFRESH_MINUTES * 60.0,
     },
     "weekly-retraining": {
         "task": "training.tasks.training_scheduled_task",

@@ -20,6 +20,14 @@ DATASETS = Path(os.environ.get("PORTRAIT_DATASETS", Path(settings.BASE_DIR).pare
 settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 
+@pytest.fixture(autouse=True)
+def cache_empty():
+    """Each test starts with an empty cache (throttle counters, popular items of another test's shop)."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def datasets() -> Path:
     assert DATASETS.is_dir(), f"the shared data sets are expected at {DATASETS} (see README, 'Data')"
@@ -46,6 +54,8 @@ def events_client(make_api_client) -> APIClient:
 # a test's task and a test never takes a demo's. Set before anything opens a broker connection.
 TEST_BROKER_URL = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
 celery_app.conf.broker_url = celery_app.conf.result_backend = TEST_BROKER_URL
+# Throttle counters and read caches likewise (before the first cache access opens a client).
+settings.CACHES["default"]["LOCATION"] = os.environ.get("TEST_CACHE_URL", "redis://127.0.0.1:6379/14")
 
 
 @pytest.fixture
@@ -53,7 +63,8 @@ def celery_worker(transactional_db):
     """A real `celery worker` process on the test database and a test-only Redis database, so a
     developer's running `make run` worker never steals the test's tasks."""
     database = settings.DATABASES["default"]
-    env = dict(os.environ, CELERY_BROKER_URL=TEST_BROKER_URL, CELERY_RESULT_BACKEND=TEST_BROKER_URL)
+    env = dict(os.environ, CELERY_BROKER_URL=TEST_BROKER_URL, CELERY_RESULT_BACKEND=TEST_BROKER_URL,
+               CACHE_URL=settings.CACHES["default"]["LOCATION"])
     if os.environ.get("DATABASE_URL"):
         base, _, _ = os.environ["DATABASE_URL"].rpartition("/")
         env["DATABASE_URL"] = f"{base}/{database['NAME']}"
