@@ -1,7 +1,10 @@
-"""REST reads of profiles (scope `profiles:read`)."""
+"""REST reads of profiles: one profile with its explanation (scope `profiles:read`), similar customers
+and lookalike expansion (`similarity:read`), recommendations (`profiles:read`)."""
 
+import math
 import re
 
+from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers
@@ -9,11 +12,132 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.models import Scope
+from ingestion.apis import BoundedJSONParser
 from ingestion.identity import customer_key
-from profiles import selectors
+from profiles import recommendations, selectors
+from profiles.models import LifecycleStage, ValueTier
 
 API_SOURCE = "default"
+EXPLANATION_NEIGHBOURS = 5
+# pgvector stores float4; anything near its limit is not a meaningful direction anyway
+MAX_VECTOR_COMPONENT = 1e6
 _PSEUDONYM = re.compile(r"[0-9a-f]{64}")
+
+
+def _profile_from_path(request, key: str):
+    """The visible profile a path names, by pseudonymous key or (`by=external_id`) external id;
+    400 for a malformed key, 404 for one that names nothing the caller may see."""
+    by = request.query_params.get("by", "key")
+    if by == "external_id":
+        if not key or len(key) > 256 or "\x00" in key:
+            raise exceptions.ValidationError({"key": ["An external id is 1 to 256 characters without NUL."]})
+        key = customer_key(source=API_SOURCE, external_id=key)
+    elif by != "key":
+        raise exceptions.ValidationError({"by": ["Must be 'key' or 'external_id'."]})
+    elif not _PSEUDONYM.fullmatch(key):
+        raise exceptions.ValidationError({"key": ["A key is 64 lowercase hex characters."]})
+    profile = selectors.profile_get(key=key)
+    if profile is None:
+        raise exceptions.NotFound("No profile for this customer.")
+    return profile
+
+
+_KEY_PARAMETERS = [
+    OpenApiParameter("key", OpenApiTypes.STR, OpenApiParameter.PATH,
+                     description="The customer's pseudonymous key (64 hex), or its external id with `by=external_id`."),
+    OpenApiParameter("by", OpenApiTypes.STR, enum=["key", "external_id"], required=False),
+]
+
+
+class NeighbourSerializer(serializers.Serializer):
+    key = serializers.CharField(source="customer.key")
+    similarity = serializers.FloatField()
+    value_tier = serializers.CharField()
+    lifecycle_stage = serializers.CharField()
+
+    class Meta:
+        ref_name = "Neighbour"
+
+
+def _neighbours(pairs) -> list[dict]:
+    out = []
+    for profile, similarity in pairs:
+        profile.similarity = round(float(similarity), 6)
+        out.append(NeighbourSerializer(profile).data)
+    return out
+
+
+class FilterSerializer(serializers.Serializer):
+    """Which profiles a similarity search may return (all optional, combined with AND)."""
+
+    where = serializers.CharField(
+        required=False, max_length=2000,
+        help_text='A rule over traits in the segment rule language, e.g. `monetary > 100 and top_category = "Books"`.',
+    )
+    lifecycle_stage = serializers.CharField(
+        required=False, max_length=100, help_text="Comma-separated stages, e.g. `active,new`.",
+    )
+    value_tier_min = serializers.ChoiceField(choices=ValueTier.values, required=False,
+                                             help_text="Only this value tier or higher (none < low < medium < high).")
+    segment = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1,
+                                       help_text="Only members of this segment.")
+
+    class Meta:
+        ref_name = "NeighbourFilterInput"
+
+    def validate_lifecycle_stage(self, value: str) -> tuple[str, ...]:
+        stages = tuple(s.strip() for s in value.split(",") if s.strip())
+        unknown = sorted(set(stages) - set(LifecycleStage.values))
+        if not stages or unknown:
+            raise serializers.ValidationError(f"Stages are {', '.join(LifecycleStage.values)}; unknown: {', '.join(unknown)}.")
+        return stages
+
+    def validate_where(self, value: str):
+        from segments.rules import RuleError, rule_parse, rule_to_q
+
+        try:
+            return rule_to_q(rule_parse(value))
+        except RuleError as error:
+            raise serializers.ValidationError(str(error)) from None
+
+    def validate_segment(self, value: int) -> int:
+        from segments.models import Segment
+
+        if not Segment.objects.filter(pk=value).exists():
+            raise serializers.ValidationError("No such segment.")
+        return value
+
+    def neighbour_filter(self) -> selectors.NeighbourFilter:
+        data = self.validated_data
+        return selectors.NeighbourFilter(
+            where=data.get("where"), lifecycle_stages=data.get("lifecycle_stage", ()),
+            value_tier_min=data.get("value_tier_min"), segment_id=data.get("segment"),
+        )
+
+
+def _bounded_k(name: str, maximum: int, default: int):
+    return serializers.IntegerField(
+        required=False, default=default, min_value=1, max_value=maximum, help_text=f"1 to {maximum}.",
+    )
+
+
+class SimilarQuerySerializer(FilterSerializer):
+    k = _bounded_k("k", settings.API_MAX_K, 10)
+    space = serializers.ChoiceField(choices=list(selectors.SPACES), default="fused",
+                                    help_text="traits, embedding (learned) or fused (both, weighted).")
+    ef_search = serializers.IntegerField(
+        required=False, default=100, min_value=selectors.EF_SEARCH_BOUNDS[0], max_value=selectors.EF_SEARCH_BOUNDS[1],
+        help_text="HNSW search breadth: higher is more exact and slower.",
+    )
+
+    class Meta:
+        ref_name = "SimilarQuery"
+
+
+def _query_params(serializer_class, request):
+    serializer = serializer_class(data=request.query_params)
+    serializer.is_valid(raise_exception=True)
+    return serializer
 
 
 class ProfileDetailApi(APIView):
@@ -27,7 +151,11 @@ class ProfileDetailApi(APIView):
         value_tier = serializers.CharField()
         lifecycle_stage = serializers.CharField()
         traits = serializers.JSONField()
-        explanation = serializers.JSONField(help_text="Top categories and the traits furthest from the population.")
+        scores = serializers.JSONField(help_text="RFM scores 1–5 and population percentiles.")
+        segments = serializers.JSONField(help_text="Segments the customer belongs to: id, name, kind.")
+        explanation = serializers.JSONField(
+            help_text="Top categories, the traits furthest from the population, and the nearest neighbours."
+        )
         feature_set_version = serializers.IntegerField(source="feature_set.version")
         model_version = serializers.IntegerField(source="model_version_id", allow_null=True)
         events_included = serializers.IntegerField()
@@ -41,10 +169,7 @@ class ProfileDetailApi(APIView):
             "Look up by the customer's pseudonymous key (64 hex characters), or with `by=external_id` by the "
             "external id the app sent its events with."
         ),
-        parameters=[
-            OpenApiParameter("key", OpenApiTypes.STR, OpenApiParameter.PATH),
-            OpenApiParameter("by", OpenApiTypes.STR, enum=["key", "external_id"], required=False),
-        ],
+        parameters=_KEY_PARAMETERS,
         responses={
             200: OutputSerializer,
             400: OpenApiResponse(description="Malformed key or `by`."),
@@ -53,16 +178,179 @@ class ProfileDetailApi(APIView):
         },
     )
     def get(self, request, key: str):
-        by = request.query_params.get("by", "key")
-        if by == "external_id":
-            if not key or len(key) > 256 or "\x00" in key:
-                raise exceptions.ValidationError({"key": ["An external id is 1 to 256 characters without NUL."]})
-            key = customer_key(source=API_SOURCE, external_id=key)
-        elif by != "key":
-            raise exceptions.ValidationError({"by": ["Must be 'key' or 'external_id'."]})
-        elif not _PSEUDONYM.fullmatch(key):
-            raise exceptions.ValidationError({"key": ["A key is 64 lowercase hex characters."]})
-        profile = selectors.profile_get(key=key)
-        if profile is None:
-            raise exceptions.NotFound("No profile for this customer.")
+        profile = _profile_from_path(request, key)
+        profile.scores = selectors.profile_scores(profile)
+        profile.segments = selectors.profile_segments(profile)
+        neighbours = selectors.profiles_similar(profile=profile, k=EXPLANATION_NEIGHBOURS, space="fused", ef_search=40)
+        profile.explanation = {**profile.explanation, "neighbours": _neighbours(neighbours)}
         return Response(self.OutputSerializer(profile).data)
+
+
+class ProfileSimilarApi(APIView):
+    required_scopes = (Scope.SIMILARITY_READ,)
+
+    @extend_schema(
+        summary="Customers most similar to this one",
+        description=(
+            "Cosine nearest neighbours through the space's HNSW index, the customer excluded, only among profiles "
+            "of the same feature-set and model version. Filters are applied during the index walk (iterative "
+            "scan), so a filtered search still returns k customers when that many match."
+        ),
+        parameters=[*_KEY_PARAMETERS, SimilarQuerySerializer],
+        responses={
+            200: NeighbourSerializer(many=True),
+            400: OpenApiResponse(description="A parameter out of bounds or malformed; the body names it."),
+            403: OpenApiResponse(description="Token lacks similarity:read."),
+            404: OpenApiResponse(description="No profile for this customer."),
+        },
+    )
+    def get(self, request, key: str):
+        query = _query_params(SimilarQuerySerializer, request)
+        profile = _profile_from_path(request, key)
+        data = query.validated_data
+        pairs = selectors.profiles_similar(
+            profile=profile, k=data["k"], space=data["space"], ef_search=data["ef_search"], where=query.neighbour_filter(),
+        )
+        return Response(_neighbours(pairs))
+
+
+class LookalikeApi(APIView):
+    parser_classes = [BoundedJSONParser]
+    required_scopes = (Scope.SIMILARITY_READ,)
+
+    class InputSerializer(FilterSerializer):
+        vector = serializers.ListField(
+            child=serializers.FloatField(), required=False, min_length=1, max_length=selectors.FUSED_DIMENSIONS,
+            help_text="A query vector in the chosen space (16 traits, 64 embedding, 80 fused); or give seed_keys.",
+        )
+        seed_keys = serializers.ListField(
+            child=serializers.RegexField(r"^[0-9a-f]{64}$", max_length=64), required=False, min_length=1,
+            max_length=settings.API_MAX_SEEDS, help_text="Pseudonymous keys of the seed audience.",
+        )
+        n = serializers.IntegerField(required=False, default=100, min_value=1, max_value=settings.API_MAX_LOOKALIKE)
+        space = serializers.ChoiceField(choices=list(selectors.SPACES), default="fused")
+        method = serializers.ChoiceField(choices=selectors.LOOKALIKE_METHODS, default="centroid",
+                                         help_text="centroid: one search around the seeds' mean; multi_query: one per seed.")
+        ef_search = serializers.IntegerField(required=False, default=100, min_value=selectors.EF_SEARCH_BOUNDS[0],
+                                             max_value=selectors.EF_SEARCH_BOUNDS[1])
+
+        class Meta:
+            ref_name = "LookalikeInput"
+
+        def validate(self, data):
+            if ("vector" in data) == ("seed_keys" in data):
+                raise serializers.ValidationError({"vector": ["Give exactly one of vector and seed_keys."]})
+            vector = data.get("vector")
+            if vector is not None:
+                expected = selectors.SPACE_DIMENSIONS[data["space"]]
+                if len(vector) != expected:
+                    raise serializers.ValidationError(
+                        {"vector": [f"The {data['space']} space has {expected} dimensions, not {len(vector)}."]}
+                    )
+                if not all(math.isfinite(v) and abs(v) <= MAX_VECTOR_COMPONENT for v in vector) or not any(vector):
+                    raise serializers.ValidationError(
+                        {"vector": [f"Numbers within ±{MAX_VECTOR_COMPONENT:g}, not all zero."]}
+                    )
+            return data
+
+    class OutputSerializer(serializers.Serializer):
+        method = serializers.CharField(help_text="vector, centroid or multi_query")
+        space = serializers.CharField()
+        seeds_used = serializers.IntegerField(help_text="Seeds with a comparable vector (0 for a vector query).")
+        seeds_unknown = serializers.IntegerField(help_text="Seed keys with no visible profile.")
+        results = NeighbourSerializer(many=True)
+
+        class Meta:
+            ref_name = "Lookalike"
+
+    @extend_schema(
+        summary="Nearest customers to a vector, or lookalike expansion of a seed audience",
+        request=InputSerializer,
+        responses={
+            200: OutputSerializer,
+            400: OpenApiResponse(description="Malformed input, or no seed has a vector in this space."),
+            403: OpenApiResponse(description="Token lacks similarity:read."),
+        },
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data, where = serializer.validated_data, serializer.neighbour_filter()
+        if "vector" in data:
+            pairs = selectors.profiles_near_vector(
+                vector=data["vector"], space=data["space"], k=data["n"], ef_search=data["ef_search"], where=where,
+            )
+            body = {"method": "vector", "space": data["space"], "seeds_used": 0, "seeds_unknown": 0, "results": pairs}
+        else:
+            keys = list(dict.fromkeys(data["seed_keys"]))
+            seeds = selectors.profiles_by_keys(keys=keys)
+            result = selectors.lookalike_expand(
+                seeds=seeds, n=data["n"], space=data["space"], method=data["method"], ef_search=data["ef_search"],
+                where=where,
+            )
+            if result.seeds_used == 0:
+                raise exceptions.ValidationError(
+                    {"seed_keys": [f"None of the seeds has a profile with a vector in the {data['space']} space."]}
+                )
+            body = {"method": result.method, "space": result.space, "seeds_used": result.seeds_used,
+                    "seeds_unknown": len(keys) - len(seeds), "results": result.results}
+        body["results"] = _neighbours(body["results"])
+        return Response(body)
+
+
+class ProfileRecommendationsApi(APIView):
+    required_scopes = (Scope.PROFILES_READ,)
+
+    class QuerySerializer(serializers.Serializer):
+        k = _bounded_k("k", settings.API_MAX_K, 10)
+        max_per_category = serializers.IntegerField(
+            required=False, min_value=1, max_value=settings.API_MAX_K,
+            help_text="At most this many items of one top-level category (variety); unlimited when absent.",
+        )
+
+        class Meta:
+            ref_name = "RecommendationsQuery"
+
+    class ItemSerializer(serializers.Serializer):
+        sku = serializers.CharField(source="item.sku")
+        title = serializers.CharField(source="item.title")
+        category = serializers.CharField(source="item.category_path")
+        score = serializers.FloatField()
+        reason = serializers.CharField(help_text="embedding, popular_in_category or popular")
+
+        class Meta:
+            ref_name = "RecommendedItem"
+
+    class OutputSerializer(serializers.Serializer):
+        method = serializers.CharField(help_text="embedding (user·item scores) or popular (cold start)")
+        model_version = serializers.IntegerField(source="model_version_id", allow_null=True)
+        items = serializers.SerializerMethodField()
+
+        class Meta:
+            ref_name = "Recommendations"
+
+        def get_items(self, result) -> list[dict]:
+            return ProfileRecommendationsApi.ItemSerializer(result.items, many=True).data
+
+    @extend_schema(
+        summary="Items to recommend to this customer",
+        description=(
+            "Ranked by the customer's learned embedding against item embeddings of the same model version; items "
+            "already bought or rated are left out. Customers without an embedding get the most bought items of "
+            "their preferred categories, then of the shop."
+        ),
+        parameters=[*_KEY_PARAMETERS, QuerySerializer],
+        responses={
+            200: OutputSerializer,
+            400: OpenApiResponse(description="A parameter out of bounds or malformed; the body names it."),
+            403: OpenApiResponse(description="Token lacks profiles:read."),
+            404: OpenApiResponse(description="No profile for this customer."),
+        },
+    )
+    def get(self, request, key: str):
+        query = _query_params(self.QuerySerializer, request)
+        profile = _profile_from_path(request, key)
+        result = recommendations.recommendations_for(
+            profile=profile, k=query.validated_data["k"], max_per_category=query.validated_data.get("max_per_category"),
+        )
+        return Response(self.OutputSerializer(result).data)

@@ -1,5 +1,7 @@
 """Property-based fuzzing of the REST API from its own OpenAPI schema (schemathesis): whatever a
-client sends, the answer is a 4xx with a reason or a success, never a server error."""
+client sends, the answer is a 4xx with a reason or a success, never a server error; every answer
+conforms to the schema (status code, content type, body); the same request without a token is
+refused."""
 
 import os
 
@@ -8,8 +10,14 @@ import schemathesis
 from django.core import signals
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    ignored_auth,
+    not_a_server_error,
+    response_schema_conformance,
+)
 
+from access.models import Scope
 from access.services import api_token_create
 from config.wsgi import application
 
@@ -26,7 +34,7 @@ def token(db) -> str:
     # (Django's own test client disconnects the same handler).
     signals.request_started.disconnect(close_old_connections)
     signals.request_finished.disconnect(close_old_connections)
-    yield api_token_create(name="fuzz", scopes=["events:write"])[1]
+    yield api_token_create(name="fuzz", scopes=[s.value for s in Scope])[1]
     signals.request_started.connect(close_old_connections)
     signals.request_finished.connect(close_old_connections)
 
@@ -34,4 +42,7 @@ def token(db) -> str:
 @schema.parametrize()
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=FUZZ_DERANDOMIZE, suppress_health_check=list(HealthCheck))
 def test_api_answers_every_generated_request_without_a_server_error(case, token):
-    case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, checks=[not_a_server_error])
+    case.call_and_validate(
+        headers={"Authorization": f"Bearer {token}"},
+        checks=[not_a_server_error, response_schema_conformance, content_type_conformance, ignored_auth],
+    )

@@ -1,0 +1,223 @@
+"""REST API of segments: read with `profiles:read`, create, refresh and delete with `segments:write`."""
+
+from django.conf import settings
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions, serializers, status
+from rest_framework.generics import get_object_or_404
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from access.models import Scope
+from config.pagination import BoundedPageNumberPagination
+from ingestion.apis import BoundedJSONParser
+from profiles import selectors as profile_selectors
+from segments import selectors, services
+from segments.models import Segment, SegmentKind
+from segments.rules import FIELDS, RuleError, rule_canonical, rule_parse, rule_to_q
+
+_READ_WRITE = {"GET": (Scope.PROFILES_READ,), "POST": (Scope.SEGMENTS_WRITE,), "DELETE": (Scope.SEGMENTS_WRITE,)}
+
+
+class SegmentSerializer(serializers.ModelSerializer):
+    trend = serializers.SerializerMethodField(help_text="Size after each of the last 30 refreshes.")
+
+    class Meta:
+        model = Segment
+        ref_name = "Segment"
+        fields = ("id", "name", "kind", "rule", "description", "status", "size", "error", "created_at", "refreshed_at",
+                  "trend")
+
+    def get_trend(self, segment) -> list[dict]:
+        return [{"size": t["size"], "taken_at": t["taken_at"].isoformat()} for t in selectors.segment_trend(segment=segment)]
+
+
+def _rule_error(error: RuleError) -> exceptions.ValidationError:
+    return exceptions.ValidationError({"rule": [str(error)]})
+
+
+class SegmentListApi(APIView):
+    parser_classes = [BoundedJSONParser]
+    pagination_class = BoundedPageNumberPagination
+    required_scopes = _READ_WRITE
+
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=200)
+        kind = serializers.ChoiceField(choices=[SegmentKind.RULE.value, SegmentKind.LOOKALIKE.value])
+        rule = serializers.CharField(required=False, max_length=2000, help_text="Rule segments: the filter.")
+        seed_keys = serializers.ListField(
+            child=serializers.RegexField(r"^[0-9a-f]{64}$", max_length=64), required=False, min_length=1,
+            max_length=settings.API_MAX_SEEDS, help_text="Lookalike segments: pseudonymous keys of the seed.",
+        )
+        size = serializers.IntegerField(required=False, default=1000, min_value=1, max_value=settings.SEGMENT_MAX_LOOKALIKE)
+        method = serializers.ChoiceField(choices=profile_selectors.LOOKALIKE_METHODS, default="centroid")
+        space = serializers.ChoiceField(choices=list(profile_selectors.SPACES), default="fused")
+
+        class Meta:
+            ref_name = "SegmentInput"
+
+        def validate(self, data):
+            if data["kind"] == SegmentKind.RULE and not data.get("rule"):
+                raise serializers.ValidationError({"rule": ["A rule segment needs a rule."]})
+            if data["kind"] == SegmentKind.LOOKALIKE and not data.get("seed_keys"):
+                raise serializers.ValidationError({"seed_keys": ["A lookalike segment needs seed keys."]})
+            return data
+
+    @extend_schema(summary="Segments", responses={200: SegmentSerializer(many=True)})
+    def get(self, request):
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(selectors.segments_list(), request, view=self)
+        return paginator.get_paginated_response(SegmentSerializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Create a rule or lookalike segment",
+        description=(
+            "The segment is created `pending` and its members are computed by a worker; poll the segment until "
+            "`ready`. Rule language: comparisons (`= != < <= > >= in, not in, is null, is not null`) of traits, "
+            "joined with and / or / not and parentheses, e.g. `lifecycle_stage = \"active\" and monetary > 100`."
+        ),
+        request=InputSerializer,
+        responses={201: SegmentSerializer, 400: OpenApiResponse(description="Invalid input; the body names the field."),
+                   403: OpenApiResponse(description="Token lacks segments:write.")},
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            if data["kind"] == SegmentKind.RULE:
+                segment = services.segment_create_rule(name=data["name"], rule=data["rule"])
+            else:
+                segment = services.segment_create_lookalike(
+                    name=data["name"], seed_keys=data["seed_keys"], size=data["size"], method=data["method"],
+                    space=data["space"],
+                )
+        except RuleError as error:
+            raise _rule_error(error) from None
+        except services.SegmentError as error:
+            raise exceptions.ValidationError({"seed_keys": [str(error)]}) from None
+        return Response(SegmentSerializer(segment).data, status=status.HTTP_201_CREATED)
+
+
+class SegmentClustersApi(APIView):
+    parser_classes = [BoundedJSONParser]
+    required_scopes = (Scope.SEGMENTS_WRITE,)
+
+    class InputSerializer(serializers.Serializer):
+        k = serializers.IntegerField(min_value=2, max_value=services.MAX_CLUSTERS)
+        space = serializers.ChoiceField(choices=list(profile_selectors.SPACES), default="embedding")
+        name_prefix = serializers.CharField(max_length=150, default="Cluster")
+
+        class Meta:
+            ref_name = "ClusterSegmentsInput"
+
+    @extend_schema(
+        summary="Create k cluster segments (k-means over profile vectors)",
+        description="A worker fits k-means, then describes each cluster by its top categories and RFM medians.",
+        request=InputSerializer,
+        responses={201: SegmentSerializer(many=True), 400: OpenApiResponse(description="Invalid input."),
+                   403: OpenApiResponse(description="Token lacks segments:write.")},
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        segments = services.segments_create_clusters(**serializer.validated_data)
+        return Response(SegmentSerializer(segments, many=True).data, status=status.HTTP_201_CREATED)
+
+
+class SegmentDetailApi(APIView):
+    required_scopes = _READ_WRITE
+
+    @extend_schema(summary="A segment", responses={200: SegmentSerializer, 404: OpenApiResponse(description="No such segment.")})
+    def get(self, request, segment_id: int):
+        return Response(SegmentSerializer(get_object_or_404(Segment, pk=segment_id)).data)
+
+    @extend_schema(summary="Delete a segment", responses={204: None, 404: OpenApiResponse(description="No such segment.")})
+    def delete(self, request, segment_id: int):
+        services.segment_delete(segment=get_object_or_404(Segment, pk=segment_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SegmentRefreshApi(APIView):
+    required_scopes = (Scope.SEGMENTS_WRITE,)
+
+    @extend_schema(summary="Recompute a segment's members now (queued)", request=None,
+                   responses={202: SegmentSerializer, 404: OpenApiResponse(description="No such segment.")})
+    def post(self, request, segment_id: int):
+        from segments.tasks import segment_refresh_task
+
+        segment = get_object_or_404(Segment, pk=segment_id)
+        segment_refresh_task.delay(segment.pk)
+        return Response(SegmentSerializer(segment).data, status=status.HTTP_202_ACCEPTED)
+
+
+class MemberSerializer(serializers.Serializer):
+    key = serializers.CharField(source="customer.key")
+    score = serializers.FloatField(allow_null=True, help_text="Similarity to the seed or centroid; null for rules.")
+    added_at = serializers.DateTimeField(help_text="Member since.")
+
+    class Meta:
+        ref_name = "SegmentMember"
+
+
+class SegmentMembersApi(APIView):
+    pagination_class = BoundedPageNumberPagination
+    required_scopes = (Scope.PROFILES_READ,)
+
+    @extend_schema(summary="A segment's members", responses={200: MemberSerializer(many=True),
+                                                              404: OpenApiResponse(description="No such segment.")})
+    def get(self, request, segment_id: int):
+        segment = get_object_or_404(Segment, pk=segment_id)
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(selectors.segment_members(segment=segment), request, view=self)
+        return paginator.get_paginated_response(MemberSerializer(page, many=True).data)
+
+
+class SegmentExportApi(APIView):
+    required_scopes = (Scope.PROFILES_READ,)
+
+    @extend_schema(
+        summary="All of a segment's members as CSV (key, score, member since)",
+        responses={(200, "text/csv"): OpenApiTypes.STR, 404: OpenApiResponse(description="No such segment.")},
+    )
+    def get(self, request, segment_id: int):
+        segment = get_object_or_404(Segment, pk=segment_id)
+        response = StreamingHttpResponse(selectors.segment_members_csv(segment=segment), content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="segment-{segment.pk}.csv"'
+        return response
+
+
+class RuleValidateApi(APIView):
+    parser_classes = [BoundedJSONParser]
+    required_scopes = (Scope.SEGMENTS_WRITE,)
+
+    class InputSerializer(serializers.Serializer):
+        rule = serializers.CharField(max_length=2000)
+
+        class Meta:
+            ref_name = "RuleInput"
+
+    class OutputSerializer(serializers.Serializer):
+        canonical = serializers.CharField(help_text="The rule as the store reads it.")
+        matching = serializers.IntegerField(help_text="Visible profiles it selects now.")
+        fields = serializers.ListField(child=serializers.CharField(), help_text="Every field a rule may name.")
+
+        class Meta:
+            ref_name = "RuleCheck"
+
+    @extend_schema(
+        summary="Check a rule and count the profiles it selects",
+        request=InputSerializer,
+        responses={200: OutputSerializer, 400: OpenApiResponse(description="The rule is invalid; `rule` says where and why.")},
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            rule = rule_parse(serializer.validated_data["rule"])
+            canonical = rule_canonical(serializer.validated_data["rule"])
+            matching = profile_selectors.profiles_visible().filter(rule_to_q(rule)).count()
+        except RuleError as error:
+            raise _rule_error(error) from None
+        return Response({"canonical": canonical, "matching": matching, "fields": sorted(FIELDS)})
