@@ -110,6 +110,9 @@ API_MAX_PAGE_SIZE = env.int("API_MAX_PAGE_SIZE", default=500)
 API_MAX_K = env.int("API_MAX_K", default=100)
 API_MAX_LOOKALIKE = env.int("API_MAX_LOOKALIKE", default=1_000)
 API_MAX_SEEDS = env.int("API_MAX_SEEDS", default=1_000)
+# Default HNSW search breadth of similarity requests (a request may set 10..1000): bench/similarity.py
+# measured recall@10 0.959, p99 6.1 ms at 1M profiles with the profile indexes' m=16, ef_construction=64.
+SIMILARITY_EF_SEARCH = env.int("SIMILARITY_EF_SEARCH", default=300)
 # Segment materialisation: lookalike segments up to this size, refreshed every N minutes by beat.
 SEGMENT_MAX_LOOKALIKE = env.int("SEGMENT_MAX_LOOKALIKE", default=100_000)
 SEGMENT_REFRESH_MINUTES = env.int("SEGMENT_REFRESH_MINUTES", default=60)

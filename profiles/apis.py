@@ -126,7 +126,8 @@ class SimilarQuerySerializer(FilterSerializer):
     space = serializers.ChoiceField(choices=list(selectors.SPACES), default="fused",
                                     help_text="traits, embedding (learned) or fused (both, weighted).")
     ef_search = serializers.IntegerField(
-        required=False, default=100, min_value=selectors.EF_SEARCH_BOUNDS[0], max_value=selectors.EF_SEARCH_BOUNDS[1],
+        required=False, default=settings.SIMILARITY_EF_SEARCH, min_value=selectors.EF_SEARCH_BOUNDS[0],
+        max_value=selectors.EF_SEARCH_BOUNDS[1],
         help_text="HNSW search breadth: higher is more exact and slower.",
     )
 
@@ -231,8 +232,10 @@ class LookalikeApi(APIView):
         space = serializers.ChoiceField(choices=list(selectors.SPACES), default="fused")
         method = serializers.ChoiceField(choices=selectors.LOOKALIKE_METHODS, default="centroid",
                                          help_text="centroid: one search around the seeds' mean; multi_query: one per seed.")
-        ef_search = serializers.IntegerField(required=False, default=100, min_value=selectors.EF_SEARCH_BOUNDS[0],
-                                             max_value=selectors.EF_SEARCH_BOUNDS[1])
+        ef_search = serializers.IntegerField(
+            required=False, default=settings.SIMILARITY_EF_SEARCH, min_value=selectors.EF_SEARCH_BOUNDS[0],
+            max_value=selectors.EF_SEARCH_BOUNDS[1],
+        )
 
         class Meta:
             ref_name = "LookalikeInput"
