@@ -115,14 +115,14 @@ class FilterSerializer(serializers.Serializer):
         )
 
 
-def _bounded_k(name: str, maximum: int, default: int):
+def _bounded_k(maximum: int, default: int):
     return serializers.IntegerField(
         required=False, default=default, min_value=1, max_value=maximum, help_text=f"1 to {maximum}.",
     )
 
 
 class SimilarQuerySerializer(FilterSerializer):
-    k = _bounded_k("k", settings.API_MAX_K, 10)
+    k = _bounded_k(settings.API_MAX_K, 10)
     space = serializers.ChoiceField(choices=list(selectors.SPACES), default="fused",
                                     help_text="traits, embedding (learned) or fused (both, weighted).")
     ef_search = serializers.IntegerField(
@@ -305,7 +305,7 @@ class ProfileRecommendationsApi(APIView):
     required_scopes = (Scope.PROFILES_READ,)
 
     class QuerySerializer(serializers.Serializer):
-        k = _bounded_k("k", settings.API_MAX_K, 10)
+        k = _bounded_k(settings.API_MAX_K, 10)
         max_per_category = serializers.IntegerField(
             required=False, min_value=1, max_value=settings.API_MAX_K,
             help_text="At most this many items of one top-level category (variety); unlimited when absent.",

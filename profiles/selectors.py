@@ -33,8 +33,8 @@ def profile_get(*, key: str) -> Profile | None:
     """The visible profile of the customer with this pseudonymous key, or None (also for a customer
     merged into another: its profile lives on in the survivor's)."""
     return (
-        profiles_visible().select_related("customer", "feature_set", "model_version")
-        .defer("feature_set__pipeline", "model_version__item_ids")
+        profiles_visible().select_related("customer", "feature_set")
+        .defer("feature_set__pipeline", "feature_set__report")
         .filter(customer__key=key)
         .first()
     )

@@ -276,8 +276,9 @@ def _model_of(version_id: int, path: str, checksum: str):
 
 
 @functools.lru_cache(maxsize=2)
-def _vocabulary_of(version_id: int) -> np.ndarray:
-    """A version's item ids (fixed once trained), read once per process, not per refresh."""
+def _vocabulary_of(version_id: int, checksum: str) -> np.ndarray:
+    """A version's item ids (fixed once trained), read once per process, not per refresh. Keyed by
+    the artifact's checksum too: a restored or re-created database may reuse a version's id."""
     return np.asarray(ModelVersion.objects.values_list("item_ids", flat=True).get(pk=version_id), dtype="int64")
 
 
@@ -296,7 +297,7 @@ def customer_embeddings_encode(*, customer_ids: list[int], version: ModelVersion
     frame = _events_frame(customer_ids=customer_ids, before=before)
     if frame.empty:
         return {}
-    seqs = _sequences(frame, _vocabulary_of(version.pk), price_edges=model.config.price_edges)
+    seqs = _sequences(frame, _vocabulary_of(version.pk, version.artifact_sha256), price_edges=model.config.price_edges)
     out = {}
     for start in range(0, len(seqs.customers), 2048):
         part = np.arange(start, min(start + 2048, len(seqs.customers)))
@@ -345,6 +346,7 @@ def item_embeddings_write(*, version: ModelVersion, model=None) -> dict:
         ) as copy:
             for item_id, vector, content_only in rows:
                 copy.write_row([int(item_id), version.pk, _vector_text(vector), content_only])
+        cursor.execute("ANALYZE training_itemembedding")
     return {"items": len(rows), "from_content_only": sum(1 for r in rows if r[2])}
 
 
