@@ -368,3 +368,22 @@ def test_the_demo_creates_its_example_segments_once(shop, capsys):
     segments = Segment.objects.filter(kind=SegmentKind.RULE)
     assert segments.count() == 3 and all(s.status == SegmentStatus.READY for s in segments)
     assert "left as they are" in capsys.readouterr().out
+
+
+def test_a_refresh_is_queued_for_the_worker(shop, make_api_client):
+    import redis
+
+    from config.celery import app
+
+    writer = make_api_client("segments:write")
+    segment = segment_services.segment_create_rule(name="all", rule="events >= 1", refresh="none")
+    app.control.purge()
+
+    queued = writer.post(f"/api/v1/segments/{segment.pk}/refresh")
+    unknown = writer.post("/api/v1/segments/999999/refresh")
+
+    broker = redis.Redis.from_url(app.conf.broker_url)
+    assert queued.status_code == 202 and queued.json()["id"] == segment.pk
+    assert unknown.status_code == 404
+    assert broker.llen("profiles") == 1
+    app.control.purge()
