@@ -16,7 +16,7 @@ from training.services import training_run_create, training_run_execute
 
 pytestmark = pytest.mark.django_db(transaction=True)
 CNN = {"model": {"max_len": 50, "content": False, "future_window": 8, "aux_weight": 0.0},
-       "train": {"epochs": 40, "patience": 6, "batch_size": 64}}
+       "train": {"epochs": 40, "patience": 10, "batch_size": 64}}
 
 
 def _held_out_split(source, target) -> dict[str, str]:

@@ -23,6 +23,9 @@ COPY (
     SELECT e.customer_id, coalesce(e.item_id, 0), e.event_type, extract(epoch FROM e.occurred_at), e.value
     FROM ingestion_event e JOIN ingestion_customer c ON c.id = e.customer_id AND c.merged_into_id IS NULL
     WHERE {where}
+    -- a total order: events at the same instant (MovieLens rates many films in one second) keep the
+    -- same order in every read, so a run, its resume and a re-encode see the same sequences
+    ORDER BY e.customer_id, e.occurred_at, e.event_id
 ) TO STDOUT (FORMAT csv)
 """
 
