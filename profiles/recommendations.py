@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
 
@@ -61,7 +62,9 @@ def _by_embedding(profile: Profile, exclude: list[int], limit: int) -> list[tupl
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)",
-            [str(min(1000, max(40, limit)))],
+            # the breadth of similarity search (SIMILARITY_EF_SEARCH): the walk also has to step over
+            # every item the customer already bought or rated
+            [str(min(1000, max(settings.SIMILARITY_EF_SEARCH, limit)))],
         )
         cursor.execute(
             "SELECT item_id, -(embedding <#> %s::vector) FROM training_itemembedding"
