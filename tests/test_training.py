@@ -8,6 +8,7 @@ import pytest
 from django.core.management import call_command
 
 from ingestion.services import synthetic_shop_load
+from ingestion.models import Customer, Event
 from profiles import selectors
 from profiles.models import Profile
 from profiles.services import profiles_build
@@ -32,8 +33,11 @@ def test_a_run_trains_activates_and_profiles_carry_its_embeddings(profiled_shop,
     run = TrainingRun.objects.get()
     version = ModelVersion.objects.get()
     assert run.status == RunStatus.SUCCEEDED and run.device == "cpu" and len(run.history) == 2
-    with_events = Profile.objects.filter(events_included__gt=0).count()
-    assert run.dataset["customers"] == with_events and run.dataset["events"] == 20_000
+    # customers who opted out of profiling are left out of training (and get no embedding)
+    with_events = Profile.objects.filter(events_included__gt=0, customer__consent_profiling=True).count()
+    consenting_events = Event.objects.filter(customer__consent_profiling=True).count()
+    assert run.dataset["customers"] == with_events and run.dataset["events"] == consenting_events < 20_000
+    assert run.dataset["opted_out_excluded"] == Customer.objects.filter(consent_profiling=False).count() > 0
     assert version.is_active and version.gate["passed"] and len(version.artifact_sha256) == 64
     profiles = Profile.objects.exclude(embedding=None)
     assert profiles.count() == with_events and set(profiles.values_list("model_version", flat=True)) == {version.pk}
@@ -78,7 +82,8 @@ def test_the_celery_training_task_trains_end_to_end(profiled_shop, celery_worker
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED, run.error
     assert ModelVersion.objects.get(run=run).is_active
-    assert Profile.objects.exclude(embedding=None).count() == Profile.objects.filter(events_included__gt=0).count()
+    assert Profile.objects.exclude(embedding=None).count() == Profile.objects.filter(
+        events_included__gt=0, customer__consent_profiling=True).count()
 
 
 def test_items_get_embeddings_of_the_version_and_unseen_items_one_from_their_text(profiled_shop):

@@ -15,13 +15,15 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from ingestion.models import Item
+from ingestion.models import Customer, Item
 from training.models import ItemEmbedding, ModelVersion, RunStatus, TrainingRun
 
 _EVENTS_COPY = """
 COPY (
     SELECT e.customer_id, coalesce(e.item_id, 0), e.event_type, extract(epoch FROM e.occurred_at), e.value
-    FROM ingestion_event e JOIN ingestion_customer c ON c.id = e.customer_id AND c.merged_into_id IS NULL
+    FROM ingestion_event e
+    -- live customers who consent to profiling (an opt-out leaves every later training run)
+    JOIN ingestion_customer c ON c.id = e.customer_id AND c.merged_into_id IS NULL AND c.consent_profiling
     WHERE {where}
     -- a total order: events at the same instant (MovieLens rates many films in one second) keep the
     -- same order in every read, so a run, its resume and a re-encode see the same sequences
@@ -74,8 +76,13 @@ def training_dataset_read():
     frame = _events_frame()
     vocabulary = np.unique(frame["item"][frame["item"] > 0].to_numpy("int64"))
     seqs = _sequences(frame, vocabulary)
+    from privacy.models import ErasureLedger
+
     described = {"customers": int(len(seqs.customers)), "items": int(len(vocabulary)), "events": int(len(frame)),
-                 "read_at": read_at.isoformat()}
+                 "read_at": read_at.isoformat(),
+                 # the manifest of who is not in it: erased subjects (their rows are gone) and opt-outs
+                 "erased_subjects_excluded": ErasureLedger.objects.filter(erased_at__lte=read_at).count(),
+                 "opted_out_excluded": Customer.objects.filter(consent_profiling=False).count()}
     return seqs, vocabulary.tolist(), described
 
 
