@@ -5,9 +5,12 @@ from pathlib import Path
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import HttpResponseRedirect
-from django.urls import reverse
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
@@ -26,6 +29,7 @@ from ingestion.models import (
     QuarantinedRow,
     SocialEdge,
 )
+from ingestion.pii import customer_pii_reveal
 
 
 def mask_email(value: str | None) -> str:
@@ -67,6 +71,36 @@ class CustomerAdmin(admin.ModelAdmin):
     @admin.display(description=_("phone (masked)"))
     def phone_masked(self, obj):
         return mask_text(pii_decrypt(obj.phone_encrypted))
+
+    def get_urls(self):
+        return [
+            path("<path:object_id>/reveal/", self.admin_site.admin_view(self.reveal_view), name="ingestion_customer_reveal"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}), "can_reveal_pii": request.user.has_perm("ingestion.view_pii")}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def reveal_view(self, request, object_id):
+        # a reveal is audited, so it must never happen as the side effect of a GET (prefetch, link, reload)
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        customer = self.get_object(request, unquote(object_id))
+        if customer is None:
+            raise Http404
+        clear = customer_pii_reveal(customer=customer, actor=request.user)
+        labels = {"email": _("email"), "name": _("name"), "phone": _("phone")}
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Personal data of %(customer)s") % {"customer": customer},
+            "opts": self.opts,
+            "original": customer,
+            "revealed": [(labels[name], value) for name, value in clear.items()],
+        }
+        return TemplateResponse(request, "admin/ingestion/customer/reveal.html", context)
 
 
 @admin.register(Item)

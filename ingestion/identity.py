@@ -4,7 +4,7 @@ import hashlib
 import hmac
 from functools import cache, lru_cache
 
-from cryptography.fernet import Fernet, MultiFernet
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 
 
@@ -47,3 +47,14 @@ def pii_decrypt(token: bytes | memoryview | None) -> str | None:
     if token is None:
         return None
     return _fernet().decrypt(bytes(token)).decode()
+
+
+def pii_rotate(token: bytes | memoryview) -> bytes:
+    """The token re-encrypted under the newest key. A token already under the newest key comes back
+    unchanged, so a rotation that is run again (or resumed) rewrites nothing."""
+    token = bytes(token)
+    try:
+        Fernet(settings.PII_ENCRYPTION_KEYS[0].encode()).decrypt(token)
+        return token
+    except InvalidToken:
+        return _fernet().rotate(token)

@@ -34,6 +34,7 @@ class Customer(models.Model):
     class Meta:
         verbose_name = _("customer")
         verbose_name_plural = _("customers")
+        permissions = [("view_pii", _("Can see customers' personal data unmasked (every reveal is audited)"))]
 
     def __str__(self) -> str:
         return f"{self.source}:{self.key[:12]}"
