@@ -60,6 +60,7 @@ bench: install redis migrate
 	$(PY) bench/refresh_latency.py
 	$(PY) bench/similarity.py
 	$(PY) bench/api_load.py
+	$(PY) bench/erasure.py
 
 db-stop:
 	-$(PY) -c "from pathlib import Path; from pgserver._commands import pg_ctl; pg_ctl(['-w','stop'], pgdata=Path('var/pgdata').resolve(), user='pgserver' if __import__('os').geteuid()==0 else None)"

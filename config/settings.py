@@ -8,6 +8,16 @@ DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = dev_secret("SECRET_KEY", VAR_DIR / "secrets" / "django_secret_key")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# HTTPS in production (README "Configuration"): off by default so `make run` serves plain HTTP on
+# loopback; `manage.py check --deploy` passes once these are set (tests/test_settings.py).
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+if env.bool("BEHIND_TLS_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -165,6 +175,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "segments.tasks.segments_refresh_all_task",
         "schedule": SEGMENT_REFRESH_MINUTES * 60.0,
     },
+    "unlearning-retirement": {
+        "task": "privacy.tasks.unlearning_retire_task",
+        "schedule": crontab(minute=30, hour=PROFILE_REBUILD_HOUR_UTC),
+    },
+    "privacy-requests-retry": {"task": "privacy.tasks.privacy_requests_retry_task", "schedule": 15 * 60.0},
     "weekly-retraining": {
         "task": "training.tasks.training_scheduled_task",
         "schedule": crontab(minute=0, hour=TRAINING_RETRAIN_HOUR_UTC, day_of_week=TRAINING_RETRAIN_WEEKDAY),
@@ -197,6 +212,13 @@ PROFILE_FIT_SAMPLE_CUSTOMERS = env.int("PROFILE_FIT_SAMPLE_CUSTOMERS", default=2
 PROFILE_REFRESH_BATCH_CUSTOMERS = env.int("PROFILE_REFRESH_BATCH_CUSTOMERS", default=500)
 PROFILE_REFRESH_MAX_CUSTOMERS = env.int("PROFILE_REFRESH_MAX_CUSTOMERS", default=20_000)
 PROFILE_BUILD_REINDEX_MIN_CUSTOMERS = env.int("PROFILE_BUILD_REINDEX_MIN_CUSTOMERS", default=20_000)
+
+# Privacy (README "Privacy"): model versions trained on an erased subject's data are retired
+# within this many days (the unlearning policy); access exports can be downloaded this long.
+PRIVACY_MODEL_RETIREMENT_DAYS = env.int("PRIVACY_MODEL_RETIREMENT_DAYS", default=7)
+PRIVACY_EXPORT_DAYS = env.int("PRIVACY_EXPORT_DAYS", default=7)
+# Total privacy budget of one differentially private release of aggregates (privacy/dp.py).
+DP_EPSILON = env.float("DP_EPSILON", default=1.0)
 
 # Trained model artifacts (checkpoints), one directory per training run.
 MODELS_DIR = env.path("MODELS_DIR", default=VAR_DIR / "models")

@@ -104,6 +104,7 @@ class EventBatchApi(BatchApi):
         duplicates = serializers.IntegerField(help_text="Event ids already stored or repeated in the batch.")
         removed = serializers.IntegerField(help_text="Near-duplicate noise dropped by cleaning.")
         flagged = serializers.IntegerField(help_text="Stored with a bot or price-outlier flag.")
+        refused = serializers.IntegerField(help_text="Not stored: the subject asked us to stop processing their data.")
 
     @extend_schema(
         summary="Ingest a batch of events (atomic)",

@@ -110,11 +110,18 @@ class _ChunkOutcome:
     blank_lines: int
     progress_done: int
     payload: bytes
+    rows: int  # events in the payload
+    refused: int  # rows of suppressed subjects, dropped before any customer was created
+    external_ids: list[str]  # customers of the payload, re-checked against suppression at store time
 
 
 def _prepare_chunk(frame: pd.DataFrame, chunk, rules: CleaningRules, references: bulk.ReferenceIds) -> _ChunkOutcome:
+    # before cleaning, so a suppressed subject's rejected row is not quarantined (kept verbatim)
+    frame, refused_raw = _without_suppressed(frame, references.source)
     cleaned = events_clean(frame, rules=rules)
-    payload = bulk.events_payload(events=cleaned.events, references=references) if len(cleaned.events) else b""
+    events, refused = _without_suppressed(cleaned.events, references.source)
+    refused += refused_raw
+    payload = bulk.events_payload(events=events, references=references) if len(events) else b""
     raw = []
     if cleaned.rejected:
         position_of_line = pd.Series(np.arange(len(frame)), index=frame["_line"].to_numpy())
@@ -128,6 +135,9 @@ def _prepare_chunk(frame: pd.DataFrame, chunk, rules: CleaningRules, references:
         blank_lines=chunk.blank_lines,
         progress_done=chunk.bytes_done,
         payload=payload,
+        rows=len(events),
+        refused=refused,
+        external_ids=[str(e) for e in events["customer_id"].unique()] if len(events) else [],
     )
 
 
@@ -140,8 +150,25 @@ def _store_chunk(
     job_id: int, references: bulk.ReferenceIds, outcome: _ChunkOutcome, report: Counter, report_lock: threading.Lock
 ) -> None:
     """One transaction: the chunk's events, its quarantined rows and the job's counters."""
-    with transaction.atomic():
-        merged = bulk.events_merge_payload(payload=outcome.payload, rows=len(outcome.cleaned.events), import_job_id=job_id)
+    from privacy.services import ingest_guard
+    from privacy.selectors import suppressed_external_ids
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        ingest_guard(cursor)
+        merged = bulk.events_merge_payload(payload=outcome.payload, rows=outcome.rows, import_job_id=job_id)
+        # a subject suppressed since the chunk was prepared: take back what this chunk wrote
+        late = suppressed_external_ids(source=references.source, external_ids=outcome.external_ids)
+        refused = outcome.refused
+        if late:
+            late_ids = [references.customers[e] for e in late]
+            cursor.execute("DELETE FROM ingestion_event WHERE import_job_id = %s AND customer_id = ANY(%s)", [job_id, late_ids])
+            refused += cursor.rowcount
+            merged.inserted -= cursor.rowcount
+            cursor.execute(
+                "DELETE FROM ingestion_customer c WHERE c.id = ANY(%s)"
+                " AND NOT EXISTS (SELECT 1 FROM ingestion_event e WHERE e.customer_id = c.id)",
+                [late_ids],
+            )
         quarantine = [
             QuarantinedRow(job_id=job_id, line_number=r.line, raw=_storable(r.raw), reason=_storable(r.reason))
             for r in outcome.malformed
@@ -155,6 +182,8 @@ def _store_chunk(
             report["malformed_line"] += len(outcome.malformed)
             report["blank_line_skipped"] += outcome.blank_lines
             report["duplicate_already_stored"] += merged.conflicts
+            if refused:
+                report["refused_suppressed_subject"] += refused
             report["customers_created_from_events"] = references.customers_created
             report["items_created_from_events"] = references.items_created
             report_snapshot = dict(sorted(report.items()))
@@ -375,6 +404,22 @@ class BatchResult:
     removed: int
     flagged: int
     customer_ids: list[int]  # internal ids of the customers that got new events, sorted
+    refused: int = 0  # rows of suppressed subjects: not stored, no customer created
+
+
+def _without_suppressed(events: pd.DataFrame, source: str) -> tuple[pd.DataFrame, int]:
+    """The rows whose subject is not on the suppression list, and how many were dropped. Inside a
+    writer's transaction, call it after `ingest_guard`: an erasure running now either sees these
+    rows or they see its suppression."""
+    from privacy.selectors import suppressed_external_ids
+
+    if not len(events) or "customer_id" not in events:
+        return events, 0
+    suppressed = suppressed_external_ids(source=source, external_ids=events["customer_id"].dropna().unique())
+    if not suppressed:
+        return events, 0
+    keep = ~events["customer_id"].isin(suppressed)
+    return events[keep], int((~keep).sum())
 
 
 ANONYMOUS_ID_FIELD = "anonymous_id"
@@ -440,14 +485,21 @@ def events_ingest_batch(*, rows: list, source: str = "default") -> BatchResult:
         for e in errors:
             merged.setdefault(e["index"], {}).update(e["errors"])
         raise BatchRejected([{"index": i, "errors": merged[i]} for i in sorted(merged)])
-    with transaction.atomic():
+    from privacy.services import ingest_guard
+
+    refused = 0
+    with transaction.atomic(), connection.cursor() as cursor:
+        ingest_guard(cursor)
+        allowed = []
+        for cleaned, references in groups:
+            events, refused_here = _without_suppressed(cleaned.events, references.source)
+            refused += refused_here
+            allowed.append((events, references))
         payload = b"".join(
-            bulk.events_payload(events=cleaned.events, references=references)
-            for cleaned, references in groups if len(cleaned.events)
+            bulk.events_payload(events=events, references=references) for events, references in allowed if len(events)
         )
         result = bulk.events_merge_payload(
-            payload=payload, rows=sum(len(cleaned.events) for cleaned, _ in groups), import_job_id=None,
-            report_customers=True,
+            payload=payload, rows=sum(len(events) for events, _ in allowed), import_job_id=None, report_customers=True,
         )
     return BatchResult(
         received=len(rows),
@@ -456,6 +508,7 @@ def events_ingest_batch(*, rows: list, source: str = "default") -> BatchResult:
         removed=sum(cleaned.removed for cleaned, _ in groups),
         flagged=sum(cleaned.flagged for cleaned, _ in groups),
         customer_ids=result.customer_ids,
+        refused=refused,
     )
 
 
@@ -479,7 +532,18 @@ PII_FIELDS = {"email": "email_encrypted", "name": "name_encrypted", "phone": "ph
 def customers_upsert(*, rows: Iterable[dict], source: str) -> int:
     """Create or update customers by external id. Only the fields a row carries are updated (a
     repeated id in one batch: later fields win); PII is encrypted before it reaches the database.
-    Returns the number of customers written."""
+    Returns the number of customers written; rows of suppressed subjects are not written."""
+    from privacy.selectors import suppressed_external_ids
+    from privacy.services import ingest_guard
+
+    rows = list(rows)
+    with transaction.atomic(), connection.cursor() as cursor:
+        ingest_guard(cursor)
+        refused = suppressed_external_ids(source=source, external_ids=[str(r["external_id"]) for r in rows])
+        return _customers_write([r for r in rows if str(r["external_id"]) not in refused], source)
+
+
+def _customers_write(rows: list[dict], source: str) -> int:
     values_by_key: dict[str, dict] = {}
     for row in rows:
         values = {name: row[name] for name in CUSTOMER_FIELDS if name in row}
@@ -507,14 +571,24 @@ def items_upsert(*, rows: Iterable[dict]) -> int:
 
 def social_edges_upsert(*, rows: Iterable[dict], source: str) -> int:
     """rows: {source_id, target_id, relation ('follow'|'referral'|'share'), occurred_at?, weight?}.
-    Customers an edge names but the store lacks are created, as for events; self-loops are
-    skipped and an edge already stored is left as it is. Returns the number of edges offered."""
+    Customers an edge names but the store lacks are created, as for events; self-loops and edges
+    touching a suppressed subject are skipped and an edge already stored is left as it is. Returns
+    the number of edges offered and not skipped."""
+    from privacy.selectors import suppressed_external_ids
+    from privacy.services import ingest_guard
+
     rows = [r for r in rows if str(r["source_id"]) != str(r["target_id"])]
     if not rows:
         return 0
     relations = {r.name.lower(): r.value for r in SocialRelation}
     references = bulk.ReferenceIds(source)
     with transaction.atomic(), connection.cursor() as cursor:
+        ingest_guard(cursor)
+        named = {str(r["source_id"]) for r in rows} | {str(r["target_id"]) for r in rows}
+        refused = suppressed_external_ids(source=source, external_ids=named)
+        rows = [r for r in rows if str(r["source_id"]) not in refused and str(r["target_id"]) not in refused]
+        if not rows:
+            return 0
         sources = references.customer_ids(cursor, pd.Series([str(r["source_id"]) for r in rows]))
         targets = references.customer_ids(cursor, pd.Series([str(r["target_id"]) for r in rows]))
         bulk.social_edges_copy_insert(

@@ -22,3 +22,106 @@ class SuppressedSubject(models.Model):
 
     def __str__(self) -> str:
         return self.token[:12]
+
+
+class AuditEntry(models.Model):
+    """Who did what to which privacy object, and when. Never holds personal data: subjects appear
+    by request number or suppression token, customers by their database id."""
+
+    at = models.DateTimeField(_("at"), auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(
+        "auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+", verbose_name=_("user"),
+    )
+    actor_label = models.CharField(_("actor"), max_length=150, help_text=_("User name, API client or system task"))
+    action = models.CharField(_("action"), max_length=64, db_index=True)
+    target_type = models.CharField(_("object type"), max_length=64, blank=True)
+    target_id = models.CharField(_("object id"), max_length=64, blank=True)
+    details = models.JSONField(_("details"), default=dict, blank=True)
+
+    class Meta:
+        verbose_name = _("audit entry")
+        verbose_name_plural = _("audit log")
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["target_type", "target_id"], name="auditentry_target")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor_label} {self.action}"
+
+
+class RequestKind(models.TextChoices):
+    ERASURE = "erasure", _("erasure")
+    ACCESS_EXPORT = "access_export", _("access export")
+    RESTRICTION = "restriction", _("restriction of processing (profiling opt-out)")
+    UNSUPPRESSION = "unsuppression", _("lift suppression")
+
+
+class RequestState(models.TextChoices):
+    RECEIVED = "received", _("received")
+    VERIFIED = "verified", _("verified")
+    EXECUTING = "executing", _("executing")
+    COMPLETED = "completed", _("completed")
+    PARTIALLY_FAILED = "partially_failed", _("partially failed (to be retried)")
+    CLOSED = "closed", _("closed")
+
+
+class PrivacyRequest(models.Model):
+    """A data subject's request. The subject is known by its suppression token (keyed HMAC of source
+    and external id under SUPPRESSION_KEY) and, while the customer exists, by a link to it: the
+    external id itself is never stored."""
+
+    kind = models.CharField(_("kind"), max_length=16, choices=RequestKind.choices)
+    state = models.CharField(_("state"), max_length=16, choices=RequestState.choices, default=RequestState.RECEIVED)
+    source = models.CharField(_("source"), max_length=32, help_text=_("Namespace of the subject's external id"))
+    subject_token = models.CharField(_("subject token"), max_length=64, db_index=True)
+    subject_encrypted = models.BinaryField(
+        null=True, editable=False,
+        help_text="The external id, encrypted, kept only until the request is executed (erasure must find it in raw rows)",
+    )
+    customer = models.ForeignKey(
+        "ingestion.Customer", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name=_("customer"), help_text=_("Until erasure removes it"),
+    )
+    note = models.TextField(_("note"), blank=True, help_text=_("No personal data"))
+    filed_by = models.CharField(_("filed by"), max_length=150)
+    verified_by = models.CharField(_("verified by"), max_length=150, blank=True)
+    executed_by = models.CharField(_("executed by"), max_length=150, blank=True)
+    closed_by = models.CharField(_("closed by"), max_length=150, blank=True)
+    created_at = models.DateTimeField(_("received at"), auto_now_add=True)
+    verified_at = models.DateTimeField(_("verified at"), null=True, blank=True)
+    executed_at = models.DateTimeField(_("executed at"), null=True, blank=True)
+    completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
+    closed_at = models.DateTimeField(_("closed at"), null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    error = models.TextField(_("error"), blank=True)
+    receipt = models.JSONField(
+        _("receipt"), default=dict, blank=True,
+        help_text=_("Per store: rows removed and when; the suppression token. No personal data."),
+    )
+    export_path = models.CharField(_("export file"), max_length=1024, blank=True, editable=False)
+    export_expires_at = models.DateTimeField(_("export expires at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("privacy request")
+        verbose_name_plural = _("privacy requests")
+        ordering = ["-created_at", "-id"]
+        permissions = [("execute_privacyrequest", _("Can verify and execute privacy requests"))]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.kind} {self.state}"
+
+
+class ErasureLedger(models.Model):
+    """The unlearning ledger: one row per completed erasure, with the model versions that had been
+    trained on the subject's data and the deadline by which they must be retired (README,
+    "Unlearning policy"). No subject identifier beyond the request number."""
+
+    request = models.OneToOneField(PrivacyRequest, on_delete=models.PROTECT, related_name="ledger")
+    erased_at = models.DateTimeField(_("erased at"))
+    model_versions = models.JSONField(_("model versions trained on the subject"), default=list)
+    retire_by = models.DateTimeField(_("retire those versions by"))
+    retired_at = models.DateTimeField(_("versions retired at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("erasure ledger entry")
+        verbose_name_plural = _("erasure ledger")
+        ordering = ["-erased_at"]

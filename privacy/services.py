@@ -1,4 +1,8 @@
-"""Writes of the privacy app."""
+"""Writes of the privacy app: the suppression list, the ingest lock, and privacy requests."""
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
 
 from ingestion.identity import customer_key
 from privacy.identity import customer_suppression_token, suppression_token
@@ -15,3 +19,179 @@ def subject_suppress(*, source: str, external_id: str, reason: str) -> Suppresse
         },
     )
     return subject
+
+
+# Writers of subject data (event batches, import chunks, customer and edge upserts) hold this
+# advisory lock in shared mode for their transaction and check the suppression list inside it;
+# an erasure, once the subject is on the list, takes it exclusively for an instant, which waits out
+# every writer that may have checked before. A writer that starts later sees the suppression.
+INGEST_LOCK = 0x506F7274  # "Port"
+
+
+def ingest_guard(cursor) -> None:
+    """Call inside a writer's transaction, before it checks suppression and writes."""
+    cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [INGEST_LOCK])
+
+
+def writers_drain() -> None:
+    """Wait until every writer that might not have seen a new suppression has committed."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [INGEST_LOCK])
+        cursor.execute("SELECT pg_advisory_unlock(%s)", [INGEST_LOCK])
+
+
+# --- privacy requests ------------------------------------------------------------------------------
+
+class RequestError(ValueError):
+    """The request cannot move as asked (wrong state); the message says why."""
+
+
+class NotAllowed(PermissionError):
+    """The actor lacks the permission to verify or execute privacy requests."""
+
+
+EXECUTE_PERMISSION = "privacy.execute_privacyrequest"
+
+
+def _may_execute(actor) -> bool:
+    """Compliance users (the permission) and API clients holding the `compliance` scope."""
+    from access.authentication import ApiClient
+
+    if isinstance(actor, ApiClient):
+        return "compliance" in actor.scopes
+    return bool(actor is not None and actor.has_perm(EXECUTE_PERMISSION))
+
+
+def privacy_request_file(*, kind: str, source: str, external_id: str, actor, note: str = ""):
+    """File a request. The subject is matched through its keyed tokens; the external id is kept
+    only encrypted, and only until execution needs it."""
+    from ingestion.identity import customer_key, pii_encrypt
+    from ingestion.models import Customer
+    from privacy.audit import actor_label, audit_record
+    from privacy.identity import suppression_token
+    from privacy.models import PrivacyRequest, RequestKind
+
+    if kind not in RequestKind.values:
+        raise RequestError(f"unknown kind {kind!r}")
+    with transaction.atomic():
+        request = PrivacyRequest.objects.create(
+            kind=kind, source=source, subject_token=suppression_token(source=source, external_id=external_id),
+            subject_encrypted=pii_encrypt(external_id), note=note, filed_by=actor_label(actor),
+            customer=Customer.objects.filter(key=customer_key(source=source, external_id=external_id)).first(),
+        )
+        audit_record(action="privacy_request.filed", actor=actor, target=request, details={"kind": kind})
+    return request
+
+
+def privacy_request_verify(*, request, actor):
+    """The compliance officer has checked the requester is the subject."""
+    from privacy.audit import actor_label, audit_record
+    from privacy.models import PrivacyRequest, RequestState
+
+    if not _may_execute(actor):
+        audit_record(action="privacy_request.verify_refused", actor=actor, target=request)
+        raise NotAllowed("only the compliance group may verify privacy requests")
+    with transaction.atomic():
+        moved = PrivacyRequest.objects.filter(pk=request.pk, state=RequestState.RECEIVED).update(
+            state=RequestState.VERIFIED, verified_by=actor_label(actor), verified_at=timezone.now(),
+        )
+        if not moved:
+            raise RequestError(f"request #{request.pk} is {PrivacyRequest.objects.get(pk=request.pk).state}, not received")
+        audit_record(action="privacy_request.verified", actor=actor, target=request)
+    request.refresh_from_db()
+    return request
+
+
+def privacy_request_execute(*, request, actor=None):
+    """Carry out a verified request (or retry a partially failed one). Idempotent: every step
+    can run again; a crash leaves the request `executing` or `partially_failed`, and the retry
+    completes it."""
+    from ingestion.identity import pii_decrypt
+    from privacy.audit import actor_label, audit_record
+    from privacy.models import PrivacyRequest, RequestState
+
+    if actor is not None and not _may_execute(actor):
+        audit_record(action="privacy_request.execute_refused", actor=actor, target=request)
+        raise NotAllowed("only the compliance group may execute privacy requests")
+    claimed = PrivacyRequest.objects.filter(
+        pk=request.pk, state__in=[RequestState.VERIFIED, RequestState.PARTIALLY_FAILED, RequestState.EXECUTING],
+    ).update(state=RequestState.EXECUTING, executed_by=actor_label(actor), executed_at=timezone.now(),
+             attempts=F("attempts") + 1)
+    request.refresh_from_db()
+    if not claimed:
+        raise RequestError(f"request #{request.pk} is {request.state}; only verified requests are executed")
+    audit_record(action="privacy_request.executing", actor=actor, target=request, details={"attempt": request.attempts})
+    try:
+        external_id = pii_decrypt(request.subject_encrypted)
+        receipt = _KIND_HANDLERS[request.kind](request=request, external_id=external_id)
+    except Exception as error:
+        PrivacyRequest.objects.filter(pk=request.pk).update(
+            state=RequestState.PARTIALLY_FAILED, error=f"{error.__class__.__name__}: {error}"[:2000],
+        )
+        audit_record(action="privacy_request.failed", actor=actor, target=request,
+                     details={"attempt": request.attempts, "error": error.__class__.__name__})
+        raise
+    PrivacyRequest.objects.filter(pk=request.pk).update(
+        state=RequestState.COMPLETED, completed_at=timezone.now(), receipt=receipt, error="", subject_encrypted=None,
+    )
+    audit_record(action="privacy_request.completed", actor=actor, target=request,
+                 details={"stores": sorted(receipt.get("stores", {}))})
+    request.refresh_from_db()
+    return request
+
+
+def privacy_request_close(*, request, actor):
+    from privacy.audit import actor_label, audit_record
+    from privacy.models import PrivacyRequest, RequestState
+
+    if not _may_execute(actor):
+        raise NotAllowed("only the compliance group may close privacy requests")
+    moved = PrivacyRequest.objects.filter(pk=request.pk, state=RequestState.COMPLETED).update(
+        state=RequestState.CLOSED, closed_by=actor_label(actor), closed_at=timezone.now(),
+    )
+    if not moved:
+        raise RequestError(f"request #{request.pk} is not completed")
+    audit_record(action="privacy_request.closed", actor=actor, target=request)
+    request.refresh_from_db()
+    return request
+
+
+def _erasure(*, request, external_id: str) -> dict:
+    from privacy.erasure import erasure_execute
+
+    return erasure_execute(request=request, external_id=external_id)
+
+
+def _restriction(*, request, external_id: str) -> dict:
+    """Profiling opt-out: the customer stays (orders may need its events) but consent is withdrawn,
+    its segment memberships go, and every read and every training run leaves it out from now on."""
+    from ingestion.identity import customer_key
+    from ingestion.models import Customer
+    from segments.models import SegmentMembership
+
+    key = customer_key(source=request.source, external_id=external_id)
+    with transaction.atomic():
+        updated = Customer.objects.filter(key=key).update(consent_profiling=False)
+        memberships, _ = SegmentMembership.objects.filter(customer__key=key).delete()
+    return {"stores": {"customers": {"consent_profiling_withdrawn": updated, "at": timezone.now().isoformat()},
+                       "segment_memberships": {"removed": memberships, "at": timezone.now().isoformat()}}}
+
+
+def _unsuppression(*, request, external_id: str) -> dict:
+    from privacy.models import SuppressedSubject
+
+    removed, _ = SuppressedSubject.objects.filter(token=request.subject_token).delete()
+    return {"suppression_token": request.subject_token,
+            "stores": {"suppression_list": {"removed": removed, "at": timezone.now().isoformat()}}}
+
+
+def _access_export(*, request, external_id: str) -> dict:
+    from privacy.export import access_export_write
+
+    return access_export_write(request=request, external_id=external_id)
+
+
+_KIND_HANDLERS = {"erasure": _erasure, "restriction": _restriction, "unsuppression": _unsuppression,
+                  "access_export": _access_export}

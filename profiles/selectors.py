@@ -4,6 +4,7 @@ customers, lookalike audiences) over the pgvector HNSW indexes."""
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -103,7 +104,9 @@ def _nearest(*, candidates: QuerySet[Profile], column: str, vector, k: int, ef_s
             [str(ef_search), str(MAX_SCAN_TUPLES)],
         )
         rows = list(query)
-    rows.sort(key=lambda p: p.distance)
+    # a zero vector (a customer whose standardised traits are all at the mean) has no direction:
+    # its cosine distance is NaN, which is no similarity at all
+    rows = sorted((p for p in rows if p.distance is not None and math.isfinite(p.distance)), key=lambda p: p.distance)
     return [(p, 1.0 - p.distance) for p in rows]
 
 

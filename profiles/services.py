@@ -345,7 +345,16 @@ def profiles_store(*, customer_ids: list[int], feature_set: FeatureSet, fresh_em
     whose stored profile was read from a later snapshot is left alone)."""
     if not customer_ids:
         return 0
+    from privacy.services import ingest_guard
+
     with transaction.atomic(), connection.cursor() as cursor:
+        # An erasure holds this lock while it deletes: a refresh queued before it must not write
+        # the profile of a customer it has removed.
+        ingest_guard(cursor)
+        cursor.execute("SELECT id FROM ingestion_customer WHERE id = ANY(%s)", [list(map(int, customer_ids))])
+        customer_ids = sorted(row[0] for row in cursor.fetchall())
+        if not customer_ids:
+            return 0
         # Taken before the events are read: every event committed before this instant is included.
         cursor.execute("SELECT clock_timestamp()")
         (snapshot_at,) = cursor.fetchone()

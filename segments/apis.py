@@ -221,3 +221,44 @@ class RuleValidateApi(APIView):
         except RuleError as error:
             raise _rule_error(error) from None
         return Response({"canonical": canonical, "matching": matching, "fields": sorted(FIELDS)})
+
+
+class SegmentSizesApi(APIView):
+    """Segment sizes for reports that leave the system, with differential-privacy noise."""
+
+    required_scopes = (Scope.PROFILES_READ,)
+
+    class QuerySerializer(serializers.Serializer):
+        epsilon = serializers.FloatField(required=False, min_value=0.001, max_value=100.0,
+                                         help_text="Privacy budget of this release (default DP_EPSILON).")
+
+        class Meta:
+            ref_name = "SegmentSizesQuery"
+
+    class OutputSerializer(serializers.Serializer):
+        epsilon = serializers.FloatField()
+        mechanism = serializers.CharField()
+        sizes = serializers.DictField(child=serializers.IntegerField(), help_text="Segment id → noisy member count.")
+
+        class Meta:
+            ref_name = "SegmentSizes"
+
+    @extend_schema(
+        summary="Every segment's size with differential-privacy noise",
+        description=(
+            "Discrete Laplace noise (OpenDP) with the whole budget `epsilon` split across the segments, since "
+            "one customer may be in all of them; clamped at 0. Without `epsilon`: DP_EPSILON."
+        ),
+        parameters=[QuerySerializer], responses={200: OutputSerializer},
+    )
+    def get(self, request):
+        from django.conf import settings as django_settings
+
+        from privacy.dp import dp_counts
+
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        epsilon = query.validated_data.get("epsilon", django_settings.DP_EPSILON)
+        exact = {str(pk): size for pk, size in Segment.objects.order_by("pk").values_list("pk", "size")}
+        noisy = dp_counts(exact, epsilon=epsilon) if exact else {}
+        return Response({"epsilon": epsilon, "mechanism": "discrete Laplace, basic composition", "sizes": noisy})

@@ -46,8 +46,8 @@ def test_valid_batch_is_stored_and_a_retry_counts_duplicates(events_client):
     retry = events_client.post(URL, batch, format="json")
 
     assert first.status_code == 200, first.json()
-    assert first.json() == {"received": 100, "inserted": 100, "duplicates": 0, "removed": 0, "flagged": 0}
-    assert retry.json() == {"received": 100, "inserted": 0, "duplicates": 100, "removed": 0, "flagged": 0}
+    assert first.json() == {"received": 100, "inserted": 100, "duplicates": 0, "removed": 0, "flagged": 0, "refused": 0}
+    assert retry.json() == {"received": 100, "inserted": 0, "duplicates": 100, "removed": 0, "flagged": 0, "refused": 0}
     assert Event.objects.count() == 100
     assert Customer.objects.filter(key=customer_key(source="default", external_id="cust-1")).exists()
 
