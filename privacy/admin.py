@@ -7,7 +7,7 @@ from django.contrib import admin, messages
 from django.http import FileResponse, Http404
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from privacy import services
@@ -61,15 +61,15 @@ class PrivacyRequestAdmin(admin.ModelAdmin):
         stores = obj.receipt.get("stores", {})
         if not stores:
             return "—"
-        rows = "".join(
-            format_html("<tr><td>{}</td><td>{}</td><td>{}</td></tr>", name,
-                        detail.get("removed", detail.get("added", detail.get("note", ""))), detail.get("at", ""))
-            for name, detail in sorted(stores.items())
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((name, detail.get("removed", detail.get("added", detail.get("note", ""))), detail.get("at", ""))
+             for name, detail in sorted(stores.items())),
         )
         models = obj.receipt.get("models", {})
         footer = format_html("<p>{}: {} · {}: {}</p>", _("suppression token"), obj.receipt.get("suppression_token", "—"),
                              _("model versions to retire by"), models.get("retire_by", "—"))
-        return format_html('<table id="receipt">{}</table>{}', format_html(rows), footer)
+        return format_html('<table id="receipt">{}</table>{}', rows, footer)
 
     @admin.display(description=_("access export"))
     def export_link(self, obj):
