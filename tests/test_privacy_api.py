@@ -219,3 +219,19 @@ def test_the_next_training_runs_manifest_counts_erased_subjects_and_opt_outs(sho
 
     assert described["erased_subjects_excluded"] == 1 and described["opted_out_excluded"] == 1
     assert described["customers"] == 1 and described["events"] == 3  # only other-1 is left to learn from
+
+
+def test_a_version_owed_to_unlearning_does_not_block_its_replacement(shop, compliance):
+    from training.models import ModelVersion
+    from training.services import model_version_gate
+
+    old = ModelVersion.objects.create(name="old", is_active=True, metrics={"valid": {"ndcg@10": 0.9}})
+    weaker = ModelVersion.objects.create(name="weaker", metrics={"valid": {"ndcg@10": 0.5}})
+    assert model_version_gate(version=weaker) is False
+
+    filed = _file(compliance)
+    compliance.post(f"/api/v1/privacy/requests/{filed['id']}/verify")
+    compliance.post(f"/api/v1/privacy/requests/{filed['id']}/execute")
+
+    assert model_version_gate(version=weaker) is True
+    assert weaker.gate["active_version"] == old.pk and "unlearning" in weaker.gate

@@ -218,12 +218,19 @@ GATE_METRIC = "ndcg@10"
 def model_version_gate(*, version: ModelVersion) -> bool:
     """A new version may become active only if it is not worse than the active one on validation
     NDCG@10. Records the decision on the version."""
+    from privacy.models import ErasureLedger
+
     active = ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).first()
     mine = version.metrics.get("valid", {}).get(GATE_METRIC, 0.0)
     theirs = active.metrics.get("valid", {}).get(GATE_METRIC, 0.0) if active else None
-    passed = theirs is None or mine >= theirs
+    # a version owed to the unlearning policy (trained on an erased subject) never blocks the
+    # version that replaces it, or it would stay active past its deadline
+    owed = active is not None and ErasureLedger.objects.filter(
+        retired_at__isnull=True, model_versions__contains=[active.pk]).exists()
+    passed = theirs is None or mine >= theirs or owed
     version.gate = {"metric": f"valid {GATE_METRIC}", "candidate": mine, "active": theirs,
-                    "active_version": active.pk if active else None, "passed": passed}
+                    "active_version": active.pk if active else None, "passed": passed,
+                    **({"unlearning": "the active version was trained on an erased subject's data"} if owed else {})}
     version.save(update_fields=["gate"])
     return passed
 
