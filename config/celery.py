@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery
+from django.db import InterfaceError, OperationalError
 from kombu import Exchange
 from kombu import Queue as KombuQueue
 
@@ -21,6 +22,18 @@ app.conf.task_routes = {
     "training.tasks.*": {"queue": Queue.TRAINING.value},
 }
 app.autodiscover_tasks()
+
+
+# Options of an idempotent task: acknowledged after it ran (a worker that dies mid-task leaves it for
+# another), retried with backoff only when the database connection was lost.
+IDEMPOTENT_TASK = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "max_retries": 5,
+}
 
 
 class BrokerUnavailable(RuntimeError):

@@ -1,10 +1,10 @@
 """Celery tasks of the privacy app (queue `default`)."""
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
 
-_RETRY = {"acks_late": True, "reject_on_worker_lost": True, "autoretry_for": (OperationalError, InterfaceError),
-          "retry_backoff": 2, "max_retries": 5}
+from config.celery import IDEMPOTENT_TASK
+
+_RETRY = IDEMPOTENT_TASK
 
 
 @shared_task(**_RETRY)

@@ -35,6 +35,7 @@ from django.db.models.lookups import Exact, GreaterThan, GreaterThanOrEqual, In,
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
+from profiles.features import NUMERIC_FEATURES
 from profiles.models import LifecycleStage, ValueTier
 
 MAX_RULE_LENGTH = 2_000
@@ -45,14 +46,10 @@ ORDERING_OPERATORS = ("<", "<=", ">", ">=")
 MEMBERSHIP_OPERATORS = ("=", "!=", "in", "not in")
 NULL_OPERATORS = ("is null", "is not null")
 
+# every numeric feature of a profile except the hour's sine and cosine, which say nothing on their
+# own (preferred_hour is their readable form), plus two numeric traits kept outside the feature vector
 NUMERIC_TRAITS = (
-    "recency_days", "frequency", "monetary", "net_monetary", "average_order_value", "tenure_days",
-    "days_since_last_event", "events", "activity_trend", "views", "searches", "carts", "purchase_events", "units",
-    "view_to_cart", "cart_to_purchase", "view_to_purchase", "refunds", "refund_rate", "cancellations",
-    "price_percentile", "price_sensitivity", "discount_share", "ratings", "rating_mean", "rating_std",
-    "weekend_share", "sessions", "events_per_session", "category_entropy", "top_category_share", "brand_count",
-    "mobile_share", "app_share", "shares", "degree", "referrals_made", "referrals_received", "neighbours_net_value",
-    "refunded_value", "preferred_hour",
+    *(name for name in NUMERIC_FEATURES if name not in ("hour_sin", "hour_cos")), "refunded_value", "preferred_hour",
 )
 TEXT_TRAITS = ("top_channel", "top_device", "age_band", "gender", "region")
 

@@ -2,18 +2,11 @@
 the whole member set."""
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
 
+from config.celery import IDEMPOTENT_TASK
 from segments import services
 
-_RETRY = {
-    "acks_late": True,
-    "reject_on_worker_lost": True,
-    "autoretry_for": (OperationalError, InterfaceError),
-    "retry_backoff": 2,
-    "retry_backoff_max": 60,
-    "max_retries": 5,
-}
+_RETRY = IDEMPOTENT_TASK
 
 
 @shared_task(**_RETRY)
