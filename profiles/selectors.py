@@ -73,7 +73,7 @@ class NeighbourFilter:
         return q
 
 
-def _comparable(*, space: str, feature_set_id: int | None, model_version_id: int | None) -> QuerySet[Profile]:
+def profiles_comparable(*, space: str, feature_set_id: int | None, model_version_id: int | None) -> QuerySet[Profile]:
     """Profiles whose vectors in this space live in the same coordinates: the same feature-set
     version for the traits, the same model version for the embedding, both for the fusion."""
     column = SPACES[space]
@@ -85,6 +85,19 @@ def _comparable(*, space: str, feature_set_id: int | None, model_version_id: int
             model_version__isnull=True
         )
     return candidates
+
+
+def profiles_comparable_active(*, space: str) -> QuerySet[Profile]:
+    """Visible profiles with a vector in `space` in the current coordinates: the active feature
+    set's and the active model's."""
+    from profiles.models import FeatureSet
+    from training.services import model_version_active
+
+    feature_set = FeatureSet.objects.filter(is_active=True).only("pk").first()
+    model = model_version_active()
+    return profiles_comparable(
+        space=space, feature_set_id=feature_set.pk if feature_set else None, model_version_id=model.pk if model else None,
+    )
 
 
 def _nearest(*, candidates: QuerySet[Profile], column: str, vector, k: int, ef_search: int) -> list[tuple[Profile, float]]:
@@ -120,7 +133,9 @@ def profiles_similar(
     vector = getattr(profile, column)
     if vector is None:
         return []
-    candidates = _comparable(space=space, feature_set_id=profile.feature_set_id, model_version_id=profile.model_version_id)
+    candidates = profiles_comparable(
+        space=space, feature_set_id=profile.feature_set_id, model_version_id=profile.model_version_id,
+    )
     candidates = candidates.exclude(pk=profile.pk).filter((where or NeighbourFilter()).q())
     return _nearest(candidates=candidates, column=column, vector=vector, k=k, ef_search=ef_search)
 
@@ -130,14 +145,7 @@ def profiles_near_vector(
 ) -> list[tuple[Profile, float]]:
     """The k profiles nearest to a given vector, among the active feature set's and the active
     model's profiles (the coordinates an app's vector is taken to be in)."""
-    from profiles.models import FeatureSet
-    from training.services import model_version_active
-
-    feature_set = FeatureSet.objects.filter(is_active=True).only("pk").first()
-    model = model_version_active()
-    candidates = _comparable(
-        space=space, feature_set_id=feature_set.pk if feature_set else None, model_version_id=model.pk if model else None,
-    ).filter((where or NeighbourFilter()).q())
+    candidates = profiles_comparable_active(space=space).filter((where or NeighbourFilter()).q())
     return _nearest(candidates=candidates, column=SPACES[space], vector=vector, k=k, ef_search=ef_search)
 
 
@@ -179,7 +187,7 @@ def lookalike_expand(
         where=base.where, lifecycle_stages=base.lifecycle_stages, value_tier_min=base.value_tier_min,
         segment_id=base.segment_id, exclude_customer_ids=(*base.exclude_customer_ids, *seed_ids),
     )
-    candidates = _comparable(
+    candidates = profiles_comparable(
         space=space, feature_set_id=anchor.feature_set_id, model_version_id=anchor.model_version_id,
     ).filter(exclude.q())
     vectors = np.array([np.asarray(getattr(s, column), dtype="float64") for s in usable])

@@ -226,14 +226,7 @@ def _summary(description: dict, size: int) -> str:
 def _clustering_vectors(space: str) -> tuple[np.ndarray, np.ndarray]:
     """The visible profiles' vectors in `space`, in the active coordinates (active feature set
     and model version), as (customer ids, unit vectors)."""
-    from profiles.models import FeatureSet
-    from training.services import model_version_active
-
-    feature_set = FeatureSet.objects.filter(is_active=True).only("pk").first()
-    model = model_version_active()
-    candidates = profile_selectors._comparable(
-        space=space, feature_set_id=feature_set.pk if feature_set else None, model_version_id=model.pk if model else None,
-    )
+    candidates = profile_selectors.profiles_comparable_active(space=space)
     column = profile_selectors.SPACES[space]
     rows = list(candidates.order_by("customer_id").values_list("customer_id", column))
     if not rows:
