@@ -57,7 +57,10 @@ def test_profile_has_scores_segments_and_an_explanation_with_neighbours(reader):
 
     assert body["model_version"] == me.model_version_id
     assert {"recency", "frequency", "monetary", "rfm"} <= set(body["scores"])
-    assert 1 <= body["scores"]["monetary"]["score"] <= 5 and len(body["scores"]["rfm"]) == 3
+    scores = body["scores"]
+    # a high-tier customer spends at or above the 80th percentile of buyers, so at least that of everyone
+    assert scores["monetary"]["percentile"] >= 80 and scores["monetary"]["score"] == 5
+    assert scores["rfm"] == "".join(str(scores[n]["score"]) for n in ("recency", "frequency", "monetary"))
     assert body["segments"] == [{"id": segment.pk, "name": "big spenders", "kind": "rule"}]
     explanation = body["explanation"]
     assert explanation["top_categories"] and explanation["distinctive"]
