@@ -18,7 +18,13 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
 
-install: $(STAMP)
+# Chart.js for the admin's charts, from the npm registry at the version package-lock.json pins.
+NODE_STAMP := frontend/node_modules/.package-lock.json
+$(NODE_STAMP): frontend/package.json frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+install: $(STAMP) $(NODE_STAMP)
 
 redis:
 	@$(PY) -c "import redis,sys; redis.Redis.from_url('redis://127.0.0.1:6379/0', socket_connect_timeout=1).ping()" 2>/dev/null \
@@ -66,4 +72,4 @@ db-stop:
 	-$(PY) -c "from pathlib import Path; from pgserver._commands import pg_ctl; pg_ctl(['-w','stop'], pgdata=Path('var/pgdata').resolve(), user='pgserver' if __import__('os').geteuid()==0 else None)"
 
 clean: db-stop
-	rm -rf var $(VENV)
+	rm -rf var $(VENV) frontend/node_modules

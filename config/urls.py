@@ -1,7 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.utils.translation import gettext_lazy as _
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+admin.site.site_header = _("Portrait — customer profiles")
+admin.site.site_title = _("Portrait")
+admin.site.index_title = _("Operations")
+admin.site.site_url = None  # "/" only redirects back to the admin
 
 urlpatterns = [
     path("admin/", admin.site.urls),
