@@ -1,13 +1,17 @@
-"""Admin of the profiles app: profiles (read-only), feature sets with their report, batch builds
-with live progress and a button to start one."""
+"""Admin of the profiles app: profiles (read-only, each a page of pictures), the embedding map,
+feature sets with their report, batch builds with live progress and a button to start one."""
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
+from profiles import charts, page
 from profiles import identity_admin  # noqa: F401  (registers the identity-merge journal)
 from profiles.models import FeatureSet, Profile, ProfileBuild
 from profiles.services import profile_build_running
@@ -30,6 +34,7 @@ class ProfileAdmin(admin.ModelAdmin):
     list_filter = ("value_tier", "lifecycle_stage", "feature_set")
     list_select_related = ("customer", "feature_set")
     search_fields = ("=customer__key",)
+    search_help_text = _("A customer's pseudonymous key, or their external id in any import source")
     show_full_result_count = False
     raw_id_fields = ("customer",)
     fields = ("customer", "value_tier", "lifecycle_stage", "top_categories", "distinctive", "traits", "feature_set",
@@ -41,6 +46,83 @@ class ProfileAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def get_search_results(self, request, queryset, search_term):
+        """An external id is found through its pseudonym in each source (one HMAC per source, then
+        an index lookup); the plain search matches the key itself."""
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        if term:
+            keys = page.customer_keys_of_external_id(external_id=term)
+            results = results | queryset.filter(customer__key__in=keys)
+        return results, may_have_duplicates
+
+    def get_urls(self):
+        return [
+            path("map/", self.admin_site.admin_view(self.map_view), name="profiles_profile_map"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        profile = self.get_object(request, unquote(object_id))
+        if profile is not None:
+            extra_context = {**(extra_context or {}), **self._profile_page_context(request, profile)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _profile_page_context(self, request, profile) -> dict:
+        from ingestion.admin import mask_email, mask_text
+        from ingestion.identity import pii_decrypt
+
+        data = page.profile_page(profile=profile)
+        customer = profile.customer
+        return {
+            "customer": customer,
+            "customer_pii": [
+                (_("email"), mask_email(pii_decrypt(customer.email_encrypted))),
+                (_("name"), mask_text(pii_decrypt(customer.name_encrypted))),
+                (_("phone"), mask_text(pii_decrypt(customer.phone_encrypted))),
+            ],
+            "can_reveal_pii": request.user.has_perm("ingestion.view_pii"),
+            **data,
+            "chart_activity": charts.activity_chart(data["activity"]),
+            "chart_categories": charts.categories_chart(data["categories"]),
+            "chart_spend": charts.spend_chart(data["spend"]),
+            "chart_percentiles": charts.percentiles_chart(data["percentiles"]),
+            "chart_rfm": charts.rfm_chart(
+                data["rfm_population"], customer_id=profile.pk,
+                recency_days=profile.traits.get("recency_days"), net_monetary=profile.traits.get("net_monetary"),
+            ),
+        }
+
+    def map_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        from segments.models import Segment
+
+        colour_by = request.GET.get("colour", "value_tier")
+        colour_by = colour_by if colour_by in page.MAP_COLOURINGS else "value_tier"
+        try:
+            segment_id = int(request.GET.get("segment", ""))
+        except ValueError:
+            segment_id = None
+        segments = list(Segment.objects.only("id", "name").order_by("name"))
+        if colour_by == "segment" and segment_id is None and segments:
+            segment_id = segments[0].pk
+        projection = page.profiles_map(space=request.GET.get("space"), colour_by=colour_by, segment_id=segment_id)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Embedding map"),
+            "opts": self.opts,
+            "projection": projection,
+            "chart_map": charts.map_chart(projection["points"]),
+            "spaces": [("fused", _("fused")), ("embedding", _("learned embedding")), ("traits", _("traits"))],
+            "colourings": [("value_tier", _("value tier")), ("lifecycle_stage", _("lifecycle stage")),
+                           ("segment", _("segment membership"))],
+            "colour_by": colour_by,
+            "segments": segments,
+            "segment_id": segment_id,
+        }
+        return TemplateResponse(request, "admin/profiles/profile/map.html", context)
 
     @admin.display(description=_("top categories"))
     def top_categories(self, obj):
@@ -58,9 +140,45 @@ class ProfileAdmin(admin.ModelAdmin):
 @admin.register(FeatureSet)
 class FeatureSetAdmin(admin.ModelAdmin):
     list_display = ("__str__", "is_active", "customers_fitted", "explained_variance", "created_at")
-    fields = ("version", "is_active", "customers_fitted", "explained_variance", "fusion_weight", "target",
+    fields = ("version", "is_active", "report_link", "customers_fitted", "explained_variance", "fusion_weight", "target",
               "information_gain", "combinations", "feature_names", "pipeline_sha256", "created_at")
     readonly_fields = fields
+
+    def get_urls(self):
+        return [
+            path("report/", self.admin_site.admin_view(self.report_view), name="profiles_featureset_report"),
+            path("<int:feature_set_id>/report/", self.admin_site.admin_view(self.report_view),
+                 name="profiles_featureset_report_of"),
+            *super().get_urls(),
+        ]
+
+    def report_view(self, request, feature_set_id: int | None = None):
+        """The information gain of each feature as bars, and the combinations; the active feature set's by default."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        feature_sets = FeatureSet.objects.defer("pipeline")
+        if feature_set_id is None:
+            feature_set = feature_sets.filter(is_active=True).first()
+        else:
+            feature_set = feature_sets.filter(pk=feature_set_id).first()
+            if feature_set is None:
+                raise Http404
+        report = page.feature_report(feature_set=feature_set)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Feature report"),
+            "opts": self.opts,
+            "feature_set": feature_set,
+            "report": report,
+            "chart_information_gain": charts.feature_report_chart(report["features"]),
+            "chart_height": max(260, 22 * len(report["features"]) + 60),
+        }
+        return TemplateResponse(request, "admin/profiles/featureset/report.html", context)
+
+    @admin.display(description=_("report as a chart"))
+    def report_link(self, obj):
+        url = reverse("admin:profiles_featureset_report_of", args=[obj.pk])
+        return format_html('<a href="{}" id="feature-report-link">{}</a>', url, _("Information gain, as a chart"))
 
     def has_add_permission(self, request):
         return False
