@@ -22,6 +22,7 @@ def bar_chart(*, labels: list, datasets: list[dict], stacked: bool = False, hori
               x_title=None, y_title=None) -> dict:
     """datasets: [{"label": …, "data": [number per label]}]; colours assigned in order."""
     value_axis, category_axis = ("x", "y") if horizontal else ("y", "x")
+    category_title, value_title = (y_title, x_title) if horizontal else (x_title, y_title)
     return {
         "type": "bar",
         "data": {
@@ -32,8 +33,9 @@ def bar_chart(*, labels: list, datasets: list[dict], stacked: bool = False, hori
             "indexAxis": "y" if horizontal else "x",
             "plugins": {"legend": {"display": len(datasets) > 1}},
             "scales": {
-                category_axis: _axis(x_title if not horizontal else y_title, stacked=stacked),
-                value_axis: _axis(y_title if not horizontal else x_title, stacked=stacked, begin_at_zero=True),
+                # every category labelled: a skipped label leaves a bar nobody can name
+                category_axis: {**_axis(category_title, stacked=stacked), "ticks": {"autoSkip": not horizontal}},
+                value_axis: _axis(value_title, stacked=stacked, begin_at_zero=True),
             },
         },
     }
@@ -45,7 +47,7 @@ def line_chart(*, labels: list, datasets: list[dict], x_title=None, y_title=None
         "data": {
             "labels": labels,
             "datasets": [
-                {"borderColor": colour(i), "backgroundColor": colour(i), "tension": 0.2, "pointRadius": 2, **d}
+                {"borderColor": colour(i), "backgroundColor": colour(i), "tension": 0, "pointRadius": 2, **d}
                 for i, d in enumerate(datasets)
             ],
         },

@@ -88,6 +88,7 @@ class ProfileAdmin(admin.ModelAdmin):
             "chart_categories": charts.categories_chart(data["categories"]),
             "chart_spend": charts.spend_chart(data["spend"]),
             "chart_percentiles": charts.percentiles_chart(data["percentiles"]),
+            "chart_percentiles_height": charts.horizontal_bars_height(len(data["percentiles"])),
             "chart_rfm": charts.rfm_chart(
                 data["rfm_population"], customer_id=profile.pk,
                 recency_days=profile.traits.get("recency_days"), net_monetary=profile.traits.get("net_monetary"),
@@ -171,7 +172,7 @@ class FeatureSetAdmin(admin.ModelAdmin):
             "feature_set": feature_set,
             "report": report,
             "chart_information_gain": charts.feature_report_chart(report["features"]),
-            "chart_height": max(260, 22 * len(report["features"]) + 60),
+            "chart_height": charts.horizontal_bars_height(len(report["features"])),
         }
         return TemplateResponse(request, "admin/profiles/featureset/report.html", context)
 

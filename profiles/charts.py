@@ -85,7 +85,9 @@ def map_chart(points: list[dict]) -> dict:
     for point in points:
         groups.setdefault(point["group"], []).append(point)
     datasets = []
-    for index, (group, members) in enumerate(sorted(groups.items())):
+    order = list(GROUP_LABELS)
+    ranked = sorted(groups.items(), key=lambda pair: order.index(pair[0]) if pair[0] in order else len(order))
+    for index, (group, members) in enumerate(ranked):
         datasets.append({
             "label": GROUP_LABELS.get(group, group),
             "data": [{"x": p["x"], "y": p["y"]} for p in members],
@@ -98,6 +100,11 @@ def map_chart(points: list[dict]) -> dict:
             ],
         })
     return scatter_chart(datasets=datasets, x_title=_("first principal component"), y_title=_("second principal component"))
+
+
+def horizontal_bars_height(bars: int) -> int:
+    """Pixels for a horizontal bar chart with every bar readable."""
+    return max(260, 18 * bars + 70)
 
 
 def feature_report_chart(features: list[dict]) -> dict:
