@@ -8,14 +8,14 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from config.celery import BrokerUnavailable
-from ingestion import services
+from ingestion import selectors, services
 from ingestion.identity import pii_decrypt
 from ingestion.importers.sources import SourceError
 from ingestion.models import (
@@ -153,21 +153,66 @@ class QuarantinedRowInline(admin.TabularInline):
         return super().get_queryset(request).order_by("line_number")
 
 
+def _mapping_targets() -> dict[str, tuple[str, ...]]:
+    """The fields a file of each kind can fill, in the order the upload form lists them."""
+    from ingestion import rows
+    from ingestion.cleaning import FIELDS
+
+    return {
+        "events": FIELDS,
+        "customers": tuple(rows.CustomerRow().fields),
+        "items": tuple(rows.ItemRow().fields),
+        "edges": tuple(rows.SocialEdgeRow().fields),
+    }
+
+
+MAPPING_TARGETS = _mapping_targets()
+IMPORT_KINDS = [("events", _("events")), ("customers", _("customers")), ("items", _("items")), ("edges", _("social edges"))]
+# only event files have constants (a column every row shares, e.g. event_type=purchase); the
+# catalogue importers rename columns and validate each row as the API does
+KINDS_WITH_CONSTANTS = ("events",)
+
+
+def _column_field(kind: str, target: str) -> str:
+    return f"column__{kind}__{target}"
+
+
+def _constant_field(kind: str, target: str) -> str:
+    return f"constant__{kind}__{target}"
+
+
 class ImportUploadForm(forms.ModelForm):
     upload = forms.FileField(label=_("file"))
-    kind = forms.ChoiceField(
-        label=_("contents"),
-        choices=[("events", _("events")), ("customers", _("customers")), ("items", _("items")), ("edges", _("social edges"))],
-    )
+    kind = forms.ChoiceField(label=_("contents"), choices=IMPORT_KINDS)
     mapping_json = forms.CharField(
         label=_("column mapping (JSON)"), required=False, widget=forms.Textarea(attrs={"rows": 4}),
-        help_text=_('For CSV/JSONL/Parquet, e.g. {"mapping": {"customer_id": "user", "timestamp": "ts"}, '
-                    '"constants": {"event_type": "purchase"}}'),
+        help_text=_('Advanced, for CSV/JSONL/Parquet, e.g. {"mapping": {"customer_id": "user", "timestamp": "ts"}, '
+                    '"constants": {"event_type": "purchase"}, "delimiter": ";"}. The fields above are merged into it.'),
     )
 
     class Meta:
         model = ImportJob
         fields = ("format", "source")
+
+    # one optional input per target field and kind: the column of the file that fills it, and
+    # (events) a constant for every row
+    for _kind, _targets in MAPPING_TARGETS.items():
+        for _target in _targets:
+            locals()[_column_field(_kind, _target)] = forms.CharField(
+                label=_target, required=False, max_length=200, widget=forms.TextInput(attrs={"placeholder": _target}))
+            if _kind in KINDS_WITH_CONSTANTS:
+                locals()[_constant_field(_kind, _target)] = forms.CharField(label=_target, required=False, max_length=200)
+    del _kind, _targets, _target
+
+    def mapping_sections(self) -> list[dict]:
+        """For the template: per kind, one row per target with its bound inputs."""
+        return [
+            {"kind": kind, "label": label, "has_constants": kind in KINDS_WITH_CONSTANTS,
+             "rows": [{"target": target, "column": self[_column_field(kind, target)],
+                       "constant": self[_constant_field(kind, target)] if kind in KINDS_WITH_CONSTANTS else None}
+                      for target in MAPPING_TARGETS[kind]]}
+            for kind, label in IMPORT_KINDS
+        ]
 
     def clean_mapping_json(self):
         text = self.cleaned_data["mapping_json"].strip()
@@ -179,6 +224,10 @@ class ImportUploadForm(forms.ModelForm):
             raise forms.ValidationError(_("Not valid JSON: %(error)s") % {"error": exc}) from exc
         if not isinstance(value, dict):
             raise forms.ValidationError(_("Must be a JSON object."))
+        for key in ("mapping", "constants"):
+            part = value.get(key, {})
+            if not isinstance(part, dict) or not all(isinstance(v, str) for v in part.values()):
+                raise forms.ValidationError(_('"%(key)s" must be an object of field names to strings.') % {"key": key})
         return value
 
     def clean_format(self):
@@ -187,13 +236,64 @@ class ImportUploadForm(forms.ModelForm):
             raise forms.ValidationError(_("This format cannot be uploaded."))
         return fmt
 
+    def clean(self):
+        """Merge the per-field inputs into the JSON options: every target must be one a file of the
+        chosen kind has, given once, as a column or a constant but not both."""
+        data = super().clean()
+        kind = data.get("kind")
+        advanced = data.get("mapping_json")
+        if kind is None or advanced is None:
+            return data
+        targets = MAPPING_TARGETS[kind]
+        mapping = dict(advanced.get("mapping") or {})
+        constants = dict(advanced.get("constants") or {})
+        unknown = sorted((set(mapping) | set(constants)) - set(targets))
+        if unknown:
+            self.add_error("mapping_json", _("Unknown target field(s) for a %(kind)s file: %(unknown)s. Known: %(known)s.")
+                           % {"kind": kind, "unknown": ", ".join(unknown), "known": ", ".join(targets)})
+        if constants and kind not in KINDS_WITH_CONSTANTS:
+            self.add_error("mapping_json", _("Constants apply to event files only."))
+        for other_kind, other_targets in MAPPING_TARGETS.items():
+            for target in other_targets:
+                names = [_column_field(other_kind, target)]
+                if other_kind in KINDS_WITH_CONSTANTS:
+                    names.append(_constant_field(other_kind, target))
+                for name in names:
+                    value = (data.get(name) or "").strip()
+                    if not value:
+                        continue
+                    if other_kind != kind:
+                        self.add_error(name, _("Only for %(other)s files; this upload is %(kind)s. Clear it or change "
+                                               "the contents.") % {"other": other_kind, "kind": kind})
+                        continue
+                    chosen = mapping if name.startswith("column__") else constants
+                    if target in chosen and chosen[target] != value:
+                        self.add_error(name, _("%(target)s is also set to %(other)r in the JSON mapping.")
+                                       % {"target": target, "other": chosen[target]})
+                        continue
+                    chosen[target] = value
+        both = sorted(set(mapping) & set(constants))
+        for target in both:
+            field = _constant_field(kind, target)
+            self.add_error(field if field in self.fields else "mapping_json",
+                           _("%(target)s is given both a column and a constant; choose one.") % {"target": target})
+        options = {k: v for k, v in advanced.items() if k not in ("mapping", "constants", "kind")}
+        if mapping:
+            options["mapping"] = mapping
+        if constants:
+            options["constants"] = constants
+        if kind != "events":
+            options["kind"] = kind
+        data["options"] = options
+        return data
+
 
 @admin.register(ImportJob)
 class ImportJobAdmin(admin.ModelAdmin):
     list_display = ("id", "format", "source", "status", "progress_percent", "rows_read", "rows_inserted",
                     "rows_duplicate", "rows_rejected", "rows_flagged", "rows_removed", "created_at")
     list_filter = ("status", "format", "source")
-    readonly_fields = ("source", "format", "file_path", "options", "status", "progress_percent", "rows_read",
+    readonly_fields = ("source", "format", "file_path", "options", "status", "progress_bar", "rows_read",
                        "rows_inserted", "rows_duplicate", "rows_rejected", "rows_flagged", "rows_removed",
                        "report_table", "error", "created_by", "created_at", "started_at", "finished_at", "duration")
     inlines = [QuarantinedRowInline]
@@ -208,6 +308,12 @@ class ImportJobAdmin(admin.ModelAdmin):
             return ("format", "kind", "source", "upload", "mapping_json")
         return self.readonly_fields
 
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return [(None, {"fields": ("format", "kind", "source", "upload")}),
+                    (_("Advanced"), {"fields": ("mapping_json",), "classes": ("collapse",)})]
+        return super().get_fieldsets(request, obj)
+
     def get_readonly_fields(self, request, obj=None):
         return self.readonly_fields if obj else ()
 
@@ -220,6 +326,18 @@ class ImportJobAdmin(admin.ModelAdmin):
     @admin.display(description=_("progress"))
     def progress_percent(self, obj):
         return f"{obj.progress * 100:.0f}%"
+
+    @admin.display(description=_("progress"))
+    def progress_bar(self, obj):
+        counts = _("%(read)s rows read · %(inserted)s inserted · %(rejected)s rejected · %(duplicate)s duplicates") % {
+            "read": obj.rows_read, "inserted": obj.rows_inserted, "rejected": obj.rows_rejected,
+            "duplicate": obj.rows_duplicate}
+        return format_html(
+            '<div class="import-progress"><progress id="import-progress" max="{}" value="{}">{}</progress>'
+            "<span>{} · {}</span></div>",
+            obj.progress_total or 1, min(obj.progress_done, obj.progress_total) if obj.progress_total else 0,
+            self.progress_percent(obj), self.progress_percent(obj), counts,
+        )
 
     @admin.display(description=_("duration (s)"))
     def duration(self, obj):
@@ -240,9 +358,7 @@ class ImportJobAdmin(admin.ModelAdmin):
         with open(target, "wb") as handle:
             for piece in upload.chunks():
                 handle.write(piece)
-        options = dict(form.cleaned_data["mapping_json"])
-        if form.cleaned_data["kind"] != "events":
-            options["kind"] = form.cleaned_data["kind"]
+        options = form.cleaned_data["options"]
         with transaction.atomic():
             job = services.import_job_create(
                 path=target, fmt=form.cleaned_data["format"], source=form.cleaned_data["source"] or None,
@@ -262,4 +378,24 @@ class ImportJobAdmin(admin.ModelAdmin):
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         context["auto_refresh"] = bool(obj and obj.status in (ImportStatus.PENDING, ImportStatus.RUNNING))
+        context["has_rejects"] = bool(obj and obj.quarantined_rows.exists())
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def get_urls(self):
+        return [
+            path("<path:object_id>/rejects.csv", self.admin_site.admin_view(self.rejects_view),
+                 name="ingestion_importjob_rejects"),
+            *super().get_urls(),
+        ]
+
+    def rejects_view(self, request, object_id):
+        """The quarantined rows of a job as CSV (line, reason, raw line), for fixing and re-importing.
+        Raw lines can hold personal data, so this needs the same permission as the rows themselves."""
+        if not (self.has_view_permission(request) and request.user.has_perm("ingestion.view_quarantinedrow")):
+            raise PermissionDenied
+        job = self.get_object(request, unquote(object_id))
+        if job is None:
+            raise Http404
+        response = StreamingHttpResponse(selectors.import_job_rejects_csv(job=job), content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="import-{job.pk}-rejects.csv"'
+        return response

@@ -4,14 +4,23 @@ suppression list and the unlearning ledger (read-only)."""
 
 from django import forms
 from django.contrib import admin, messages
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from privacy import services
-from privacy.models import AuditEntry, ErasureLedger, PrivacyRequest, RequestKind, SuppressedSubject
+from privacy import selectors, services
+from privacy.models import AuditEntry, ErasureLedger, PrivacyRequest, RequestKind, RequestState, SuppressedSubject
+
+# the buttons of the request page: step, the service it calls, the states it applies to, what it says when done
+DECISIONS = {
+    "verify": (services.privacy_request_verify, (RequestState.RECEIVED,), _("Request verified.")),
+    "execute": (services.privacy_request_execute,
+                (RequestState.VERIFIED, RequestState.PARTIALLY_FAILED, RequestState.EXECUTING),
+                _("Request executed; see the receipt.")),
+    "close": (services.privacy_request_close, (RequestState.COMPLETED,), _("Request closed.")),
+}
 
 
 class PrivacyRequestForm(forms.ModelForm):
@@ -82,7 +91,51 @@ class PrivacyRequestAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         return [path("<int:pk>/export/", self.admin_site.admin_view(self.export_view), name="privacy_privacyrequest_export"),
+                path("<int:pk>/decide/<str:step>/", self.admin_site.admin_view(self.decide_view),
+                     name="privacy_privacyrequest_decide"),
                 *super().get_urls()]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        filed = PrivacyRequest.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
+        if filed is not None:
+            may_decide = request.user.has_perm(services.EXECUTE_PERMISSION)
+            extra_context = {
+                **(extra_context or {}),
+                "may_decide": may_decide,
+                "decisions": [
+                    {"step": step, "label": label, "enabled": filed.state in DECISIONS[step][1]}
+                    for step, label in (("verify", _("Verify")), ("execute", _("Execute")), ("close", _("Close")))
+                ],
+                "audit_entries": selectors.privacy_request_audit(request=filed),
+                "audit_url": reverse("admin:privacy_auditentry_changelist")
+                + f"?target_type={filed._meta.label_lower}&target_id={filed.pk}",
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def decide_view(self, request, pk: int, step: str):
+        """A button of the request page. The service checks the permission and audits a refusal, so
+        an operator who forges the POST is refused exactly like one who uses the action."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if step not in DECISIONS or not self.has_view_permission(request):
+            raise Http404
+        filed = PrivacyRequest.objects.filter(pk=pk).first()
+        if filed is None:
+            raise Http404
+        service, _states, done_message = DECISIONS[step]
+        try:
+            service(request=filed, actor=request.user)
+        except services.NotAllowed:
+            self.message_user(request, _("Only the compliance group may verify, execute or close privacy requests; "
+                                         "the attempt was recorded in the audit log."), messages.ERROR)
+        except services.RequestError as error:
+            self.message_user(request, str(error), messages.WARNING)
+        except Exception as error:  # recorded on the request as partially failed
+            self.message_user(request, _("#%(id)s failed and can be retried: %(error)s") % {
+                "id": filed.pk, "error": error.__class__.__name__}, messages.ERROR)
+        else:
+            self.message_user(request, done_message, messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:privacy_privacyrequest_change", args=[filed.pk]))
 
     def export_view(self, request, pk: int):
         from privacy.audit import audit_record

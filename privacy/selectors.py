@@ -23,3 +23,11 @@ def suppressed_external_ids(*, source: str, external_ids: Iterable[str]) -> set[
         return set()
     found = SuppressedSubject.objects.filter(token__in=list(token_of)).values_list("token", flat=True)
     return {token_of[t] for t in found}
+
+
+def privacy_request_audit(*, request) -> list:
+    """The audit entries of one request, oldest first: who filed, verified, executed, was refused."""
+    from privacy.models import AuditEntry
+
+    return list(AuditEntry.objects.filter(target_type=request._meta.label_lower, target_id=str(request.pk))
+                .order_by("at", "id"))

@@ -147,6 +147,7 @@ def privacy_request_close(*, request, actor):
     from privacy.models import PrivacyRequest, RequestState
 
     if not _may_execute(actor):
+        audit_record(action="privacy_request.close_refused", actor=actor, target=request)
         raise NotAllowed("only the compliance group may close privacy requests")
     moved = PrivacyRequest.objects.filter(pk=request.pk, state=RequestState.COMPLETED).update(
         state=RequestState.CLOSED, closed_by=actor_label(actor), closed_at=timezone.now(),

@@ -44,3 +44,24 @@ def segment_members_csv(*, segment: Segment) -> Iterator[str]:
     yield writer.writerow(["key", "score", "member_since"])
     for m in segment_members(segment=segment).iterator(chunk_size=5000):
         yield writer.writerow([m.customer.key, "" if m.score is None else m.score, m.added_at.isoformat()])
+
+
+def segment_rule_check(*, rule: str) -> dict:
+    """Whether a rule is valid and, if so, how many visible profiles it selects now: what the
+    admin's rule box shows as the operator types. Invalid: the message and where it points."""
+    from profiles import selectors as profile_selectors
+    from segments.rules import RuleError, rule_canonical, rule_parse, rule_to_q
+
+    try:
+        parsed = rule_parse(rule)
+        canonical = rule_canonical(rule)
+    except RuleError as error:
+        return {"valid": False, "error": error.message, "position": error.position, "column": error.column}
+    matching = profile_selectors.profiles_visible().filter(rule_to_q(parsed)).count()
+    return {"valid": True, "canonical": canonical, "matching": matching}
+
+
+def segment_seed_keys(*, segment: Segment, limit: int) -> list[str]:
+    """Pseudonymous keys of up to `limit` members, best scored first: a segment used as the seed
+    of a lookalike."""
+    return list(segment_members(segment=segment).values_list("customer__key", flat=True)[:limit])

@@ -281,3 +281,9 @@ def segments_refresh_all() -> list[int]:
         ids.append(pk)
     return ids
 
+
+
+def segment_refresh_queue(*, segment: Segment) -> None:
+    """Queue a refresh of the segment's members (admin button and action) once the caller's
+    transaction commits."""
+    _enqueue_refresh(segment)

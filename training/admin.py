@@ -1,11 +1,13 @@
 from django.contrib import admin, messages
-from django.db import transaction
-from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from training import services
+from config.charts import line_chart
+from training import selectors, services
 from training.models import ItemEmbedding, ModelVersion, RunStatus, TrainingRun
 
 
@@ -13,8 +15,8 @@ from training.models import ItemEmbedding, ModelVersion, RunStatus, TrainingRun
 class TrainingRunAdmin(admin.ModelAdmin):
     list_display = ("__str__", "arch", "status", "device", "epochs", "test_ndcg", "created_at", "finished_at")
     list_filter = ("status", "arch")
-    readonly_fields = ("arch", "status", "device", "config", "dataset", "history", "metrics", "error", "created_by",
-                       "created_at", "started_at", "finished_at")
+    readonly_fields = ("arch", "status", "device", "config", "dataset", "metrics", "error", "created_by",
+                       "created_at", "started_at", "finished_at", "model_version_link")
     fields = readonly_fields
 
     def has_add_permission(self, request):
@@ -59,6 +61,32 @@ class TrainingRunAdmin(admin.ModelAdmin):
             messages.success(request, _("Training run #%(run)s queued; its progress appears below.") % {"run": run.pk})
         return HttpResponseRedirect(reverse("admin:training_trainingrun_changelist"))
 
+    @admin.display(description=_("model version"))
+    def model_version_link(self, obj):
+        version = ModelVersion.objects.filter(run=obj).first()
+        if version is None:
+            return "—"
+        return format_html('<a href="{}">{}</a>', reverse("admin:training_modelversion_change", args=[version.pk]), version)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        run = self.get_object(request, unquote(object_id))
+        if run is not None:
+            series = selectors.training_run_series(history=run.history)
+            loss_datasets = [{"label": _("training loss"), "data": series["loss"]}]
+            if series["valid_loss"]:
+                loss_datasets.append({"label": _("validation loss"), "data": series["valid_loss"]})
+            metric_datasets = [{"label": name, "data": values} for name, values in series["metrics"].items()]
+            extra_context = {
+                **(extra_context or {}),
+                "series": series,
+                "loss_chart": line_chart(labels=series["epochs"], datasets=loss_datasets, x_title=_("epoch"),
+                                         y_title=_("loss")),
+                "metrics_chart": line_chart(labels=series["epochs"], datasets=metric_datasets, x_title=_("epoch"),
+                                            y_title=_("validation metric")),
+                "run_live": run.status in (RunStatus.PENDING, RunStatus.RUNNING),
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def changelist_view(self, request, extra_context=None):
         busy = TrainingRun.objects.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING]).exists()
         return super().changelist_view(request, {**(extra_context or {}), "run_busy": busy})
@@ -68,7 +96,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
 class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ("name", "is_active", "valid_ndcg", "test_ndcg", "gate_passed", "run", "created_at", "activated_at")
     list_filter = ("is_active",)
-    readonly_fields = ("name", "run", "is_active", "metrics", "gate", "artifact_path", "artifact_sha256", "created_at",
+    readonly_fields = ("name", "run", "is_active", "gate_summary", "artifact_path", "artifact_sha256", "created_at",
                        "activated_at")
     fields = readonly_fields
     actions = ("activate_selected",)
@@ -101,14 +129,58 @@ class ModelVersionAdmin(admin.ModelAdmin):
             messages.error(request, _("Select exactly one model version."))
             return
         version = queryset.get()
-        from training.tasks import model_version_activate_task
-
-        transaction.on_commit(lambda: model_version_activate_task.delay(version.pk))
+        services.model_version_activation_queue(version=version)
         messages.success(request, _("Version %(name)s is being activated: its embeddings are re-encoded in the background.")
                          % {"name": version})
 
     def has_activate_permission(self, request):
         return request.user.has_perm("training.add_trainingrun")
+
+    @admin.display(description=_("activation gate"))
+    def gate_summary(self, obj):
+        gate = obj.gate
+        if not gate:
+            return "—"
+
+        def number(value):
+            return "—" if value is None else f"{value:.4f}"
+
+        verdict = _("passed") if gate.get("passed") else _("held back")
+        text = format_html("{}: {} {} · {} {} · {}", gate.get("metric", ""), _("this version"), number(gate.get("candidate")),
+                           _("active version then"), number(gate.get("active")), verdict)
+        if gate.get("unlearning"):
+            text = format_html("{} ({})", text, gate["unlearning"])
+        return text
+
+    def get_urls(self):
+        return [
+            path("<path:object_id>/activate/", self.admin_site.admin_view(self.activate_view),
+                 name="training_modelversion_activate"),
+            *super().get_urls(),
+        ]
+
+    def activate_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_activate_permission(request):
+            raise PermissionDenied
+        version = self.get_object(request, unquote(object_id))
+        if version is None:
+            raise Http404
+        services.model_version_activation_queue(version=version)
+        messages.success(request, _("Version %(name)s is being activated: its embeddings are re-encoded in the background.")
+                         % {"name": version})
+        return HttpResponseRedirect(reverse("admin:training_modelversion_change", args=[version.pk]))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        version = self.get_object(request, unquote(object_id))
+        if version is not None:
+            extra_context = {
+                **(extra_context or {}),
+                "evaluation": selectors.model_version_evaluation(version=version),
+                "may_activate": self.has_activate_permission(request),
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
 
 
 @admin.register(ItemEmbedding)

@@ -385,3 +385,11 @@ def _embeddings_write(customer_ids: np.ndarray, vectors: np.ndarray, version_id:
             [version_id],
         )
         return cursor.rowcount
+
+
+def model_version_activation_queue(*, version: ModelVersion) -> None:
+    """An operator's activation or rollback (admin action and button): a worker re-encodes the
+    embeddings with this version, switches, and rebuilds the profiles, once the caller commits."""
+    from training.tasks import model_version_activate_task
+
+    transaction.on_commit(lambda: model_version_activate_task.delay(version.pk))
