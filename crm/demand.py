@@ -31,7 +31,7 @@ from crm.clv import ClvModel, ClvModelConfig, backtest_cutoffs, purchase_days
 
 WEEK = 7
 SEASON_WEEKS = 52
-PRIOR_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+PRIOR_GRID = tuple(2.0 ** k for k in range(-2, 10))  # 0.25 … 512
 
 
 def category_counts(purchases: pd.DataFrame, start: int, stop: int) -> pd.DataFrame:
