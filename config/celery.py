@@ -19,6 +19,7 @@ app.conf.task_routes = {
     "ingestion.tasks.*": {"queue": Queue.INGEST.value},
     "profiles.tasks.*": {"queue": Queue.PROFILES.value},
     "segments.tasks.*": {"queue": Queue.PROFILES.value},
+    "crm.tasks.*": {"queue": Queue.PROFILES.value},
     "training.tasks.*": {"queue": Queue.TRAINING.value},
 }
 app.autodiscover_tasks()

@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "training",
     "privacy",
     "segments",
+    "crm",
 ]
 
 MIDDLEWARE = [
@@ -214,6 +215,15 @@ PROFILE_FIT_SAMPLE_CUSTOMERS = env.int("PROFILE_FIT_SAMPLE_CUSTOMERS", default=2
 PROFILE_REFRESH_BATCH_CUSTOMERS = env.int("PROFILE_REFRESH_BATCH_CUSTOMERS", default=500)
 PROFILE_REFRESH_MAX_CUSTOMERS = env.int("PROFILE_REFRESH_MAX_CUSTOMERS", default=20_000)
 PROFILE_BUILD_REINDEX_MIN_CUSTOMERS = env.int("PROFILE_BUILD_REINDEX_MIN_CUSTOMERS", default=20_000)
+
+# Customer value and risk (README "Customer value and risk"): the forecast horizon, the shop size
+# from which the CLV model learns corrections to BG/NBD, the audiences' rules and demand weeks.
+CLV_HORIZON_DAYS = env.int("CLV_HORIZON_DAYS", default=90)
+CLV_MIN_CUSTOMERS_FOR_TREES = env.int("CLV_MIN_CUSTOMERS_FOR_TREES", default=200)
+CRM_HIGH_VALUE_SHARE = env.float("CRM_HIGH_VALUE_SHARE", default=0.2)
+CRM_CHURN_THRESHOLD = env.float("CRM_CHURN_THRESHOLD", default=0.5)
+CRM_RISING_RATIO = env.float("CRM_RISING_RATIO", default=1.5)
+DEMAND_FORECAST_WEEKS = env.int("DEMAND_FORECAST_WEEKS", default=8)
 
 # Privacy (README "Privacy"): model versions trained on an erased subject's data are retired
 # within this many days (the unlearning policy); access exports can be downloaded this long.

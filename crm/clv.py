@@ -272,6 +272,20 @@ class ClvModel:
             backtest_cutoffs=list(backtest_cutoffs), training_rows=len(purchases),
         )
 
+    @classmethod
+    def bgnbd_only(cls, days: pd.DataFrame, *, cutoff: int) -> ClvModel:
+        """The fallback when there is too little history to learn corrections: BG/NBD alone."""
+        return cls(bgnbd=BgNbd.fit(rfm_summary(days, cutoff)), count_model="", calibration=(0.0, 0.0),
+                   config=ClvModelConfig(), backtest_cutoffs=[], training_rows=0)
+
+    def _log_correction(self, features: pd.DataFrame, contributions: bool = False) -> np.ndarray:
+        if not self.count_model:
+            return np.zeros((len(features), len(FEATURES) + 1)) if contributions else np.zeros(len(features))
+        booster = lgb.Booster(model_str=self.count_model)
+        if contributions:
+            return booster.predict(features, pred_contrib=True)  # TreeSHAP; the last column is the bias
+        return booster.predict(features, raw_score=True)
+
     def predict(self, days: pd.DataFrame, *, cutoff: int, horizon_weeks: float,
                 with_attributions: bool = False) -> pd.DataFrame:
         """Per customer seen before `cutoff`: our forecasts and BG/NBD's side by side."""
@@ -279,10 +293,12 @@ class ClvModel:
         features = customer_features(days, cutoff, summary, self.bgnbd)
         base_expected = self.bgnbd.expected_purchases(summary, horizon_weeks)
         base_any = self.bgnbd.probability_any(summary, horizon_weeks)
-        count = lgb.Booster(model_str=self.count_model)
-        expected = np.exp(count.predict(features, raw_score=True) + np.log(np.maximum(base_expected, 1e-6)))
-        slope, intercept = self.calibration
-        p_any = 1.0 / (1.0 + np.exp(-(slope * np.log(np.maximum(expected, 1e-6)) + intercept)))
+        expected = np.exp(self._log_correction(features) + np.log(np.maximum(base_expected, 1e-6)))
+        if self.count_model:
+            slope, intercept = self.calibration
+            p_any = 1.0 / (1.0 + np.exp(-(slope * np.log(np.maximum(expected, 1e-6)) + intercept)))
+        else:
+            p_any = base_any
         value = self.bgnbd.expected_value(summary)
         out = pd.DataFrame({
             "expected_purchases": expected,
@@ -295,9 +311,21 @@ class ClvModel:
             "bgnbd_expected_spend": base_expected * value,
         }, index=summary.index)
         if with_attributions:
-            contributions = count.predict(features, pred_contrib=True)  # TreeSHAP, last column = bias
+            contributions = self._log_correction(features, contributions=True)
             out["attributions"] = [
                 dict(zip(FEATURES, (round(float(v), 4) for v in row[:-1]), strict=True)) for row in contributions
             ]
             out.attrs["features"] = features
         return out
+
+    def predict_weekly(self, days: pd.DataFrame, *, cutoff: int, weeks: int) -> pd.DataFrame:
+        """Expected purchases per customer in each of the next `weeks` weeks (columns 1…weeks): BG/NBD's
+        cumulative curve, differenced, times the customer's correction from the trees (which does not
+        depend on the horizon)."""
+        summary = rfm_summary(days, cutoff)
+        features = customer_features(days, cutoff, summary, self.bgnbd)
+        cumulative = np.column_stack(
+            [np.zeros(len(summary))] + [self.bgnbd.expected_purchases(summary, w) for w in range(1, weeks + 1)])
+        correction = np.exp(self._log_correction(features))
+        return pd.DataFrame(np.diff(cumulative, axis=1) * correction[:, None], index=summary.index,
+                            columns=range(1, weeks + 1))

@@ -35,6 +35,7 @@ _CUSTOMER_TABLES = (
     ("events", "ingestion_event", "customer_id"),
     ("segment_memberships", "segments_segmentmembership", "customer_id"),
     ("profiles", "profiles_profile", "customer_id"),
+    ("predictions", "crm_customerprediction", "customer_id"),
     ("customer_values", "profiles_customervalue", "customer_id"),
     ("ground_truth", "ingestion_customergroundtruth", "customer_id"),
 )

@@ -14,6 +14,8 @@ from rest_framework.views import APIView
 from access.models import Scope
 from ingestion.apis import BoundedJSONParser
 from ingestion.identity import customer_key
+from crm.explain import prediction_explained
+from crm.selectors import customer_prediction_get
 from profiles import recommendations, selectors
 from profiles.models import LifecycleStage, ValueTier
 
@@ -157,6 +159,12 @@ class ProfileDetailApi(APIView):
         explanation = serializers.JSONField(
             help_text="Top categories, the traits furthest from the population, and the nearest neighbours."
         )
+        predictions = serializers.JSONField(
+            allow_null=True,
+            help_text=("Churn and purchase forecast for the horizon, expected spend and one-year lifetime value, the "
+                       "BG/NBD baseline, the features that drove the forecast, CRM audiences with their rule, and the "
+                       "risk scorecard's lines. Null for a customer without purchases or before the first CLV fit."),
+        )
         feature_set_version = serializers.IntegerField(source="feature_set.version")
         model_version = serializers.IntegerField(source="model_version_id", allow_null=True)
         events_included = serializers.IntegerField()
@@ -184,6 +192,8 @@ class ProfileDetailApi(APIView):
         profile.segments = selectors.profile_segments(profile)
         neighbours = selectors.profiles_similar(profile=profile, k=EXPLANATION_NEIGHBOURS, space="fused", ef_search=40)
         profile.explanation = {**profile.explanation, "neighbours": _neighbours(neighbours)}
+        prediction = customer_prediction_get(customer_id=profile.customer_id)
+        profile.predictions = prediction_explained(prediction) if prediction else None
         return Response(self.OutputSerializer(profile).data)
 
 

@@ -575,8 +575,12 @@ def profiles_refresh(*, customer_ids: list[int]) -> int:
     fresh = None  # new events move the learned embedding too: re-encode with the active model
     if version is not None:
         fresh = customer_embeddings_encode(customer_ids=list(customer_ids), version=version)
-    return profiles_store(customer_ids=list(customer_ids), feature_set=feature_set, fresh_embeddings=fresh,
-                          model_version_id=version.pk if version else None)
+    written = profiles_store(customer_ids=list(customer_ids), feature_set=feature_set, fresh_embeddings=fresh,
+                             model_version_id=version.pk if version else None)
+    from crm.services import predictions_score
+
+    predictions_score(customer_ids=list(customer_ids))  # churn, CLV and risk move with the new events too
+    return written
 
 
 def profiles_refresh_after_import(*, import_job_id: int) -> dict:

@@ -15,7 +15,12 @@ def profile_build_chunk_task(build_id: int, index: int, first_id: int, last_id: 
 
 @shared_task(**_RETRY)
 def profile_build_finish_task(build_id: int) -> str:
-    return services.profile_build_finish(build_id=build_id).status
+    """Close the build, then refit the CLV model on the same data (scores refresh with profiles)."""
+    from crm.tasks import clv_fit_task
+
+    status = services.profile_build_finish(build_id=build_id).status
+    clv_fit_task.delay()
+    return status
 
 
 @shared_task(**_RETRY)

@@ -28,13 +28,14 @@ import re
 from dataclasses import dataclass
 from functools import reduce
 
-from django.db.models import Case, CharField, FloatField, Func, Q, Value, When
+from django.db.models import Case, CharField, F, FloatField, Func, Q, Value, When
 from django.db.models.fields.json import KT, KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Coalesce
 from django.db.models.lookups import Exact, GreaterThan, GreaterThanOrEqual, In, IsNull, LessThan, LessThanOrEqual
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
+from crm.models import Audience, RiskBand
 from profiles.features import NUMERIC_FEATURES
 from profiles.models import LifecycleStage, ValueTier
 
@@ -52,12 +53,15 @@ NUMERIC_TRAITS = (
     *(name for name in NUMERIC_FEATURES if name not in ("hour_sin", "hour_cos")), "refunded_value", "preferred_hour",
 )
 TEXT_TRAITS = ("top_channel", "top_device", "age_band", "gender", "region")
+PREDICTION_NUMBERS = ("churn_probability", "probability_active", "expected_purchases", "expected_spend",
+                      "lifetime_value", "risk_score")
 
 
 @dataclass(frozen=True)
 class Field:
-    """One thing a rule can test. `kind` is "number", "text", "boolean" or "label" (a profile column
-    holding one of `values`, which are in rank order when `ordered`)."""
+    """One thing a rule can test. `kind` is "number", "text", "boolean", "label" (a profile column
+    holding one of `values`, which are in rank order when `ordered`) or "set" (a column holding a
+    list of `values`: `=` tests that the list contains the value, `in` that it holds any of them)."""
 
     name: str
     kind: str
@@ -65,6 +69,7 @@ class Field:
     ordered: bool = False
     keyed: bool = False  # takes a category name: category_share["Books"]
     nullable: bool = True
+    column: str | None = None  # a column reached from the profile, instead of a trait in its JSON
 
     @property
     def operators(self) -> tuple[str, ...]:
@@ -89,6 +94,10 @@ FIELDS: dict[str, Field] = {
         Field("top_category", "text"),
         Field("is_loyalty_member", "boolean"),
         Field("category_share", "number", keyed=True, nullable=False),
+        # the CLV model's forecasts and the risk scorecard (crm.CustomerPrediction); null before a fit
+        *(Field(name, "number", column=f"customer__prediction__{name}") for name in PREDICTION_NUMBERS),
+        Field("audience", "set", values=tuple(Audience.values), nullable=False, column="customer__prediction__audiences"),
+        Field("risk_band", "label", values=tuple(RiskBand.values), ordered=True, column="customer__prediction__risk_band"),
     )
 }
 
@@ -298,13 +307,13 @@ def _field(tree: Tree) -> tuple[Field, str | None]:
 
 def _checked_value(field: Field, operator_name: str, token: Token):
     value = _literal(token)
-    wanted = {"number": float, "text": str, "label": str, "boolean": bool}[field.kind]
+    wanted = {"number": float, "text": str, "label": str, "set": str, "boolean": bool}[field.kind]
     if type(value) is not wanted:
         wanted_words = {float: "a number", str: "a string", bool: "true or false"}[wanted]
         raise RuleError(
             f"'{operator_name}' needs {wanted_words} for {field.name}, got {_value_words(value)}", token.start_pos
         )
-    if field.kind == "label" and value not in field.values:
+    if field.kind in ("label", "set") and value not in field.values:
         raise RuleError(
             f"{field.name} compares with one of {', '.join(field.values)}, not {value!r}", token.start_pos
         )
@@ -342,12 +351,12 @@ def _value_words(value) -> str:
 def _kind_words(field: Field) -> str:
     if field.kind == "label":
         return "ranked values" if field.ordered else "one of fixed values"
-    return {"number": "a number", "text": "text", "boolean": "yes/no"}[field.kind]
+    return {"number": "a number", "text": "text", "boolean": "yes/no", "set": "a list of fixed values"}[field.kind]
 
 
 def _example(field: Field) -> str:
     subject = f'{field.name}["Books"]' if field.keyed else field.name
-    if field.kind == "label":
+    if field.kind in ("label", "set"):
         return f'{subject} = "{field.values[0]}"'
     return f'{subject} > 0' if field.kind == "number" else f'{subject} = "…"'
 
@@ -409,8 +418,16 @@ def _node_q(node) -> Q:
 
 def _comparison_q(comparison: Comparison) -> Q:
     field = FIELDS[comparison.field]
+    if field.kind == "set":
+        single = comparison.operator in ("=", "!=")
+        test = Q(**{f"{field.column}__{'contains' if single else 'overlap'}":
+                    [comparison.value] if single else list(comparison.value)})
+        return ~test if comparison.operator in ("!=", "not in") else test
     if field.kind == "label":
-        return Q(**{f"{field.name}__in": [value for value in field.values if _label_holds(field, comparison, value)]})
+        if comparison.operator in NULL_OPERATORS:
+            return Q(**{f"{field.column}__isnull": comparison.operator == "is null"})
+        allowed = [value for value in field.values if _label_holds(field, comparison, value)]
+        return Q(**{f"{field.column or field.name}__in": allowed})
     value_expression = _trait_expression(field, comparison.category)
     if comparison.operator in NULL_OPERATORS:
         return Q(IsNull(value_expression, comparison.operator == "is null"))
@@ -438,6 +455,8 @@ def _label_holds(field: Field, comparison: Comparison, value: str) -> bool:
 
 
 def _trait_expression(field: Field, category: str | None):
+    if field.column:
+        return F(field.column)
     if field.keyed:
         # KeyTransform passes the category as a parameter of a JSON path, whatever its characters.
         shares = KeyTransform("category_shares", "traits")

@@ -202,7 +202,11 @@ def test_the_field_catalogue_lists_every_field_with_its_operators():
     assert FIELDS["lifecycle_stage"].operators == ("=", "!=", "in", "not in")
     assert FIELDS["monetary"].kind == "number" and "is null" in FIELDS["monetary"].operators
     assert FIELDS["category_share"].keyed and "is null" not in FIELDS["category_share"].operators
-    assert len(FIELDS) == 2 + 41 + 5 + 1 + 1 + 1
+    assert FIELDS["audience"].operators == ("=", "!=", "in", "not in")
+    assert FIELDS["risk_band"].values == ("low", "medium", "high") and "is null" in FIELDS["risk_band"].operators
+    assert FIELDS["churn_probability"].column == "customer__prediction__churn_probability"
+    # labels, numeric traits, text traits, top category, loyalty, category share; six forecasts, audience, risk band
+    assert len(FIELDS) == 2 + 41 + 5 + 1 + 1 + 1 + 6 + 1 + 1
 
 
 _VOCABULARY = [

@@ -1,0 +1,143 @@
+"""Reads for the CLV model, the risk scorecard and demand: purchases as the pure models want them,
+order behaviour per customer, and what the admin and API show."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pandas as pd
+from django.db import connection
+
+from crm.models import CategoryDemand, ClvFit, CustomerPrediction, DemandForecast
+from crm.risk import OrderBehaviour
+from ingestion.models import EventType
+
+EPOCH = date(1970, 1, 1)
+
+
+def day_number(moment: datetime | date) -> int:
+    """Days since 1970-01-01 (UTC), the `day` of the pure models' purchase frames."""
+    if isinstance(moment, datetime):
+        moment = moment.astimezone(UTC).date()
+    return (moment - EPOCH).days
+
+
+def day_start(day: int) -> datetime:
+    return datetime.combine(EPOCH + timedelta(days=int(day)), datetime.min.time(), tzinfo=UTC)
+
+
+_PURCHASES_SQL = f"""
+SELECT e.customer_id AS customer,
+       ((e.occurred_at AT TIME ZONE 'UTC')::date - DATE '1970-01-01') AS day,
+       coalesce(sum(e.value), 0)::float8 AS amount,
+       sum(e.quantity)::float8 AS quantity
+FROM ingestion_event e
+JOIN ingestion_customer c ON c.id = e.customer_id
+WHERE e.event_type = {EventType.PURCHASE} AND c.consent_profiling AND c.merged_into_id IS NULL
+  {{customers}}
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""
+
+
+def purchase_days_read(*, customer_ids: list[int] | None = None) -> pd.DataFrame:
+    """One row per customer and day with a purchase (customer, day, amount, quantity). Customers who
+    refused profiling and identities merged into another are left out."""
+    params: list = []
+    customers = ""
+    if customer_ids is not None:
+        customers, params = "AND e.customer_id = ANY(%s)", [list(map(int, customer_ids))]
+    with connection.cursor() as cursor:
+        cursor.execute(_PURCHASES_SQL.format(customers=customers), params)
+        rows = cursor.fetchall()
+    return pd.DataFrame(rows, columns=["customer", "day", "amount", "quantity"]).astype(
+        {"customer": "int64", "day": "int64", "amount": "float64", "quantity": "float64"})
+
+
+_BEHAVIOUR_SQL = f"""
+SELECT customer_id,
+       count(*) FILTER (WHERE event_type = {EventType.PURCHASE}),
+       coalesce(sum(value) FILTER (WHERE event_type = {EventType.PURCHASE}), 0)::float8,
+       count(*) FILTER (WHERE event_type = {EventType.REFUND}),
+       coalesce(sum(abs(value)) FILTER (WHERE event_type = {EventType.REFUND}), 0)::float8,
+       count(*) FILTER (WHERE event_type = {EventType.CANCEL}),
+       count(*) FILTER (WHERE event_type = {EventType.REFUND} AND context->>'reason' = 'chargeback'),
+       min(occurred_at) FILTER (WHERE event_type = {EventType.PURCHASE}),
+       (array_agg(value ORDER BY occurred_at) FILTER (WHERE event_type = {EventType.PURCHASE}))[1]::float8
+FROM ingestion_event
+WHERE customer_id = ANY(%s)
+  AND event_type IN ({EventType.PURCHASE}, {EventType.REFUND}, {EventType.CANCEL})
+GROUP BY customer_id
+"""
+
+
+def order_behaviour_read(*, customer_ids: list[int], as_of: datetime) -> dict[int, OrderBehaviour]:
+    """What the risk scorecard reads: purchases, refunds, cancellations and chargebacks per customer."""
+    if not customer_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(_BEHAVIOUR_SQL, [list(map(int, customer_ids))])
+        rows = cursor.fetchall()
+    behaviour = {}
+    for customer_id, purchases, value, refunds, refunded, cancels, chargebacks, first_at, first_value in rows:
+        behaviour[customer_id] = OrderBehaviour(
+            purchases=purchases, purchased_value=value, refunds=refunds, refunded_value=refunded,
+            cancellations=cancels, chargebacks=chargebacks,
+            days_since_first_purchase=None if first_at is None else (as_of - first_at).total_seconds() / 86400,
+            first_order_value=first_value,
+        )
+    return behaviour
+
+
+def median_order_value() -> float:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY value)::float8 FROM ingestion_event "
+                       f"WHERE event_type = {EventType.PURCHASE} AND value IS NOT NULL")
+        (median,) = cursor.fetchone()
+    return float(median or 0.0)
+
+
+def purchase_categories_read() -> pd.DataFrame:
+    """Purchase events with their item's category (top level of the category path):
+    customer, day, category."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            SELECT e.customer_id, ((e.occurred_at AT TIME ZONE 'UTC')::date - DATE '1970-01-01'),
+                   coalesce(nullif(split_part(i.category_path, '/', 1), ''), '—')
+            FROM ingestion_event e
+            JOIN ingestion_customer c ON c.id = e.customer_id
+            JOIN ingestion_item i ON i.id = e.item_id
+            WHERE e.event_type = {EventType.PURCHASE} AND c.consent_profiling AND c.merged_into_id IS NULL
+        """)
+        rows = cursor.fetchall()
+    return pd.DataFrame(rows, columns=["customer", "day", "category"]).astype({"customer": "int64", "day": "int64"})
+
+
+def clv_fit_latest() -> ClvFit | None:
+    return ClvFit.objects.order_by("-created_at", "-pk").first()
+
+
+def customer_prediction_get(*, customer_id: int) -> CustomerPrediction | None:
+    return CustomerPrediction.objects.filter(customer_id=customer_id).select_related("fit").first()
+
+
+def demand_forecast_latest() -> DemandForecast | None:
+    return DemandForecast.objects.order_by("-created_at", "-pk").first()
+
+
+def demand_table(*, forecast: DemandForecast) -> tuple[list, list[dict]]:
+    """(week starts, one row per category with its weekly expected purchases and total), biggest first."""
+    rows = list(CategoryDemand.objects.filter(forecast=forecast).order_by("category", "week_start")
+                .values("category", "week_start", "expected_purchases", "naive_purchases"))
+    weeks = sorted({row["week_start"] for row in rows})
+    by_category: dict[str, dict] = {}
+    for row in rows:
+        entry = by_category.setdefault(row["category"], {"category": row["category"], "weeks": {}, "total": 0.0,
+                                                         "naive_total": 0.0})
+        entry["weeks"][row["week_start"]] = row["expected_purchases"]
+        entry["total"] += row["expected_purchases"]
+        entry["naive_total"] += row["naive_purchases"] or 0.0
+    table = sorted(by_category.values(), key=lambda e: -e["total"])
+    for entry in table:
+        entry["series"] = [entry["weeks"].get(week, 0.0) for week in weeks]
+    return weeks, table

@@ -1,0 +1,195 @@
+"""Churn, purchase and lifetime-value predictions on a synthetic shop whose truth is known: who
+churned and who is a loyal big spender. Fitted on the event store, served by the API, refreshed
+when new events arrive, and usable in segment rules."""
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+from sklearn.metrics import roc_auc_score
+
+from crm import services
+from crm.models import Audience, ClvFit, CustomerPrediction
+from ingestion.models import CustomerGroundTruth
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(scope="module")
+def shop(django_db_setup, django_db_blocker):
+    from ingestion.services import synthetic_shop_load
+    from profiles.services import profiles_build
+
+    with django_db_blocker.unblock():
+        synthetic_shop_load(customers=3000, events=150_000, seed=11)
+        profiles_build()
+        fit = services.clv_fit()
+        yield fit
+        call_command("flush", interactive=False, verbosity=0)
+
+
+def _truth_and_predictions():
+    predictions = {p.customer_id: p for p in CustomerPrediction.objects.all()}
+    truth = dict(CustomerGroundTruth.objects.filter(customer_id__in=predictions).values_list("customer_id", "segment"))
+    churned = dict(CustomerGroundTruth.objects.filter(customer_id__in=predictions)
+                   .values_list("customer_id", "churned_at"))
+    ids = sorted(truth)
+    return ids, truth, churned, predictions
+
+
+def test_fit_learns_corrections_and_scores_every_buyer(shop):
+    fit = ClvFit.objects.get()
+    print("evaluation", fit.evaluation, "importance", fit.importance[:5])
+    assert fit.uses_trees and fit.training_rows > fit.customers
+    assert CustomerPrediction.objects.count() == fit.customers
+    assert set(fit.bgnbd_params) == {"r", "alpha", "a", "b"}
+    # the back-test judged the fit against BG/NBD on the same customers
+    assert fit.evaluation["customers"] > 100 and fit.evaluation["model"]["mae"] > 0
+
+
+def test_churners_rank_above_customers_who_stay(shop):
+    ids, truth, churned, predictions = _truth_and_predictions()
+    is_churner = np.array([churned[i] is not None for i in ids])
+    churn = np.array([predictions[i].churn_probability for i in ids])
+    auc = roc_auc_score(is_churner, churn)
+    print("churn AUC", auc, "churners", is_churner.sum(), "of", len(ids))
+    # random ranking is 0.5; measured 0.84 on this shop: the bar leaves room for another
+    # pseudonym key (customer order changes LightGBM's bagging) without letting a broken model pass
+    assert auc >= 0.75
+
+
+def test_loyal_big_spenders_rank_at_the_top_by_lifetime_value(shop):
+    ids, truth, churned, predictions = _truth_and_predictions()
+    spender = np.array([truth[i] == "loyal_big_spender" for i in ids])
+    value = np.array([predictions[i].lifetime_value for i in ids])
+    auc = roc_auc_score(spender, value)
+    top = np.argsort(-value)[: spender.sum()]
+    print("spender AUC", auc, "precision at their count", spender[top].mean(), "base", spender.mean())
+    # measured 0.85 and a top-list three times richer in big spenders than the population
+    assert auc >= 0.75
+    assert spender[top].mean() >= 2 * spender.mean()
+
+
+def test_profile_api_serves_the_forecast_with_its_explanation(shop, make_api_client):
+    prediction = CustomerPrediction.objects.filter(source="model").exclude(drivers=[]).select_related("customer").first()
+
+    body = make_api_client("profiles:read").get(f"/api/v1/profiles/{prediction.customer.key}").json()
+
+    served = body["predictions"]
+    assert served["churn_probability"] == pytest.approx(prediction.churn_probability, abs=1e-4)
+    assert served["expected_spend"] == pytest.approx(prediction.expected_spend, abs=0.01)
+    assert served["horizon_days"] == 90 and served["predicted_by"] == "model"
+    assert served["baseline"]["bgnbd_expected_purchases"] == pytest.approx(prediction.bgnbd_expected_purchases, abs=1e-4)
+    assert [d["feature"] for d in served["drivers"]] == [d["feature"] for d in prediction.drivers]
+    assert all("expected purchases ×" in d["text"] for d in served["drivers"])
+    assert [a["audience"] for a in served["audiences"]] == prediction.audiences
+    assert served["risk"]["score"] == prediction.risk_score
+
+
+def test_profile_api_says_null_for_a_customer_without_purchases(shop, make_api_client):
+    from profiles.models import Profile
+
+    profile = Profile.objects.filter(customer__prediction__isnull=True).select_related("customer").first()
+    assert profile is not None, "the shop has visitors who never bought"
+
+    body = make_api_client("profiles:read").get(f"/api/v1/profiles/{profile.customer.key}").json()
+
+    assert body["predictions"] is None
+
+
+def test_audiences_follow_their_rules(shop):
+    fit = ClvFit.objects.get()
+    thresholds = fit.thresholds
+    rows = list(CustomerPrediction.objects.all())
+    for row in rows:
+        assert (Audience.LIKELY_TO_CHURN in row.audiences) == (row.churn_probability >= thresholds["churn_probability"])
+        assert (Audience.HIGH_VALUE in row.audiences) == (row.expected_spend >= thresholds["high_value_expected_spend"])
+        if Audience.AT_RISK_HIGH_VALUE in row.audiences:
+            assert row.past_spend >= thresholds["high_value_past_spend"] and Audience.LIKELY_TO_CHURN in row.audiences
+    high_value = sum(Audience.HIGH_VALUE in row.audiences for row in rows)
+    assert high_value == pytest.approx(0.2 * len(rows), rel=0.05)
+    assert any(Audience.RISING in row.audiences for row in rows)
+
+
+def test_crm_audiences_are_segments_through_the_rule_language(shop):
+    from profiles.selectors import profiles_visible
+    from segments import services as segment_services
+
+    segment = segment_services.segment_create_rule(
+        name="churn watch", rule='audience = "likely_to_churn" and risk_band >= "low" and expected_spend > 0',
+        refresh="none")
+    size = segment_services.segment_refresh(segment_id=segment.pk)
+
+    expected = CustomerPrediction.objects.filter(
+        audiences__contains=["likely_to_churn"], expected_spend__gt=0, customer__profile__isnull=False).count()
+    assert size == expected > 0
+    # `!=` is the complement over all visible profiles, customers without a forecast included
+    churning = segment_services.segment_create_rule(name="churning", rule='audience = "likely_to_churn"', refresh="none")
+    staying = segment_services.segment_create_rule(name="staying", rule='audience != "likely_to_churn"', refresh="none")
+    assert (segment_services.segment_refresh(segment_id=churning.pk) + segment_services.segment_refresh(segment_id=staying.pk)
+            == profiles_visible().count())
+
+
+def test_a_new_purchase_refreshes_the_forecast_in_real_time(shop):
+    from django.db.models import Max
+
+    from ingestion.models import Event, Item
+    from ingestion.services import SYNTHETIC_SOURCE, events_ingest_batch
+    from profiles.services import profiles_refresh
+
+    lapsed = (CustomerPrediction.objects.filter(expected_purchases__gt=0).select_related("customer")
+              .order_by("probability_active").first())
+    before = (lapsed.probability_active, lapsed.expected_purchases, lapsed.computed_at)
+    now = Event.objects.aggregate(latest=Max("occurred_at"))["latest"]
+    external_id = _external_id_of(lapsed.customer_id)
+    sku = Item.objects.values_list("sku", flat=True).first()
+    events_ingest_batch(rows=[{"event_id": "crm-rt-1", "customer_id": external_id, "item_id": sku,
+                               "event_type": "purchase", "timestamp": now.isoformat(), "value": "80.00"}],
+                        source=SYNTHETIC_SOURCE)
+
+    profiles_refresh(customer_ids=[lapsed.customer_id])
+
+    after = CustomerPrediction.objects.get(pk=lapsed.pk)
+    assert after.computed_at > before[2]
+    assert after.probability_active > before[0] and after.expected_purchases > before[1]
+
+
+def _external_id_of(customer_id: int) -> str:
+    from ingestion.identity import customer_key
+    from ingestion.services import SYNTHETIC_SOURCE
+    from ingestion.models import Customer
+
+    key = Customer.objects.get(pk=customer_id).key
+    for number in range(1, 3001):
+        candidate = f"C{number:07d}"
+        if customer_key(source=SYNTHETIC_SOURCE, external_id=candidate) == key:
+            return candidate
+    raise AssertionError("no synthetic external id matches")
+
+
+def test_risk_never_reads_protected_attributes(shop):
+    from ingestion.models import Customer
+
+    risky = CustomerPrediction.objects.filter(risk_score__gt=0).order_by("-risk_score").first()
+    before = (risky.risk_score, risky.risk_band, risky.risk_reasons)
+    Customer.objects.filter(pk=risky.pk).update(age=19, age_band="18-24", gender="f", region="west")
+
+    services.predictions_score(customer_ids=[risky.pk])
+
+    after = CustomerPrediction.objects.get(pk=risky.pk)
+    assert (after.risk_score, after.risk_band, after.risk_reasons) == before
+    assert before[2] and all(line["rule"] in {"refund_rate", "refunded_value_share", "cancellation_rate", "chargebacks",
+                                                "new_account_large_order"} for line in before[2])
+
+
+def test_erasure_removes_the_prediction(shop, django_user_model):
+    from privacy.services import privacy_request_execute, privacy_request_file, privacy_request_verify
+
+    prediction = CustomerPrediction.objects.select_related("customer").first()
+    officer = django_user_model.objects.create_superuser("dpo", "dpo@example.com", "pw-for-tests-only")
+    request = privacy_request_file(kind="erasure", source="synthetic", external_id=_external_id_of(prediction.pk),
+                                   actor=officer)
+    privacy_request_verify(request=request, actor=officer)
+    request = privacy_request_execute(request=request, actor=officer)
+
+    assert request.receipt["stores"]["predictions"]["removed"] == 1
+    assert not CustomerPrediction.objects.filter(pk=prediction.pk).exists()
