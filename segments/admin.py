@@ -134,7 +134,7 @@ class SegmentAdmin(admin.ModelAdmin):
                 "index": d["index"] + 1, "k": d["k"], "space": d["space"]}
         return obj.rule
 
-    @admin.display(description=_("description"))
+    @admin.display(description=_("what the members have in common"))
     def description_table(self, obj):
         d = obj.description
         if not d:

@@ -13,7 +13,8 @@
     output.id = "rule-check";
     output.className = "rule-check";
     output.setAttribute("aria-live", "polite");
-    input.insertAdjacentElement("afterend", output);
+    // below the field (the admin lays the label and the box out in a row)
+    (input.closest(".flex-container") || input).insertAdjacentElement("afterend", output);
     var timer = null;
     var sequence = 0;
 
