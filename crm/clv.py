@@ -102,8 +102,14 @@ class BgNbd:
     def fit(cls, summary: pd.DataFrame) -> BgNbd:
         from lifetimes import BetaGeoFitter, GammaGammaFitter
 
-        counts = BetaGeoFitter(penalizer_coef=0.0)
-        counts.fit(summary["frequency"], summary["recency"], summary["T"])
+        from lifetimes.utils import ConvergenceError
+
+        try:
+            counts = BetaGeoFitter(penalizer_coef=0.0).fit(summary["frequency"], summary["recency"], summary["T"])
+        except ConvergenceError:
+            # some small or early back-test samples leave the optimiser wandering; a tiny L2 penalty on
+            # the parameters (lifetimes' own remedy) settles it without moving a well-posed fit
+            counts = BetaGeoFitter(penalizer_coef=0.001).fit(summary["frequency"], summary["recency"], summary["T"])
         repeaters = summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
         spend_params = {}
         if len(repeaters) >= 20:

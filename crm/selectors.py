@@ -97,20 +97,23 @@ def median_order_value() -> float:
     return float(median or 0.0)
 
 
-def purchase_categories_read() -> pd.DataFrame:
-    """Purchase events with their item's category (top level of the category path):
-    customer, day, category."""
+def purchase_lines_read() -> pd.DataFrame:
+    """Purchase events with their item's top-level category, as `crm.demand` wants them: customer,
+    day, category, amount, quantity (one row per purchased line). Lines without an item count under
+    "—", so the demand totals still add up to the purchases."""
     with connection.cursor() as cursor:
         cursor.execute(f"""
             SELECT e.customer_id, ((e.occurred_at AT TIME ZONE 'UTC')::date - DATE '1970-01-01'),
-                   coalesce(nullif(split_part(i.category_path, '/', 1), ''), '—')
+                   coalesce(nullif(split_part(i.category_path, '/', 1), ''), '—'),
+                   coalesce(e.value, 0)::float8, e.quantity::float8
             FROM ingestion_event e
             JOIN ingestion_customer c ON c.id = e.customer_id
-            JOIN ingestion_item i ON i.id = e.item_id
+            LEFT JOIN ingestion_item i ON i.id = e.item_id
             WHERE e.event_type = {EventType.PURCHASE} AND c.consent_profiling AND c.merged_into_id IS NULL
         """)
         rows = cursor.fetchall()
-    return pd.DataFrame(rows, columns=["customer", "day", "category"]).astype({"customer": "int64", "day": "int64"})
+    return pd.DataFrame(rows, columns=["customer", "day", "category", "amount", "quantity"]).astype(
+        {"customer": "int64", "day": "int64"})
 
 
 def clv_fit_latest() -> ClvFit | None:

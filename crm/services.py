@@ -18,14 +18,17 @@ from sklearn.metrics import roc_auc_score
 
 from crm import clv
 from crm.clv import FEATURES, ClvModel, ClvModelConfig
-from crm.models import Audience, ClvFit, CustomerPrediction
+from crm import demand
+from crm.models import Audience, CategoryDemand, ClvFit, CustomerPrediction, DemandForecast
 from crm.risk import OrderBehaviour, risk_score
 from crm.selectors import (
     clv_fit_latest,
     day_number,
+    day_start,
     median_order_value,
     order_behaviour_read,
     purchase_days_read,
+    purchase_lines_read,
 )
 
 logger = logging.getLogger(__name__)
@@ -239,3 +242,50 @@ def _store(fit: ClvFit, predicted: pd.DataFrame, as_of) -> int:
         update_fields=[f.name for f in CustomerPrediction._meta.concrete_fields if f.name not in ("customer",)],
     )
     return len(rows)
+
+
+def demand_forecast_make(*, fit: ClvFit | None = None, weeks: int | None = None) -> DemandForecast | None:
+    """Expected purchase lines per category for the next weeks from the fit's per-customer forecasts,
+    their category preferences and the recent arrival of new customers (crm.demand), beside the
+    seasonal-naive baseline; with a back-test of the method one forecast length ago."""
+    fit = fit or clv_fit_latest()
+    weeks = weeks or settings.DEMAND_FORECAST_WEEKS
+    if fit is None:
+        return None
+    lines = purchase_lines_read()
+    cutoff = day_number(fit.cutoff) + 1
+    history = lines[lines["day"] < cutoff]
+    if history.empty:
+        return None
+    weekly = _model_of(fit).predict_weekly(clv.purchase_days(history), cutoff=cutoff, weeks=weeks)
+    forecast = demand.demand_forecast(
+        weekly, demand.category_preferences(history, cutoff),
+        lines_per_day=demand.lines_per_purchase_day(history, cutoff),
+        newcomers=demand.newcomer_demand(history, cutoff, weeks),
+    )
+    naive = demand.seasonal_naive(history, cutoff, weeks)
+    categories = forecast.index.union(naive.index)
+    forecast = forecast.reindex(index=categories, columns=range(1, weeks + 1)).fillna(0.0)
+    naive = naive.reindex(index=categories, columns=range(1, weeks + 1)).fillna(0.0)
+    backtest = _demand_backtest(lines, cutoff - 7 * weeks, weeks)
+    with transaction.atomic():
+        made = DemandForecast.objects.create(cutoff=fit.cutoff, weeks=weeks, fit=fit, backtest=backtest)
+        CategoryDemand.objects.bulk_create([
+            CategoryDemand(forecast=made, category=str(category), week_start=day_start(cutoff + 7 * (week - 1)).date(),
+                           expected_purchases=float(forecast.at[category, week]),
+                           naive_purchases=float(naive.at[category, week]))
+            for category in categories for week in range(1, weeks + 1)
+        ])
+    return made
+
+
+def _demand_backtest(lines: pd.DataFrame, cutoff: int, weeks: int) -> dict:
+    history = lines[lines["day"] < cutoff]
+    if history.empty or history["customer"].nunique() < settings.CLV_MIN_CUSTOMERS_FOR_TREES \
+            or len(clv.backtest_cutoffs(first_day=int(history["day"].min()), cutoff=cutoff)) < 2:
+        return {"skipped": "less history than the forecast length plus eight weeks, or too few customers"}
+    result = demand.demand_backtest(lines, cutoff=cutoff, weeks=weeks)
+    summary = {key: None if isinstance(value, float) and math.isnan(value) else value
+               for key, value in result.summary().items()}
+    table = result.table.astype(object).where(result.table.notna(), None)
+    return {**summary, "from_day": cutoff, "table": table.to_dict("records")}

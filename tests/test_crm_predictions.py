@@ -2,6 +2,8 @@
 churned and who is a loyal big spender. Fitted on the event store, served by the API, refreshed
 when new events arrive, and usable in segment rules."""
 
+from datetime import timedelta
+
 import numpy as np
 import pytest
 from django.core.management import call_command
@@ -193,3 +195,25 @@ def test_erasure_removes_the_prediction(shop, django_user_model):
 
     assert request.receipt["stores"]["predictions"]["removed"] == 1
     assert not CustomerPrediction.objects.filter(pk=prediction.pk).exists()
+
+
+def test_category_demand_forecast_is_stored_with_its_backtest(shop):
+    from crm.models import CategoryDemand, DemandForecast
+    from crm.selectors import demand_table
+    from ingestion.models import Event, EventType
+
+    forecast = services.demand_forecast_make(fit=shop, weeks=4)
+
+    assert DemandForecast.objects.filter(pk=forecast.pk).exists()
+    weeks, table = demand_table(forecast=forecast)
+    assert len(weeks) == 4 and (weeks[1] - weeks[0]).days == 7
+    assert weeks[0] > shop.cutoff.date()
+    rows = CategoryDemand.objects.filter(forecast=forecast)
+    assert rows.count() == 4 * len(table) and all(r.expected_purchases >= 0 for r in rows)
+    # the forecast's weekly volume is of the order of the shop's recent weekly purchase lines
+    recent = Event.objects.filter(event_type=EventType.PURCHASE,
+                                  occurred_at__gte=shop.cutoff - timedelta(weeks=4)).count()
+    forecast_total = sum(row["total"] for row in table)
+    assert 0.3 * recent < forecast_total < 3 * recent
+    assert forecast.backtest["model_mape"] is not None and forecast.backtest["naive_mape"] is not None
+    assert {row["category"] for row in forecast.backtest["table"]} >= {row["category"] for row in table[:3]}

@@ -1,0 +1,145 @@
+"""The CLV model's mathematics on simulated BG/NBD customers, whose true parameters are known."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crm.clv import BgNbd, ClvModel, ClvModelConfig, backtest_cutoffs, bgnbd_probability_none, rfm_summary
+
+TRUE = {"r": 0.6, "alpha": 6.0, "a": 0.8, "b": 2.5}
+
+
+def simulate_bgnbd(customers: int, weeks: int, seed: int = 0) -> pd.DataFrame:
+    """Purchase days of a cohort acquired over the first 12 weeks, drawn from BG/NBD itself:
+    Poisson purchases at rate λ ~ Gamma(r, α) per week while alive, dropout after each repeat
+    purchase with probability p ~ Beta(a, b)."""
+    rng = np.random.default_rng(seed)
+    rate = rng.gamma(TRUE["r"], 1 / TRUE["alpha"], customers)
+    dropout = rng.beta(TRUE["a"], TRUE["b"], customers)
+    rows = []
+    for customer in range(customers):
+        t = rng.uniform(0, 12)
+        rows.append((customer, int(t * 7)))
+        while True:
+            if rate[customer] <= 0:
+                break
+            t += rng.exponential(1 / rate[customer])
+            if t >= weeks:
+                break
+            rows.append((customer, int(t * 7)))
+            if rng.random() < dropout[customer]:
+                break
+    frame = pd.DataFrame(rows, columns=["customer", "day"]).drop_duplicates()
+    return frame.assign(amount=rng.gamma(4.0, 10.0, len(frame)), quantity=1.0)
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    return simulate_bgnbd(6000, 78, seed=1)
+
+
+def test_no_purchase_probability_of_a_new_customer_is_the_nbd_zero_class():
+    horizon = np.array([1.0, 10.0, 52.0])
+
+    p_none = bgnbd_probability_none((0.6, 6.0, 0.8, 2.5), np.zeros(3), np.zeros(3), np.zeros(3), horizon)
+
+    np.testing.assert_allclose(p_none, (6.0 / (6.0 + horizon)) ** 0.6, rtol=1e-12)
+
+
+def test_fit_recovers_the_simulated_parameters(cohort):
+    model = BgNbd.fit(rfm_summary(cohort, cutoff=39 * 7))
+
+    for name, value in TRUE.items():
+        assert model.params[name] == pytest.approx(value, rel=0.25), name
+
+
+def test_conditional_forecasts_are_calibrated_against_what_happened(cohort):
+    """Deciles of predicted P(buy in the next 39 weeks) match the observed share of buyers, and the
+    expected counts match the observed total (true parameters, so only the formulas are tested)."""
+    cutoff = 39 * 7
+    summary = rfm_summary(cohort, cutoff)
+    model = BgNbd(params=dict(TRUE))
+    later = cohort[(cohort["day"] >= cutoff) & (cohort["day"] < 78 * 7)].groupby("customer").size()
+    actual = later.reindex(summary.index).fillna(0).to_numpy()
+
+    p_any = model.probability_any(summary, 39)
+    expected = model.expected_purchases(summary, 39)
+
+    deciles = pd.qcut(p_any, 10, labels=False, duplicates="drop")
+    observed = pd.Series(actual > 0).groupby(deciles).mean()
+    predicted = pd.Series(p_any).groupby(deciles).mean()
+    assert np.max(np.abs(observed - predicted)) < 0.05
+    assert expected.sum() == pytest.approx(actual.sum(), rel=0.08)
+
+
+def test_expected_purchases_agree_with_lifetimes(cohort):
+    from lifetimes import BetaGeoFitter
+
+    summary = rfm_summary(cohort, 39 * 7)
+    ours = BgNbd.fit(summary)
+    theirs = BetaGeoFitter().fit(summary["frequency"], summary["recency"], summary["T"])
+
+    np.testing.assert_allclose(
+        ours.expected_purchases(summary, 26),
+        theirs.conditional_expected_number_of_purchases_up_to_time(26, summary["frequency"], summary["recency"],
+                                                                   summary["T"]),
+        rtol=1e-6)
+    np.testing.assert_allclose(
+        ours.probability_alive(summary),
+        theirs.conditional_probability_alive(summary["frequency"], summary["recency"], summary["T"]), rtol=1e-6)
+
+
+def test_without_trees_the_model_is_bgnbd(cohort):
+    model = ClvModel.bgnbd_only(cohort, cutoff=39 * 7)
+
+    predicted = model.predict(cohort, cutoff=39 * 7, horizon_weeks=39)
+
+    np.testing.assert_allclose(predicted["expected_purchases"], predicted["bgnbd_expected_purchases"])
+    np.testing.assert_allclose(predicted["probability_active"], predicted["bgnbd_probability_active"])
+
+
+def test_on_data_bgnbd_explains_the_trees_do_little_harm(cohort):
+    """Where BG/NBD is the true model there is nothing to learn: the corrections stay near 1 and the
+    error stays within 3% of BG/NBD's."""
+    cutoff = 39 * 7
+    calibration = cohort[cohort["day"] < cutoff]
+    model = ClvModel.fit(calibration, cutoff=cutoff, backtest_cutoffs=backtest_cutoffs(first_day=0, cutoff=cutoff),
+                         config=ClvModelConfig(rounds=150))
+    predicted = model.predict(calibration, cutoff=cutoff, horizon_weeks=39)
+    later = cohort[cohort["day"] >= cutoff].groupby("customer").size()
+    actual = later.reindex(predicted.index).fillna(0).to_numpy()
+
+    ours = np.abs(predicted["expected_purchases"] - actual).mean()
+    reference = np.abs(predicted["bgnbd_expected_purchases"] - actual).mean()
+    correction = predicted["expected_purchases"] / predicted["bgnbd_expected_purchases"]
+    assert ours <= 1.03 * reference
+    assert correction.median() == pytest.approx(1.0, abs=0.15)
+
+
+def test_weekly_forecast_sums_to_the_horizon_forecast(cohort):
+    cutoff = 39 * 7
+    calibration = cohort[cohort["day"] < cutoff]
+    model = ClvModel.fit(calibration, cutoff=cutoff, backtest_cutoffs=backtest_cutoffs(first_day=0, cutoff=cutoff),
+                         config=ClvModelConfig(rounds=30))
+
+    weekly = model.predict_weekly(calibration, cutoff=cutoff, weeks=13)
+    total = model.predict(calibration, cutoff=cutoff, horizon_weeks=13)["expected_purchases"]
+
+    np.testing.assert_allclose(weekly.sum(axis=1), total, rtol=1e-9)
+    assert (weekly.to_numpy() >= 0).all()
+
+
+def test_attributions_add_up_to_the_correction(cohort):
+    cutoff = 39 * 7
+    calibration = cohort[cohort["day"] < cutoff]
+    model = ClvModel.fit(calibration, cutoff=cutoff, backtest_cutoffs=backtest_cutoffs(first_day=0, cutoff=cutoff),
+                         config=ClvModelConfig(rounds=30))
+
+    predicted = model.predict(calibration, cutoff=cutoff, horizon_weeks=39, with_attributions=True)
+
+    # TreeSHAP: feature contributions plus the bias equal the log correction; without the bias they
+    # account for each customer's departure from the average correction
+    log_correction = np.log(predicted["expected_purchases"] / predicted["bgnbd_expected_purchases"])
+    contributions = np.array([sum(row.values()) for row in predicted["attributions"]])
+    spread = log_correction - contributions
+    assert np.ptp(spread) < len(predicted["attributions"].iloc[0]) * 1e-4  # each rounded to 4 decimals
