@@ -9,9 +9,25 @@ COMPLIANCE_PERMISSIONS = [
     ("privacy", "suppressedsubject", "view_suppressedsubject"), ("privacy", "erasureledger", "view_erasureledger"),
     ("ingestion", "customer", "view_customer"), ("ingestion", "customer", "view_pii"),
 ]
+# Operators run the product from the admin: imports (with their rejects), profiles and builds,
+# segments, training and activation, the CLV model and demand; they file privacy requests but never
+# verify or execute them, and they see personal data only masked.
 OPERATOR_PERMISSIONS = [
     ("privacy", "privacyrequest", "view_privacyrequest"), ("privacy", "privacyrequest", "add_privacyrequest"),
     ("privacy", "auditentry", "view_auditentry"), ("ingestion", "customer", "view_customer"),
+    ("ingestion", "importjob", "view_importjob"), ("ingestion", "importjob", "add_importjob"),
+    ("ingestion", "quarantinedrow", "view_quarantinedrow"), ("ingestion", "item", "view_item"),
+    ("ingestion", "event", "view_event"), ("ingestion", "socialedge", "view_socialedge"),
+    ("profiles", "profile", "view_profile"), ("profiles", "featureset", "view_featureset"),
+    ("profiles", "profilebuild", "view_profilebuild"), ("profiles", "identitymerge", "view_identitymerge"),
+    ("segments", "segment", "view_segment"), ("segments", "segment", "add_segment"),
+    ("segments", "segment", "change_segment"), ("segments", "segment", "delete_segment"),
+    ("segments", "segmentsnapshot", "view_segmentsnapshot"),
+    ("training", "trainingrun", "view_trainingrun"), ("training", "trainingrun", "add_trainingrun"),
+    ("training", "modelversion", "view_modelversion"), ("training", "itemembedding", "view_itemembedding"),
+    ("crm", "clvfit", "view_clvfit"), ("crm", "clvfit", "add_clvfit"),
+    ("crm", "customerprediction", "view_customerprediction"),
+    ("crm", "demandforecast", "view_demandforecast"), ("crm", "categorydemand", "view_categorydemand"),
 ]
 
 
@@ -27,6 +43,12 @@ def roles_ensure(group_model, permission_model) -> None:
 
 
 def roles_after_migrate(sender, **kwargs) -> None:
+    from django.apps import apps
+    from django.contrib.auth.management import create_permissions
     from django.contrib.auth.models import Group, Permission
 
+    # post_migrate reaches apps in INSTALLED_APPS order: create the permissions of the apps after
+    # this one now, or a first migrate would leave the roles without them
+    for app_config in apps.get_app_configs():
+        create_permissions(app_config, verbosity=0, using=kwargs.get("using", "default"))
     roles_ensure(Group, Permission)
