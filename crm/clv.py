@@ -21,6 +21,8 @@ weeks, and will they buy at all:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 from dataclasses import dataclass, field
 
@@ -104,12 +106,15 @@ class BgNbd:
 
         from lifetimes.utils import ConvergenceError
 
+        columns = (summary["frequency"], summary["recency"], summary["T"])
         try:
-            counts = BetaGeoFitter(penalizer_coef=0.0).fit(summary["frequency"], summary["recency"], summary["T"])
+            with contextlib.redirect_stdout(io.StringIO()):  # lifetimes prints the optimiser's state on failure
+                counts = BetaGeoFitter(penalizer_coef=0.0).fit(*columns)
         except ConvergenceError:
-            # some small or early back-test samples leave the optimiser wandering; a tiny L2 penalty on
-            # the parameters (lifetimes' own remedy) settles it without moving a well-posed fit
-            counts = BetaGeoFitter(penalizer_coef=0.001).fit(summary["frequency"], summary["recency"], summary["T"])
+            # The maximum lies on the boundary (e.g. a shop whose customers never drop out sends a and b
+            # towards 0 and ∞) and BFGS reports precision loss; the same likelihood with the
+            # log-parameters bounded to ±12 (L-BFGS-B) finds that boundary instead.
+            counts = BetaGeoFitter(penalizer_coef=0.0).fit(*columns, bounds=[(-12.0, 12.0)] * 4)
         repeaters = summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
         spend_params = {}
         if len(repeaters) >= 20:

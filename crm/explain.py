@@ -88,9 +88,10 @@ def prediction_explained(prediction) -> dict:
             "bgnbd_probability_alive": round(prediction.bgnbd_probability_alive, 4),
         },
         "drivers": [{**driver, "text": driver_text(driver)} for driver in prediction.drivers],
-        "audiences": [{"audience": a, "reason": audience_reason(a, fit.thresholds)} for a in prediction.audiences],
+        "audiences": [{"audience": a, "label": str(Audience(a).label), "reason": audience_reason(a, fit.thresholds)}
+                      for a in prediction.audiences],
         "risk": {
-            "score": prediction.risk_score, "band": prediction.risk_band,
+            "score": prediction.risk_score, "band": prediction.risk_band, "band_label": prediction.get_risk_band_display(),
             "lines": [{**line, "text": risk_line_text(line)} for line in prediction.risk_reasons],
         },
         "fitted_at": fit.created_at, "computed_at": prediction.computed_at,

@@ -73,9 +73,14 @@ class ProfileAdmin(admin.ModelAdmin):
         from ingestion.admin import mask_email, mask_text
         from ingestion.identity import pii_decrypt
 
+        from crm.explain import prediction_explained
+        from crm.selectors import customer_prediction_get
+
         data = page.profile_page(profile=profile)
         customer = profile.customer
+        prediction = customer_prediction_get(customer_id=profile.pk)
         return {
+            "prediction": prediction_explained(prediction) if prediction else None,
             "customer": customer,
             "customer_pii": [
                 (_("email"), mask_email(pii_decrypt(customer.email_encrypted))),

@@ -27,6 +27,9 @@ def shop(transactional_db):
 
     synthetic_shop_load(customers=250, events=12_000, seed=3)
     profiles_build()
+    from crm.services import clv_fit, demand_forecast_make
+
+    demand_forecast_make(fit=clv_fit(), weeks=4)
     get_user_model().objects.create_superuser("operator", "op@example.com", "correct-horse-battery")
     profile = Profile.objects.filter(value_tier="high").order_by("-events_included", "pk").first()
     return {"profile_id": profile.pk, "customers": Customer.objects.count(), "import_job_id": ImportJob.objects.get().pk}
@@ -78,6 +81,10 @@ def test_operator_sees_the_store_in_pictures(shop, live_server, browser_page):
     points = {chart: _rendered_points(page, chart) for chart in PROFILE_CHARTS}
     assert all(n > 0 for n in points.values()), points
     assert page.locator("#profile-neighbours tbody tr").count() == 10
+    churn = page.inner_text("#prediction-churn").strip()
+    assert churn.endswith("%") and 0 <= int(churn[:-1]) <= 100
+    # 250 customers are too few to learn corrections: the page says BG/NBD alone predicts
+    assert "BG/NBD" in page.inner_text("#prediction-drivers")
     _screenshot(page, "profile")
 
     # the embedding map: a hover shows the customer, a click opens their profile
@@ -106,3 +113,22 @@ def test_operator_sees_the_store_in_pictures(shop, live_server, browser_page):
     assert _rendered_points(page, "chart-information-gain") > 10
     assert page.locator("#combinations tbody tr").count() > 0
     _screenshot(page, "feature-report")
+
+    # category demand: the weekly chart, the totals beside seasonal naive, the table
+    page.goto(f"{live_server.url}/admin/crm/demandforecast/latest/")
+    assert _rendered_points(page, "chart-demand") >= 4
+    assert _rendered_points(page, "chart-demand-totals") > 0
+    assert page.locator("#demand-table tbody tr").count() >= 5
+    _screenshot(page, "category-demand")
+
+    # the operator switches the admin to Chinese: labels of the product's own pages are translated
+    page.goto(f"{live_server.url}/admin/")
+    page.select_option("#language-switch select", "zh-hans")
+    page.wait_for_selector("#portrait-dashboard")
+    page.wait_for_function("() => document.documentElement.lang === 'zh-hans'")
+    dashboard_text = page.inner_text("#portrait-dashboard")
+    assert "客户" in dashboard_text and "隐私请求" in dashboard_text
+    assert "Customers" not in dashboard_text
+    page.goto(f"{live_server.url}/admin/profiles/profile/{shop['profile_id']}/change/")
+    assert "流失概率" in page.inner_text("#profile-prediction")
+    _screenshot(page, "profile-zh-hans")

@@ -217,3 +217,28 @@ def test_category_demand_forecast_is_stored_with_its_backtest(shop):
     assert 0.3 * recent < forecast_total < 3 * recent
     assert forecast.backtest["model_mape"] is not None and forecast.backtest["naive_mape"] is not None
     assert {row["category"] for row in forecast.backtest["table"]} >= {row["category"] for row in table[:3]}
+
+
+def test_admin_pages_show_the_fit_the_predictions_and_the_demand(shop, admin_client):
+    services.demand_forecast_make(fit=shop, weeks=4)
+
+    fits = admin_client.get("/admin/crm/clvfit/")
+    fit_page = admin_client.get(f"/admin/crm/clvfit/{shop.pk}/change/").content.decode()
+    churners = admin_client.get("/admin/crm/customerprediction/", {"audience": "likely_to_churn"})
+    demand = admin_client.get("/admin/crm/demandforecast/latest/", follow=True).content.decode()
+
+    assert fits.status_code == 200 and 'id="clv-refit"' in fits.content.decode()
+    assert "BG/NBD" in fit_page and f"{shop.evaluation['model']['mae']:.4f}" in fit_page
+    expected = CustomerPrediction.objects.filter(audiences__contains=["likely_to_churn"]).count()
+    assert churners.context["cl"].result_count == expected > 0
+    assert 'data-chart="chart-demand"' in demand and 'id="demand-table"' in demand
+
+
+def test_profile_page_shows_the_forecast(shop, admin_client):
+    prediction = CustomerPrediction.objects.filter(source="model").exclude(drivers=[]).first()
+
+    html = admin_client.get(f"/admin/profiles/profile/{prediction.pk}/change/").content.decode()
+
+    assert 'id="profile-prediction"' in html
+    assert f"{round(prediction.churn_probability * 100)}%" in html
+    assert "expected purchases ×" in html
