@@ -38,6 +38,7 @@ demo: migrate
 	$(PY) manage.py generate_events --if-empty --customers $(DEMO_CUSTOMERS) --events $(DEMO_EVENTS) --seed 42
 	$(PY) manage.py build_profiles --if-missing
 	$(PY) manage.py demo_segments --if-missing
+	$(PY) manage.py fit_clv --if-missing
 	$(PY) manage.py train --if-missing --queue --epochs $(DEMO_TRAIN_EPOCHS)
 
 serve: install redis
@@ -67,6 +68,8 @@ bench: install redis migrate
 	$(PY) bench/similarity.py
 	$(PY) bench/api_load.py
 	$(PY) bench/erasure.py
+	$(PY) bench/clv_cdnow.py
+	$(PY) bench/demand.py
 
 db-stop:
 	-$(PY) -c "from pathlib import Path; from pgserver._commands import pg_ctl; pg_ctl(['-w','stop'], pgdata=Path('var/pgdata').resolve(), user='pgserver' if __import__('os').geteuid()==0 else None)"

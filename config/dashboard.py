@@ -132,6 +132,20 @@ def privacy_requests_open():
     return PrivacyRequest.objects.exclude(state__in=[RequestState.COMPLETED, RequestState.CLOSED])
 
 
+def customer_value_summary() -> dict | None:
+    """The latest CLV fit's back-test against BG/NBD and how many customers each audience holds."""
+    from crm.models import Audience, CustomerPrediction
+    from crm.selectors import clv_fit_latest
+
+    fit = clv_fit_latest()
+    if fit is None:
+        return None
+    audiences = [(label, CustomerPrediction.objects.filter(audiences__contains=[value]).count(), value)
+                 for value, label in Audience.choices]
+    evaluation = fit.evaluation if "model" in fit.evaluation else None
+    return {"fit": fit, "evaluation": evaluation, "audiences": audiences}
+
+
 def dashboard_summary(*, now: datetime | None = None) -> dict:
     """Everything the dashboard shows, in one dict."""
     from profiles.models import FeatureSet
@@ -152,4 +166,5 @@ def dashboard_summary(*, now: datetime | None = None) -> dict:
         "training_runs": training_runs_recent(),
         "privacy_requests_open": open_requests.count(),
         "privacy_requests_recent": list(open_requests.order_by("-id")[:RECENT_ROWS]),
+        "customer_value": customer_value_summary(),
     }

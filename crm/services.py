@@ -117,7 +117,31 @@ def clv_fit(*, horizon_days: int | None = None) -> ClvFit:
     with transaction.atomic():
         fit.save()
         _store(fit, predicted, as_of)
+    audience_segments_refresh()
     return fit
+
+
+AUDIENCE_SEGMENT_NAMES = {
+    Audience.HIGH_VALUE: "CRM · high value",
+    Audience.RISING: "CRM · rising",
+    Audience.AT_RISK_HIGH_VALUE: "CRM · at-risk high value",
+    Audience.LIKELY_TO_CHURN: "CRM · likely to churn",
+}
+
+
+def audience_segments_refresh() -> dict[str, int]:
+    """The CRM audiences as rule segments (created once, then kept), refreshed after a fit so
+    marketing can list, export and trend them like any segment. Returns each one's size."""
+    from segments.models import Segment, SegmentKind
+    from segments.services import segment_create_rule, segment_refresh
+
+    sizes = {}
+    for audience, name in AUDIENCE_SEGMENT_NAMES.items():
+        segment = Segment.objects.filter(kind=SegmentKind.RULE, name=name).first()
+        if segment is None:
+            segment = segment_create_rule(name=name, rule=f'audience = "{audience.value}"', refresh="none")
+        sizes[name] = segment_refresh(segment_id=segment.pk)
+    return sizes
 
 
 def predictions_score(*, customer_ids: list[int]) -> int:

@@ -242,3 +242,17 @@ def test_profile_page_shows_the_forecast(shop, admin_client):
     assert 'id="profile-prediction"' in html
     assert f"{round(prediction.churn_probability * 100)}%" in html
     assert "expected purchases ×" in html
+
+
+def test_each_fit_keeps_the_crm_audiences_as_refreshed_segments(shop):
+    from segments.models import Segment
+
+    sizes = services.audience_segments_refresh()
+
+    assert Segment.objects.filter(name__startswith="CRM · ").count() == 4
+    for audience, name in services.AUDIENCE_SEGMENT_NAMES.items():
+        segment = Segment.objects.get(name=name)
+        assert segment.rule == f'audience = "{audience.value}"'
+        members = CustomerPrediction.objects.filter(audiences__contains=[audience.value],
+                                                    customer__profile__isnull=False).count()
+        assert sizes[name] == segment.size == members
