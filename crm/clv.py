@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import lightgbm as lgb
@@ -108,7 +109,10 @@ class BgNbd:
 
         columns = (summary["frequency"], summary["recency"], summary["T"])
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # lifetimes prints the optimiser's state on failure
+            # lifetimes prints the optimiser's state on failure, and autograd warns about log(0) while
+            # the optimiser probes the parameter boundary; neither says anything about the result
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
                 counts = BetaGeoFitter(penalizer_coef=0.0).fit(*columns)
         except ConvergenceError:
             # The maximum lies on the boundary (e.g. a shop whose customers never drop out sends a and b

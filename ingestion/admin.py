@@ -194,15 +194,17 @@ class ImportUploadForm(forms.ModelForm):
         model = ImportJob
         fields = ("format", "source")
 
-    # one optional input per target field and kind: the column of the file that fills it, and
-    # (events) a constant for every row
-    for _kind, _targets in MAPPING_TARGETS.items():
-        for _target in _targets:
-            locals()[_column_field(_kind, _target)] = forms.CharField(
-                label=_target, required=False, max_length=200, widget=forms.TextInput(attrs={"placeholder": _target}))
-            if _kind in KINDS_WITH_CONSTANTS:
-                locals()[_constant_field(_kind, _target)] = forms.CharField(label=_target, required=False, max_length=200)
-    del _kind, _targets, _target
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # one optional input per target field and kind: the column of the file that fills it, and
+        # (events) a constant for every row
+        for kind, targets in MAPPING_TARGETS.items():
+            for target in targets:
+                self.fields[_column_field(kind, target)] = forms.CharField(
+                    label=target, required=False, max_length=200, widget=forms.TextInput(attrs={"placeholder": target}))
+                if kind in KINDS_WITH_CONSTANTS:
+                    self.fields[_constant_field(kind, target)] = forms.CharField(
+                        label=target, required=False, max_length=200)
 
     def mapping_sections(self) -> list[dict]:
         """For the template: per kind, one row per target with its bound inputs."""

@@ -47,6 +47,9 @@ class ProfileAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # a profile is derived data: erasure or a rebuild removes it, never a click
+
     def get_search_results(self, request, queryset, search_term):
         """An external id is found through its pseudonym in each source (one HMAC per source, then
         an index lookup); the plain search matches the key itself."""

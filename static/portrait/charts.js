@@ -1,7 +1,7 @@
 /* Renders every <canvas data-chart="ID"> from the Chart.js configuration that the server wrote
    into <script type="application/json" id="ID"> (Django's json_script), so pages hold no inline code.
    Extras the server may put in a configuration:
-     "links": [url, ...]     one per point of the first dataset; clicking a point opens it
+     "links": [[url, …], …]  per dataset, one per point; clicking a point opens it
      "tooltips": [[text], …] per dataset, per point: the lines a hover shows
    Each rendered canvas gets data-rendered="N" with N the number of points drawn, for tests. */
 (function () {
