@@ -1,17 +1,13 @@
 """A real browser (Debian's Chromium via Playwright) drives the admin: log in, upload an event file,
 watch the Celery worker import it, read the counts and the quarantined line."""
 
-from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.contrib.auth import get_user_model
 
+from tests.browser import admin_log_in, chromium_page, screenshot
+
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
 
 @pytest.fixture
 def operator(transactional_db):
@@ -20,17 +16,8 @@ def operator(transactional_db):
 
 @pytest.fixture
 def browser_page():
-    """Requested after every fixture that touches the database: while Playwright's sync API runs,
-    the test executes inside its event loop, where Django (rightly) refuses ORM calls."""
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "Debian's chromium is required (make test installs it)"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(locale="zh-CN", extra_http_headers={"Accept-Language": "zh-hans"})
-        page.set_default_timeout(30_000)
+    with chromium_page(language="zh-hans") as page:
         yield page
-        browser.close()
 
 
 def test_operator_uploads_a_file_in_the_admin_and_sees_it_imported(
@@ -45,10 +32,7 @@ def test_operator_uploads_a_file_in_the_admin_and_sees_it_imported(
     )
     page = browser_page
 
-    page.goto(f"{live_server.url}/admin/login/")
-    page.fill("#id_username", "operator")
-    page.fill("#id_password", "correct-horse-battery")
-    page.click("input[type=submit]")
+    admin_log_in(page, live_server.url, "operator", "correct-horse-battery")
     page.click("#content-main a:text-is('导入任务')")
     page.wait_for_url("**/admin/ingestion/importjob/")
     page.click("ul.object-tools a.addlink")
@@ -63,7 +47,7 @@ def test_operator_uploads_a_file_in_the_admin_and_sees_it_imported(
     page.wait_for_selector("div.field-status >> text=成功", timeout=60_000)
     rows = page.inner_text("div.field-rows_inserted")
     quarantined = page.inner_text("#quarantined_rows-group")
-    page.screenshot(path=str(Path(settings.BASE_DIR) / "var" / "admin-import-job.png"), full_page=True)
+    screenshot(page, "admin-import-job")
 
     assert rows.split()[-1] == "2"
     assert "event_type: unknown type" in quarantined and "teleport" in quarantined

@@ -3,20 +3,16 @@ small synthetic shop: the dashboard's tiles, a profile page whose every chart is
 the embedding map (hover shows a customer, a click opens its profile) and the feature report.
 Full-page screenshots land in var/screenshots/ for reviewers."""
 
-from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from ingestion.models import Customer, ImportJob
 from profiles.models import Profile
+from tests.browser import admin_log_in, chromium_page, screenshot
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SCREENSHOTS = Path(settings.BASE_DIR) / "var" / "screenshots"
 PROFILE_CHARTS = ("chart-activity", "chart-categories", "chart-spend", "chart-rfm", "chart-percentiles")
 
 
@@ -37,18 +33,8 @@ def shop(transactional_db):
 
 @pytest.fixture
 def browser_page():
-    """Requested after every fixture that touches the database: while Playwright's sync API runs,
-    the test executes inside its event loop, where Django (rightly) refuses ORM calls."""
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "Debian's chromium is required (make test installs it)"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(locale="en-US", extra_http_headers={"Accept-Language": "en"},
-                                viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(30_000)
+    with chromium_page(language="en", width=1400) as page:
         yield page
-        browser.close()
 
 
 def _rendered_points(page, chart_id: str) -> int:
@@ -56,17 +42,9 @@ def _rendered_points(page, chart_id: str) -> int:
     return int(canvas.get_attribute("data-rendered"))
 
 
-def _screenshot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
 def test_operator_sees_the_store_in_pictures(shop, live_server, browser_page):
     page = browser_page
-    page.goto(f"{live_server.url}/admin/login/")
-    page.fill("#id_username", "operator")
-    page.fill("#id_password", "correct-horse-battery")
-    page.click("input[type=submit]")
+    admin_log_in(page, live_server.url, "operator", "correct-horse-battery")
 
     # the dashboard
     page.wait_for_selector("#portrait-dashboard")
@@ -74,7 +52,7 @@ def test_operator_sees_the_store_in_pictures(shop, live_server, browser_page):
     assert page.locator("#recent-imports tbody tr").count() == 1
     assert page.locator('#recent-imports a[href$="/importjob/%d/change/"]' % shop["import_job_id"]).count() == 1
     assert page.locator("#tile-queues td").count() == 8  # four queues, name and depth
-    _screenshot(page, "dashboard")
+    screenshot(page, "dashboard")
 
     # a profile page: every chart drawn with data
     page.goto(f"{live_server.url}/admin/profiles/profile/{shop['profile_id']}/change/")
@@ -85,12 +63,12 @@ def test_operator_sees_the_store_in_pictures(shop, live_server, browser_page):
     assert churn.endswith("%") and 0 <= int(churn[:-1]) <= 100
     # 250 customers are too few to learn corrections: the page says BG/NBD alone predicts
     assert "BG/NBD" in page.inner_text("#prediction-drivers")
-    _screenshot(page, "profile")
+    screenshot(page, "profile")
 
     # the embedding map: a hover shows the customer, a click opens their profile
     page.goto(f"{live_server.url}/admin/profiles/profile/map/")
     assert _rendered_points(page, "chart-map") > 100
-    _screenshot(page, "embedding-map")
+    screenshot(page, "embedding-map")
     target = page.evaluate("""() => {
         const canvas = document.querySelector('canvas[data-chart="chart-map"]');
         const chart = Chart.getChart(canvas);
@@ -112,14 +90,14 @@ def test_operator_sees_the_store_in_pictures(shop, live_server, browser_page):
     page.goto(f"{live_server.url}/admin/profiles/featureset/report/")
     assert _rendered_points(page, "chart-information-gain") > 10
     assert page.locator("#combinations tbody tr").count() > 0
-    _screenshot(page, "feature-report")
+    screenshot(page, "feature-report")
 
     # category demand: the weekly chart, the totals beside seasonal naive, the table
     page.goto(f"{live_server.url}/admin/crm/demandforecast/latest/")
     assert _rendered_points(page, "chart-demand") >= 4
     assert _rendered_points(page, "chart-demand-totals") > 0
     assert page.locator("#demand-table tbody tr").count() >= 5
-    _screenshot(page, "category-demand")
+    screenshot(page, "category-demand")
 
     # the operator switches the admin to Chinese: labels of the product's own pages are translated
     page.goto(f"{live_server.url}/admin/")
@@ -131,4 +109,4 @@ def test_operator_sees_the_store_in_pictures(shop, live_server, browser_page):
     assert "Customers" not in dashboard_text
     page.goto(f"{live_server.url}/admin/profiles/profile/{shop['profile_id']}/change/")
     assert "流失概率" in page.inner_text("#profile-prediction")
-    _screenshot(page, "profile-zh-hans")
+    screenshot(page, "profile-zh-hans")

@@ -7,17 +7,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
+from tests.browser import admin_log_in, chromium_page, screenshot
+
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PASSWORD = "correct-horse-battery"
-SCREENSHOTS = Path(settings.BASE_DIR) / "var" / "screenshots"
 
 
 def _staff(name: str, group: str | None = None):
@@ -40,31 +38,12 @@ def compliance_officer(transactional_db):
 
 @pytest.fixture
 def browser_page():
-    """Requested after every fixture that touches the database: while Playwright's sync API runs,
-    the test executes inside its event loop, where Django (rightly) refuses ORM calls."""
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "Debian's chromium is required (make test installs it)"
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(locale="zh-CN", extra_http_headers={"Accept-Language": "zh-hans"},
-                                viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(30_000)
+    with chromium_page(language="zh-hans") as page:
         yield page
-        browser.close()
 
 
 def _log_in(page, live_server, username: str) -> None:
-    page.goto(f"{live_server.url}/admin/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_url(f"{live_server.url}/admin/")
-
-
-def _shot(page, name: str) -> None:
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    admin_log_in(page, live_server.url, username, PASSWORD)
 
 
 # (a) -------------------------------------------------------------------------------------------
@@ -90,7 +69,7 @@ def test_import_with_per_field_mapping_quarantines_the_bad_line_and_offers_the_r
     for target, column in (("customer_id", "user"), ("item_id", "sku"), ("event_type", "action"), ("timestamp", "when"),
                            ("value", "amount")):
         page.fill(f"#id_column__events__{target}", column)
-    _shot(page, "import-upload-mapping")
+    screenshot(page, "import-upload-mapping")
     page.click("input[name=_save]")
 
     page.wait_for_selector("ul.messagelist li.success")
@@ -98,7 +77,7 @@ def test_import_with_per_field_mapping_quarantines_the_bad_line_and_offers_the_r
     page.wait_for_selector("div.field-status >> text=成功", timeout=60_000)
     progress = page.locator("#import-progress")
     quarantined = page.inner_text("#quarantined_rows-group")
-    _shot(page, "import-job")
+    screenshot(page, "import-job")
     with page.expect_download() as download_info:
         page.click("#import-rejects")
     rejects = Path(download_info.value.path()).read_text()
@@ -146,7 +125,7 @@ def test_compliance_user_files_verifies_and_executes_an_erasure_and_sees_the_rec
     page.wait_for_selector("#receipt")
     receipt = page.inner_text("#receipt")
     trail = page.inner_text("#request-audit")
-    _shot(page, "privacy-request-compliance")
+    screenshot(page, "privacy-request-compliance")
 
     assert "events" in receipt and "customers" in receipt
     assert "privacy_request.verified" in trail and "privacy_request.completed" in trail
@@ -161,7 +140,7 @@ def test_operator_finds_no_execute_button_and_a_forced_post_is_refused_and_audit
     page.goto(request_url)
     assert page.locator("#request-execute").count() == 0
     assert page.is_visible("#request-decisions-not-allowed")
-    _shot(page, "privacy-request-operator")
+    screenshot(page, "privacy-request-operator")
     # forge the POST a removed button would have sent, with the page's own CSRF token
     page.evaluate("""(action) => {
         const form = document.createElement("form");
@@ -171,7 +150,7 @@ def test_operator_finds_no_execute_button_and_a_forced_post_is_refused_and_audit
     }""", request_url.replace("/change/", "/decide/execute/"))
     page.wait_for_selector("ul.messagelist li.error")
     trail = page.inner_text("#request-audit")
-    _shot(page, "privacy-request-operator-refused")
+    screenshot(page, "privacy-request-operator-refused")
 
     assert "privacy_request.execute_refused" in trail
     assert page.locator("#receipt").count() == 0
@@ -189,17 +168,9 @@ def browser_page_after_verified_request(subject, live_server):
 
 
 def _logged_in_page(live_server, username, url):
-    from playwright.sync_api import sync_playwright
-
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(locale="zh-CN", extra_http_headers={"Accept-Language": "zh-hans"},
-                                viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(30_000)
+    with chromium_page(language="zh-hans") as page:
         _log_in(page, live_server, username)
         yield page, url
-        browser.close()
 
 
 # (d) -------------------------------------------------------------------------------------------
@@ -231,18 +202,18 @@ def test_rule_segment_shows_live_validation_then_the_count_of_a_good_rule(profil
     page.goto(f"{live_server.url}/admin/segments/segment/{profiles.pk}/change/")
     page.wait_for_selector("canvas[data-chart=chart-segment-trend][data-rendered]")
     trend_points = int(page.get_attribute("canvas[data-chart=chart-segment-trend]", "data-rendered"))
-    _shot(page, "segment-trend")
+    screenshot(page, "segment-trend")
 
     page.goto(f"{live_server.url}/admin/segments/segment/add/")
     page.fill("#id_name", "big spenders again")
     page.fill("#id_rule", "monetary > 150 and colour = 'red'")
     page.wait_for_selector("#rule-check[data-state=invalid]")
     invalid = page.inner_text("#rule-check")
-    _shot(page, "segment-rule-invalid")
+    screenshot(page, "segment-rule-invalid")
     page.fill("#id_rule", "monetary > 150")
     page.wait_for_selector("#rule-check[data-state=valid]")
     valid = page.inner_text("#rule-check")
-    _shot(page, "segment-rule-valid")
+    screenshot(page, "segment-rule-valid")
     page.click("input[name=_save]")
     page.wait_for_selector("ul.messagelist li.success")
 
@@ -279,11 +250,11 @@ def test_training_run_page_draws_the_loss_and_metric_charts(finished_run, superu
     loss_points = int(page.get_attribute("canvas[data-chart=chart-loss]", "data-rendered"))
     metric_points = int(page.get_attribute("canvas[data-chart=chart-valid-metrics]", "data-rendered"))
     epochs = page.locator("#run-epochs tbody tr").count()
-    _shot(page, "training-run")
+    screenshot(page, "training-run")
     page.click("div.field-model_version_link a")
     page.wait_for_selector("#version-evaluation table")
     evaluation = page.inner_text("#version-evaluation")
-    _shot(page, "model-version")
+    screenshot(page, "model-version")
 
     assert loss_points == 8 and metric_points == 24 and epochs == 8
     assert "ndcg@10" in evaluation and "0.1000" in evaluation
