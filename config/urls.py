@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/v1/", include("profiles.urls")),
     path("api/v1/", include("segments.urls")),
     path("api/v1/", include("privacy.urls")),
+    path("api/v1/", include("crm.urls")),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[], authentication_classes=[]), name="schema"),
     path(
         "api/docs/",

@@ -256,3 +256,19 @@ def test_each_fit_keeps_the_crm_audiences_as_refreshed_segments(shop):
         members = CustomerPrediction.objects.filter(audiences__contains=[audience.value],
                                                     customer__profile__isnull=False).count()
         assert sizes[name] == segment.size == members
+
+
+def test_demand_api_serves_the_latest_forecast(shop, make_api_client):
+    from crm.models import CategoryDemand
+
+    forecast = services.demand_forecast_make(fit=shop, weeks=4)
+    client = make_api_client("profiles:read")
+
+    body = client.get("/api/v1/demand/categories").json()
+
+    assert len(body["weeks"]) == 4 and body["categories"]
+    first = body["categories"][0]
+    stored = CategoryDemand.objects.filter(forecast=forecast, category=first["category"]).order_by("week_start")
+    assert first["expected"] == [round(row.expected_purchases, 3) for row in stored]
+    assert first["total"] >= body["categories"][-1]["total"]
+    assert make_api_client("events:write").get("/api/v1/demand/categories").status_code == 403

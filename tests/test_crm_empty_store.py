@@ -1,4 +1,4 @@
-"""The CRM admin pages answer on an empty store, and the refit button is POST-only."""
+"""The CRM admin pages and the demand API answer on an empty store; the refit button is POST-only."""
 
 import pytest
 
@@ -19,3 +19,9 @@ def test_latest_demand_without_a_forecast_goes_to_the_list(admin_client):
 
 def test_refit_is_post_only(admin_client):
     assert admin_client.get("/admin/crm/clvfit/refit/").status_code == 405
+
+
+def test_demand_api_says_404_before_any_forecast(make_api_client):
+    response = make_api_client("profiles:read").get("/api/v1/demand/categories")
+
+    assert response.status_code == 404 and "not been fitted" in response.json()["detail"]
