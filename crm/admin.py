@@ -137,6 +137,7 @@ class ClvFitAdmin(RefitMixin, admin.ModelAdmin):
 class CustomerPredictionAdmin(admin.ModelAdmin):
     list_display = ("customer_link", "churn_probability_display", "expected_purchases_display", "expected_spend_display",
                     "lifetime_value_display", "audience_list", "risk_score", "risk_band", "source", "computed_at")
+    list_display_links = ("churn_probability_display",)  # the customer column links to the profile page
     list_select_related = ("customer",)
     search_fields = ("=customer__key",)
     show_full_result_count = False
