@@ -5,7 +5,12 @@ through the API, builds every profile, then starts the real stack: gunicorn (2 w
 Celery worker (prefork, 2 processes, queues default/ingest/profiles) on a Redis database of its
 own. Per sample: read the customer's `events_included`, POST one new event, start the clock on
 the 200, poll GET /api/v1/profiles/{key} every 10 ms until `events_included` grows (over the
-timeout counts as an error). A few warm-up samples are not counted. Prints one JSON line last.
+timeout counts as an error). A few warm-up samples are not counted.
+
+Two phases in the same run: first before any CLV fit (a refresh rewrites the profile only), then
+after `crm.services.clv_fit()` (a refresh also re-scores churn, value and risk), so the cost of the
+real-time forecast is a ratio measured on the same shop and machine. Prints one JSON line last:
+the top-level figures are the second phase, the product as it runs.
 """
 
 import argparse
@@ -127,69 +132,82 @@ def main() -> None:
         log(f"  build #{build.pk} {build.status}: {build.profiles_written:,} profiles")
 
         lock = threading.Lock()
-        latencies: list[float] = []
-        errors: list[str] = []
+        phases: dict[str, tuple[list[float], list[str]]] = {}
 
-        def sample(client: Client, own: list[str], local: random.Random, timed: bool) -> None:
-            external = local.choice(own)
-            key = keys[external]
-            try:
-                before = client.events_included(key)
-                if before is None:
-                    raise RuntimeError(f"no profile for {external}")
-                client.post([{"event_id": f"bench-{uuid.uuid4().hex}", "customer_id": external,
-                              "item_id": local.choice(skus), "event_type": "view", "timestamp": iso(datetime.now(UTC))}])
-                started = time.perf_counter()
-                while (client.events_included(key) or 0) <= before:
-                    if time.perf_counter() - started > args.timeout:
-                        raise RuntimeError(f"{external}: profile not refreshed within {args.timeout:.0f} s")
-                    time.sleep(POLL_S)
-                elapsed = time.perf_counter() - started
-            except (RuntimeError, OSError, ValueError, http.client.HTTPException) as exc:  # one failed sample is a data point, not the end of the run
-                with lock:
-                    if timed:
-                        errors.append(str(exc))
-                log(f"  sample failed: {exc}")
-                return
-            if timed:
-                with lock:
-                    latencies.append(elapsed)
-                    if len(latencies) % 25 == 0:
-                        log(f"  {len(latencies)}/{args.events} samples")
+        def run_phase(name: str) -> None:
+            latencies: list[float] = []
+            errors: list[str] = []
+            phases[name] = (latencies, errors)
 
-        def sampler(index: int) -> None:
-            client = Client(port, token)
-            local = random.Random(args.seed * 1000 + index)
-            own = externals[index::args.concurrency]
-            share = args.events // args.concurrency + (index < args.events % args.concurrency)
-            for n in range(args.warmup + share):
-                sample(client, own, local, timed=n >= args.warmup)
+            def sample(client: Client, own: list[str], local: random.Random, timed: bool) -> None:
+                external = local.choice(own)
+                key = keys[external]
+                try:
+                    before = client.events_included(key)
+                    if before is None:
+                        raise RuntimeError(f"no profile for {external}")
+                    client.post([{"event_id": f"bench-{uuid.uuid4().hex}", "customer_id": external,
+                                  "item_id": local.choice(skus), "event_type": "view", "timestamp": iso(datetime.now(UTC))}])
+                    started = time.perf_counter()
+                    while (client.events_included(key) or 0) <= before:
+                        if time.perf_counter() - started > args.timeout:
+                            raise RuntimeError(f"{external}: profile not refreshed within {args.timeout:.0f} s")
+                        time.sleep(POLL_S)
+                    elapsed = time.perf_counter() - started
+                # one failed sample is a data point, not the end of the run
+                except (RuntimeError, OSError, ValueError, http.client.HTTPException) as exc:
+                    with lock:
+                        if timed:
+                            errors.append(str(exc))
+                    log(f"  sample failed: {exc}")
+                    return
+                if timed:
+                    with lock:
+                        latencies.append(elapsed)
+                        if len(latencies) % 25 == 0:
+                            log(f"  {len(latencies)}/{args.events} samples")
 
-        log(f"sampling: {args.events} events, {args.concurrency} client(s)")
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            list(pool.map(sampler, range(args.concurrency)))
+            def sampler(index: int) -> None:
+                client = Client(port, token)
+                local = random.Random(args.seed * 1000 + index)
+                own = externals[index::args.concurrency]
+                share = args.events // args.concurrency + (index < args.events % args.concurrency)
+                for n in range(args.warmup + share):
+                    sample(client, own, local, timed=n >= args.warmup)
+
+            log(f"sampling: {args.events} events, {args.concurrency} client(s)")
+            with ThreadPoolExecutor(args.concurrency) as pool:
+                list(pool.map(sampler, range(args.concurrency)))
+
+        run_phase("profiles_only")
+        from crm.services import clv_fit
+
+        fit = clv_fit()
+        log(f"CLV fit #{fit.pk}: {fit.customers:,} buyers, trees: {fit.uses_trees}")
+        run_phase("with_clv")
     finally:
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
         if worker is not None:
             worker_stop(worker)
-    if errors:
-        log(f"{len(errors)} error(s), first: {errors[0]}")
-    latencies.sort()
 
-    def percentile(p: float) -> float | None:
-        return round(latencies[min(len(latencies) - 1, int(len(latencies) * p))] * 1000, 1) if latencies else None
+    def summary(latencies: list[float], errors: list[str]) -> dict:
+        if errors:
+            log(f"{len(errors)} error(s), first: {errors[0]}")
+        latencies = sorted(latencies)
 
-    print(json.dumps({
-        "samples": len(latencies),
-        "p50_ms": percentile(0.50),
-        "p95_ms": percentile(0.95),
-        "max_ms": round(latencies[-1] * 1000, 1) if latencies else None,
-        "errors": len(errors),
-        "concurrency": args.concurrency,
-        "poll_ms": POLL_S * 1000,
-    }))
+        def percentile(p: float) -> float | None:
+            return round(latencies[min(len(latencies) - 1, int(len(latencies) * p))] * 1000, 1) if latencies else None
+
+        return {"samples": len(latencies), "p50_ms": percentile(0.50), "p95_ms": percentile(0.95),
+                "max_ms": round(latencies[-1] * 1000, 1) if latencies else None, "errors": len(errors)}
+
+    baseline = summary(*phases["profiles_only"])
+    with_clv = summary(*phases["with_clv"])
+    ratio = (with_clv["p50_ms"] / baseline["p50_ms"]) if baseline["p50_ms"] and with_clv["p50_ms"] else None
+    print(json.dumps({**with_clv, "profiles_only": baseline, "p50_ratio_with_clv": None if ratio is None else round(ratio, 2),
+                      "concurrency": args.concurrency, "poll_ms": POLL_S * 1000}))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from scipy.special import betaln, gammaln
 from sklearn.linear_model import LogisticRegression
 
 WEEK = 7.0
+MIN_BUYERS_TO_LEARN = 20  # back-test rows with a later purchase needed before the trees are trained
 FEATURES = (
     "frequency", "recency_weeks", "age_weeks", "weeks_since_last", "purchase_rate", "recency_share",
     "first_amount", "mean_amount", "max_amount", "repeat_mean_amount", "mean_quantity",
@@ -267,6 +268,10 @@ class ClvModel:
         features = pd.concat([b.features for b in blocks])
         purchases = np.concatenate([b.purchases for b in blocks])
         base_expected = np.concatenate([b.base_expected for b in blocks])
+        if (purchases > 0).sum() < MIN_BUYERS_TO_LEARN:
+            # nobody (or almost nobody) bought after the back-test cutoffs, e.g. a store whose
+            # history ended long before its newest event: nothing to learn a correction from
+            return cls.bgnbd_only(days, cutoff=cutoff)
         params = {
             "learning_rate": config.learning_rate, "num_leaves": config.num_leaves,
             "min_data_in_leaf": min(config.min_data_in_leaf, max(5, len(purchases) // 20)),

@@ -143,3 +143,17 @@ def test_attributions_add_up_to_the_correction(cohort):
     contributions = np.array([sum(row.values()) for row in predicted["attributions"]])
     spread = log_correction - contributions
     assert np.ptp(spread) < len(predicted["attributions"].iloc[0]) * 1e-4  # each rounded to 4 decimals
+
+
+def test_a_store_where_nobody_bought_after_the_backtest_cutoffs_falls_back_to_bgnbd(cohort):
+    """Purchases that all ended half a year before the store's newest day (e.g. an old import beside
+    fresh API traffic) leave the back-tests without a single later purchase: BG/NBD alone, no crash."""
+    old = cohort[cohort["day"] < 20 * 7]
+    cutoff = 60 * 7
+
+    model = ClvModel.fit(old, cutoff=cutoff, backtest_cutoffs=backtest_cutoffs(first_day=0, cutoff=cutoff))
+
+    assert model.count_model == "" and model.training_rows == 0
+    predicted = model.predict(old, cutoff=cutoff, horizon_weeks=13)
+    # equal but for the 1e-6 floor the log offset puts under vanishing forecasts
+    np.testing.assert_allclose(predicted["expected_purchases"], predicted["bgnbd_expected_purchases"], atol=1e-6)
