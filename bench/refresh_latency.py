@@ -107,7 +107,9 @@ def main() -> None:
 
     rng = random.Random(args.seed)
     log(f"loading {args.customers:,} customers / {args.shop_events:,} events")
-    synthetic_shop_load(customers=args.customers, events=args.shop_events, seed=args.seed)
+    # a year of history ending now, so the CLV fit has recent back-tests to learn from, as a live shop has
+    synthetic_shop_load(customers=args.customers, events=args.shop_events, seed=args.seed,
+                        start=(datetime.now(UTC) - timedelta(days=365)).replace(microsecond=0))
     skus = list(Item.objects.values_list("sku", flat=True))
     _, token = api_token_create(name="bench-refresh", scopes=["events:write", "profiles:read"])
     externals = [f"bench-{i:06d}" for i in range(args.api_customers)]
@@ -184,6 +186,10 @@ def main() -> None:
 
         fit = clv_fit()
         log(f"CLV fit #{fit.pk}: {fit.customers:,} buyers, trees: {fit.uses_trees}")
+        from crm.models import CustomerPrediction
+
+        scored = CustomerPrediction.objects.filter(customer__key__in=list(keys.values())).count()
+        log(f"{scored} of the {len(keys)} sampled API customers have a forecast that each refresh re-scores")
         run_phase("with_clv")
     finally:
         if server is not None:

@@ -22,6 +22,7 @@ weeks, and will they buy at all:
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import warnings
@@ -298,22 +299,29 @@ class ClvModel:
         return cls(bgnbd=BgNbd.fit(rfm_summary(days, cutoff)), count_model="", calibration=(0.0, 0.0),
                    config=ClvModelConfig(), backtest_cutoffs=[], training_rows=0)
 
+    @functools.cached_property
+    def _booster(self) -> lgb.Booster:
+        return lgb.Booster(model_str=self.count_model)  # parsing the text costs more than a prediction
+
     def _log_correction(self, features: pd.DataFrame, contributions: bool = False) -> np.ndarray:
         if not self.count_model:
             return np.zeros((len(features), len(FEATURES) + 1)) if contributions else np.zeros(len(features))
-        booster = lgb.Booster(model_str=self.count_model)
+        booster = self._booster
         if contributions:
             return booster.predict(features, pred_contrib=True)  # TreeSHAP; the last column is the bias
         return booster.predict(features, raw_score=True)
 
-    def predict(self, days: pd.DataFrame, *, cutoff: int, horizon_weeks: float,
+    def predict(self, days: pd.DataFrame, *, cutoff: int, horizon_weeks: float, value_weeks: float | None = None,
                 with_attributions: bool = False) -> pd.DataFrame:
-        """Per customer seen before `cutoff`: our forecasts and BG/NBD's side by side."""
+        """Per customer seen before `cutoff`: our forecasts and BG/NBD's side by side. With
+        `value_weeks`, also the expected spend over that longer span (`lifetime_value`); the
+        correction does not depend on the horizon, so the features are computed once."""
         summary = rfm_summary(days, cutoff)
         features = customer_features(days, cutoff, summary, self.bgnbd)
         base_expected = self.bgnbd.expected_purchases(summary, horizon_weeks)
         base_any = self.bgnbd.probability_any(summary, horizon_weeks)
-        expected = np.exp(self._log_correction(features) + np.log(np.maximum(base_expected, 1e-6)))
+        log_correction = self._log_correction(features)
+        expected = np.exp(log_correction + np.log(np.maximum(base_expected, 1e-6)))
         if self.count_model:
             slope, intercept = self.calibration
             p_any = 1.0 / (1.0 + np.exp(-(slope * np.log(np.maximum(expected, 1e-6)) + intercept)))
@@ -330,6 +338,9 @@ class ClvModel:
             "bgnbd_probability_alive": features["bgnbd_p_alive"].to_numpy(),
             "bgnbd_expected_spend": base_expected * value,
         }, index=summary.index)
+        if value_weeks is not None:
+            longer = self.bgnbd.expected_purchases(summary, value_weeks)
+            out["lifetime_value"] = np.exp(log_correction + np.log(np.maximum(longer, 1e-6))) * value
         if with_attributions:
             contributions = self._log_correction(features, contributions=True)
             out["attributions"] = [

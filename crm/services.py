@@ -7,6 +7,7 @@ re-scores some customers with the latest fit (real-time refresh after new events
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 
@@ -48,6 +49,12 @@ def _store_now():
 
 
 def _model_of(fit: ClvFit) -> ClvModel:
+    return _model_cached(fit.pk, fit)
+
+
+@functools.lru_cache(maxsize=4)
+def _model_cached(fit_id: int, fit: ClvFit) -> ClvModel:
+    """A fit never changes once saved, so its parsed model is kept per worker process (keyed by id)."""
     return ClvModel(
         bgnbd=clv.BgNbd(params=fit.bgnbd_params, spend_params=fit.spend_params, mean_value=fit.mean_value),
         count_model=fit.count_model, calibration=tuple(fit.calibration or (0.0, 0.0)), config=ClvModelConfig(),
@@ -165,11 +172,10 @@ def predictions_score(*, customer_ids: list[int]) -> int:
 
 
 def _predict(model: ClvModel, days: pd.DataFrame, cutoff: int, horizon_days: int) -> pd.DataFrame:
-    horizon = model.predict(days, cutoff=cutoff, horizon_weeks=horizon_days / 7, with_attributions=True)
-    year = model.predict(days, cutoff=cutoff, horizon_weeks=YEAR_WEEKS)
+    horizon = model.predict(days, cutoff=cutoff, horizon_weeks=horizon_days / 7, value_weeks=YEAR_WEEKS,
+                            with_attributions=True)
     features = horizon.attrs["features"]
     last_year = days[days["day"] >= cutoff - 365]
-    horizon["lifetime_value"] = year["expected_spend"]
     horizon["past_spend"] = last_year.groupby("customer")["amount"].sum().reindex(horizon.index).fillna(0.0)
     horizon["past_year_purchases"] = last_year.groupby("customer").size().reindex(horizon.index).fillna(0.0)
     horizon["purchases_last_13w"] = features["purchases_last_13w"]

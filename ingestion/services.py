@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -605,13 +605,16 @@ SYNTHETIC_SOURCE = "synthetic"
 
 
 def synthetic_shop_load(
-    *, customers: int, events: int, seed: int = 0, on_progress: Callable[[ImportJob], None] | None = None
+    *, customers: int, events: int, seed: int = 0, on_progress: Callable[[ImportJob], None] | None = None,
+    start: datetime | None = None,
 ) -> ImportJob:
     """Generate a shop (items, customers with PII and ground truth, social edges, events) and load it
-    through the same cleaning and store path as any import. Idempotent for a given seed."""
+    through the same cleaning and store path as any import. Idempotent for a given seed and start
+    (by default the generator's own, 2025-01-01)."""
     from ingestion import generator
 
-    config = generator.ShopConfig(customers=customers, events=events, seed=seed)
+    config = generator.ShopConfig(customers=customers, events=events, seed=seed,
+                                  **({"start": start} if start is not None else {}))
     items_upsert(rows=generator.generate_items(config).to_dict("records"))
     for batch, truth in generator.generate_customers(config):
         rows = batch.to_dict("records")

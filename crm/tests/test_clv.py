@@ -157,3 +157,16 @@ def test_a_store_where_nobody_bought_after_the_backtest_cutoffs_falls_back_to_bg
     predicted = model.predict(old, cutoff=cutoff, horizon_weeks=13)
     # equal but for the 1e-6 floor the log offset puts under vanishing forecasts
     np.testing.assert_allclose(predicted["expected_purchases"], predicted["bgnbd_expected_purchases"], atol=1e-6)
+
+
+def test_lifetime_value_is_the_spend_forecast_over_the_longer_span(cohort):
+    cutoff = 39 * 7
+    calibration = cohort[cohort["day"] < cutoff]
+    model = ClvModel.fit(calibration, cutoff=cutoff, backtest_cutoffs=backtest_cutoffs(first_day=0, cutoff=cutoff),
+                         config=ClvModelConfig(rounds=30))
+
+    both = model.predict(calibration, cutoff=cutoff, horizon_weeks=13, value_weeks=52)
+    year = model.predict(calibration, cutoff=cutoff, horizon_weeks=52)
+
+    np.testing.assert_allclose(both["lifetime_value"], year["expected_spend"], rtol=1e-12)
+    assert (both["lifetime_value"] >= both["expected_spend"]).all()
