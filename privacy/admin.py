@@ -13,6 +13,17 @@ from django.utils.translation import gettext_lazy as _
 from privacy import selectors, services
 from privacy.models import AuditEntry, ErasureLedger, PrivacyRequest, RequestKind, RequestState, SuppressedSubject
 
+# The erasure receipt names each store by a stable key (the receipt is data); these are its labels.
+RECEIPT_STORES = {
+    "customers": _("customers"), "events": _("events"), "profiles": _("profiles"),
+    "predictions": _("churn, value and risk predictions"), "segment_memberships": _("segment memberships"),
+    "customer_values": _("customer value snapshots"), "ground_truth": _("synthetic ground truth"),
+    "quarantined_rows": _("quarantined rows"), "social_edges": _("social edges"), "identity_merges": _("identity merges"),
+    "suppression_list": _("suppression list"), "redis_keys": _("pending refresh keys (Redis)"),
+    "import_files": _("uploaded import files"), "training_snapshots": _("training snapshots"),
+    "vector_indexes": _("vector indexes"),
+}
+
 # the buttons of the request page: step, the service it calls, the states it applies to, what it says when done
 DECISIONS = {
     "verify": (services.privacy_request_verify, (RequestState.RECEIVED,), _("Request verified.")),
@@ -72,7 +83,8 @@ class PrivacyRequestAdmin(admin.ModelAdmin):
             return "—"
         rows = format_html_join(
             "", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            ((name, detail.get("removed", detail.get("added", detail.get("note", ""))), detail.get("at", ""))
+            ((RECEIPT_STORES.get(name, name), detail.get("removed", detail.get("added", detail.get("note", ""))),
+              detail.get("at", ""))
              for name, detail in sorted(stores.items())),
         )
         models = obj.receipt.get("models", {})
