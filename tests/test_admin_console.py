@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 import redis
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
@@ -89,11 +90,13 @@ def test_large_tables_are_sized_by_the_planner_estimate_not_counted(shop):
 
 
 def test_queue_depths_read_the_broker_lists():
-    client = redis.Redis.from_url(celery_app.conf.broker_url)
+    # a Redis database no worker consumes (the test cache's), so no worker can pop the fake messages
+    url = settings.CACHES["default"]["LOCATION"]
+    client = redis.Redis.from_url(url)
     client.delete("ingest", "training")
     client.rpush("ingest", "a", "b")
     try:
-        depths = dashboard.queue_depths()
+        depths = dashboard.queue_depths(broker_url=url)
     finally:
         client.delete("ingest")
 
