@@ -8,7 +8,6 @@ re-scores some customers with the latest fit (real-time refresh after new events
 from __future__ import annotations
 
 import functools
-import logging
 import math
 
 import numpy as np
@@ -17,9 +16,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from sklearn.metrics import roc_auc_score
 
-from crm import clv
+from crm import clv, demand
 from crm.clv import FEATURES, ClvModel, ClvModelConfig
-from crm import demand
 from crm.models import Audience, CategoryDemand, ClvFit, CustomerPrediction, DemandForecast
 from crm.risk import OrderBehaviour, risk_score
 from crm.selectors import (
@@ -31,8 +29,6 @@ from crm.selectors import (
     purchase_days_read,
     purchase_lines_read,
 )
-
-logger = logging.getLogger(__name__)
 
 YEAR_WEEKS = 52.0
 MIN_HISTORY_WEEKS = 8  # the first back-test needs four weeks of history and four to forecast
