@@ -120,6 +120,9 @@ def clv_fit(*, horizon_days: int | None = None) -> ClvFit:
     with transaction.atomic():
         fit.save()
         _store(fit, predicted, as_of)
+        # a customer this fit did not score (opted out of profiling, merged away, or no longer a
+        # buyer) keeps no forecast from an older fit
+        CustomerPrediction.objects.exclude(fit=fit).delete()
     audience_segments_refresh()
     return fit
 

@@ -167,7 +167,9 @@ def _erasure(*, request, external_id: str) -> dict:
 
 def _restriction(*, request, external_id: str) -> dict:
     """Profiling opt-out: the customer stays (orders may need its events) but consent is withdrawn,
-    its segment memberships go, and every read and every training run leaves it out from now on."""
+    its segment memberships and churn/value/risk predictions go, and every read, training run and
+    CLV fit leaves it out from now on."""
+    from crm.models import CustomerPrediction
     from ingestion.identity import customer_key
     from ingestion.models import Customer
     from segments.models import SegmentMembership
@@ -176,8 +178,11 @@ def _restriction(*, request, external_id: str) -> dict:
     with transaction.atomic():
         updated = Customer.objects.filter(key=key).update(consent_profiling=False)
         memberships, _ = SegmentMembership.objects.filter(customer__key=key).delete()
-    return {"stores": {"customers": {"consent_profiling_withdrawn": updated, "at": timezone.now().isoformat()},
-                       "segment_memberships": {"removed": memberships, "at": timezone.now().isoformat()}}}
+        predictions, _ = CustomerPrediction.objects.filter(customer__key=key).delete()
+    at = timezone.now().isoformat()
+    return {"stores": {"customers": {"consent_profiling_withdrawn": updated, "at": at},
+                       "segment_memberships": {"removed": memberships, "at": at},
+                       "predictions": {"removed": predictions, "at": at}}}
 
 
 def _unsuppression(*, request, external_id: str) -> dict:

@@ -272,3 +272,23 @@ def test_demand_api_serves_the_latest_forecast(shop, make_api_client):
     assert first["expected"] == [round(row.expected_purchases, 3) for row in stored]
     assert first["total"] >= body["categories"][-1]["total"]
     assert make_api_client("events:write").get("/api/v1/demand/categories").status_code == 403
+
+
+def test_opting_out_of_profiling_removes_the_forecast_now_and_at_the_next_fit(shop, django_user_model):
+    from ingestion.models import Customer
+    from privacy.services import privacy_request_execute, privacy_request_file, privacy_request_verify
+
+    first, second = CustomerPrediction.objects.order_by("pk").values_list("pk", flat=True)[:2]
+    officer = django_user_model.objects.create_superuser("dpo2", "dpo2@example.com", "pw-for-tests-only")
+    request = privacy_request_file(kind="restriction", source="synthetic", external_id=_external_id_of(first),
+                                   actor=officer)
+    privacy_request_verify(request=request, actor=officer)
+    request = privacy_request_execute(request=request, actor=officer)
+    # consent withdrawn some other way (e.g. the customer record was edited): the next fit drops the forecast
+    Customer.objects.filter(pk=second).update(consent_profiling=False)
+
+    assert request.receipt["stores"]["predictions"]["removed"] == 1
+    assert not CustomerPrediction.objects.filter(pk=first).exists()
+    services.clv_fit()
+    assert not CustomerPrediction.objects.filter(pk__in=[first, second]).exists()
+    assert CustomerPrediction.objects.exclude(fit=ClvFit.objects.order_by("-pk").first()).count() == 0
