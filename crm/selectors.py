@@ -13,6 +13,9 @@ from crm.risk import OrderBehaviour
 from ingestion.models import EventType
 
 EPOCH = date(1970, 1, 1)
+# ingested_at is its transaction's start: an order whose import began before a re-score but
+# committed after it is older than that forecast, yet unseen by it. Minutes cover any import chunk.
+RESCORE_MARGIN = timedelta(minutes=5)
 
 
 def day_number(moment: datetime | date) -> int:
@@ -87,6 +90,24 @@ def order_behaviour_read(*, customer_ids: list[int], as_of: datetime) -> dict[in
             first_order_value=first_value,
         )
     return behaviour
+
+
+def customers_with_new_orders(*, customer_ids: list[int]) -> list[int]:
+    """Of these customers, those whose forecast is out of date: a purchase, refund or cancellation
+    arrived after it was computed, or they have such an event and no forecast. Views, carts and
+    ratings change no forecast, so a refresh after them need not re-score."""
+    if not customer_ids:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            SELECT DISTINCT e.customer_id
+            FROM ingestion_event e
+            LEFT JOIN crm_customerprediction p ON p.customer_id = e.customer_id
+            WHERE e.customer_id = ANY(%s)
+              AND e.event_type IN ({EventType.PURCHASE}, {EventType.REFUND}, {EventType.CANCEL})
+              AND (p.customer_id IS NULL OR e.ingested_at > p.computed_at - %s)
+        """, [list(map(int, customer_ids)), RESCORE_MARGIN])
+        return sorted(row[0] for row in cursor.fetchall())
 
 
 def median_order_value() -> float:

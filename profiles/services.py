@@ -577,9 +577,12 @@ def profiles_refresh(*, customer_ids: list[int]) -> int:
         fresh = customer_embeddings_encode(customer_ids=list(customer_ids), version=version)
     written = profiles_store(customer_ids=list(customer_ids), feature_set=feature_set, fresh_embeddings=fresh,
                              model_version_id=version.pk if version else None)
+    from crm.selectors import customers_with_new_orders
     from crm.services import predictions_score
 
-    predictions_score(customer_ids=list(customer_ids))  # churn, CLV and risk move with the new events too
+    # churn, value and risk move with new orders (a view changes none of them; the nightly fit
+    # re-scores everyone as time passes)
+    predictions_score(customer_ids=customers_with_new_orders(customer_ids=list(customer_ids)))
     return written
 
 

@@ -154,6 +154,17 @@ def test_a_new_purchase_refreshes_the_forecast_in_real_time(shop):
     assert after.computed_at > before[2]
     assert after.probability_active > before[0] and after.expected_purchases > before[1]
 
+    # a view changes no forecast: the refresh updates the profile and leaves the forecast alone
+    from crm.selectors import customers_with_new_orders
+
+    CustomerPrediction.objects.filter(pk=lapsed.pk).update(computed_at=after.computed_at + timedelta(hours=1))
+    assert customers_with_new_orders(customer_ids=[lapsed.customer_id]) == []
+    after = CustomerPrediction.objects.get(pk=lapsed.pk)
+    events_ingest_batch(rows=[{"event_id": "crm-rt-2", "customer_id": external_id, "item_id": sku,
+                               "event_type": "view", "timestamp": now.isoformat()}], source=SYNTHETIC_SOURCE)
+    profiles_refresh(customer_ids=[lapsed.customer_id])
+    assert CustomerPrediction.objects.get(pk=lapsed.pk).computed_at == after.computed_at
+
 
 def _external_id_of(customer_id: int) -> str:
     from ingestion.identity import customer_key
