@@ -21,7 +21,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from crm.clv import ClvModel, backtest_cutoffs, purchase_days  # noqa: E402
+from crm.clv import ClvModel, backtest_cutoffs, forecast_scores, purchase_days  # noqa: E402
 
 DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "cdnow"
 START = pd.Timestamp("1997-01-01")
@@ -78,10 +78,7 @@ def main() -> None:
 
     def scores(count, probability, spend):
         return {
-            "mae": round(float(np.mean(np.abs(count - actual))), 4),
-            "rmse": round(float(np.sqrt(np.mean((count - actual) ** 2))), 4),
-            "total": round(float(count.sum()), 1),
-            "auc": round(float(roc_auc_score(bought, probability)), 4),
+            **forecast_scores(count, probability, actual),
             "spend_spearman": round(float(spearmanr(spend, actual_spend).statistic), 4),
             **decision_metrics(bought, probability),
         }

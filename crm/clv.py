@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import betaln, gammaln
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 
 WEEK = 7.0
 MIN_BUYERS_TO_LEARN = 20  # back-test rows with a later purchase needed before the trees are trained
@@ -207,6 +208,19 @@ def customer_features(days: pd.DataFrame, cutoff: int, summary: pd.DataFrame, bg
 def backtest_cutoffs(*, first_day: int, cutoff: int, weeks_back=(4, 8, 13, 17, 22, 26)) -> list[int]:
     """Earlier cutoffs to learn from: each must leave at least four weeks of history before it."""
     return [cutoff - int(WEEK * k) for k in weeks_back if cutoff - WEEK * k >= first_day + 4 * WEEK]
+
+
+def forecast_scores(expected: np.ndarray, probability: np.ndarray, actual: np.ndarray) -> dict:
+    """How a forecast of purchase counts did: per-customer MAE and RMSE, its total, and the AUC of
+    its probability of buying at all (None when everyone or no one bought)."""
+    expected, actual = np.asarray(expected, float), np.asarray(actual, float)
+    bought = actual > 0
+    return {
+        "mae": round(float(np.mean(np.abs(expected - actual))), 4),
+        "rmse": round(float(np.sqrt(np.mean((expected - actual) ** 2))), 4),
+        "total": round(float(expected.sum()), 1),
+        "auc": round(float(roc_auc_score(bought, probability)), 4) if 0 < bought.sum() < len(bought) else None,
+    }
 
 
 def _logit(p):

@@ -10,11 +10,9 @@ from __future__ import annotations
 import functools
 import math
 
-import numpy as np
 import pandas as pd
 from django.conf import settings
 from django.db import connection, transaction
-from sklearn.metrics import roc_auc_score
 
 from crm import clv, demand
 from crm.clv import FEATURES, ClvModel, ClvModelConfig
@@ -78,29 +76,20 @@ def _evaluation(days: pd.DataFrame, cutoff: int, horizon_days: int) -> dict:
     predicted = model.predict(past, cutoff=past_cutoff, horizon_weeks=horizon_days / 7)
     later = days[(days["day"] >= past_cutoff) & (days["day"] < cutoff)]
     actual = later.groupby("customer").size().reindex(predicted.index).fillna(0.0).to_numpy()
-    bought = actual > 0
-
-    def scores(count, probability):
-        both_classes = 0 < bought.sum() < len(bought)
-        return {
-            "mae": round(float(np.mean(np.abs(count - actual))), 4),
-            "rmse": round(float(np.sqrt(np.mean((count - actual) ** 2))), 4),
-            "total": round(float(count.sum()), 1),
-            "auc": round(float(roc_auc_score(bought, probability)), 4) if both_classes else None,
-        }
-
     return {
         "from_day": past_cutoff, "customers": len(actual), "actual_total": float(actual.sum()),
         "uses_trees": bool(model.count_model),
-        "model": scores(predicted["expected_purchases"].to_numpy(), predicted["probability_active"].to_numpy()),
-        "bgnbd": scores(predicted["bgnbd_expected_purchases"].to_numpy(),
-                        predicted["bgnbd_probability_active"].to_numpy()),
+        "model": clv.forecast_scores(predicted["expected_purchases"], predicted["probability_active"], actual),
+        "bgnbd": clv.forecast_scores(predicted["bgnbd_expected_purchases"], predicted["bgnbd_probability_active"],
+                                     actual),
     }
 
 
 def clv_fit(*, horizon_days: int | None = None) -> ClvFit:
     """Fit on every purchase in the store, back-test against BG/NBD, then score every customer."""
     horizon_days = horizon_days or settings.CLV_HORIZON_DAYS
+    if horizon_days < 1:
+        raise ValueError(f"the forecast horizon must be at least one day, got {horizon_days}")
     as_of = _store_now()
     days = purchase_days_read()
     if as_of is None or days.empty or days["customer"].nunique() < 20:
