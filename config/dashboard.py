@@ -140,8 +140,10 @@ def customer_value_summary() -> dict | None:
     fit = clv_fit_latest()
     if fit is None:
         return None
-    audiences = [(label, CustomerPrediction.objects.filter(audiences__contains=[value]).count(), value)
-                 for value, label in Audience.choices]
+    with connection.cursor() as cursor:  # one pass over the predictions for all four audiences
+        cursor.execute(f"SELECT unnest(audiences), count(*) FROM {CustomerPrediction._meta.db_table} GROUP BY 1")
+        sizes = dict(cursor.fetchall())
+    audiences = [(label, sizes.get(value, 0), value) for value, label in Audience.choices]
     evaluation = fit.evaluation if "model" in fit.evaluation else None
     return {"fit": fit, "evaluation": evaluation, "audiences": audiences}
 

@@ -8,6 +8,7 @@ from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext_lazy as _
 
 from config.charts import bar_chart, line_chart
@@ -42,8 +43,22 @@ def evaluation_rows(evaluation: dict) -> list[tuple]:
     ]
 
 
-class RefitMixin:
-    refit_url_name = "crm_clvfit_refit"
+@admin.register(ClvFit)
+class ClvFitAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "customers", "uses_trees", "model_mae", "bgnbd_mae", "model_auc", "bgnbd_auc", "created_at")
+    readonly_fields = ("cutoff", "horizon_days", "customers", "uses_trees", "backtest_table", "importance_table",
+                       "parameters", "audience_rules", "training_rows", "backtest_days", "created_at")
+    fields = readonly_fields
+    change_list_template = "admin/crm/clvfit/change_list.html"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_urls(self):
+        return [path("refit/", self.admin_site.admin_view(self.refit_view), name="crm_clvfit_refit"), *super().get_urls()]
 
     def refit_view(self, request):
         if request.method != "POST":
@@ -60,25 +75,10 @@ class RefitMixin:
         else:
             clv_fit_task.delay()
             messages.success(request, _("The CLV model is being refitted; predictions and demand follow."))
-        return HttpResponseRedirect(request.POST.get("next") or reverse("admin:crm_clvfit_changelist"))
-
-
-@admin.register(ClvFit)
-class ClvFitAdmin(RefitMixin, admin.ModelAdmin):
-    list_display = ("__str__", "customers", "uses_trees", "model_mae", "bgnbd_mae", "model_auc", "bgnbd_auc", "created_at")
-    readonly_fields = ("cutoff", "horizon_days", "customers", "uses_trees", "backtest_table", "importance_table",
-                       "parameters", "audience_rules", "training_rows", "backtest_days", "created_at")
-    fields = readonly_fields
-    change_list_template = "admin/crm/clvfit/change_list.html"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def get_urls(self):
-        return [path("refit/", self.admin_site.admin_view(self.refit_view), name="crm_clvfit_refit"), *super().get_urls()]
+        target = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+            target = reverse("admin:crm_clvfit_changelist")  # never redirect off the site
+        return HttpResponseRedirect(target)
 
     @admin.display(description=_("uses trees"), boolean=True)
     def uses_trees(self, obj):
@@ -204,7 +204,7 @@ class CustomerPredictionAdmin(admin.ModelAdmin):
 
 
 @admin.register(DemandForecast)
-class DemandForecastAdmin(RefitMixin, admin.ModelAdmin):
+class DemandForecastAdmin(admin.ModelAdmin):
     list_display = ("__str__", "weeks", "cutoff", "backtest_model_mape", "backtest_naive_mape", "created_at")
     change_form_template = "admin/crm/demandforecast/change_form.html"
     change_list_template = "admin/crm/demandforecast/change_list.html"

@@ -1,6 +1,7 @@
 """Readable words for the CLV model's drivers, the audiences and the risk scorecard's lines, for
 the API and the admin (through Django's translation machinery)."""
 
+from django.conf import settings
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
@@ -54,8 +55,6 @@ def driver_text(driver: dict) -> str:
 
 
 def audience_reason(audience: str, thresholds: dict) -> str:
-    from django.conf import settings
-
     template = AUDIENCE_RULES.get(audience)
     if template is None:
         return audience

@@ -25,3 +25,21 @@ def test_demand_api_says_404_before_any_forecast(make_api_client):
     response = make_api_client("profiles:read").get("/api/v1/demand/categories")
 
     assert response.status_code == 404 and "not been fitted" in response.json()["detail"]
+
+
+def test_refit_never_redirects_off_the_site(admin_client):
+    outside = admin_client.post("/admin/crm/clvfit/refit/", {"next": "https://evil.example/phish"})
+    inside = admin_client.post("/admin/crm/clvfit/refit/", {"next": "/admin/crm/demandforecast/"}, follow=True)
+
+    assert outside.status_code == 302 and outside["Location"] == "/admin/crm/clvfit/"
+    assert inside.redirect_chain[-1][0] == "/admin/crm/demandforecast/"
+    assert "being refitted" in inside.content.decode()  # queued on the (real) test broker
+
+
+def test_fit_clv_refuses_a_horizon_below_one_day_and_an_empty_store():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="at least 1"):
+        call_command("fit_clv", "--horizon-days", "0")
+    with pytest.raises(CommandError, match="fewer than 20 customers"):
+        call_command("fit_clv")

@@ -311,3 +311,14 @@ def test_generated_rules_run_on_postgresql_and_select_what_the_semantics_say(pro
     expected = {key for key, profile in PROFILES.items() if _holds(rule.root, profile)}
     assert matching(text) == expected
     assert matching(f"not ({text})") == EVERYONE - expected
+
+
+def test_audience_and_risk_band_take_only_their_own_values():
+    with pytest.raises(RuleError, match="audience compares with one of high_value, rising") as caught:
+        rule_parse('audience = "vip"')
+    assert caught.value.position == len("audience = ")
+    with pytest.raises(RuleError, match="'>'"):
+        rule_parse('audience > "rising"')
+    with pytest.raises(RuleError, match="risk_band compares with one of low, medium, high"):
+        rule_parse('risk_band >= "severe"')
+    assert rule_parse('audience in ("rising", "high_value") and risk_band <= "medium"')

@@ -13,12 +13,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--if-missing", action="store_true", help="Do nothing when a fit exists.")
-        parser.add_argument("--horizon-days", type=int, default=None)
+        parser.add_argument("--horizon-days", type=int, default=None,
+                            help="Forecast horizon in days (default CLV_HORIZON_DAYS); at least 1.")
 
     def handle(self, *args, if_missing: bool, horizon_days: int | None, **options):
         if if_missing and ClvFit.objects.exists():
             self.stdout.write("A CLV fit exists; nothing to do.")
             return
+        if horizon_days is not None and horizon_days < 1:
+            raise CommandError(f"--horizon-days must be at least 1, got {horizon_days}")
         started = time.perf_counter()
         try:
             fit = services.clv_fit(horizon_days=horizon_days)
