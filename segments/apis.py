@@ -15,7 +15,7 @@ from ingestion.apis import BoundedJSONParser
 from profiles import selectors as profile_selectors
 from segments import selectors, services
 from segments.models import Segment, SegmentKind
-from segments.rules import FIELDS, RuleError, rule_canonical, rule_parse, rule_to_q
+from segments.rules import FIELDS, RuleError
 
 _READ_WRITE = {"GET": (Scope.PROFILES_READ,), "POST": (Scope.SEGMENTS_WRITE,), "DELETE": (Scope.SEGMENTS_WRITE,)}
 
@@ -214,13 +214,10 @@ class RuleValidateApi(APIView):
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            rule = rule_parse(serializer.validated_data["rule"])
-            canonical = rule_canonical(serializer.validated_data["rule"])
-            matching = profile_selectors.profiles_visible().filter(rule_to_q(rule)).count()
-        except RuleError as error:
-            raise _rule_error(error) from None
-        return Response({"canonical": canonical, "matching": matching, "fields": sorted(FIELDS)})
+        checked = selectors.segment_rule_check(rule=serializer.validated_data["rule"])
+        if not checked["valid"]:
+            raise exceptions.ValidationError({"rule": [checked["message"]]})
+        return Response({"canonical": checked["canonical"], "matching": checked["matching"], "fields": sorted(FIELDS)})
 
 
 class SegmentSizesApi(APIView):

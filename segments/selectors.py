@@ -50,15 +50,15 @@ def segment_rule_check(*, rule: str) -> dict:
     """Whether a rule is valid and, if so, how many visible profiles it selects now: what the
     admin's rule box shows as the operator types. Invalid: the message and where it points."""
     from profiles import selectors as profile_selectors
-    from segments.rules import RuleError, rule_canonical, rule_parse, rule_to_q
+    from segments.rules import RuleError, rule_parse, rule_to_q
 
     try:
         parsed = rule_parse(rule)
-        canonical = rule_canonical(rule)
     except RuleError as error:
-        return {"valid": False, "error": error.message, "position": error.position, "column": error.column}
+        return {"valid": False, "error": error.message, "position": error.position, "column": error.column,
+                "message": str(error)}
     matching = profile_selectors.profiles_visible().filter(rule_to_q(parsed)).count()
-    return {"valid": True, "canonical": canonical, "matching": matching}
+    return {"valid": True, "canonical": str(parsed), "matching": matching}
 
 
 def segment_seed_keys(*, segment: Segment, limit: int) -> list[str]:
