@@ -1,8 +1,8 @@
 """Reads of the ingestion app."""
 
-import csv
 from collections.abc import Iterator
 
+from config.csv_stream import csv_lines
 from ingestion.identity import customer_key
 from ingestion.models import Customer, QuarantinedRow
 
@@ -14,15 +14,7 @@ def customer_ids_by_external_id(*, source: str, external_ids) -> list[int]:
     return sorted(Customer.objects.filter(key__in=keys).values_list("id", flat=True))
 
 
-class _Line:
-    def write(self, value: str) -> str:
-        return value
-
-
 def import_job_rejects_csv(*, job) -> Iterator[str]:
     """The job's quarantined rows as CSV lines (line number, reason, raw line), in file order."""
-    writer = csv.writer(_Line())
-    yield writer.writerow(["line", "reason", "raw"])
     rows = QuarantinedRow.objects.filter(job=job).order_by("line_number").values_list("line_number", "reason", "raw")
-    for line_number, reason, raw in rows.iterator(chunk_size=5000):
-        yield writer.writerow([line_number, reason, raw])
+    return csv_lines(["line", "reason", "raw"], rows.iterator(chunk_size=5000))

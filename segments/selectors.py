@@ -1,10 +1,10 @@
 """Reads of the segments app."""
 
-import csv
 from collections.abc import Iterator
 
 from django.db.models import QuerySet
 
+from config.csv_stream import csv_lines
 from segments.models import Segment, SegmentMembership
 
 
@@ -33,17 +33,11 @@ def segment_trend(*, segment: Segment, last: int = 30) -> list[dict]:
     return [{"size": s.size, "taken_at": s.taken_at} for s in reversed(snapshots)]
 
 
-class _Line:
-    def write(self, value: str) -> str:
-        return value
-
-
 def segment_members_csv(*, segment: Segment) -> Iterator[str]:
     """The members as CSV lines (key, score, member since), streamed in chunks."""
-    writer = csv.writer(_Line())
-    yield writer.writerow(["key", "score", "member_since"])
-    for m in segment_members(segment=segment).iterator(chunk_size=5000):
-        yield writer.writerow([m.customer.key, "" if m.score is None else m.score, m.added_at.isoformat()])
+    members = segment_members(segment=segment).iterator(chunk_size=5000)
+    return csv_lines(["key", "score", "member_since"],
+                     ([m.customer.key, "" if m.score is None else m.score, m.added_at.isoformat()] for m in members))
 
 
 def segment_rule_check(*, rule: str) -> dict:
