@@ -7,9 +7,10 @@ own. Per sample: read the customer's `events_included`, POST one new event, star
 the 200, poll GET /api/v1/profiles/{key} every 10 ms until `events_included` grows (over the
 timeout counts as an error). A few warm-up samples are not counted.
 
-Two phases in the same run: first before any CLV fit (a refresh rewrites the profile only), then
-after `crm.services.clv_fit()` (a refresh also re-scores churn, value and risk), so the cost of the
-real-time forecast is a ratio measured on the same shop and machine. Prints one JSON line last:
+Two phases in the same run: first before any CLV fit, then after `crm.services.clv_fit()`, when
+profiles carry forecasts the API serves and each refresh checks whether a new order needs a re-score
+(the sampled events are views, which need none), so the cost the forecasts add to real-time refresh
+is a ratio measured on the same shop and machine. Prints one JSON line last:
 the top-level figures are the second phase, the product as it runs.
 """
 
@@ -189,7 +190,7 @@ def main() -> None:
         from crm.models import CustomerPrediction
 
         scored = CustomerPrediction.objects.filter(customer__key__in=list(keys.values())).count()
-        log(f"{scored} of the {len(keys)} sampled API customers have a forecast that each refresh re-scores")
+        log(f"{scored} of the {len(keys)} sampled API customers have a forecast (the sampled views do not re-score it)")
         run_phase("with_clv")
     finally:
         if server is not None:
