@@ -72,7 +72,7 @@ bench: install redis migrate
 	$(PY) bench/demand.py
 
 db-stop:
-	-$(PY) -c "from pathlib import Path; from pgserver._commands import pg_ctl; pg_ctl(['-w','stop'], pgdata=Path('var/pgdata').resolve(), user='pgserver' if __import__('os').geteuid()==0 else None)"
+	-$(PY) -c "from config.embedded_db import embedded_server_stop; embedded_server_stop('var/pgdata')"
 
 clean: db-stop
 	rm -rf var $(VENV) frontend/node_modules

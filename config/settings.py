@@ -40,6 +40,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # 503 + Retry-After while the database is away (config.db_unavailable)
+    "config.db_unavailable.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -73,11 +75,15 @@ if env.str("DATABASE_URL", default=""):
 else:
     from config.embedded_db import embedded_database_url
 
+    # The embedded server's data directory: var/pgdata unless EMBEDDED_DATABASE_DIR says otherwise.
+    EMBEDDED_DATABASE_DIR = env.path("EMBEDDED_DATABASE_DIR", default=str(VAR_DIR / "pgdata"))
     DATABASES = {
         "default": env.db_url_config(
-            embedded_database_url(VAR_DIR, database=env.str("EMBEDDED_DATABASE_NAME", default="portrait"))
+            embedded_database_url(EMBEDDED_DATABASE_DIR, database=env.str("EMBEDDED_DATABASE_NAME", default="portrait"))
         )
     }
+    # the socket directory as HOST (not only in OPTIONS), so `manage.py dbshell` finds it too
+    DATABASES["default"]["HOST"] = DATABASES["default"]["OPTIONS"].pop("host", "")
 DATABASES["default"]["ENGINE"] = "django.db.backends.postgresql"
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
