@@ -96,6 +96,23 @@ def bgnbd_probability_none(params, frequency, recency, age, horizon) -> np.ndarr
     return np.exp(np.logaddexp(alive(t_age + horizon), dead) - np.logaddexp(alive(t_age), dead))
 
 
+def _gamma_gamma_params(fitter, convergence_error, repeaters: pd.DataFrame) -> dict:
+    """Gamma-Gamma's (p, q, v), or {} when no fit converges: the value of a purchase then falls back
+    to each customer's own mean (the population mean for one-time buyers), never a failed CLV fit.
+    A few near-identical spends (one product at one price) are enough to make the likelihood flat."""
+    for options in ({}, {"q_constraint": True}):
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                spend = fitter(penalizer_coef=0.0).fit(repeaters["frequency"], repeaters["monetary_value"], **options)
+        except convergence_error:
+            continue
+        params = {key: float(value) for key, value in spend.params_.items()}
+        if all(np.isfinite(value) and value > 0 for value in params.values()):
+            return params
+    return {}
+
+
 @dataclass
 class BgNbd:
     """BG/NBD for counts and Gamma-Gamma for the value of a purchase, fitted with `lifetimes`."""
@@ -125,9 +142,7 @@ class BgNbd:
         repeaters = summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
         spend_params = {}
         if len(repeaters) >= 20:
-            spend = GammaGammaFitter(penalizer_coef=0.0)
-            spend.fit(repeaters["frequency"], repeaters["monetary_value"])
-            spend_params = {key: float(value) for key, value in spend.params_.items()}
+            spend_params = _gamma_gamma_params(GammaGammaFitter, ConvergenceError, repeaters)
         mean_value = float(repeaters["monetary_value"].mean()) if len(repeaters) else 0.0
         return cls(params={key: float(value) for key, value in counts.params_.items()},
                    spend_params=spend_params, mean_value=mean_value)
