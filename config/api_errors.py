@@ -7,6 +7,10 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 
 def exception_handler(exc, context):
+    from config.db_unavailable import database_unavailable_response, is_database_unavailable
+
+    if is_database_unavailable(exc):
+        return database_unavailable_response()
     if isinstance(exc, RequestDataTooBig):
         from django.conf import settings
 

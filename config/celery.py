@@ -2,7 +2,7 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 from django.db import InterfaceError, OperationalError
 from kombu import Exchange
 from kombu import Queue as KombuQueue
@@ -51,3 +51,15 @@ def broker_check(timeout: float = 2.0) -> None:
             f"No Celery broker at {app.conf.broker_url} ({exc.__class__.__name__}). Start Redis: "
             "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no"
         ) from exc
+
+
+@signals.task_retry.connect
+@signals.task_failure.connect
+def _heal_database_after_connection_loss(sender=None, reason=None, exception=None, **kwargs):
+    """A task that lost the database restarts the embedded server (if that is the one in use) before
+    its retry runs; Celery's Django fix-up drops the dead connection before the next task."""
+    error = getattr(reason, "exc", reason) if reason is not None else exception  # Retry wraps the cause
+    if isinstance(error, (OperationalError, InterfaceError)):
+        from config.embedded_db import heal_embedded_database
+
+        heal_embedded_database(wait=True)

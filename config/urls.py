@@ -4,10 +4,15 @@ from django.utils.translation import gettext_lazy as _
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from config.health import healthz
+
 admin.site.site_header = _("Portrait — customer profiles")
 admin.site.site_title = _("Portrait")
 admin.site.index_title = _("Operations")
 admin.site.site_url = None  # "/" only redirects back to the admin
+
+# A lost database answers 503 with Retry-After, not 500, wherever it is noticed.
+handler500 = "config.db_unavailable.server_error"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -23,5 +28,6 @@ urlpatterns = [
         name="api-docs",
     ),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("healthz", healthz, name="healthz"),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ]
