@@ -62,7 +62,8 @@ def shop_prepare(customers: int, events: int, epochs: int, seed: int) -> None:
 
     from ingestion.services import synthetic_shop_load
     from profiles.services import profiles_build
-    from training.services import training_run_create, training_run_execute
+    from pipeline.flows import training_run
+    from training.services import training_run_create
 
     settings.MODELS_DIR = ROOT / "var" / "bench-models"
     log(f"loading {customers:,} customers / {events:,} events")
@@ -72,7 +73,7 @@ def shop_prepare(customers: int, events: int, epochs: int, seed: int) -> None:
     log(f"training a GRU for {epochs} epochs")
     run = training_run_create(arch="gru", config={"model": {"layers": 1, "max_len": 50, "content": False},
                                                   "train": {"epochs": epochs}})
-    training_run_execute(run_id=run.pk, profiles_rebuild="inline")
+    training_run(run_id=run.pk, rebuild=True)
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Batch profile build throughput: loads a synthetic shop, then builds every profile.
 
 Inline (default): `profiles_build` in this process, chunk after chunk. With --celery: the same
-build fanned out by `profile_build_dispatch` to a real worker (prefork, 2 processes) that this
+build fanned out by `profiles.tasks.profile_build_queue` to a real worker (prefork, 2 processes) that this
 script starts on a Redis database of its own. Either way the figure covers the feature-set fit
 and every chunk, not the shop load (reported apart as load_s). Prints one JSON line last.
 """
@@ -80,9 +80,9 @@ def build_inline(chunk: int):
 
 def build_celery(chunk: int, timeout: float):
     from profiles.models import BuildStatus
-    from profiles.services import profile_build_dispatch
+    from profiles.tasks import profile_build_queue
 
-    build = profile_build_dispatch(chunk_customers=chunk)
+    build = profile_build_queue(chunk_customers=chunk)
     log(f"  fitted; {build.chunks_total} chunks dispatched")
     deadline = time.monotonic() + timeout
     seen = -1

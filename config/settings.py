@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "privacy",
     "segments",
     "crm",
+    "pipeline",
 ]
 
 MIDDLEWARE = [

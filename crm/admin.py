@@ -65,15 +65,14 @@ class ClvFitAdmin(admin.ModelAdmin):
             return HttpResponseNotAllowed(["POST"])
         if not request.user.has_perm("crm.add_clvfit"):
             raise PermissionDenied
-        from config.celery import BrokerUnavailable, broker_check
-        from crm.tasks import clv_fit_task
+        from config.celery import BrokerUnavailable
+        from crm.tasks import clv_fit_queue
 
         try:
-            broker_check()
+            clv_fit_queue()
         except BrokerUnavailable as exc:
             messages.error(request, str(exc))
         else:
-            clv_fit_task.delay()
             messages.success(request, _("The CLV model is being refitted; predictions and demand follow."))
         target = request.POST.get("next", "")
         if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):

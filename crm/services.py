@@ -2,7 +2,8 @@
 
 `clv_fit` fits the model on the whole event store (nightly, after a batch build, or from the
 admin), judges it on a back-test against BG/NBD, and scores every customer; `predictions_score`
-re-scores some customers with the latest fit (real-time refresh after new events).
+re-scores some customers with the latest fit (real-time refresh after new events). The audiences
+become segments in pipeline.flows.clv_refit, which runs fit → demand → audience segments.
 """
 
 from __future__ import annotations
@@ -112,31 +113,7 @@ def clv_fit(*, horizon_days: int | None = None) -> ClvFit:
         # a customer this fit did not score (opted out of profiling, merged away, or no longer a
         # buyer) keeps no forecast from an older fit
         CustomerPrediction.objects.exclude(fit=fit).delete()
-    audience_segments_refresh()
     return fit
-
-
-AUDIENCE_SEGMENT_NAMES = {
-    Audience.HIGH_VALUE: "CRM · high value",
-    Audience.RISING: "CRM · rising",
-    Audience.AT_RISK_HIGH_VALUE: "CRM · at-risk high value",
-    Audience.LIKELY_TO_CHURN: "CRM · likely to churn",
-}
-
-
-def audience_segments_refresh() -> dict[str, int]:
-    """The CRM audiences as rule segments (created once, then kept), refreshed after a fit so
-    marketing can list, export and trend them like any segment. Returns each one's size."""
-    from segments.models import Segment, SegmentKind
-    from segments.services import segment_create_rule, segment_refresh
-
-    sizes = {}
-    for audience, name in AUDIENCE_SEGMENT_NAMES.items():
-        segment = Segment.objects.filter(kind=SegmentKind.RULE, name=name).first()
-        if segment is None:
-            segment = segment_create_rule(name=name, rule=f'audience = "{audience.value}"', refresh="none")
-        sizes[name] = segment_refresh(segment_id=segment.pk)
-    return sizes
 
 
 def predictions_score(*, customer_ids: list[int]) -> int:
@@ -230,7 +207,7 @@ def _importance(predicted: pd.DataFrame) -> list[dict]:
 
 def _store(fit: ClvFit, predicted: pd.DataFrame, as_of) -> int:
     """Upsert the predictions; a customer erased meanwhile is not written back (ingest guard)."""
-    from privacy.services import ingest_guard
+    from privacy.guard import ingest_guard
 
     with connection.cursor() as cursor:
         ingest_guard(cursor)

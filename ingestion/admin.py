@@ -16,6 +16,7 @@ from django.utils.translation import gettext_lazy as _
 
 from config.celery import BrokerUnavailable
 from ingestion import selectors, services
+from ingestion.tasks import import_job_queue
 from ingestion.identity import pii_decrypt
 from ingestion.importers.sources import SourceError
 from ingestion.models import (
@@ -366,7 +367,7 @@ class ImportJobAdmin(admin.ModelAdmin):
                 path=target, fmt=form.cleaned_data["format"], source=form.cleaned_data["source"] or None,
                 options=options, created_by=request.user,
             )
-            services.import_job_enqueue(job=job)
+            import_job_queue(job=job)
         # the admin goes on with `obj` (log entry, redirect): make it the job the service created
         vars(obj).update(vars(job))
         self.message_user(request, _("Import #%(id)s queued.") % {"id": job.pk}, messages.SUCCESS)

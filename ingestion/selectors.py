@@ -18,3 +18,12 @@ def import_job_rejects_csv(*, job) -> Iterator[str]:
     """The job's quarantined rows as CSV lines (line number, reason, raw line), in file order."""
     rows = QuarantinedRow.objects.filter(job=job).order_by("line_number").values_list("line_number", "reason", "raw")
     return csv_lines(["line", "reason", "raw"], rows.iterator(chunk_size=5000))
+
+
+def import_job_customer_ids(*, import_job_id: int) -> list[int]:
+    """The customers who got events from this import."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT DISTINCT customer_id FROM ingestion_event WHERE import_job_id = %s", [import_job_id])
+        return [row[0] for row in cursor.fetchall()]

@@ -74,16 +74,6 @@ def import_job_create(
     )
 
 
-def import_job_enqueue(*, job: ImportJob) -> None:
-    """Queue the job on the ingest queue once the surrounding transaction commits.
-    Raises config.celery.BrokerUnavailable (one line saying how to start Redis) if no broker answers."""
-    from config.celery import broker_check
-    from ingestion.tasks import import_job_run_task
-
-    broker_check()
-    transaction.on_commit(lambda: import_job_run_task.delay(job.pk))
-
-
 def _import_job_claim(job_id: int) -> bool:
     """Atomically move a job to running; a dead worker's job (stale heartbeat) may be reclaimed.
     Counters restart at zero: rows landed by the dead attempt then count as duplicates."""
@@ -150,7 +140,7 @@ def _store_chunk(
     job_id: int, references: bulk.ReferenceIds, outcome: _ChunkOutcome, report: Counter, report_lock: threading.Lock
 ) -> None:
     """One transaction: the chunk's events, its quarantined rows and the job's counters."""
-    from privacy.services import ingest_guard
+    from privacy.guard import ingest_guard
     from privacy.selectors import suppressed_external_ids
 
     with transaction.atomic(), connection.cursor() as cursor:
@@ -485,7 +475,7 @@ def events_ingest_batch(*, rows: list, source: str = "default") -> BatchResult:
         for e in errors:
             merged.setdefault(e["index"], {}).update(e["errors"])
         raise BatchRejected([{"index": i, "errors": merged[i]} for i in sorted(merged)])
-    from privacy.services import ingest_guard
+    from privacy.guard import ingest_guard
 
     refused = 0
     with transaction.atomic(), connection.cursor() as cursor:
@@ -534,7 +524,7 @@ def customers_upsert(*, rows: Iterable[dict], source: str) -> int:
     repeated id in one batch: later fields win); PII is encrypted before it reaches the database.
     Returns the number of customers written; rows of suppressed subjects are not written."""
     from privacy.selectors import suppressed_external_ids
-    from privacy.services import ingest_guard
+    from privacy.guard import ingest_guard
 
     rows = list(rows)
     with transaction.atomic(), connection.cursor() as cursor:
@@ -575,7 +565,7 @@ def social_edges_upsert(*, rows: Iterable[dict], source: str) -> int:
     touching a suppressed subject are skipped and an edge already stored is left as it is. Returns
     the number of edges offered and not skipped."""
     from privacy.selectors import suppressed_external_ids
-    from privacy.services import ingest_guard
+    from privacy.guard import ingest_guard
 
     rows = [r for r in rows if str(r["source_id"]) != str(r["target_id"])]
     if not rows:

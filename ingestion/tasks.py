@@ -1,7 +1,8 @@
-"""Celery tasks of the ingestion app: thin, idempotent callers of services."""
+"""Celery tasks of the ingestion app: thin, idempotent callers of services, and the function that
+queues an import."""
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, transaction
 
 from ingestion import services
 from ingestion.models import ImportJob
@@ -29,3 +30,12 @@ def import_job_run_task(self, job_id: int) -> dict | None:
 
         profiles_refresh_after_import_task.delay(job.pk)
     return {"job_id": job.pk, "status": job.status, "inserted": job.rows_inserted, "rejected": job.rows_rejected}
+
+
+def import_job_queue(*, job: ImportJob) -> None:
+    """Queue the job on the ingest queue once the surrounding transaction commits.
+    Raises config.celery.BrokerUnavailable (one line saying how to start Redis) if no broker answers."""
+    from config.celery import broker_check
+
+    broker_check()
+    transaction.on_commit(lambda: import_job_run_task.delay(job.pk))

@@ -27,7 +27,7 @@ from ingestion.identity import customer_key, pii_decrypt
 from ingestion.models import Customer, ImportJob
 from privacy.identity import customer_suppression_token, suppression_token
 from privacy.models import ErasureLedger, PrivacyRequest, SuppressedSubject
-from privacy.services import INGEST_LOCK
+from privacy.guard import erasure_lock
 
 # Tables that reference customers, deleted before the customers themselves (counts for the
 # receipt; the ORM cascade would remove most of them too, but one at a time).
@@ -89,7 +89,7 @@ def _database_erase(*, source: str, external_id: str, reason: str) -> tuple[dict
     key = customer_key(source=source, external_id=external_id)
     counts: dict[str, int] = {}
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [INGEST_LOCK])
+        erasure_lock(cursor)
         SuppressedSubject.objects.get_or_create(
             token=suppression_token(source=source, external_id=external_id),
             defaults={"customer_token": customer_suppression_token(customer_key=key), "reason": reason},
@@ -116,11 +116,9 @@ def _database_erase(*, source: str, external_id: str, reason: str) -> tuple[dict
 def _redis_erase(customer_ids: list[int]) -> int:
     """Pending-refresh markers name customers by id; nothing else in Redis names a subject (cache
     entries are aggregates, task messages carry only internal ids, which now name nobody)."""
-    from profiles.services import _PENDING_KEY, _redis
+    from profiles.services import refresh_pending_clear
 
-    if not customer_ids:
-        return 0
-    return int(_redis().delete(*(_PENDING_KEY.format(c) for c in customer_ids)))
+    return refresh_pending_clear(customer_ids=customer_ids)
 
 
 def _import_files_erase(identifiers: list[str]) -> int:

@@ -1,4 +1,5 @@
-"""Writes of the privacy app: the suppression list, the ingest lock, and privacy requests."""
+"""Writes of the privacy app: the suppression list and privacy requests (the ingest lock is
+privacy.guard)."""
 
 from django.db import transaction
 from django.db.models import F
@@ -19,27 +20,6 @@ def subject_suppress(*, source: str, external_id: str, reason: str) -> Suppresse
         },
     )
     return subject
-
-
-# Writers of subject data (event batches, import chunks, customer and edge upserts) hold this
-# advisory lock in shared mode for their transaction and check the suppression list inside it;
-# an erasure, once the subject is on the list, takes it exclusively for an instant, which waits out
-# every writer that may have checked before. A writer that starts later sees the suppression.
-INGEST_LOCK = 0x506F7274  # "Port"
-
-
-def ingest_guard(cursor) -> None:
-    """Call inside a writer's transaction, before it checks suppression and writes."""
-    cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [INGEST_LOCK])
-
-
-def writers_drain() -> None:
-    """Wait until every writer that might not have seen a new suppression has committed."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_lock(%s)", [INGEST_LOCK])
-        cursor.execute("SELECT pg_advisory_unlock(%s)", [INGEST_LOCK])
 
 
 # --- privacy requests ------------------------------------------------------------------------------

@@ -9,9 +9,18 @@ _RETRY = IDEMPOTENT_TASK
 
 @shared_task(**_RETRY)
 def unlearning_retire_task() -> dict:
-    from privacy.unlearning import unlearning_retire_due
+    return unlearning_retire()
 
-    return unlearning_retire_due()
+
+def unlearning_retire(*, now=None) -> dict:
+    """Daily: retire versions trained on erased subjects' data, or queue the retraining that must
+    replace the active one first (nothing is queued while a run is pending or running)."""
+    from privacy.unlearning import unlearning_retire_due
+    from training.tasks import training_run_queue
+
+    result = unlearning_retire_due(now=now)
+    result["retraining_queued"] = bool(result["retraining_needed"]) and training_run_queue() is not None
+    return result
 
 
 @shared_task(**_RETRY)

@@ -3,7 +3,7 @@ was in the store is retired within PRIVACY_MODEL_RETIREMENT_DAYS of the erasure.
 
 Daily, for each erasure whose deadline has come: if the active version was trained after the
 erasure, every listed version is retired (its checkpoint directory deleted, its item vectors
-removed, never to be activated again); otherwise a retraining run is queued, which reads the store
+removed, never to be activated again); otherwise a retraining run is due (privacy.tasks queues it), which reads the store
 without the subject, and retirement follows once its version is active. Retraining also rewrites
 the item vectors, so they no longer carry anything learned from the subject."""
 
@@ -19,19 +19,21 @@ from privacy.models import ErasureLedger
 
 
 def unlearning_retire_due(*, now=None) -> dict:
+    """Retire what is due; "retraining_needed" says that a run must be queued first (the caller's,
+    privacy.tasks: services never queue)."""
     from training.models import ItemEmbedding, ModelVersion
-    from training.services import model_version_active, training_run_start
+    from training.services import model_version_active
 
     now = now or timezone.now()
     due = list(ErasureLedger.objects.filter(retired_at__isnull=True, retire_by__lte=now).order_by("erased_at"))
     if not due:
-        return {"due": 0, "retired_versions": 0, "retraining_queued": False}
+        return {"due": 0, "retired_versions": 0, "retraining_needed": False}
     active = model_version_active()
-    retired, queued = 0, False
+    retired, retrain = 0, False
     for ledger in due:
         clean = active is not None and active.created_at > ledger.erased_at and active.pk not in ledger.model_versions
         if not clean and active is not None:
-            queued = queued or training_run_start() is not None
+            retrain = True
             continue
         with transaction.atomic():
             for version in ModelVersion.objects.filter(pk__in=ledger.model_versions).exclude(artifact_path=""):
@@ -45,4 +47,4 @@ def unlearning_retire_due(*, now=None) -> dict:
                 )
                 retired += 1
             ErasureLedger.objects.filter(pk=ledger.pk).update(retired_at=now)
-    return {"due": len(due), "retired_versions": retired, "retraining_queued": queued}
+    return {"due": len(due), "retired_versions": retired, "retraining_needed": retrain}

@@ -18,6 +18,7 @@ from crm.explain import prediction_explained
 from crm.selectors import customer_prediction_get
 from profiles import recommendations, selectors
 from profiles.models import LifecycleStage, ValueTier
+from segments.selectors import segments_of_customer
 
 API_SOURCE = "default"
 EXPLANATION_NEIGHBOURS = 5
@@ -110,10 +111,15 @@ class FilterSerializer(serializers.Serializer):
         return value
 
     def neighbour_filter(self) -> selectors.NeighbourFilter:
+        from segments.selectors import segment_members_q
+
         data = self.validated_data
+        where = data.get("where")
+        if data.get("segment") is not None:
+            members = segment_members_q(segment_id=data["segment"])
+            where = members if where is None else where & members
         return selectors.NeighbourFilter(
-            where=data.get("where"), lifecycle_stages=data.get("lifecycle_stage", ()),
-            value_tier_min=data.get("value_tier_min"), segment_id=data.get("segment"),
+            where=where, lifecycle_stages=data.get("lifecycle_stage", ()), value_tier_min=data.get("value_tier_min"),
         )
 
 
@@ -189,7 +195,7 @@ class ProfileDetailApi(APIView):
     def get(self, request, key: str):
         profile = _profile_from_path(request, key)
         profile.scores = selectors.profile_scores(profile)
-        profile.segments = selectors.profile_segments(profile)
+        profile.segments = segments_of_customer(customer_id=profile.pk)
         neighbours = selectors.profiles_similar(profile=profile, k=EXPLANATION_NEIGHBOURS, space="fused", ef_search=40)
         profile.explanation = {**profile.explanation, "neighbours": _neighbours(neighbours)}
         prediction = customer_prediction_get(customer_id=profile.customer_id)

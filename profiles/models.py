@@ -7,8 +7,9 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 from pgvector.django import HnswIndex, VectorField
 
+from training.models import EMBEDDING_DIMENSIONS
+
 FEATURE_VECTOR_DIMENSIONS = 16
-EMBEDDING_DIMENSIONS = 64
 FUSED_DIMENSIONS = FEATURE_VECTOR_DIMENSIONS + EMBEDDING_DIMENSIONS
 
 

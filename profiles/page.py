@@ -217,13 +217,14 @@ def profile_similar_space(profile: Profile) -> str | None:
 def profile_page(*, profile: Profile) -> dict:
     """Everything the profile page shows besides the customer's own attributes."""
     from profiles.recommendations import recommendations_for
-    from profiles.selectors import profile_scores, profile_segments, profiles_similar
+    from profiles.selectors import profile_scores, profiles_similar
+    from segments.selectors import segments_of_customer
 
     space = profile_similar_space(profile)
     neighbours = profiles_similar(profile=profile, k=10, space=space) if space else []
     return {
         "scores": profile_scores(profile) if profile.feature_set_id else {},
-        "segments": profile_segments(profile),
+        "segments": segments_of_customer(customer_id=profile.pk),
         "top_categories": profile.explanation.get("top_categories", []),
         "distinctive_traits": profile.explanation.get("distinctive", []),
         "similar_space": space,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Q, QuerySet
 from pgvector.django import CosineDistance
 
 from profiles.models import EMBEDDING_DIMENSIONS, FEATURE_VECTOR_DIMENSIONS, FUSED_DIMENSIONS, Profile, ValueTier
@@ -48,12 +48,11 @@ def profiles_by_keys(*, keys: list[str]) -> list[Profile]:
 @dataclass(frozen=True)
 class NeighbourFilter:
     """Which profiles may be returned: a rule over traits (segments.rules), lifecycle stages, a
-    minimum value tier, membership of a segment."""
+    minimum value tier (membership of a segment is a `where`: segments.selectors.segment_members_q)."""
 
     where: Q | None = None
     lifecycle_stages: tuple[str, ...] = ()
     value_tier_min: str | None = None
-    segment_id: int | None = None
     exclude_customer_ids: tuple[int, ...] = field(default=())
 
     def q(self) -> Q:
@@ -64,10 +63,6 @@ class NeighbourFilter:
             q &= Q(lifecycle_stage__in=self.lifecycle_stages)
         if self.value_tier_min:
             q &= Q(value_tier__in=VALUE_TIER_ORDER[VALUE_TIER_ORDER.index(self.value_tier_min):])
-        if self.segment_id is not None:
-            from segments.models import SegmentMembership
-
-            q &= Q(Exists(SegmentMembership.objects.filter(segment_id=self.segment_id, customer_id=OuterRef("customer_id"))))
         if self.exclude_customer_ids:
             q &= ~Q(customer_id__in=self.exclude_customer_ids)
         return q
@@ -185,7 +180,7 @@ def lookalike_expand(
     base = where or NeighbourFilter()
     exclude = NeighbourFilter(
         where=base.where, lifecycle_stages=base.lifecycle_stages, value_tier_min=base.value_tier_min,
-        segment_id=base.segment_id, exclude_customer_ids=(*base.exclude_customer_ids, *seed_ids),
+        exclude_customer_ids=(*base.exclude_customer_ids, *seed_ids),
     )
     candidates = profiles_comparable(
         space=space, feature_set_id=anchor.feature_set_id, model_version_id=anchor.model_version_id,
@@ -236,7 +231,8 @@ def _percentile_of(value: float, grid: list[float]) -> float:
     return min(100.0, step * (lower + upper) / 2)
 
 
-def profile_segments(profile: Profile) -> list[dict]:
-    from segments.selectors import segments_of_customer
 
-    return segments_of_customer(customer_id=profile.pk)
+
+def profiled_customer_ids() -> list[int]:
+    """Every customer that has a profile (whose embedding a model switch rewrites)."""
+    return list(Profile.objects.values_list("customer_id", flat=True))

@@ -1,5 +1,6 @@
-"""Writes of the profiles app: fit a feature set, build profiles in batch (chunk by chunk, inline
-or across Celery workers), refresh them as events arrive."""
+"""Writes of the profiles app: fit a feature set, build profiles in batch (chunk by chunk; the
+Celery fan-out is profiles.tasks), store profiles and learned embeddings, and the pending marks that
+coalesce real-time refreshes (the refresh flow itself is pipeline.flows.customers_refresh)."""
 
 from __future__ import annotations
 
@@ -345,7 +346,7 @@ def profiles_store(*, customer_ids: list[int], feature_set: FeatureSet, fresh_em
     whose stored profile was read from a later snapshot is left alone)."""
     if not customer_ids:
         return 0
-    from privacy.services import ingest_guard
+    from privacy.guard import ingest_guard
 
     with transaction.atomic(), connection.cursor() as cursor:
         # An erasure holds this lock while it deletes: a refresh queued before it must not write
@@ -424,7 +425,7 @@ def _customer_id_ranges(chunk_customers: int) -> tuple[list[tuple[int, int]], in
 
 def profile_build_start(*, created_by=None, chunk_customers: int | None = None, sample_size: int | None = None) -> ProfileBuild:
     """Fit a new feature set and plan the chunks. Run them with `profile_build_chunk` (inline) or
-    `profile_build_dispatch` (Celery)."""
+    `profiles.tasks.profile_build_queue` (Celery)."""
     build = ProfileBuild.objects.create(created_by=created_by)
     try:
         feature_set = feature_set_fit(sample_size=sample_size)
@@ -501,26 +502,6 @@ def profiles_build(*, created_by=None, chunk_customers: int | None = None, sampl
     return profile_build_finish(build_id=build.pk)
 
 
-def profile_build_dispatch(*, created_by=None, chunk_customers: int | None = None, sample_size: int | None = None) -> ProfileBuild:
-    """Fit here, then fan the chunks out to workers as a Celery chord whose callback closes the build."""
-    from celery import chord
-
-    from profiles.tasks import (
-        profile_build_chunk_task,
-        profile_build_fail_task,
-        profile_build_finish_task,
-    )
-
-    build = profile_build_start(created_by=created_by, chunk_customers=chunk_customers, sample_size=sample_size)
-    header = [profile_build_chunk_task.s(build.pk, i, lo, hi) for i, (lo, hi) in enumerate(build.ranges)]
-    if header:
-        callback = profile_build_finish_task.si(build.pk).on_error(profile_build_fail_task.si(build.pk))
-        transaction.on_commit(lambda: chord(header)(callback))
-    else:
-        profile_build_finish(build_id=build.pk)
-    return build
-
-
 # --- real-time refresh --------------------------------------------------------------------------------
 
 _PENDING_KEY = "portrait:profile-refresh-pending:{}"
@@ -534,70 +515,39 @@ def _redis():
     return redis.Redis.from_url(current_app.conf.broker_url, socket_connect_timeout=2, socket_timeout=2)
 
 
-def profiles_refresh_enqueue(*, customer_ids) -> int:
-    """Queue refreshes for customers with new events, coalescing bursts: a customer whose
-    refresh is queued but not yet started is not queued again (a Redis key marks it pending;
-    the refresh clears the key before it reads events, so nothing arriving later is missed).
-    Returns how many customers were queued. Call after the events are committed."""
-    from profiles.tasks import profiles_refresh_task
-
+def refresh_pending_mark(*, customer_ids) -> list[int]:
+    """Mark these customers' refresh as queued; returns those not marked already (the ones to
+    queue). Bursts coalesce: a customer whose refresh is queued but not started is queued once.
+    Raises redis.RedisError when Redis is unreachable."""
     ids = sorted({int(i) for i in customer_ids})
-    if not ids or not FeatureSet.objects.filter(is_active=True).exists():
-        return 0
-    import redis
-    from kombu.exceptions import OperationalError as BrokerError
-
-    try:
-        pipe = _redis().pipeline(transaction=False)
-        for customer_id in ids:
-            pipe.set(_PENDING_KEY.format(customer_id), 1, nx=True, ex=_PENDING_TTL_S)
-        fresh = [cid for cid, was_set in zip(ids, pipe.execute(), strict=True) if was_set]
-        batch = settings.PROFILE_REFRESH_BATCH_CUSTOMERS
-        for i in range(0, len(fresh), batch):
-            profiles_refresh_task.delay(fresh[i:i + batch])
-    except (redis.RedisError, BrokerError) as exc:
-        # The events are stored; only their profiles wait, until the next batch build.
-        logger.error("profile refresh not queued for %d customers: broker unavailable (%s)", len(ids), exc)
-        return 0
-    return len(fresh)
-
-
-def profiles_refresh(*, customer_ids: list[int]) -> int:
-    """Recompute these customers' profiles with the active feature set."""
-    if customer_ids:
-        _redis().delete(*(_PENDING_KEY.format(int(c)) for c in customer_ids))
-    feature_set = feature_set_active()
-    if feature_set is None:
-        return 0
-    from training.services import customer_embeddings_encode, model_version_active
-
-    version = model_version_active()
-    fresh = None  # new events move the learned embedding too: re-encode with the active model
-    if version is not None:
-        fresh = customer_embeddings_encode(customer_ids=list(customer_ids), version=version)
-    written = profiles_store(customer_ids=list(customer_ids), feature_set=feature_set, fresh_embeddings=fresh,
-                             model_version_id=version.pk if version else None)
-    from crm.selectors import customers_with_new_orders
-    from crm.services import predictions_score
-
-    # churn, value and risk move with new orders (a view changes none of them; the nightly fit
-    # re-scores everyone as time passes)
-    predictions_score(customer_ids=customers_with_new_orders(customer_ids=list(customer_ids)))
-    return written
-
-
-def profiles_refresh_after_import(*, import_job_id: int) -> dict:
-    """Customers who got new events from an import: refresh them, or start one batch build when
-    there are so many that per-customer refreshes would cost more."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT DISTINCT customer_id FROM ingestion_event WHERE import_job_id = %s", [import_job_id])
-        ids = [row[0] for row in cursor.fetchall()]
     if not ids:
-        return {"customers": 0, "action": "none"}
-    if len(ids) > settings.PROFILE_REFRESH_MAX_CUSTOMERS or not FeatureSet.objects.filter(is_active=True).exists():
-        if profile_build_running():
-            return {"customers": len(ids), "action": "build already running"}
-        build = profile_build_dispatch()
-        return {"customers": len(ids), "action": "batch build", "build_id": build.pk}
-    return {"customers": len(ids), "action": "refresh", "queued": profiles_refresh_enqueue(customer_ids=ids)}
+        return []
+    pipe = _redis().pipeline(transaction=False)
+    for customer_id in ids:
+        pipe.set(_PENDING_KEY.format(customer_id), 1, nx=True, ex=_PENDING_TTL_S)
+    return [cid for cid, was_set in zip(ids, pipe.execute(), strict=True) if was_set]
 
+
+def refresh_pending_clear(*, customer_ids) -> int:
+    """Clear the marks (a refresh, before it reads events, so nothing arriving later is missed; an
+    erasure, so no key names an erased customer). Returns how many marks existed."""
+    ids = [int(c) for c in customer_ids]
+    return int(_redis().delete(*(_PENDING_KEY.format(c) for c in ids))) if ids else 0
+
+
+def profile_embeddings_store(*, customer_ids, vectors: np.ndarray, model_version_id: int) -> int:
+    """Write learned embeddings (and the version that made them) into these customers' profiles;
+    returns the number of profiles written."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS embedding_stage (customer_id bigint, embedding text) ON COMMIT DELETE ROWS"
+        )
+        with cursor.copy("COPY embedding_stage (customer_id, embedding) FROM STDIN") as copy:
+            for customer_id, vector in zip(customer_ids, vectors, strict=True):
+                copy.write_row([int(customer_id), _vector_text(vector)])
+        cursor.execute(
+            "UPDATE profiles_profile p SET embedding = s.embedding::vector, model_version_id = %s "
+            "FROM embedding_stage s WHERE p.customer_id = s.customer_id",
+            [model_version_id],
+        )
+        return cursor.rowcount

@@ -1,10 +1,18 @@
-"""Celery tasks of the profiles app: thin, idempotent callers of services (queue `profiles`)."""
+"""Celery tasks of the profiles app (queue `profiles`): thin, idempotent callers of services and
+pipeline flows, and the functions that queue them."""
 
-from celery import shared_task
+import logging
+
+from celery import chord, shared_task
+from django.conf import settings
+from django.db import transaction
 
 from config.celery import IDEMPOTENT_TASK
+from ingestion.selectors import import_job_customer_ids
+from pipeline import flows
 from profiles import services
 
+logger = logging.getLogger(__name__)
 _RETRY = IDEMPOTENT_TASK
 
 
@@ -15,7 +23,8 @@ def profile_build_chunk_task(build_id: int, index: int, first_id: int, last_id: 
 
 @shared_task(**_RETRY)
 def profile_build_finish_task(build_id: int) -> str:
-    """Close the build, then refit the CLV model on the same data (scores refresh with profiles)."""
+    """Close the build, then refit the customer-value model on the same data (forecasts, demand
+    and audiences follow the profiles)."""
     from crm.tasks import clv_fit_task
 
     status = services.profile_build_finish(build_id=build_id).status
@@ -35,16 +44,69 @@ def profile_build_task() -> int | None:
     Does nothing while another build runs."""
     if services.profile_build_running():
         return None
-    return services.profile_build_dispatch().pk
+    return profile_build_queue().pk
 
 
 @shared_task(**_RETRY)
 def profiles_refresh_task(customer_ids: list[int]) -> int:
-    """Refresh these customers' profiles. Safe to repeat: a refresh recomputes from the store and
-    never replaces a profile read from a later snapshot."""
-    return services.profiles_refresh(customer_ids=customer_ids)
+    """Refresh these customers' profiles (pipeline.flows.customers_refresh). Safe to repeat: a
+    refresh recomputes from the store and never replaces a profile read from a later snapshot."""
+    return flows.customers_refresh(customer_ids=customer_ids)
 
 
 @shared_task(**_RETRY)
 def profiles_refresh_after_import_task(import_job_id: int) -> dict:
-    return services.profiles_refresh_after_import(import_job_id=import_job_id)
+    """Customers who got new events from an import: refresh them, or start one batch build when
+    there are so many that per-customer refreshes would cost more."""
+    ids = import_job_customer_ids(import_job_id=import_job_id)
+    if not ids:
+        return {"customers": 0, "action": "none"}
+    if len(ids) > settings.PROFILE_REFRESH_MAX_CUSTOMERS or services.feature_set_active() is None:
+        if services.profile_build_running():
+            return {"customers": len(ids), "action": "build already running"}
+        build = profile_build_queue()
+        return {"customers": len(ids), "action": "batch build", "build_id": build.pk}
+    return {"customers": len(ids), "action": "refresh", "queued": profiles_refresh_queue(customer_ids=ids)}
+
+
+def profile_build_queue(*, created_by=None, chunk_customers: int | None = None, sample_size: int | None = None):
+    """Fit here, then fan the chunks out to workers as a Celery chord whose callback closes the
+    build (and queues the CLV refit)."""
+    build = services.profile_build_start(created_by=created_by, chunk_customers=chunk_customers, sample_size=sample_size)
+    header = [profile_build_chunk_task.s(build.pk, i, lo, hi) for i, (lo, hi) in enumerate(build.ranges)]
+    if header:
+        callback = profile_build_finish_task.si(build.pk).on_error(profile_build_fail_task.si(build.pk))
+        transaction.on_commit(lambda: chord(header)(callback))
+    else:
+        services.profile_build_finish(build_id=build.pk)
+    return build
+
+
+def profile_build_queue_unless_running():
+    """After a model switch: rebuild so the fused vectors take the new embeddings in; nothing when
+    there are no profiles yet or a build is already running."""
+    if services.feature_set_active() is None or services.profile_build_running():
+        return None
+    return profile_build_queue()
+
+
+def profiles_refresh_queue(*, customer_ids) -> int:
+    """Queue refreshes for customers with new events (API batches, identify), coalescing bursts
+    (profiles.services.refresh_pending_mark). Returns how many customers were queued. Call after
+    the events are committed."""
+    import redis
+    from kombu.exceptions import OperationalError as BrokerError
+
+    if services.feature_set_active() is None:
+        return 0
+    try:
+        fresh = services.refresh_pending_mark(customer_ids=customer_ids)
+        batch = settings.PROFILE_REFRESH_BATCH_CUSTOMERS
+        for i in range(0, len(fresh), batch):
+            profiles_refresh_task.delay(fresh[i:i + batch])
+    except (redis.RedisError, BrokerError) as exc:
+        # The events are stored; only their profiles wait, until the next batch build.
+        logger.error("profile refresh not queued for %d customers: broker unavailable (%s)",
+                     len(set(customer_ids)), exc)
+        return 0
+    return len(fresh)

@@ -17,6 +17,7 @@ from profiles import selectors as profile_selectors
 from segments import selectors, services
 from segments.models import Segment, SegmentKind
 from segments.rules import MAX_RULE_LENGTH, RuleError, rule_canonical
+from segments.tasks import segment_refresh_queue
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 
@@ -112,6 +113,7 @@ class SegmentAdmin(admin.ModelAdmin):
             segment = services.segment_create_rule(
                 name=form.cleaned_data["name"], rule=form.cleaned_data["rule"], created_by=request.user,
             )
+            segment_refresh_queue(segment=segment)
         vars(obj).update(vars(segment))
         self.message_user(request, _("Segment created; its members are being computed."), messages.SUCCESS)
 
@@ -159,7 +161,7 @@ class SegmentAdmin(admin.ModelAdmin):
     @admin.action(description=_("Recompute members of the selected segments"))
     def refresh(self, request, queryset):
         for segment in queryset:
-            services.segment_refresh_queue(segment=segment)
+            segment_refresh_queue(segment=segment)
         self.message_user(request, _("Queued %(n)s refreshes.") % {"n": queryset.count()}, messages.SUCCESS)
 
     @admin.action(description=_("Export members of the selected segment as CSV"))
@@ -214,6 +216,7 @@ class SegmentAdmin(admin.ModelAdmin):
             except services.SegmentError as error:
                 form.add_error("seed_segment" if data.get("seed_segment") else "seed_keys", str(error))
             else:
+                segment_refresh_queue(segment=segment)
                 self.message_user(request, _("Lookalike segment created; its members are being computed."),
                                   messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:segments_segment_change", args=[segment.pk]))
@@ -243,7 +246,7 @@ class SegmentAdmin(admin.ModelAdmin):
         if not self.has_change_permission(request):
             raise PermissionDenied
         segment = self._segment_or_404(request, object_id)
-        services.segment_refresh_queue(segment=segment)
+        segment_refresh_queue(segment=segment)
         self.message_user(request, _("Refresh queued; the size and trend update when it finishes."), messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:segments_segment_change", args=[segment.pk]))
 

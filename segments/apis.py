@@ -16,6 +16,7 @@ from profiles import selectors as profile_selectors
 from segments import selectors, services
 from segments.models import Segment, SegmentKind
 from segments.rules import FIELDS, RuleError
+from segments.tasks import segment_refresh_queue
 
 _READ_WRITE = {"GET": (Scope.PROFILES_READ,), "POST": (Scope.SEGMENTS_WRITE,), "DELETE": (Scope.SEGMENTS_WRITE,)}
 
@@ -97,6 +98,7 @@ class SegmentListApi(APIView):
             raise _rule_error(error) from None
         except services.SegmentError as error:
             raise exceptions.ValidationError({"seed_keys": [str(error)]}) from None
+        segment_refresh_queue(segment=segment)
         return Response(SegmentSerializer(segment).data, status=status.HTTP_201_CREATED)
 
 
@@ -123,6 +125,7 @@ class SegmentClustersApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         segments = services.segments_create_clusters(**serializer.validated_data)
+        segment_refresh_queue(segment=segments[0])  # one refresh fits the clustering and fills every cluster
         return Response(SegmentSerializer(segments, many=True).data, status=status.HTTP_201_CREATED)
 
 
@@ -145,10 +148,8 @@ class SegmentRefreshApi(APIView):
     @extend_schema(summary="Recompute a segment's members now (queued)", request=None,
                    responses={202: SegmentSerializer, 404: OpenApiResponse(description="No such segment.")})
     def post(self, request, segment_id: int):
-        from segments.tasks import segment_refresh_task
-
         segment = get_object_or_404(Segment, pk=segment_id)
-        segment_refresh_task.delay(segment.pk)
+        segment_refresh_queue(segment=segment)
         return Response(SegmentSerializer(segment).data, status=status.HTTP_202_ACCEPTED)
 
 

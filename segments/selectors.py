@@ -59,3 +59,10 @@ def segment_seed_keys(*, segment: Segment, limit: int) -> list[str]:
     """Pseudonymous keys of up to `limit` members, best scored first: a segment used as the seed
     of a lookalike."""
     return list(segment_members(segment=segment).values_list("customer__key", flat=True)[:limit])
+
+
+def segment_members_q(*, segment_id: int):
+    """A filter on profiles (or anything with a customer_id) to the members of a segment."""
+    from django.db.models import Exists, OuterRef, Q
+
+    return Q(Exists(SegmentMembership.objects.filter(segment_id=segment_id, customer_id=OuterRef("customer_id"))))

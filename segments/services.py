@@ -25,15 +25,10 @@ class SegmentError(ValueError):
     """A segment cannot be created or refreshed as asked; the message says why."""
 
 
-def _enqueue_refresh(segment: Segment) -> None:
-    from segments.tasks import segment_refresh_task
-
-    transaction.on_commit(lambda: segment_refresh_task.delay(segment.pk))
-
-
 @transaction.atomic
-def segment_create_rule(*, name: str, rule: str, created_by=None, refresh: str = "celery") -> Segment:
-    """A segment of the profiles a rule selects. `refresh`: "celery" (queued), "inline" or "none"."""
+def segment_create_rule(*, name: str, rule: str, created_by=None, refresh: str = "none") -> Segment:
+    """A segment of the profiles a rule selects. `refresh`: "inline" (after commit) or "none" (the
+    caller queues it: segments.tasks.segment_refresh_queue)."""
     canonical = rule_canonical(rule)  # raises RuleError with the position of the problem
     segment = Segment.objects.create(name=name, kind=SegmentKind.RULE, rule=canonical, created_by=created_by)
     _after_create(segment, refresh)
@@ -43,7 +38,7 @@ def segment_create_rule(*, name: str, rule: str, created_by=None, refresh: str =
 @transaction.atomic
 def segment_create_lookalike(
     *, name: str, seed_keys: list[str], size: int, method: str = "centroid", space: str = "fused", created_by=None,
-    refresh: str = "celery",
+    refresh: str = "none",
 ) -> Segment:
     """The `size` customers most like a seed audience (the seed itself not included)."""
     if not 1 <= size <= settings.SEGMENT_MAX_LOOKALIKE:
@@ -63,7 +58,7 @@ def segment_create_lookalike(
 
 @transaction.atomic
 def segments_create_clusters(*, k: int, space: str = "embedding", name_prefix: str = "Cluster", created_by=None,
-                             refresh: str = "celery", seed: int = 0) -> list[Segment]:
+                             refresh: str = "none", seed: int = 0) -> list[Segment]:
     """k cluster segments from one k-means fit over the profiles' vectors in `space`; they are
     fitted, described and filled by the first refresh."""
     if not 2 <= k <= MAX_CLUSTERS:
@@ -83,10 +78,10 @@ def segments_create_clusters(*, k: int, space: str = "embedding", name_prefix: s
 
 
 def _after_create(segment: Segment, refresh: str) -> None:
-    if refresh == "celery":
-        _enqueue_refresh(segment)
-    elif refresh == "inline":
+    if refresh == "inline":
         transaction.on_commit(lambda: segment_refresh(segment_id=segment.pk))
+    elif refresh != "none":
+        raise ValueError(f"refresh must be 'inline' or 'none', got {refresh!r}")
 
 
 def segment_delete(*, segment: Segment) -> None:
@@ -280,10 +275,3 @@ def segments_refresh_all() -> list[int]:
             seen.add(definition["clustering"])
         ids.append(pk)
     return ids
-
-
-
-def segment_refresh_queue(*, segment: Segment) -> None:
-    """Queue a refresh of the segment's members (admin button and action) once the caller's
-    transaction commits."""
-    _enqueue_refresh(segment)

@@ -1,7 +1,8 @@
 """Celery tasks of the segments app (queue `profiles`): thin and idempotent, a refresh recomputes
-the whole member set."""
+the whole member set; and the function that queues a refresh."""
 
 from celery import shared_task
+from django.db import transaction
 
 from config.celery import IDEMPOTENT_TASK
 from segments import services
@@ -21,3 +22,9 @@ def segments_refresh_all_task() -> int:
     for segment_id in ids:
         segment_refresh_task.delay(segment_id)
     return len(ids)
+
+
+def segment_refresh_queue(*, segment) -> None:
+    """Queue a refresh of the segment's members (a new segment, the admin's button and action) once
+    the caller's transaction commits."""
+    transaction.on_commit(lambda: segment_refresh_task.delay(segment.pk))

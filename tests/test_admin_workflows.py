@@ -230,9 +230,9 @@ def test_model_version_page_shows_the_evaluation_table_and_an_activate_button(ad
 # --- imports -------------------------------------------------------------------------------------
 
 def _upload(admin_client, monkeypatch, **fields):
-    from ingestion import services
+    from ingestion import admin as ingestion_admin
 
-    monkeypatch.setattr(services, "import_job_enqueue", lambda *, job: None)
+    monkeypatch.setattr(ingestion_admin, "import_job_queue", lambda *, job: None)
     data = {"format": "csv", "kind": "events", "source": "shop", "mapping_json": "",
             "upload": SimpleUploadedFile("events.csv", b"user,sku,when\nc1,A,2025-01-01T10:00:00Z\n"), **fields}
     return admin_client.post("/admin/ingestion/importjob/add/", data)

@@ -5,7 +5,8 @@ import redis
 from django.db import transaction
 
 from config.celery import BrokerUnavailable, app, broker_check
-from ingestion.services import import_job_create, import_job_enqueue
+from ingestion.services import import_job_create
+from ingestion.tasks import import_job_queue
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -16,7 +17,7 @@ def test_import_task_is_published_to_the_ingest_queue_only(tmp_path):
     path.write_text("customer_id,event_type,timestamp\nc1,search,2025-01-01T00:00:00Z\n")
     with transaction.atomic():
         job = import_job_create(path=path, fmt="csv")
-        import_job_enqueue(job=job)
+        import_job_queue(job=job)
 
     broker = redis.Redis.from_url(app.conf.broker_url)
     assert {q: broker.llen(q) for q in ("default", "ingest", "training")} == {"default": 0, "ingest": 1, "training": 0}

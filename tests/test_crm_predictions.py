@@ -10,6 +10,7 @@ from django.core.management import call_command
 from sklearn.metrics import roc_auc_score
 
 from crm import services
+from pipeline import flows
 from crm.models import Audience, ClvFit, CustomerPrediction
 from ingestion.models import CustomerGroundTruth
 
@@ -137,7 +138,7 @@ def test_a_new_purchase_refreshes_the_forecast_in_real_time(shop):
 
     from ingestion.models import Event, Item
     from ingestion.services import SYNTHETIC_SOURCE, events_ingest_batch
-    from profiles.services import profiles_refresh
+    from pipeline.flows import customers_refresh
 
     lapsed = (CustomerPrediction.objects.filter(expected_purchases__gt=0).select_related("customer")
               .order_by("probability_active").first())
@@ -149,7 +150,7 @@ def test_a_new_purchase_refreshes_the_forecast_in_real_time(shop):
                                "event_type": "purchase", "timestamp": now.isoformat(), "value": "80.00"}],
                         source=SYNTHETIC_SOURCE)
 
-    profiles_refresh(customer_ids=[lapsed.customer_id])
+    customers_refresh(customer_ids=[lapsed.customer_id])
 
     after = CustomerPrediction.objects.get(pk=lapsed.pk)
     assert after.computed_at > before[2]
@@ -163,7 +164,7 @@ def test_a_new_purchase_refreshes_the_forecast_in_real_time(shop):
     after = CustomerPrediction.objects.get(pk=lapsed.pk)
     events_ingest_batch(rows=[{"event_id": "crm-rt-2", "customer_id": external_id, "item_id": sku,
                                "event_type": "view", "timestamp": now.isoformat()}], source=SYNTHETIC_SOURCE)
-    profiles_refresh(customer_ids=[lapsed.customer_id])
+    customers_refresh(customer_ids=[lapsed.customer_id])
     assert CustomerPrediction.objects.get(pk=lapsed.pk).computed_at == after.computed_at
 
 
@@ -259,10 +260,10 @@ def test_profile_page_shows_the_forecast(shop, admin_client):
 def test_each_fit_keeps_the_crm_audiences_as_refreshed_segments(shop):
     from segments.models import Segment
 
-    sizes = services.audience_segments_refresh()
+    sizes = flows.audience_segments_refresh()
 
     assert Segment.objects.filter(name__startswith="CRM · ").count() == 4
-    for audience, name in services.AUDIENCE_SEGMENT_NAMES.items():
+    for audience, name in flows.AUDIENCE_SEGMENT_NAMES.items():
         segment = Segment.objects.get(name=name)
         assert segment.rule == f'audience = "{audience.value}"'
         members = CustomerPrediction.objects.filter(audiences__contains=[audience.value],

@@ -174,7 +174,7 @@ def test_segment_sizes_are_released_with_noise(shop, make_api_client):
 
 def test_versions_trained_on_an_erased_subject_are_retired_after_a_clean_retraining(shop, compliance, settings, tmp_path):
     from privacy.models import ErasureLedger
-    from privacy.unlearning import unlearning_retire_due
+    from privacy.tasks import unlearning_retire
     from training.models import ItemEmbedding, ModelVersion, TrainingRun
 
     artifact = tmp_path / "models" / "run-1" / "model.pt"
@@ -191,17 +191,17 @@ def test_versions_trained_on_an_erased_subject_are_retired_after_a_clean_retrain
     assert ledger.model_versions == [old.pk]
     assert ledger.retire_by - ledger.erased_at == timedelta(days=settings.PRIVACY_MODEL_RETIREMENT_DAYS)
 
-    assert unlearning_retire_due()["due"] == 0  # not before the deadline
+    assert unlearning_retire()["due"] == 0  # not before the deadline
     later = ledger.retire_by + timedelta(minutes=1)
-    first = unlearning_retire_due(now=later)
-    assert first == {"due": 1, "retired_versions": 0, "retraining_queued": True}
+    first = unlearning_retire(now=later)
+    assert first == {"due": 1, "retired_versions": 0, "retraining_needed": True, "retraining_queued": True}
     assert TrainingRun.objects.filter(status="pending").count() == 1 and artifact.exists()
 
     ModelVersion.objects.filter(pk=old.pk).update(is_active=False)
     ModelVersion.objects.create(name="retrained", is_active=True)
-    second = unlearning_retire_due(now=later)
+    second = unlearning_retire(now=later)
 
-    assert second == {"due": 1, "retired_versions": 1, "retraining_queued": False}
+    assert second == {"due": 1, "retired_versions": 1, "retraining_needed": False, "retraining_queued": False}
     assert not artifact.parent.exists() and not ItemEmbedding.objects.filter(model_version=old).exists()
     assert ErasureLedger.objects.get().retired_at is not None
     assert ModelVersion.objects.get(pk=old.pk).artifact_path == ""

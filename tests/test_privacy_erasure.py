@@ -22,7 +22,8 @@ from privacy import services
 from privacy.models import AuditEntry, ErasureLedger, PrivacyRequest, RequestState, SuppressedSubject
 from profiles.identity import identify_call
 from profiles.models import Profile
-from profiles.services import profiles_build, profiles_refresh_enqueue
+from profiles.services import profiles_build
+from profiles.tasks import profiles_refresh_queue
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SUBJECT = "subject-7f3a"
@@ -53,7 +54,8 @@ def operator_user(django_user_model):
 def seeded(settings, tmp_path):
     """The subject in every store, among 30 other customers."""
     from segments.services import segment_create_rule, segment_refresh
-    from training.services import training_run_create, training_run_execute
+    from pipeline.flows import training_run
+    from training.services import training_run_create
 
     settings.MEDIA_ROOT = str(tmp_path / "media")
     settings.MODELS_DIR = tmp_path / "models"
@@ -74,10 +76,10 @@ def seeded(settings, tmp_path):
     profiles_build()
     run = training_run_create(arch="gru", config={"model": {"layers": 1, "max_len": 10, "content": False},
                                                   "train": {"epochs": 1}})
-    training_run_execute(run_id=run.pk, profiles_rebuild="inline")
+    training_run(run_id=run.pk, rebuild=True)
     segment_refresh(segment_id=segment_create_rule(name="everyone", rule="events >= 1", refresh="none").pk)
     subject = Customer.objects.get(key=customer_key(source="default", external_id=SUBJECT))
-    profiles_refresh_enqueue(customer_ids=[subject.pk])
+    profiles_refresh_queue(customer_ids=[subject.pk])
     profile = Profile.objects.get(customer=subject)
     assert profile.embedding is not None and subject.segment_memberships.exists()
     assert subject.merged_identities.exists() and Event.objects.filter(customer=subject).count() == 8

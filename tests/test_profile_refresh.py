@@ -9,8 +9,11 @@ from django.core.management import call_command
 from config.celery import app as celery_app
 from ingestion.identity import customer_key
 from ingestion.models import Customer, ImportJob, ImportStatus
-from ingestion.services import import_job_create, import_job_enqueue
+from ingestion.services import import_job_create
+from ingestion.tasks import import_job_queue
+from pipeline.flows import customers_refresh
 from profiles import services
+from profiles.tasks import profiles_refresh_queue
 from profiles.models import BuildStatus, Profile, ProfileBuild
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
@@ -90,7 +93,7 @@ def test_an_import_refreshes_the_profiles_of_its_customers(profiled_shop, tmp_pa
     )
 
     job = import_job_create(path=path, fmt="csv", source="default")
-    import_job_enqueue(job=job)
+    import_job_queue(job=job)
 
     _wait(lambda: ImportJob.objects.get(pk=job.pk).status == ImportStatus.SUCCEEDED, what="import")
     _wait(lambda: Profile.objects.get(customer__key=key).events_included == before + 2, what="refresh after import")
@@ -112,12 +115,12 @@ def test_a_burst_for_one_customer_is_queued_once(profiled_shop):
     customer_id = Customer.objects.get(key=customer_key(source="default", external_id="shopper-1")).pk
     celery_app.control.purge()
 
-    queued = [services.profiles_refresh_enqueue(customer_ids=[customer_id]) for _ in range(5)]
+    queued = [profiles_refresh_queue(customer_ids=[customer_id]) for _ in range(5)]
 
     assert queued == [1, 0, 0, 0, 0]
-    services.profiles_refresh(customer_ids=[customer_id])  # what the task does: clears the mark first
-    assert services.profiles_refresh_enqueue(customer_ids=[customer_id]) == 1
-    services.profiles_refresh(customer_ids=[customer_id])
+    customers_refresh(customer_ids=[customer_id])  # what the task does: clears the mark first
+    assert profiles_refresh_queue(customer_ids=[customer_id]) == 1
+    customers_refresh(customer_ids=[customer_id])
     celery_app.control.purge()
 
 

@@ -66,12 +66,13 @@ def test_fusion_weight_is_tuned_on_embeddings_encoded_as_of_the_cutoff(profiled,
 
     from profiles.fusion import WEIGHT_GRID
     from training.models import ModelVersion
-    from training.services import customer_embeddings_encode, training_run_create, training_run_execute
+    from pipeline.flows import training_run
+    from training.services import customer_embeddings_encode, training_run_create
 
     settings.MODELS_DIR = tmp_path
     run = training_run_create(arch="gru", config={"model": {"layers": 1, "max_len": 20, "content": False},
                                                   "train": {"epochs": 2}})
-    training_run_execute(run_id=run.pk, profiles_rebuild="none")
+    training_run(run_id=run.pk)
 
     feature_set = services.feature_set_fit()
 

@@ -10,6 +10,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from ingestion.models import Customer
 from ingestion.services import synthetic_shop_load
+from pipeline.flows import customers_refresh
 from profiles import preprocessing, services
 from profiles.features import store_as_of
 from profiles.models import BuildStatus, FeatureSet, Profile
@@ -127,7 +128,7 @@ def test_refresh_reuses_the_fitted_pipeline_unchanged(synthetic_profiles, db):
     customer_id = Profile.objects.order_by("customer_id").values_list("customer_id", flat=True).first()
     before = Profile.objects.get(pk=customer_id)
 
-    services.profiles_refresh(customer_ids=[customer_id])
+    customers_refresh(customer_ids=[customer_id])
 
     after = Profile.objects.get(pk=customer_id)
     assert FeatureSet.objects.get(pk=feature_set.pk).pipeline_sha256 == feature_set.pipeline_sha256

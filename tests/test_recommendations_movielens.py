@@ -12,7 +12,8 @@ import pytest
 from ingestion.services import import_job_create, import_job_run
 from profiles.services import profiles_build
 from training.models import ModelVersion
-from training.services import training_run_create, training_run_execute
+from pipeline.flows import training_run
+from training.services import training_run_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
 CNN = {"model": {"max_len": 50, "content": False, "future_window": 8, "aux_weight": 0.0},
@@ -55,7 +56,7 @@ def test_held_out_films_are_recommended_at_the_benchmarked_rate(datasets, tmp_pa
     import_job_run(job_id=import_job_create(path=tmp_path / "ml-100k", fmt="movielens", source="default").pk)
     profiles_build()
     run = training_run_create(arch="cnn", config=CNN)
-    training_run_execute(run_id=run.pk, profiles_rebuild="inline")
+    training_run(run_id=run.pk, rebuild=True)
     run.refresh_from_db()
     assert run.dataset["events"] == 100_000 - len(held_out) and run.dataset["customers"] == 943, run.dataset
     assert ModelVersion.objects.get(run=run).is_active

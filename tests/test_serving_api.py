@@ -27,14 +27,15 @@ def shop(django_db_setup, django_db_blocker, tmp_path_factory):
 
     from ingestion.services import synthetic_shop_load
     from profiles.services import profiles_build
-    from training.services import training_run_create, training_run_execute
+    from pipeline.flows import training_run
+    from training.services import training_run_create
 
     with django_db_blocker.unblock():
         settings.MODELS_DIR = tmp_path_factory.mktemp("models")
         synthetic_shop_load(customers=300, events=20_000, seed=5)
         profiles_build()
         run = training_run_create(arch="gru", config=GRU)
-        training_run_execute(run_id=run.pk, profiles_rebuild="inline")
+        training_run(run_id=run.pk, rebuild=True)
         yield
         call_command("flush", interactive=False, verbosity=0)
 
@@ -61,7 +62,11 @@ def test_profile_has_scores_segments_and_an_explanation_with_neighbours(reader):
     # a high-tier customer spends at or above the 80th percentile of buyers, so at least that of everyone
     assert scores["monetary"]["percentile"] >= 80 and scores["monetary"]["score"] == 5
     assert scores["rfm"] == "".join(str(scores[n]["score"]) for n in ("recency", "frequency", "monetary"))
-    assert body["segments"] == [{"id": segment.pk, "name": "big spenders", "kind": "rule"}]
+    # beside the CRM audiences the inline rebuild's CLV refit keeps as segments (pipeline.flows.clv_refit)
+    assert {"id": segment.pk, "name": "big spenders", "kind": "rule"} in body["segments"]
+    from segments.models import SegmentMembership
+
+    assert len(body["segments"]) == SegmentMembership.objects.filter(customer_id=me.customer_id).count()
     explanation = body["explanation"]
     assert explanation["top_categories"] and explanation["distinctive"]
     neighbours = explanation["neighbours"]
@@ -321,6 +326,7 @@ def test_cluster_segments_partition_the_profiles_and_describe_themselves(shop, m
 
 def test_cluster_and_lookalike_input_is_validated(shop, make_api_client):
     writer = make_api_client("segments:write")
+    before = Segment.objects.count()  # the CRM audiences the shop's CLV refit keeps
 
     assert "k" in writer.post("/api/v1/segments/clusters", {"k": 1}, format="json").json()
     assert "k" in writer.post("/api/v1/segments/clusters", {"k": 51}, format="json").json()
@@ -328,7 +334,7 @@ def test_cluster_and_lookalike_input_is_validated(shop, make_api_client):
     nobody = writer.post("/api/v1/segments", {"name": "x", "kind": "lookalike", "seed_keys": ["0" * 64]}, format="json")
     assert missing.status_code == nobody.status_code == 400
     assert "seed_keys" in missing.json() and "seed_keys" in nobody.json()
-    assert not Segment.objects.exists()
+    assert Segment.objects.count() == before
 
 
 def test_lookalike_expansion_recovers_the_seeds_ground_truth_segment(shop, capsys):
@@ -365,15 +371,17 @@ def test_lookalike_expansion_recovers_the_seeds_ground_truth_segment(shop, capsy
 
 
 def test_the_demo_creates_its_example_segments_once(shop, capsys):
-    call_command("demo_segments", "--if-missing")
+    from segments.management.commands.demo_segments import DEMO_RULES
+
+    call_command("demo_segments", "--if-missing")  # beside the CRM audiences the shop's CLV refit made
     call_command("demo_segments", "--if-missing")
 
-    segments = Segment.objects.filter(kind=SegmentKind.RULE)
+    segments = Segment.objects.filter(kind=SegmentKind.RULE, name__in=[name for name, _ in DEMO_RULES])
     assert segments.count() == 3 and all(s.status == SegmentStatus.READY for s in segments)
     assert "left as they are" in capsys.readouterr().out
 
 
-def test_a_refresh_is_queued_for_the_worker(shop, make_api_client):
+def test_a_refresh_is_queued_for_the_worker(shop, make_api_client, django_capture_on_commit_callbacks):
     import redis
 
     from config.celery import app
@@ -382,8 +390,9 @@ def test_a_refresh_is_queued_for_the_worker(shop, make_api_client):
     segment = segment_services.segment_create_rule(name="all", rule="events >= 1", refresh="none")
     app.control.purge()
 
-    queued = writer.post(f"/api/v1/segments/{segment.pk}/refresh")
-    unknown = writer.post("/api/v1/segments/999999/refresh")
+    with django_capture_on_commit_callbacks(execute=True):  # queued once the request's writes commit
+        queued = writer.post(f"/api/v1/segments/{segment.pk}/refresh")
+        unknown = writer.post("/api/v1/segments/999999/refresh")
 
     broker = redis.Redis.from_url(app.conf.broker_url)
     assert queued.status_code == 202 and queued.json()["id"] == segment.pk

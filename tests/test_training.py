@@ -14,7 +14,8 @@ from profiles.models import Profile
 from profiles.services import profiles_build
 from training import services
 from training.models import ModelVersion, RunStatus, TrainingRun
-from training.tasks import training_run_task
+from training.tasks import training_run_queue, training_run_task
+from pipeline import flows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 TINY = {"model": {"dim": 64, "layers": 1, "max_len": 20}, "train": {"epochs": 2, "batch_size": 128}}
@@ -52,7 +53,7 @@ def test_the_gate_refuses_a_version_worse_than_the_active_one(profiled_shop):
     incumbent = ModelVersion.objects.create(name="incumbent", is_active=True, metrics={"valid": {"ndcg@10": 0.99}})
     run = services.training_run_create(arch="cnn", config=TINY)
 
-    services.training_run_execute(run_id=run.pk)
+    flows.training_run(run_id=run.pk)
 
     candidate = ModelVersion.objects.get(run=run)
     assert not candidate.is_active and candidate.gate["passed"] is False
@@ -63,9 +64,9 @@ def test_the_gate_refuses_a_version_worse_than_the_active_one(profiled_shop):
 
 def test_a_finished_run_is_not_trained_again(profiled_shop):
     run = services.training_run_create(arch="gru", config=TINY)
-    services.training_run_execute(run_id=run.pk)
+    flows.training_run(run_id=run.pk)
 
-    assert services.training_run_execute(run_id=run.pk) is None
+    assert flows.training_run(run_id=run.pk) == (None, False)
     assert ModelVersion.objects.filter(run=run).count() == 1
 
 
@@ -93,7 +94,7 @@ def test_items_get_embeddings_of_the_version_and_unseen_items_one_from_their_tex
     tea = Item.objects.create(sku="NEW-TEA", title="Jasmine green tea", category_path="Food/Tea", brand="Leaf")
     run = services.training_run_create(arch="gru", config={**TINY, "model": {**TINY["model"], "content": True}})
 
-    services.training_run_execute(run_id=run.pk, profiles_rebuild="none")
+    flows.training_run(run_id=run.pk)
 
     version = ModelVersion.objects.get(run=run)
     assert version.is_active and run.__class__.objects.get(pk=run.pk).config["model"]["content_dim"] == 384
@@ -109,10 +110,10 @@ def test_a_refresh_re_encodes_the_embedding_with_the_active_model(profiled_shop)
     from ingestion.identity import customer_key
     from ingestion.models import Customer, Item
     from ingestion.services import events_ingest_batch
-    from profiles.services import profiles_refresh
+    from pipeline.flows import customers_refresh
 
     run = services.training_run_create(arch="gru", config=TINY)
-    services.training_run_execute(run_id=run.pk, profiles_rebuild="none")
+    flows.training_run(run_id=run.pk)
     version = ModelVersion.objects.get(is_active=True)
     skus = list(Item.objects.order_by("sku").values_list("sku", flat=True)[:6])
 
@@ -124,11 +125,11 @@ def test_a_refresh_re_encodes_the_embedding_with_the_active_model(profiled_shop)
 
     post(skus[:3], 1)
     customer = Customer.objects.get(key=customer_key(source="default", external_id="late-comer"))
-    profiles_refresh(customer_ids=[customer.pk])
+    customers_refresh(customer_ids=[customer.pk])
     first = Profile.objects.get(customer=customer)
     assert first.model_version_id == version.pk and first.embedding is not None
     post(skus[3:], 2)
-    profiles_refresh(customer_ids=[customer.pk])
+    customers_refresh(customer_ids=[customer.pk])
 
     second = Profile.objects.get(customer=customer)
     assert second.events_included == 6 and second.model_version_id == version.pk
@@ -148,9 +149,9 @@ def test_retraining_is_scheduled_weekly_and_never_runs_twice_at_once(profiled_sh
     assert entry["task"] in app.tasks
     assert entry["schedule"].day_of_week == {settings.TRAINING_RETRAIN_WEEKDAY}
 
-    first = services.training_run_start()
+    first = training_run_queue()
     assert first is not None and first.status == RunStatus.PENDING and first.arch == settings.TRAINING_DEFAULT_ARCH
-    assert services.training_run_start() is None
+    assert training_run_queue() is None
     assert TrainingRun.objects.count() == 1
 
 
@@ -171,7 +172,7 @@ def test_embeddings_separate_the_generators_latent_segments(profiled_shop):
 
     run = services.training_run_create(arch="transformer", config={
         "model": {"layers": 1, "max_len": 50, "content": False}, "train": {"epochs": 8, "patience": 8}})
-    services.training_run_execute(run_id=run.pk, profiles_rebuild="none")
+    flows.training_run(run_id=run.pk)
     rows = list(Profile.objects.exclude(embedding=None).values_list("embedding", "customer__ground_truth__segment"))
     vectors = np.vstack([np.asarray(v) for v, _ in rows])
     vectors = vectors - vectors.mean(axis=0)

@@ -7,7 +7,8 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from config.charts import line_chart
-from training import selectors, services
+from training import selectors
+from training.tasks import model_version_activation_queue, training_run_queue
 from training.models import ItemEmbedding, ModelVersion, RunStatus, TrainingRun
 
 
@@ -54,7 +55,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
         except BrokerUnavailable as exc:
             messages.error(request, str(exc))
             return HttpResponseRedirect(reverse("admin:training_trainingrun_changelist"))
-        run = services.training_run_start(user=request.user)
+        run = training_run_queue(user=request.user)
         if run is None:
             messages.warning(request, _("A training run is already pending or running."))
         else:
@@ -129,7 +130,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             messages.error(request, _("Select exactly one model version."))
             return
         version = queryset.get()
-        services.model_version_activation_queue(version=version)
+        model_version_activation_queue(version=version)
         messages.success(request, _("Version %(name)s is being activated: its embeddings are re-encoded in the background.")
                          % {"name": version})
 
@@ -167,7 +168,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         version = self.get_object(request, unquote(object_id))
         if version is None:
             raise Http404
-        services.model_version_activation_queue(version=version)
+        model_version_activation_queue(version=version)
         messages.success(request, _("Version %(name)s is being activated: its embeddings are re-encoded in the background.")
                          % {"name": version})
         return HttpResponseRedirect(reverse("admin:training_modelversion_change", args=[version.pk]))

@@ -6,6 +6,10 @@ from django.db import models
 from pgvector.django import HnswIndex, VectorField
 from django.utils.translation import gettext_lazy as _
 
+# Width of a learned customer embedding: the encoder's output, and the profile's embedding column
+# (profiles.models) is declared with it.
+EMBEDDING_DIMENSIONS = 64
+
 
 class RunStatus(models.TextChoices):
     PENDING = "pending", _("pending")

@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from ingestion.models import Customer, Item
-from training.models import ItemEmbedding, ModelVersion, RunStatus, TrainingRun
+from training.models import EMBEDDING_DIMENSIONS, ItemEmbedding, ModelVersion, RunStatus, TrainingRun
 
 _EVENTS_COPY = """
 COPY (
@@ -106,7 +106,6 @@ def item_content_table(item_ids: list[int]) -> np.ndarray:
 def training_run_create(*, arch: str | None = None, config: dict | None = None, user=None) -> TrainingRun:
     """A pending run; refuses now, not in the worker, an unknown architecture or an embedding
     width the profile column cannot hold."""
-    from profiles.models import EMBEDDING_DIMENSIONS
     from training.ml.config import EncoderConfig
 
     arch = arch or settings.TRAINING_DEFAULT_ARCH
@@ -125,15 +124,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def training_run_execute(*, run_id: int, progress=None, profiles_rebuild: str = "celery") -> TrainingRun | None:
+def training_run_execute(*, run_id: int, activate, progress=None) -> TrainingRun | None:
     """Train a claimed run to the end; None if another worker holds it or it is done. Resumes from
     the run's last checkpoint when a previous attempt died.
 
     `progress(record, epochs)` is called once with record None before the first epoch and after
-    every epoch (the command's progress bar). When the
-    new version passes the gate it is activated, and the profiles are rebuilt so their fused
-    vectors take the new embeddings in: "celery" dispatches a batch build, "inline" runs it here,
-    "none" leaves it to the nightly build."""
+    every epoch (the command's progress bar). When the new version passes the gate,
+    `activate(version, seqs)` puts it live (pipeline.flows.model_version_switch: the profiles'
+    vectors are an app above this one) before the run is marked succeeded."""
     from training.ml.config import EncoderConfig, TrainConfig
     from training.ml.content import CONTENT_DIM
     from training.ml.data import leave_one_out
@@ -182,7 +180,7 @@ def training_run_execute(*, run_id: int, progress=None, profiles_rebuild: str = 
             item_ids=item_ids, metrics={"valid": result.best_valid, "test": result.test, "best_epoch": result.best_epoch},
         )
         if model_version_gate(version=version):
-            model_version_activate(version=version, seqs=seqs, profiles_rebuild=profiles_rebuild)
+            activate(version, seqs)
         TrainingRun.objects.filter(pk=run.pk).update(  # last: "succeeded" means gated and, if passed, live
             status=RunStatus.SUCCEEDED, finished_at=timezone.now(), device=result.device, metrics=result.test,
             history=result.history,
@@ -196,20 +194,16 @@ def training_run_execute(*, run_id: int, progress=None, profiles_rebuild: str = 
     return TrainingRun.objects.get(pk=run.pk)
 
 
-def training_run_start(*, arch: str | None = None, config: dict | None = None, user=None) -> TrainingRun | None:
-    """Create a run and queue it on the training queue (admin button, nightly schedule); None when
-    a run is already pending or running, so a double click or an overlapping schedule trains once."""
-    from training.tasks import training_run_task
-
+def training_run_create_if_idle(*, arch: str | None = None, config: dict | None = None, user=None) -> TrainingRun | None:
+    """Create a pending run unless one is already pending or running (None then), so a double click
+    or an overlapping schedule trains once. training.tasks.training_run_queue queues it."""
     with transaction.atomic():
         with connection.cursor() as cursor:  # serialises concurrent starts; released at commit
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext('training_run_start'))")
         busy = TrainingRun.objects.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING]).exists()
         if busy:
             return None
-        run = training_run_create(arch=arch or settings.TRAINING_DEFAULT_ARCH, config=config, user=user)
-        transaction.on_commit(lambda: training_run_task.delay(run.pk))
-    return run
+        return training_run_create(arch=arch or settings.TRAINING_DEFAULT_ARCH, config=config, user=user)
 
 
 GATE_METRIC = "ndcg@10"
@@ -235,12 +229,9 @@ def model_version_gate(*, version: ModelVersion) -> bool:
     return passed
 
 
-def model_version_activate(*, version: ModelVersion, seqs=None, batch_customers: int = 2048,
-                           profiles_rebuild: str = "none") -> int:
-    """Encode every profiled customer with this version, write the embeddings (with the version)
-    and the item embeddings, then mark it active. Similarity queries compare only vectors of one
-    version, so search never mixes old and new embeddings during the switch. Returns the number of
-    profiles encoded. `profiles_rebuild` as in `training_run_execute`."""
+def model_version_encode(*, version: ModelVersion, customer_ids, seqs=None, batch_customers: int = 2048):
+    """These customers' embeddings under a version, in batches of (customer ids, vectors): from
+    `seqs` (the run's own read) when given, else from the store."""
     import torch
 
     from training.ml.data import batch_of
@@ -249,33 +240,23 @@ def model_version_activate(*, version: ModelVersion, seqs=None, batch_customers:
     if seqs is None:
         frame = _events_frame()
         seqs = _sequences(frame, np.asarray(version.item_ids, dtype="int64"), price_edges=model.config.price_edges)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT customer_id FROM profiles_profile")
-        profiled = {row[0] for row in cursor.fetchall()}
-    rows = np.array([i for i, c in enumerate(seqs.customers) if int(c) in profiled], dtype="int64")
-    written = 0
+    wanted = {int(c) for c in customer_ids}
+    rows = np.array([i for i, c in enumerate(seqs.customers) if int(c) in wanted], dtype="int64")
     for start in range(0, len(rows), batch_customers):
         part = rows[start:start + batch_customers]
         with torch.no_grad():
             vectors = model.user_embedding(batch_of(seqs, part, model.config.max_len)).numpy()
-        written += _embeddings_write(seqs.customers[part], vectors, version.pk)
-    item_embeddings_write(version=version, model=model)
+        yield seqs.customers[part], vectors
+
+
+def model_version_mark_active(*, version: ModelVersion) -> None:
+    """Write the version's item embeddings, then make it the active version (after the profiles
+    carry its customer embeddings: similarity compares vectors of one version only, so search never
+    mixes old and new embeddings during the switch)."""
+    item_embeddings_write(version=version)
     with transaction.atomic():
         ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).update(is_active=False)
         ModelVersion.objects.filter(pk=version.pk).update(is_active=True, activated_at=timezone.now())
-    _profiles_rebuild(profiles_rebuild)
-    return written
-
-
-def _profiles_rebuild(how: str) -> None:
-    from profiles import services as profile_services
-
-    if how == "none" or not profile_services.feature_set_active():
-        return
-    if how == "inline":
-        profile_services.profiles_build()
-    elif how == "celery" and not profile_services.profile_build_running():
-        profile_services.profile_build_dispatch()
 
 
 def _version_model(version: ModelVersion):
@@ -324,19 +305,6 @@ def customer_embeddings_encode(*, customer_ids: list[int], version: ModelVersion
     return out
 
 
-def customer_embeddings_refresh(*, customer_ids: list[int]) -> int:
-    """Re-encode these customers with the active version and store the vectors (the profile
-    refresh calls this before recomputing the fused vector). 0 when no version is active."""
-    version = model_version_active()
-    if version is None or not customer_ids:
-        return 0
-    encoded = customer_embeddings_encode(customer_ids=customer_ids, version=version)
-    if not encoded:
-        return 0
-    ids = np.fromiter(encoded.keys(), dtype="int64", count=len(encoded))
-    return _embeddings_write(ids, np.vstack(list(encoded.values())), version.pk)
-
-
 def item_embeddings_write(*, version: ModelVersion, model=None) -> dict:
     """Write the version's item vectors: every vocabulary item from the trained table, and, when
     the model reads item content, every other catalogue item from its text alone (cold items)."""
@@ -369,27 +337,3 @@ def item_embeddings_write(*, version: ModelVersion, model=None) -> dict:
 
 def _vector_text(vector) -> str:
     return "[" + ",".join(f"{v:.6g}" for v in vector) + "]"
-
-
-def _embeddings_write(customer_ids: np.ndarray, vectors: np.ndarray, version_id: int) -> int:
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS embedding_stage (customer_id bigint, embedding text) ON COMMIT DELETE ROWS"
-        )
-        with cursor.copy("COPY embedding_stage (customer_id, embedding) FROM STDIN") as copy:
-            for customer_id, vector in zip(customer_ids, vectors, strict=True):
-                copy.write_row([int(customer_id), _vector_text(vector)])
-        cursor.execute(
-            "UPDATE profiles_profile p SET embedding = s.embedding::vector, model_version_id = %s "
-            "FROM embedding_stage s WHERE p.customer_id = s.customer_id",
-            [version_id],
-        )
-        return cursor.rowcount
-
-
-def model_version_activation_queue(*, version: ModelVersion) -> None:
-    """An operator's activation or rollback (admin action and button): a worker re-encodes the
-    embeddings with this version, switches, and rebuilds the profiles, once the caller commits."""
-    from training.tasks import model_version_activate_task
-
-    transaction.on_commit(lambda: model_version_activate_task.delay(version.pk))

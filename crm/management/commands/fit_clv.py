@@ -1,11 +1,12 @@
-"""Fit the CLV model on the event store, score every customer and forecast category demand."""
+"""Fit the CLV model on the event store, score every customer, forecast category demand and refresh the
+audience segments (pipeline.flows.clv_refit)."""
 
 import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from crm import services
 from crm.models import ClvFit
+from pipeline import flows
 
 
 class Command(BaseCommand):
@@ -23,11 +24,10 @@ class Command(BaseCommand):
         if horizon_days is not None and horizon_days < 1:
             raise CommandError(f"--horizon-days must be at least 1, got {horizon_days}")
         started = time.perf_counter()
-        try:
-            fit = services.clv_fit(horizon_days=horizon_days)
-        except services.NotEnoughHistory as exc:
-            raise CommandError(str(exc)) from exc
-        forecast = services.demand_forecast_make(fit=fit)
+        result = flows.clv_refit(horizon_days=horizon_days)
+        if "skipped" in result:
+            raise CommandError(result["skipped"])
+        fit, forecast = result["fit"], result["demand_forecast"]
         evaluation = fit.evaluation
         self.stdout.write(f"CLV fit #{fit.pk}: {fit.customers} customers, trees: {fit.uses_trees}, "
                           f"{time.perf_counter() - started:.1f} s")

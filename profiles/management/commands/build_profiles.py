@@ -3,14 +3,17 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from pipeline import flows
 from profiles import services
 from profiles.models import BuildStatus, Profile, ProfileBuild
+from profiles.tasks import profile_build_queue
 
 
 class Command(BaseCommand):
     help = (
-        "Fit a new feature set and build every customer's profile: in this process with a progress bar, "
-        "or with --celery spread over the workers (a chord of chunk tasks) while this command shows progress."
+        "Fit a new feature set and build every customer's profile, then refit the customer-value model "
+        "(forecasts, demand, audiences): in this process with a progress bar, or with --celery spread over the "
+        "workers (a chord of chunk tasks whose callback queues the refit) while this command shows progress."
     )
 
     def add_arguments(self, parser):
@@ -44,7 +47,7 @@ class Command(BaseCommand):
             bar.update(build.chunks_done - bar.n)
 
         try:
-            return services.profiles_build(chunk_customers=opts["chunk"], sample_size=opts["sample"], on_chunk=on_chunk)
+            return flows.profiles_build(chunk_customers=opts["chunk"], sample_size=opts["sample"], on_chunk=on_chunk)
         finally:
             bar.close()
 
@@ -52,7 +55,7 @@ class Command(BaseCommand):
         from config.celery import broker_check
 
         broker_check()
-        build = services.profile_build_dispatch(chunk_customers=opts["chunk"], sample_size=opts["sample"])
+        build = profile_build_queue(chunk_customers=opts["chunk"], sample_size=opts["sample"])
         with tqdm(total=build.chunks_total, unit="chunk", desc="profiles (workers)", disable=None) as bar:
             while True:
                 build.refresh_from_db()

@@ -14,10 +14,11 @@ class Command(BaseCommand):
     help = "Create example rule segments for the demo shop (members computed in this process)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--if-missing", action="store_true", help="do nothing when segments exist")
+        parser.add_argument("--if-missing", action="store_true", help="do nothing when the example segments exist")
 
     def handle(self, *args, **opts):
-        if opts["if_missing"] and Segment.objects.exists():
+        # by name: the CRM audience segments a CLV fit keeps are no reason to skip the examples
+        if opts["if_missing"] and Segment.objects.filter(name__in=[name for name, _ in DEMO_RULES]).exists():
             self.stdout.write("segments exist; left as they are")
             return
         for name, rule in DEMO_RULES:

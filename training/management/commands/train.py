@@ -1,9 +1,11 @@
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from pipeline import flows
 from training import services
 from training.ml.config import ARCHITECTURES
 from training.models import ModelVersion, RunStatus, TrainingRun
+from training.tasks import training_run_queue
 
 
 class Command(BaseCommand):
@@ -35,7 +37,7 @@ class Command(BaseCommand):
         train = {"seed": opts["seed"], **{k: opts[k] for k in ("epochs", "patience") if opts[k] is not None}}
         if opts["queue"]:
             try:
-                run = services.training_run_start(arch=opts["arch"], config={"model": model, "train": train})
+                run = training_run_queue(arch=opts["arch"], config={"model": model, "train": train})
             except ValueError as exc:
                 raise CommandError(str(exc)) from exc
             self.stdout.write("a training run is already pending or running" if run is None else
@@ -58,9 +60,7 @@ class Command(BaseCommand):
             bar.set_postfix(loss=f"{record['loss']:.3f}", valid_ndcg10=f"{record['valid']['ndcg@10']:.4f}")
 
         try:
-            run = services.training_run_execute(
-                run_id=run.pk, progress=progress, profiles_rebuild="none" if opts["no_rebuild"] else "inline"
-            )
+            run, _ = flows.training_run(run_id=run.pk, progress=progress, rebuild=not opts["no_rebuild"])
         finally:
             if bar is not None:
                 bar.close()

@@ -1,0 +1,118 @@
+"""The flows that cross apps, each one plain function that the inline path (commands, tests) and the
+Celery path (pipeline's callers in */tasks.py) share. Nothing else chains apps: a service writes its
+own app's tables and returns; what follows it across apps is written here, once.
+
+    events land ─▶ customers_refresh: re-encode (training) → store profile (profiles) → re-score (crm)
+    profile build ─▶ clv_refit: CLV fit → demand forecast (crm) → audience segments (segments)
+    training run ─▶ training_run: train + gate (training) → model_version_switch
+    model switch ─▶ model_version_switch: encode (training) → write vectors (profiles) → mark active (training)
+    inline build ─▶ profiles_build: batch build (profiles) → clv_refit
+"""
+
+from __future__ import annotations
+
+import logging
+
+from crm import services as crm_services
+from crm.models import Audience
+from crm.selectors import customers_with_new_orders
+from profiles import selectors as profile_selectors
+from profiles import services as profile_services
+from segments import services as segment_services
+from segments.models import Segment, SegmentKind
+from training import services as training_services
+
+logger = logging.getLogger(__name__)
+
+
+def customers_refresh(*, customer_ids: list[int]) -> int:
+    """Recompute these customers' profiles after new events: their learned embedding under the active
+    model, their traits and fused vector, then their churn/value/risk forecast when an order moved
+    (a view changes none of them; the nightly fit re-scores everyone as time passes). Returns the
+    number of profiles written."""
+    customer_ids = [int(c) for c in customer_ids]
+    profile_services.refresh_pending_clear(customer_ids=customer_ids)
+    feature_set = profile_services.feature_set_active()
+    if feature_set is None:
+        return 0
+    version = training_services.model_version_active()
+    fresh = None
+    if version is not None:
+        fresh = training_services.customer_embeddings_encode(customer_ids=customer_ids, version=version)
+    written = profile_services.profiles_store(customer_ids=customer_ids, feature_set=feature_set,
+                                              fresh_embeddings=fresh, model_version_id=version.pk if version else None)
+    crm_services.predictions_score(customer_ids=customers_with_new_orders(customer_ids=customer_ids))
+    return written
+
+
+AUDIENCE_SEGMENT_NAMES = {
+    Audience.HIGH_VALUE: "CRM · high value",
+    Audience.RISING: "CRM · rising",
+    Audience.AT_RISK_HIGH_VALUE: "CRM · at-risk high value",
+    Audience.LIKELY_TO_CHURN: "CRM · likely to churn",
+}
+
+
+def audience_segments_refresh() -> dict[str, int]:
+    """The CRM audiences as rule segments (created once, then kept), refreshed after a fit so
+    marketing can list, export and trend them like any segment. Returns each one's size."""
+    sizes = {}
+    for audience, name in AUDIENCE_SEGMENT_NAMES.items():
+        segment = Segment.objects.filter(kind=SegmentKind.RULE, name=name).first()
+        if segment is None:
+            segment = segment_services.segment_create_rule(name=name, rule=f'audience = "{audience.value}"',
+                                                           refresh="none")
+        sizes[name] = segment_services.segment_refresh(segment_id=segment.pk)
+    return sizes
+
+
+def clv_refit(*, horizon_days: int | None = None) -> dict:
+    """After profiles were built (or on demand): fit the customer-value model and score everyone,
+    forecast category demand with that fit, refresh the audience segments. {"skipped": why} when the
+    store has too little purchase history to fit."""
+    try:
+        fit = crm_services.clv_fit(horizon_days=horizon_days)
+    except crm_services.NotEnoughHistory as exc:
+        logger.info("CLV fit skipped: %s", exc)
+        return {"skipped": str(exc)}
+    forecast = crm_services.demand_forecast_make(fit=fit)
+    audiences = audience_segments_refresh()
+    return {"fit": fit, "demand_forecast": forecast, "audiences": audiences}
+
+
+def profiles_build(**options):
+    """The whole batch build in this process, then the CLV refit on the same data (what the Celery
+    path does with a chord whose callback queues the refit)."""
+    build = profile_services.profiles_build(**options)
+    clv_refit()
+    return build
+
+
+def model_version_switch(*, version, seqs=None) -> int:
+    """Put a model version live: encode every profiled customer with it, write those embeddings into
+    the profiles, then write its item vectors and mark it active. Returns the profiles encoded. The
+    fused vectors take the new embeddings in at the next build (the caller starts one)."""
+    written = 0
+    for customer_ids, vectors in training_services.model_version_encode(
+        version=version, customer_ids=profile_selectors.profiled_customer_ids(), seqs=seqs,
+    ):
+        written += profile_services.profile_embeddings_store(customer_ids=customer_ids, vectors=vectors,
+                                                             model_version_id=version.pk)
+    training_services.model_version_mark_active(version=version)
+    return written
+
+
+def training_run(*, run_id: int, progress=None, rebuild: bool = False):
+    """Train a run; a version that passes the gate is switched in, and with `rebuild` the profiles
+    are rebuilt here (build + CLV refit) so their fused vectors take it in. Returns (run or None,
+    whether a version went live); the Celery path queues its rebuild instead."""
+    activated = []
+
+    def activate(version, seqs):
+        model_version_switch(version=version, seqs=seqs)
+        activated.append(version.pk)
+
+    run = training_services.training_run_execute(run_id=run_id, activate=activate, progress=progress)
+    if activated and rebuild and profile_services.feature_set_active() is not None:
+        profiles_build()
+    return run, bool(activated)
