@@ -95,7 +95,7 @@ def profiles_comparable_active(*, space: str) -> QuerySet[Profile]:
     )
 
 
-def _nearest(*, candidates: QuerySet[Profile], column: str, vector, k: int, ef_search: int) -> list[tuple[Profile, float]]:
+def profiles_nearest(*, candidates: QuerySet[Profile], column: str, vector, k: int, ef_search: int) -> list[tuple[Profile, float]]:
     """The k candidates nearest to `vector` by cosine distance through the column's HNSW index.
     Filters are applied during the index walk (pgvector's iterative scan, relaxed order), so a
     filtered query still returns k rows when k exist within MAX_SCAN_TUPLES; rows are re-sorted
@@ -132,7 +132,7 @@ def profiles_similar(
         space=space, feature_set_id=profile.feature_set_id, model_version_id=profile.model_version_id,
     )
     candidates = candidates.exclude(pk=profile.pk).filter((where or NeighbourFilter()).q())
-    return _nearest(candidates=candidates, column=column, vector=vector, k=k, ef_search=ef_search)
+    return profiles_nearest(candidates=candidates, column=column, vector=vector, k=k, ef_search=ef_search)
 
 
 def profiles_near_vector(
@@ -141,7 +141,7 @@ def profiles_near_vector(
     """The k profiles nearest to a given vector, among the active feature set's and the active
     model's profiles (the coordinates an app's vector is taken to be in)."""
     candidates = profiles_comparable_active(space=space).filter((where or NeighbourFilter()).q())
-    return _nearest(candidates=candidates, column=SPACES[space], vector=vector, k=k, ef_search=ef_search)
+    return profiles_nearest(candidates=candidates, column=SPACES[space], vector=vector, k=k, ef_search=ef_search)
 
 
 LOOKALIKE_METHODS = ("centroid", "multi_query")
@@ -190,11 +190,11 @@ def lookalike_expand(
     if method == "centroid":
         centroid = vectors.mean(axis=0)
         centroid /= max(np.linalg.norm(centroid), 1e-12)
-        results = _nearest(candidates=candidates, column=column, vector=centroid, k=n, ef_search=max(ef_search, n))
+        results = profiles_nearest(candidates=candidates, column=column, vector=centroid, k=n, ef_search=max(ef_search, n))
     else:
         best: dict[int, tuple[Profile, float]] = {}
         for vector in vectors:
-            for profile, similarity in _nearest(candidates=candidates, column=column, vector=vector, k=n,
+            for profile, similarity in profiles_nearest(candidates=candidates, column=column, vector=vector, k=n,
                                                 ef_search=max(ef_search, n)):
                 if profile.pk not in best or best[profile.pk][1] < similarity:
                     best[profile.pk] = (profile, similarity)

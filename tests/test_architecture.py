@@ -58,3 +58,9 @@ def test_a_back_import_breaks_the_contract(tmp_path):
 
     assert done.returncode != 0
     assert "profiles.services is not allowed to import segments.selectors" in done.stdout
+
+
+def test_ruff_finds_nothing():
+    ruff = Path(sys.executable).with_name("ruff")
+    done = subprocess.run([str(ruff), "check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-4000:]

@@ -158,7 +158,7 @@ def test_erasure_leaves_no_trace_in_any_store_and_vectors_never_return(seeded, c
     ledger = ErasureLedger.objects.get(request=request)
     assert ledger.model_versions and ledger.retired_at is None
     # 1,000 probes around the subject's old vectors, in both spaces, at any search breadth
-    from profiles.selectors import _nearest, profiles_visible
+    from profiles.selectors import profiles_nearest, profiles_visible
 
     rng = np.random.default_rng(0)
     others = profiles_visible()
@@ -166,7 +166,7 @@ def test_erasure_leaves_no_trace_in_any_store_and_vectors_never_return(seeded, c
     for probe in range(1000):
         space, column = (("embedding", "embedding"), ("fused", "fused"))[probe % 2]
         vector = seeded[space] + rng.normal(0, 0.02 * (probe % 5), len(seeded[space]))
-        pairs = _nearest(candidates=others.exclude(**{f"{column}__isnull": True}), column=column, vector=vector,
+        pairs = profiles_nearest(candidates=others.exclude(**{f"{column}__isnull": True}), column=column, vector=vector,
                          k=10, ef_search=int(rng.integers(10, 400)))
         returned |= {p.customer.key for p, _ in pairs}
     assert returned and seeded["key"] not in returned

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 
 from profiles import selectors, services
-from profiles.models import FeatureSet, Profile
+from profiles.models import Profile
 
 pytestmark = pytest.mark.django_db
 
