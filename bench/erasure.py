@@ -39,8 +39,8 @@ def shop_prepare(customers: int, events: int, seed: int) -> None:
 def residue_of(external_id: str, email: str | None, source: str) -> int:
     from django.db import connection
 
-    from ingestion.identity import customer_key
-    from privacy.identity import suppression_token
+    from ingestion.pseudonyms import customer_key
+    from privacy.suppression_tokens import suppression_token
     from privacy.models import SuppressedSubject
 
     key = customer_key(source=source, external_id=external_id)
@@ -78,7 +78,7 @@ def main() -> None:
     django_ready(empty=not args.reuse)
     from django.contrib.auth.models import Group, User
 
-    from ingestion.identity import pii_decrypt
+    from ingestion.pseudonyms import pii_decrypt
     from ingestion.models import Customer, Event
     from ingestion.services import SYNTHETIC_SOURCE
     from privacy import services
@@ -95,7 +95,7 @@ def main() -> None:
 
     # external ids of the synthetic shop are C0000001 … (7 digits at least); pick subjects still stored
     rng = random.Random(args.seed)
-    from ingestion.identity import customer_key
+    from ingestion.pseudonyms import customer_key
 
     picked = []
     while len(picked) < args.subjects:

@@ -101,7 +101,7 @@ def main() -> None:
     broker_empty()
     django_ready()
     from access.services import api_token_create
-    from ingestion.identity import customer_key
+    from ingestion.pseudonyms import customer_key
     from ingestion.models import Item
     from ingestion.services import synthetic_shop_load
     from profiles.services import profiles_build

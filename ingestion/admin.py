@@ -17,7 +17,7 @@ from django.utils.translation import gettext_lazy as _
 from config.celery import BrokerUnavailable
 from ingestion import selectors, services
 from ingestion.tasks import import_job_queue
-from ingestion.identity import pii_decrypt
+from ingestion.pseudonyms import pii_decrypt
 from ingestion.importers.sources import SourceError
 from ingestion.models import (
     Customer,
@@ -156,14 +156,14 @@ class QuarantinedRowInline(admin.TabularInline):
 
 def _mapping_targets() -> dict[str, tuple[str, ...]]:
     """The fields a file of each kind can fill, in the order the upload form lists them."""
-    from ingestion import rows
+    from ingestion import row_validation
     from ingestion.cleaning import FIELDS
 
     return {
         "events": FIELDS,
-        "customers": tuple(rows.CustomerRow().fields),
-        "items": tuple(rows.ItemRow().fields),
-        "edges": tuple(rows.SocialEdgeRow().fields),
+        "customers": tuple(row_validation.CustomerRow().fields),
+        "items": tuple(row_validation.ItemRow().fields),
+        "edges": tuple(row_validation.SocialEdgeRow().fields),
     }
 
 

@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.models import Scope
-from ingestion import rows as rows_validation
+from ingestion import row_validation
 from ingestion import selectors, services
 from ingestion.cleaning import EVENT_TYPE_ALIASES
 from profiles.tasks import profiles_refresh_queue
@@ -168,10 +168,10 @@ def _upsert_schema(envelope: str, validator, summary: str):
     ))
 
 
-@_upsert_schema("customers", rows_validation.CustomerRow, "Create or update customers by external id (atomic)")
+@_upsert_schema("customers", row_validation.CustomerRow, "Create or update customers by external id (atomic)")
 class CustomerUpsertApi(RowUpsertApi):
     envelope = "customers"
-    row_validator = rows_validation.CustomerRow
+    row_validator = row_validation.CustomerRow
 
     def upsert_rows(self, rows):
         written = services.customers_upsert(rows=rows, source="default")
@@ -181,19 +181,19 @@ class CustomerUpsertApi(RowUpsertApi):
         return written
 
 
-@_upsert_schema("items", rows_validation.ItemRow, "Create or update catalogue items by SKU (atomic)")
+@_upsert_schema("items", row_validation.ItemRow, "Create or update catalogue items by SKU (atomic)")
 class ItemUpsertApi(RowUpsertApi):
     envelope = "items"
-    row_validator = rows_validation.ItemRow
+    row_validator = row_validation.ItemRow
 
     def upsert_rows(self, rows):
         return services.items_upsert(rows=rows)
 
 
-@_upsert_schema("edges", rows_validation.SocialEdgeRow, "Add social edges: follow, referral, share (atomic)")
+@_upsert_schema("edges", row_validation.SocialEdgeRow, "Add social edges: follow, referral, share (atomic)")
 class SocialEdgeUpsertApi(RowUpsertApi):
     envelope = "edges"
-    row_validator = rows_validation.SocialEdgeRow
+    row_validator = row_validation.SocialEdgeRow
 
     def upsert_rows(self, rows):
         return services.social_edges_upsert(rows=rows, source="default")

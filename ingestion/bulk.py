@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from django.db import connection, transaction
 
-from ingestion.identity import customer_key
+from ingestion.pseudonyms import customer_key
 
 STAGE_COLUMNS = (
     "event_id", "customer_id", "item_id", "event_type", "occurred_us", "quantity", "value", "currency",

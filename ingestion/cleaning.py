@@ -7,10 +7,7 @@ one counter per cleaning rule for the import report. Vectorised: no per-row Pyth
 path except for the (few) rejected rows and JSON contexts.
 """
 
-import binascii
-import hashlib
 import json
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from ingestion.event_ids import UUID_PATTERN, time_ordered_hex, uuid5_hex
 from ingestion.models import EventFlag, EventType
 
 FIELDS = (
@@ -36,8 +34,6 @@ FIELDS = (
     "order_id",
     "context",
 )
-
-EVENT_NAMESPACE = uuid.UUID("5b0c3c1e-6f7a-4d8e-9a51-3f1e2d4c5b6a")
 
 EVENT_TYPE_ALIASES: dict[str, int] = {
     **{t.name.lower(): t.value for t in EventType},
@@ -245,47 +241,12 @@ def _context(frame: pd.DataFrame, problems: _Problems) -> pd.Series:
     return pd.Series(out, index=frame.index, dtype="object")
 
 
-_UUID_RE = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
-
-
-def _hex_ids(raw: np.ndarray) -> np.ndarray:
-    """(n, 16) uint8 → n UUIDs as 32 lowercase hex digits (a form PostgreSQL's uuid accepts)."""
-    text = binascii.hexlify(np.ascontiguousarray(raw).tobytes())
-    return np.frombuffer(text, dtype="S32").astype("U32").astype(object)
-
-
-def _sha1_prefixes(names, length: int, prefix: bytes = b"") -> np.ndarray:
-    joined = b"".join(hashlib.sha1(prefix + name.encode()).digest()[:length] for name in names)
-    return np.frombuffer(joined, dtype=np.uint8).reshape(-1, length)
-
-
-def _uuid5_all(names) -> np.ndarray:
-    """RFC 4122 uuid5 in EVENT_NAMESPACE, vectorised after hashing."""
-    raw = _sha1_prefixes(names, 16, prefix=EVENT_NAMESPACE.bytes).copy()
-    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x50
-    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
-    return _hex_ids(raw)
-
-
-def _time_ordered_uuids(names, occurred_at: pd.Series) -> np.ndarray:
-    """Derived ids as RFC 9562 UUIDv8: 48-bit Unix milliseconds, then SHA-1 bits of the name.
-    Deterministic like uuid5, but time-ordered like UUIDv7, so primary-key inserts of time-ordered
-    files land on neighbouring index pages instead of random ones."""
-    millis = (occurred_at.astype("int64").to_numpy() // 1000).clip(0, (1 << 48) - 1).astype(">u8")
-    raw = np.empty((len(millis), 16), dtype=np.uint8)
-    raw[:, :6] = millis.view(np.uint8).reshape(-1, 8)[:, 2:]
-    raw[:, 6:] = _sha1_prefixes(names, 10)
-    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x80
-    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
-    return _hex_ids(raw)
-
-
 def _event_ids(cols: _Columns, cleaned: pd.DataFrame, rules: CleaningRules, problems: _Problems) -> pd.Series:
     """Deterministic UUIDs: the client's id, else the source's natural key, else file+line."""
     frame = cols.frame
     given = cols.text("event_id")
     ids = pd.Series(None, index=frame.index, dtype="object")
-    is_uuid = given.str.fullmatch(_UUID_RE, na=False).to_numpy()
+    is_uuid = given.str.fullmatch(UUID_PATTERN, na=False).to_numpy()
     if is_uuid.any():
         ids[is_uuid] = given[is_uuid].str.lower().str.replace("-", "", regex=False).to_numpy(dtype=object)
     too_long = (given.str.len() > 128).fillna(False).to_numpy()
@@ -293,7 +254,7 @@ def _event_ids(cols: _Columns, cleaned: pd.DataFrame, rules: CleaningRules, prob
     prefix = f"{rules.source}\x1f"
     other = given.notna().to_numpy() & ~is_uuid & ~too_long
     if other.any():
-        ids[other] = _uuid5_all(prefix + v for v in given[other].to_numpy(dtype=object))
+        ids[other] = uuid5_hex(prefix + v for v in given[other].to_numpy(dtype=object))
     missing = given.isna().to_numpy()
     if missing.any():
         if isinstance(rules.derive_event_id, tuple):
@@ -302,7 +263,7 @@ def _event_ids(cols: _Columns, cleaned: pd.DataFrame, rules: CleaningRules, prob
         else:
             names = f"{rules.file_identity}:" + frame.loc[missing, "_line"].astype("str")
         occurred = cleaned.loc[missing, "occurred_at"].fillna(pd.Timestamp(0, tz="UTC"))
-        ids[missing] = _time_ordered_uuids((prefix + v for v in names.to_numpy(dtype=object)), occurred)
+        ids[missing] = time_ordered_hex((prefix + v for v in names.to_numpy(dtype=object)), occurred)
     return ids
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from django.core.exceptions import PermissionDenied
 from django.db import models, transaction
 
-from ingestion.identity import pii_decrypt, pii_rotate
+from ingestion.pseudonyms import pii_decrypt, pii_rotate
 from ingestion.models import Customer
 from privacy.audit import audit_record
 from privacy.models import PrivacyRequest

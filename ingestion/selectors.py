@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 
 from config.csv_stream import csv_lines
-from ingestion.identity import customer_key
+from ingestion.pseudonyms import customer_key
 from ingestion.models import Customer, QuarantinedRow
 
 

@@ -25,7 +25,7 @@ from ingestion.cleaning import (
     RowError,
     events_clean,
 )
-from ingestion.identity import anonymous_source, customer_key, pii_encrypt
+from ingestion.pseudonyms import anonymous_source, customer_key, pii_encrypt
 from ingestion.importers.sources import (
     EventSource,
     SourceError,
@@ -303,14 +303,14 @@ CATALOGUE_BATCH_ROWS = 5000
 def _catalogue_job_execute(job: ImportJob, on_progress: Callable[[ImportJob], None] | None) -> ImportJob:
     """A file of customers, items or social edges: each row validated like the API's, invalid rows
     quarantined with line and field errors, valid ones upserted in batches (one transaction each)."""
-    from ingestion import rows as rows_validation
+    from ingestion import row_validation
     from ingestion.importers import readers
 
     kind = job.options["kind"]
     validator, upsert = {
-        "customers": (rows_validation.CustomerRow, lambda rows: customers_upsert(rows=rows, source=job.source)),
-        "items": (rows_validation.ItemRow, lambda rows: items_upsert(rows=rows)),
-        "edges": (rows_validation.SocialEdgeRow, lambda rows: social_edges_upsert(rows=rows, source=job.source)),
+        "customers": (row_validation.CustomerRow, lambda rows: customers_upsert(rows=rows, source=job.source)),
+        "items": (row_validation.ItemRow, lambda rows: items_upsert(rows=rows)),
+        "edges": (row_validation.SocialEdgeRow, lambda rows: social_edges_upsert(rows=rows, source=job.source)),
     }.get(kind, (None, None))
     with _job_outcome_recorded(job, on_progress):
         if validator is None:

@@ -23,9 +23,9 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from ingestion.identity import customer_key, pii_decrypt
+from ingestion.pseudonyms import customer_key, pii_decrypt
 from ingestion.models import Customer, ImportJob
-from privacy.identity import customer_suppression_token, suppression_token
+from privacy.suppression_tokens import customer_suppression_token, suppression_token
 from privacy.models import ErasureLedger, PrivacyRequest, SuppressedSubject
 from privacy.guard import erasure_lock
 

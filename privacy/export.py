@@ -14,7 +14,7 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from ingestion.identity import customer_key, pii_decrypt
+from ingestion.pseudonyms import customer_key, pii_decrypt
 from ingestion.models import Customer, Event, EventType
 from privacy.models import PrivacyRequest
 

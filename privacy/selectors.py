@@ -2,7 +2,7 @@
 
 from collections.abc import Iterable
 
-from privacy.identity import customer_suppression_token, suppression_token
+from privacy.suppression_tokens import customer_suppression_token, suppression_token
 from privacy.models import SuppressedSubject
 
 

@@ -5,8 +5,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from ingestion.identity import customer_key
-from privacy.identity import customer_suppression_token, suppression_token
+from ingestion.pseudonyms import customer_key
+from privacy.suppression_tokens import customer_suppression_token, suppression_token
 from privacy.models import SuppressedSubject
 
 
@@ -47,10 +47,10 @@ def _may_execute(actor) -> bool:
 def privacy_request_file(*, kind: str, source: str, external_id: str, actor, note: str = ""):
     """File a request. The subject is matched through its keyed tokens; the external id is kept
     only encrypted, and only until execution needs it."""
-    from ingestion.identity import customer_key, pii_encrypt
+    from ingestion.pseudonyms import customer_key, pii_encrypt
     from ingestion.models import Customer
     from privacy.audit import actor_label, audit_record
-    from privacy.identity import suppression_token
+    from privacy.suppression_tokens import suppression_token
     from privacy.models import PrivacyRequest, RequestKind
 
     if kind not in RequestKind.values:
@@ -88,7 +88,7 @@ def privacy_request_execute(*, request, actor=None):
     """Carry out a verified request (or retry a partially failed one). Idempotent: every step
     can run again; a crash leaves the request `executing` or `partially_failed`, and the retry
     completes it."""
-    from ingestion.identity import pii_decrypt
+    from ingestion.pseudonyms import pii_decrypt
     from privacy.audit import actor_label, audit_record
     from privacy.models import PrivacyRequest, RequestState
 
@@ -150,7 +150,7 @@ def _restriction(*, request, external_id: str) -> dict:
     its segment memberships and churn/value/risk predictions go, and every read, training run and
     CLV fit leaves it out from now on."""
     from crm.models import CustomerPrediction
-    from ingestion.identity import customer_key
+    from ingestion.pseudonyms import customer_key
     from ingestion.models import Customer
     from segments.models import SegmentMembership
 

@@ -74,7 +74,7 @@ class ProfileAdmin(admin.ModelAdmin):
 
     def _profile_page_context(self, request, profile) -> dict:
         from ingestion.admin import mask_email, mask_text
-        from ingestion.identity import pii_decrypt
+        from ingestion.pseudonyms import pii_decrypt
 
         from crm.explain import prediction_explained
         from crm.selectors import customer_prediction_get

@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from access.models import Scope
 from ingestion.apis import BoundedJSONParser
-from ingestion.identity import customer_key
+from ingestion.pseudonyms import customer_key
 from crm.explain import prediction_explained
 from crm.selectors import customer_prediction_get
 from profiles import recommendations, selectors

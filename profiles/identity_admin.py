@@ -4,7 +4,7 @@ from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from profiles.identity import IdentityMergeRefused, identity_merge_undo
+from profiles.merges import IdentityMergeRefused, identity_merge_undo
 from profiles.models import IdentityMerge
 
 

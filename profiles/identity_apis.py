@@ -7,7 +7,7 @@ from rest_framework.views import APIView
 
 from access.models import Scope
 from ingestion.apis import BoundedJSONParser
-from profiles import identity
+from profiles import merges
 
 API_SOURCE = "default"
 
@@ -58,13 +58,13 @@ class IdentifyApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            merge = identity.identify_call(source=API_SOURCE, **serializer.validated_data)
-        except identity.AnonymousIdUnknown as exc:
+            merge = merges.identify_call(source=API_SOURCE, **serializer.validated_data)
+        except merges.AnonymousIdUnknown as exc:
             raise exceptions.NotFound("Unknown anonymous id.") from exc
-        except identity.IdentitySuppressed as exc:
+        except merges.IdentitySuppressed as exc:
             raise Conflict("identity cannot be merged", code="merge_refused") from exc
-        except identity.IdentityAlreadyMerged as exc:
+        except merges.IdentityAlreadyMerged as exc:
             raise Conflict("Already merged into another customer.", code="already_merged") from exc
-        except identity.IdentityMergeRefused as exc:
+        except merges.IdentityMergeRefused as exc:
             raise Conflict("identity cannot be merged", code="merge_refused") from exc
         return Response(self.OutputSerializer(merge).data)

@@ -200,7 +200,7 @@ def feature_report(*, feature_set: FeatureSet | None) -> dict:
 def customer_keys_of_external_id(*, external_id: str) -> list[str]:
     """The pseudonyms an external id would have in each import source seen so far (sources come
     from the import ledger, a small table)."""
-    from ingestion.identity import customer_key
+    from ingestion.pseudonyms import customer_key
     from ingestion.models import ImportJob
 
     sources = set(ImportJob.objects.values_list("source", flat=True).distinct())

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from django.db.models import QuerySet
 
 from config.csv_stream import csv_lines
-from segments.models import Segment, SegmentMembership
+from segments.models import Segment, SegmentKind, SegmentMembership
 
 
 def segments_list() -> QuerySet[Segment]:
@@ -66,3 +66,15 @@ def segment_members_q(*, segment_id: int):
     from django.db.models import Exists, OuterRef, Q
 
     return Q(Exists(SegmentMembership.objects.filter(segment_id=segment_id, customer_id=OuterRef("customer_id"))))
+
+
+def segment_ids_to_refresh() -> list[int]:
+    """Every segment's id to refresh, one per clustering (a clustering refreshes as a whole)."""
+    seen, ids = set(), []
+    for pk, kind, definition in Segment.objects.order_by("pk").values_list("pk", "kind", "definition"):
+        if kind == SegmentKind.CLUSTER:
+            if definition["clustering"] in seen:
+                continue
+            seen.add(definition["clustering"])
+        ids.append(pk)
+    return ids

@@ -263,15 +263,3 @@ def _refresh_clustering(clustering: str) -> None:
     for index in range(k):
         chosen = assigned == index
         _materialise(by_index[index], list(zip(ids[chosen].tolist(), similarity[chosen, index].round(6).tolist(), strict=True)))
-
-
-def segments_refresh_all() -> list[int]:
-    """Every segment's id to refresh, one per clustering (a clustering refreshes as a whole)."""
-    seen, ids = set(), []
-    for pk, kind, definition in Segment.objects.order_by("pk").values_list("pk", "kind", "definition"):
-        if kind == SegmentKind.CLUSTER:
-            if definition["clustering"] in seen:
-                continue
-            seen.add(definition["clustering"])
-        ids.append(pk)
-    return ids

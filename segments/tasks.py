@@ -5,7 +5,7 @@ from celery import shared_task
 from django.db import transaction
 
 from config.celery import IDEMPOTENT_TASK
-from segments import services
+from segments import selectors, services
 
 _RETRY = IDEMPOTENT_TASK
 
@@ -18,7 +18,7 @@ def segment_refresh_task(segment_id: int) -> int:
 @shared_task(**_RETRY)
 def segments_refresh_all_task() -> int:
     """The schedule's periodic refresh: one task per segment (per clustering)."""
-    ids = services.segments_refresh_all()
+    ids = selectors.segment_ids_to_refresh()
     for segment_id in ids:
         segment_refresh_task.delay(segment_id)
     return len(ids)

@@ -18,7 +18,7 @@ from django.db.models import Max, Sum
 
 from config import dashboard
 from config.celery import app as celery_app
-from ingestion.identity import customer_key, pii_decrypt
+from ingestion.pseudonyms import customer_key, pii_decrypt
 from ingestion.models import Customer, Event, EventType, ImportJob
 from profiles import page
 from profiles.models import FeatureSet, Profile

@@ -3,7 +3,7 @@
 import pytest
 from django.core.management import call_command
 
-from ingestion.identity import customer_key, pii_decrypt
+from ingestion.pseudonyms import customer_key, pii_decrypt
 from ingestion.models import Customer, ImportStatus, Item, QuarantinedRow, SocialEdge
 from ingestion.services import import_job_create, import_job_run
 

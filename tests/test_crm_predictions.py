@@ -169,7 +169,7 @@ def test_a_new_purchase_refreshes_the_forecast_in_real_time(shop):
 
 
 def _external_id_of(customer_id: int) -> str:
-    from ingestion.identity import customer_key
+    from ingestion.pseudonyms import customer_key
     from ingestion.services import SYNTHETIC_SOURCE
     from ingestion.models import Customer
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ingestion.identity import customer_key
+from ingestion.pseudonyms import customer_key
 from ingestion.models import Customer, Event
 from ingestion.services import events_ingest_batch
 

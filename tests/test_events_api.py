@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
-from ingestion.identity import customer_key, pii_decrypt
+from ingestion.pseudonyms import customer_key, pii_decrypt
 from ingestion.models import Customer, Event, Item, SocialEdge
 
 pytestmark = pytest.mark.django_db

@@ -10,12 +10,12 @@ from django.contrib.auth import get_user_model
 from django.contrib.messages.storage.fallback import FallbackStorage
 from django.test import RequestFactory
 
-from ingestion.identity import customer_key
+from ingestion.pseudonyms import customer_key
 from ingestion.models import Customer, Event, SocialEdge, SocialRelation
 from ingestion.services import events_ingest_batch
 from privacy.models import SuppressedSubject
 from privacy.services import subject_suppress
-from profiles import identity
+from profiles import merges
 from profiles.models import IdentityMerge, MergeMethod, Profile
 from profiles.services import profiles_build
 
@@ -152,7 +152,7 @@ def test_identify_twice_with_the_same_pair_returns_the_same_merge(events_client,
 
 
 def test_identify_creates_a_customer_it_has_not_seen_yet(visitor_and_customer):
-    merge = identity.identify_call(source="default", anonymous_id="visitor-1", customer_id="bob")
+    merge = merges.identify_call(source="default", anonymous_id="visitor-1", customer_id="bob")
 
     assert merge.survivor == _known("bob")
     assert len(merge.moved_event_ids) == 4 and Event.objects.filter(customer=merge.survivor).count() == 4
@@ -169,7 +169,7 @@ def test_merge_then_undo_restores_both_profiles_exactly():
     visitor_before, alice_before = _profile_row(visitor), _profile_row(alice)
 
     # When the visitor is identified
-    merge = identity.identify_call(source="default", anonymous_id="visitor-1", customer_id="alice")
+    merge = merges.identify_call(source="default", anonymous_id="visitor-1", customer_id="alice")
 
     # then its profile is gone and alice's includes its events
     assert not Profile.objects.filter(pk=visitor.pk).exists()
@@ -179,7 +179,7 @@ def test_merge_then_undo_restores_both_profiles_exactly():
     assert merge.profile_snapshots["merged"]["profile"]["events_included"] == visitor_before["events_included"]
 
     # and undoing it brings back both rows, every column
-    identity.identity_merge_undo(merge=merge, reason="wrong person")
+    merges.identity_merge_undo(merge=merge, reason="wrong person")
 
     assert _profile_row(visitor) == visitor_before
     assert _profile_row(alice) == alice_before
@@ -197,10 +197,10 @@ def test_undo_recomputes_a_profile_whose_customer_got_events_since_the_merge():
     profiles_build()
     alice = _known("alice")
     alice_before = _profile_row(alice)
-    merge = identity.identify_call(source="default", anonymous_id="visitor-1", customer_id="alice")
+    merge = merges.identify_call(source="default", anonymous_id="visitor-1", customer_id="alice")
 
     events_ingest_batch(rows=[{"customer_id": "alice", "event_type": "search", "timestamp": "2025-03-22T09:00:00Z"}])
-    identity.identity_merge_undo(merge=merge, reason="wrong person")
+    merges.identity_merge_undo(merge=merge, reason="wrong person")
 
     alice_after = _profile_row(alice)
     assert alice_after["events_included"] == alice_before["events_included"] + 1
@@ -208,26 +208,26 @@ def test_undo_recomputes_a_profile_whose_customer_got_events_since_the_merge():
 
 
 def test_undoing_twice_is_refused(visitor_and_customer):
-    merge = identity.identify_call(source="default", anonymous_id="visitor-1", customer_id="alice")
-    identity.identity_merge_undo(merge=merge, reason="mistake")
+    merge = merges.identify_call(source="default", anonymous_id="visitor-1", customer_id="alice")
+    merges.identity_merge_undo(merge=merge, reason="mistake")
 
-    with pytest.raises(identity.IdentityMergeUndoRefused):
-        identity.identity_merge_undo(merge=merge, reason="again")
+    with pytest.raises(merges.IdentityMergeUndoRefused):
+        merges.identity_merge_undo(merge=merge, reason="again")
 
 
 def test_undo_is_refused_while_a_later_merge_builds_on_it(visitor_and_customer):
     visitor, alice = visitor_and_customer
     events_ingest_batch(rows=_history(1, 7, customer_id="alice-main"))
-    first = identity.identify_call(source="default", anonymous_id="visitor-1", customer_id="alice")
-    second = identity.identities_merge(
+    first = merges.identify_call(source="default", anonymous_id="visitor-1", customer_id="alice")
+    second = merges.identities_merge(
         merged=alice, survivor=_known("alice-main"), method=MergeMethod.MANUAL, reason="duplicate account", confidence=0.9
     )
 
-    with pytest.raises(identity.IdentityMergeUndoRefused, match=f"#{second.pk}"):
-        identity.identity_merge_undo(merge=first, reason="mistake")
+    with pytest.raises(merges.IdentityMergeUndoRefused, match=f"#{second.pk}"):
+        merges.identity_merge_undo(merge=first, reason="mistake")
 
-    identity.identity_merge_undo(merge=second, reason="mistake")
-    identity.identity_merge_undo(merge=first, reason="mistake")
+    merges.identity_merge_undo(merge=second, reason="mistake")
+    merges.identity_merge_undo(merge=first, reason="mistake")
     assert Event.objects.filter(customer=visitor).count() == 4 and Event.objects.filter(customer=alice).count() == 3
 
 
@@ -244,14 +244,14 @@ def test_social_edges_are_repointed_on_merge_and_restored_by_undo(visitor_and_cu
     columns = ("id", "source_customer_id", "target_customer_id", "relation", "occurred_at", "weight")
     original = set(SocialEdge.objects.values_list(*columns))
 
-    merge = identity.identify_call(source="default", anonymous_id="visitor-1", customer_id="alice")
+    merge = merges.identify_call(source="default", anonymous_id="visitor-1", customer_id="alice")
 
     assert set(SocialEdge.objects.values_list("source_customer_id", "target_customer_id", "relation")) == {
         (alice.pk, x.pk, SocialRelation.FOLLOW), (x.pk, alice.pk, SocialRelation.REFERRAL), (alice.pk, y.pk, SocialRelation.SHARE),
     }
     assert len(merge.moved_edges["repointed"]) == 2 and len(merge.moved_edges["dropped"]) == 2
 
-    identity.identity_merge_undo(merge=merge, reason="mistake")
+    merges.identity_merge_undo(merge=merge, reason="mistake")
 
     assert set(SocialEdge.objects.values_list(*columns)) == original
 
@@ -283,8 +283,8 @@ def test_merging_stored_customers_checks_suppression_by_their_keys(visitor_and_c
     visitor, alice = visitor_and_customer
     subject_suppress(source="default", external_id="alice", reason="objection")
 
-    with pytest.raises(identity.IdentitySuppressed, match="^identity cannot be merged$"):
-        identity.identities_merge(merged=visitor, survivor=alice, method=MergeMethod.MANUAL, reason="r", confidence=0.5)
+    with pytest.raises(merges.IdentitySuppressed, match="^identity cannot be merged$"):
+        merges.identities_merge(merged=visitor, survivor=alice, method=MergeMethod.MANUAL, reason="r", confidence=0.5)
     assert not IdentityMerge.objects.exists() and Event.objects.filter(customer=visitor).count() == 4
 
 
@@ -327,7 +327,7 @@ def test_admin_action_undoes_the_selected_merges(visitor_and_customer):
     from profiles.identity_admin import IdentityMergeAdmin
 
     visitor, _ = visitor_and_customer
-    merge = identity.identify_call(source="default", anonymous_id="visitor-1", customer_id="alice")
+    merge = merges.identify_call(source="default", anonymous_id="visitor-1", customer_id="alice")
     operator = get_user_model().objects.create_superuser("op", "op@example.com", "pw-for-tests-only")
     request = RequestFactory().post("/admin/profiles/identitymerge/")
     request.user = operator

@@ -10,8 +10,8 @@ from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.test import Client
 
-from ingestion import identity
-from ingestion.identity import customer_key, pii_decrypt, pii_encrypt
+from ingestion import pseudonyms
+from ingestion.pseudonyms import customer_key, pii_decrypt, pii_encrypt
 from ingestion.models import Customer
 from ingestion.pii import pii_reencrypt
 from privacy.models import AuditEntry, PrivacyRequest
@@ -29,10 +29,10 @@ def pii_keys(settings):
 
     def use(*keys: str) -> None:
         settings.PII_ENCRYPTION_KEYS = list(keys)
-        identity._fernet.cache_clear()
+        pseudonyms._fernet.cache_clear()
 
     yield use
-    identity._fernet.cache_clear()
+    pseudonyms._fernet.cache_clear()
 
 
 def _customer(external_id: str, **clear) -> Customer:

@@ -11,7 +11,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from ingestion.identity import customer_key
+from ingestion.pseudonyms import customer_key
 from ingestion.models import Customer
 from ingestion.services import customers_upsert, events_ingest_batch
 from privacy.models import AuditEntry, PrivacyRequest, RequestState, SuppressedSubject

@@ -15,12 +15,12 @@ import redis
 from django.contrib.auth.models import Group
 from django.db import connection
 
-from ingestion.identity import customer_key
+from ingestion.pseudonyms import customer_key
 from ingestion.models import Customer, Event, ImportJob
 from ingestion.services import customers_upsert, events_ingest_batch, import_job_create, import_job_run, social_edges_upsert
 from privacy import services
 from privacy.models import AuditEntry, ErasureLedger, PrivacyRequest, RequestState, SuppressedSubject
-from profiles.identity import identify_call
+from profiles.merges import identify_call
 from profiles.models import Profile
 from profiles.services import profiles_build
 from profiles.tasks import profiles_refresh_queue

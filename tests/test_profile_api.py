@@ -2,7 +2,7 @@
 
 import pytest
 
-from ingestion.identity import customer_key
+from ingestion.pseudonyms import customer_key
 from profiles import services
 
 pytestmark = pytest.mark.django_db

@@ -7,7 +7,7 @@ import pytest
 from django.core.management import call_command
 
 from config.celery import app as celery_app
-from ingestion.identity import customer_key
+from ingestion.pseudonyms import customer_key
 from ingestion.models import Customer, ImportJob, ImportStatus
 from ingestion.services import import_job_create
 from ingestion.tasks import import_job_queue

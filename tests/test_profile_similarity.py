@@ -89,6 +89,6 @@ def test_fusion_weight_is_tuned_on_embeddings_encoded_as_of_the_cutoff(profiled,
 
 
 def _february_buyers() -> set[str]:
-    from ingestion.identity import customer_key
+    from ingestion.pseudonyms import customer_key
 
     return {customer_key(source="default", external_id=f"c{c}") for c in range(0, 80, 4)}

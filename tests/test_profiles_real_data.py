@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from django.db import connection
 
-from ingestion.identity import customer_key
+from ingestion.pseudonyms import customer_key
 from ingestion.services import import_job_create, import_job_run
 from profiles import services
 from profiles.models import BuildStatus, Profile

@@ -34,10 +34,10 @@ def _held_out_split(source, target) -> dict[str, str]:
 
 
 def keys_forgotten():
-    from ingestion import identity
+    from ingestion import pseudonyms
 
-    identity._pseudonym_key.cache_clear()
-    identity._customer_key.cache_clear()
+    pseudonyms._pseudonym_key.cache_clear()
+    pseudonyms._customer_key.cache_clear()
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from profiles import services as profile_services
-from segments import services
+from segments import selectors, services
 from segments.models import Segment, SegmentStatus
 from segments.tasks import segments_refresh_all_task
 
@@ -51,7 +51,7 @@ def test_the_schedule_refreshes_every_segment_once_per_clustering(profiled, sett
     rule = services.segment_create_rule(name="all", rule="frequency >= 1", refresh="none")
     clusters = services.segments_create_clusters(k=3, space="traits", refresh="none")
 
-    assert services.segments_refresh_all() == [rule.pk, clusters[0].pk]
+    assert selectors.segment_ids_to_refresh() == [rule.pk, clusters[0].pk]
     app.control.purge()
     assert segments_refresh_all_task.apply().get() == 2
     app.control.purge()

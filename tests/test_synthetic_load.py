@@ -3,7 +3,7 @@
 import pytest
 from django.db import connection
 
-from ingestion.identity import pii_decrypt
+from ingestion.pseudonyms import pii_decrypt
 from ingestion.models import (
     Customer,
     CustomerGroundTruth,

@@ -107,7 +107,7 @@ def test_items_get_embeddings_of_the_version_and_unseen_items_one_from_their_tex
 def test_a_refresh_re_encodes_the_embedding_with_the_active_model(profiled_shop):
     """New events move the learned embedding, not only the traits; a customer first seen after
     training is encoded on its first refresh."""
-    from ingestion.identity import customer_key
+    from ingestion.pseudonyms import customer_key
     from ingestion.models import Customer, Item
     from ingestion.services import events_ingest_batch
     from pipeline.flows import customers_refresh

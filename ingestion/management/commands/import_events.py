@@ -21,9 +21,9 @@ def _pairs(values: list[str], flag: str, known: tuple[str, ...]) -> dict[str, st
 
 
 def _row_fields(kind: str) -> list[str]:
-    from ingestion import rows
+    from ingestion import row_validation
 
-    validator = {"customers": rows.CustomerRow, "items": rows.ItemRow, "edges": rows.SocialEdgeRow}[kind]
+    validator = {"customers": row_validation.CustomerRow, "items": row_validation.ItemRow, "edges": row_validation.SocialEdgeRow}[kind]
     return list(validator().fields)
 
 

@@ -12,7 +12,7 @@ from django.db.models import DateTimeField, Q
 from django.utils import timezone
 from pgvector.django import VectorField
 
-from ingestion.identity import anonymous_source, customer_key
+from ingestion.pseudonyms import anonymous_source, customer_key
 from ingestion.models import Customer, SocialEdge
 from privacy.selectors import customer_is_suppressed, subject_is_suppressed
 from profiles.models import FeatureSet, IdentityMerge, MergeMethod, Profile
