@@ -49,16 +49,34 @@ class EncoderConfig:
         return asdict(self)
 
 
+SCHEDULES = ("cosine", "constant")
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 30
     batch_size: int = 128
     lr: float = 1e-3
+    # Learning rate: linear warm-up over the first `warmup` fraction of all planned steps (epochs ×
+    # steps per epoch), then cosine decay to 0 at the last planned epoch ("cosine"), or flat.
+    schedule: str = "cosine"
+    warmup: float = 0.05
+    # AdamW's decoupled decay, on weight matrices and embedding tables (not on biases or norms).
     weight_decay: float = 0.0
     patience: int = 3  # epochs without a better validation NDCG@10 before stopping
     seed: int = 0
     eval_k: int = 10
+    # Remove the items a customer already has from the ranking (the product's recommendations do);
+    # RecBole's sequential evaluation does not, so a benchmark against it sets this False.
+    exclude_seen: bool = True
+    # Each epoch, a long history's windows older than the newest are shifted by a random offset, so
+    # their boundaries (and each token's context) change from epoch to epoch.
+    shift_windows: bool = True
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, not {self.schedule!r}")
 
     def as_dict(self) -> dict:
         return asdict(self)
