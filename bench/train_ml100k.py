@@ -34,7 +34,7 @@ from training.ml import content, data  # noqa: E402
 from training.ml.baselines import ItemKNN, popularity_scores  # noqa: E402
 from training.ml.config import EncoderConfig, TrainConfig  # noqa: E402
 from training.ml.metrics import ranking_metrics, target_ranks  # noqa: E402
-from training.ml.trainer import evaluate_ranks, refit, train  # noqa: E402
+from training.ml.trainer import evaluate, evaluate_ranks, refit, train  # noqa: E402
 
 ARCH_NAMES = {"transformer": "transformer", "gru": "gru", "cnn": "cnn"}
 RATING_EVENT = 9
@@ -128,17 +128,38 @@ def main() -> None:
         knn = ranking_metrics(knn_ranks)
         baselines.setdefault("pop", []).append(pop)
         baselines.setdefault("itemknn", []).append(knn)
+        other_seen = None if exclude else data.seen_items(seqs, split.rows, split.test_cut)
+        baselines.setdefault("other_pop", []).append(ranking_metrics(target_ranks(
+            popularity_scores(known, n_items, len(split.rows)), targets, other_seen)))
+        baselines.setdefault("other_itemknn", []).append(ranking_metrics(target_ranks(
+            knn_model.scores(history), targets, other_seen)))
         settings = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                                seed=seed, weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup,
                                exclude_seen=exclude, shift_windows=args.shift_windows)
+        # The other protocol from the same training run: its own validation picks its epoch among
+        # those run (the trajectory does not depend on the protocol; only where it stops does).
+        other = {"best": -1.0, "epoch": -1, "test": {}, "stale": 0}
+
+        def inspect(model, record, other=other):
+            device = next(model.parameters()).device
+            valid = evaluate(model, seqs, split.rows, split.valid_cut, split.valid_item, k=10, device=device,
+                             exclude_seen=not exclude)
+            if valid["ndcg@10"] > other["best"]:
+                test = evaluate(model, seqs, split.rows, split.test_cut, split.test_item, k=10, device=device,
+                                exclude_seen=not exclude)
+                other.update(best=valid["ndcg@10"], epoch=record["epoch"], test=test, stale=0)
+            else:
+                other["stale"] += 1
+
         started = time.perf_counter()
         result = train(seqs=seqs, split=split, model_config=config, train_config=settings, item_content=item_content,
-                       withheld_items=withheld,
+                       withheld_items=withheld, inspect=inspect,
                        on_epoch=lambda h, seed=seed: print(f"seed {seed} epoch {h['epoch']}: loss {h['loss']:.3f} "
                                                            f"valid {h['valid']}", file=sys.stderr))
         run = {"seed": seed, "test": result.test, "valid": result.best_valid, "epochs": len(result.history),
                "best_epoch": result.best_epoch, "train_s": time.perf_counter() - started,
-               "epoch_s": float(np.mean([h["seconds"] for h in result.history])), "device": result.device}
+               "epoch_s": float(np.mean([h["seconds"] for h in result.history])), "device": result.device,
+               "other": other}
         if args.refit:
             refitted = refit(seqs=seqs, split=split, model_config=config, train_config=settings,
                              epochs=result.best_epoch + 1, item_content=item_content, withheld_items=withheld)
@@ -165,12 +186,24 @@ def main() -> None:
         out[f"{metric}_mean"], out[f"{metric}_sd"], out[metric] = round(mean, 4), round(sd, 4), [round(v, 4) for v in values]
     valid = [r["valid"].get("ndcg@10", 0.0) for r in runs]
     out["valid_ndcg@10_mean"], out["valid_ndcg@10"] = round(float(np.mean(valid)), 4), [round(v, 4) for v in valid]
+    other_name = "exclude_history_" + ("no" if exclude else "yes")
     for name, per_seed in baselines.items():
+        name = name.replace("other_", other_name + "_")
         for metric in ("ndcg@10", "hr@10"):
             values = [b[metric] for b in per_seed]
             out[f"{name}_{metric}"] = round(float(np.mean(values)), 4)
             if len(set(values)) > 1:
                 out[f"{name}_{metric}_sd"] = round(_mean_sd(values)[1], 4)
+    # the other protocol, each seed's epoch chosen on that protocol's validation among the epochs
+    # run; "still_improving" counts the seeds where it had not been stale for --patience epochs
+    # when the primary protocol stopped (a separate run would have gone on)
+    for metric in ("ndcg@10", "hr@10"):
+        values = [r["other"]["test"][metric] for r in runs]
+        mean, sd = _mean_sd(values)
+        out[f"{other_name}_{metric}_mean"], out[f"{other_name}_{metric}_sd"] = round(mean, 4), round(sd, 4)
+        out[f"{other_name}_{metric}"] = [round(v, 4) for v in values]
+    out[f"{other_name}_best_epoch"] = [r["other"]["epoch"] for r in runs]
+    out[f"{other_name}_still_improving"] = sum(r["other"]["stale"] < args.patience for r in runs)
     if args.refit:
         for metric in ("ndcg@10", "hr@10"):
             values = [r["refit"][metric] for r in runs]

@@ -178,6 +178,7 @@ def train(
     checkpoint_dir: Path | None = None, on_epoch: Callable[[dict], None] | None = None,
     device: torch.device | None = None, crash_after_epoch: int | None = None,
     item_content: np.ndarray | None = None, withheld_items: np.ndarray | None = None, train_before: float | None = None,
+    inspect: Callable[[SequenceEncoder, dict], None] | None = None,
 ) -> TrainResult:
     """Train until the epochs run out or validation NDCG@k has not improved for `patience`
     epochs; the best epoch's weights are kept and evaluated on the test items.
@@ -187,7 +188,9 @@ def train(
     their id vectors are zero (but they are ranked in evaluation): how a benchmark makes items as
     cold as ones added to the catalogue after training. `crash_after_epoch` raises after that
     epoch's checkpoint is written: how tests simulate a worker dying mid-run. `train_before` (seconds
-    since the epoch) keeps every customer's training input before that time, as a time split needs."""
+    since the epoch) keeps every customer's training input before that time, as a time split needs.
+    `inspect(model, record)` sees the model after every epoch (a benchmark scores a second
+    protocol with it; it must not train or draw random numbers)."""
     device = device or device_choose()
     seed_everything(train_config.seed)
     model, withheld = _model_prepare(model_config, item_content, withheld_items, device)
@@ -231,6 +234,8 @@ def train(
                         result, best_state)
         if on_epoch:
             on_epoch(record)
+        if inspect:
+            inspect(model, record)
         if crash_after_epoch is not None and epoch == crash_after_epoch:
             raise RuntimeError(f"simulated crash after epoch {epoch}")
     if best_state is not None:
