@@ -91,6 +91,8 @@ def main() -> None:
                         help="after early stopping, retrain as many epochs on everything but the test items "
                              "(validation items included) and report that model too; item-kNN gets the same data")
     parser.add_argument("--no-long-term", dest="long_term", action="store_false")
+    parser.add_argument("--repeat-bias", action="store_true",
+                        help="a learned score offset for items already in the visible history (models.SequenceEncoder)")
     parser.add_argument("--aux-weight", type=float, default=0.0)
     parser.add_argument("--future-window", type=int, default=1, help="train on each of the next k items")
     parser.add_argument("--content", action="store_true", help="add pretrained title+genre vectors to item embeddings")
@@ -112,7 +114,7 @@ def main() -> None:
         content_s = time.perf_counter() - began
     config = EncoderConfig(arch=args.arch, n_items=n_items, dim=args.dim, max_len=args.max_len, layers=args.layers,
                            heads=args.heads, dropout=args.dropout, future_window=args.future_window,
-                           long_term=args.long_term, aux_weight=args.aux_weight,
+                           long_term=args.long_term, aux_weight=args.aux_weight, repeat_bias=args.repeat_bias,
                            content_dim=content.CONTENT_DIM if args.content else 0)
     runs, baselines = [], {}
     for seed in range(args.seed, args.seed + args.seeds):
@@ -225,7 +227,8 @@ def main() -> None:
                    "batch_size": args.batch_size, "epochs": args.epochs, "patience": args.patience,
                    "shift_windows": args.shift_windows, "dropout": args.dropout, "max_len": args.max_len, "dim": args.dim,
                    "layers": args.layers, "heads": args.heads, "content": args.content,
-                   "future_window": args.future_window, "long_term": args.long_term, "aux_weight": args.aux_weight},
+                   "future_window": args.future_window, "long_term": args.long_term, "aux_weight": args.aux_weight,
+                   "repeat_bias": args.repeat_bias},
     })
     print(json.dumps(out))
 

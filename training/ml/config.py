@@ -36,6 +36,12 @@ class EncoderConfig:
     # leave the popularity plateau at weight 0.1), so the core default is off.
     aux_weight: float = 0.0
     content_dim: int = 0  # width of pretrained item-content vectors added to item embeddings; 0 = none
+    # A learned score offset for items already in the visible history (one scalar, 0 at the start):
+    # repeat consumption is a property of the shop, not something a 64-d state can remember item by
+    # item. MovieLens users never rate a film twice, and the weight learns to push seen films down;
+    # a grocery's customers re-buy, and it would learn the opposite (RepeatNet, Ren et al. 2019,
+    # models the same choice with a repeat/explore gate). It changes scores, not the embedding.
+    repeat_bias: bool = False
 
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:

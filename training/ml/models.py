@@ -91,6 +91,7 @@ class SequenceEncoder(nn.Module, abc.ABC):
         self.long_term = nn.Linear(config.dim, config.dim) if config.long_term and config.arch != "cnn" else None
         self.next_event_type = nn.Linear(config.dim, config.n_event_types)
         self.next_price = nn.Linear(config.dim, config.n_price_buckets)
+        self.repeat = nn.Parameter(torch.zeros(())) if config.repeat_bias else None
 
     @abc.abstractmethod
     def encode(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (B, L, D) → (B, L, D)
@@ -120,7 +121,24 @@ class SequenceEncoder(nn.Module, abc.ABC):
         return self.tokens.item_table()
 
     def full_sort_predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.states(batch)[:, -1, :] @ self.item_embeddings().T  # (B, n_items + 1)
+        scores = self.states(batch)[:, -1, :] @ self.item_embeddings().T  # (B, n_items + 1)
+        if self.repeat is not None:
+            seen = torch.zeros_like(scores).scatter_(1, batch["items"], 1.0)
+            seen[:, 0] = 0.0
+            scores = scores + self.repeat * seen
+        return scores
+
+    def _seen_offsets(self, logits: torch.Tensor, items: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Add the repeat offset to the logits (T, n_items + 1) of the kept positions for the items
+        at or before each position: an index matrix per position (T, L), not a (B, L, n_items)
+        mask, so the cost does not grow with the catalogue."""
+        length = items.shape[1]
+        upto = torch.arange(length, device=items.device)
+        visible = upto[None, :] <= upto[:, None]  # (L, L): key at or before query
+        index = torch.where(visible[None], items[:, None, :], torch.zeros_like(items[:, None, :]))[keep]  # (T, L)
+        offsets = torch.zeros_like(logits).scatter_(1, index, 1.0)
+        offsets[:, 0] = 0.0
+        return logits + self.repeat * offsets
 
     def calculate_loss(self, batch: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
                        unknown_items: torch.Tensor | None = None) -> torch.Tensor:
@@ -139,6 +157,8 @@ class SequenceEncoder(nn.Module, abc.ABC):
         keep = (items > 0).any(dim=-1)
         if keep.any():
             logits = (states[keep] @ self.item_embeddings().T).float()  # (T, n_items + 1)
+            if self.repeat is not None:
+                logits = self._seen_offsets(logits, batch["items"], keep)
             if unknown_items is not None:
                 logits[:, unknown_items] = -torch.inf
             log_p = F.log_softmax(logits, dim=-1)

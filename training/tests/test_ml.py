@@ -371,3 +371,29 @@ def test_a_time_split_trains_nobody_on_what_came_after_it():
     # customer 1 (in the split) up to its validation item; customer 2 (outside it) only its event at 10
     assert dict(zip(rows.tolist(), limits.tolist(), strict=True)) == {0: 2}
     assert ends.tolist() == [1]
+
+
+def test_the_repeat_offset_moves_only_items_already_seen_up_to_each_position():
+    model = encoder_build(EncoderConfig(arch="gru", n_items=8, dim=8, layers=1, max_len=4, repeat_bias=True)).eval()
+    batch = {"items": torch.tensor([[0, 4, 2, 4]]), "event_types": torch.tensor([[0, 1, 1, 1]]),
+             "gaps": torch.tensor([[0, 1, 2, 2]]), "prices": torch.tensor([[0, 1, 1, 1]])}
+    before = model.full_sort_predict(batch).detach()
+    with torch.no_grad():
+        model.repeat.fill_(-2.0)
+
+    moved = (model.full_sort_predict(batch).detach() - before)[0]
+    per_position = model._seen_offsets(torch.zeros(3, 9), batch["items"], batch["event_types"] > 0)
+
+    assert moved.tolist() == pytest.approx([0, 0, -2, 0, -2, 0, 0, 0, 0])
+    assert [torch.nonzero(row).flatten().tolist() for row in per_position] == [[4], [2, 4], [2, 4]]
+
+
+def test_the_repeat_offset_turns_negative_where_nobody_repeats():
+    seqs = cyclic_shop(customers=100, length=10)  # a walk without repeats (but for the popular item)
+    split = data.leave_one_out(seqs)
+    config = EncoderConfig(arch="gru", n_items=N_ITEMS, dim=16, layers=1, max_len=20, repeat_bias=True)
+
+    result = train(seqs=seqs, split=split, model_config=config,
+                   train_config=TrainConfig(epochs=3, batch_size=32, lr=1e-2, patience=5, seed=1))
+
+    assert float(result.model.repeat.detach()) < -0.03
