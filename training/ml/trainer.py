@@ -298,6 +298,7 @@ def _checkpoint(directory: Path, model, optimizer, model_config, train_config, e
 def model_load(path: Path, device: torch.device | None = None) -> SequenceEncoder:
     """A trained encoder from a best.pt checkpoint (plain dict, weights only)."""
     state = torch.load(path, map_location=device or "cpu", weights_only=True)
-    model = encoder_build(EncoderConfig(**state["model_args"]))
+    # a checkpoint from before the repeat offset existed has no such weight: build it without one
+    model = encoder_build(EncoderConfig(**{"repeat_bias": False, **state["model_args"]}))
     model.load_state_dict(state["state_dict"])
     return model.eval()

@@ -397,3 +397,14 @@ def test_the_repeat_offset_turns_negative_where_nobody_repeats():
                    train_config=TrainConfig(epochs=3, batch_size=32, lr=1e-2, patience=5, seed=1))
 
     assert float(result.model.repeat.detach()) < -0.03
+
+
+def test_a_checkpoint_saved_before_the_repeat_offset_still_loads(tmp_path):
+    config = EncoderConfig(arch="gru", n_items=N_ITEMS, dim=16, layers=1, max_len=8, repeat_bias=False)
+    model = encoder_build(config)
+    args = {k: v for k, v in config.as_dict().items() if k != "repeat_bias"}  # as older versions wrote them
+    torch.save({"model_args": args, "state_dict": model.state_dict()}, tmp_path / BEST)
+
+    loaded = model_load(tmp_path / BEST)
+
+    assert loaded.repeat is None
