@@ -1,8 +1,13 @@
 """MovieLens-100k next-item evaluation: a neural encoder against popularity and item-kNN, all
-computed in this run with the same leave-one-out split and full ranking over all items.
+computed in this run with the same leave-one-out split, the same protocol and full ranking over
+all items.
 
 Reads the atomic files from ../shared/datasets/ml-100k (or --data). Ratings are events of type
-"rating" in time order; the rating itself is not an input. Prints one JSON line last.
+"rating" in time order, same-second ratings in file order (a stable sort); the rating itself is
+not an input. --exclude-history no (the default) ranks every item, the user's already-rated ones
+included, as RecBole's sequential evaluation does; yes removes them. Ties count against the
+target. --seeds N trains N seeds and reports the mean, the sample standard deviation and each
+seed's figure. Prints one JSON line last.
 
 --content adds the pretrained text encoder's vectors of each movie's title and genres to its item
 embedding. --withhold-items F makes a seeded fraction F of the items cold on purpose: they are
@@ -29,7 +34,7 @@ from training.ml import content, data  # noqa: E402
 from training.ml.baselines import ItemKNN, popularity_scores  # noqa: E402
 from training.ml.config import EncoderConfig, TrainConfig  # noqa: E402
 from training.ml.metrics import ranking_metrics, target_ranks  # noqa: E402
-from training.ml.trainer import evaluate_ranks, refit, train  # noqa: E402
+from training.ml.trainer import evaluate, evaluate_ranks, refit, train  # noqa: E402
 
 ARCH_NAMES = {"transformer": "transformer", "gru": "gru", "cnn": "cnn"}
 RATING_EVENT = 9
@@ -53,89 +58,179 @@ def load(path: Path) -> tuple[data.Sequences, int, list[str]]:
     return seqs, int(item_codes.max()) + 1, texts
 
 
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    array = np.asarray(values, dtype="float64")
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--arch", choices=list(ARCH_NAMES), default="transformer")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("PORTRAIT_DATASETS", ROOT.parent / "shared" / "datasets")) / "ml-100k")
+    parser.add_argument("--exclude-history", choices=["yes", "no"], default="no",
+                        help="remove each user's already-rated items from the ranking (validation and test, the "
+                             "baselines too); 'no' is RecBole's protocol, the reference comparison")
+    parser.add_argument("--seeds", type=int, default=1, help="train this many seeds (--seed, --seed + 1, ...)")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--max-len", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
+    parser.add_argument("--warmup", type=float, default=0.05, help="fraction of the planned steps")
     parser.add_argument("--patience", type=int, default=8)
     parser.add_argument("--dropout", type=float, default=0.2)
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--no-shift-windows", dest="shift_windows", action="store_false",
+                        help="cut long histories at the same places every epoch")
     parser.add_argument("--refit", action="store_true",
                         help="after early stopping, retrain as many epochs on everything but the test items "
                              "(validation items included) and report that model too; item-kNN gets the same data")
     parser.add_argument("--no-long-term", dest="long_term", action="store_false")
+    parser.add_argument("--repeat-bias", action="store_true",
+                        help="a learned score offset for items already in the visible history (models.SequenceEncoder)")
     parser.add_argument("--aux-weight", type=float, default=0.0)
     parser.add_argument("--future-window", type=int, default=1, help="train on each of the next k items")
     parser.add_argument("--content", action="store_true", help="add pretrained title+genre vectors to item embeddings")
     parser.add_argument("--withhold-items", type=float, default=0.0, help="fraction of items made cold on purpose")
     args = parser.parse_args()
+    exclude = args.exclude_history == "yes"
 
     seqs, n_items, texts = load(args.data)
-    withheld = None
-    if args.withhold_items > 0:
-        rng = np.random.default_rng(args.seed + 1)
-        withheld = np.sort(rng.choice(np.arange(1, n_items + 1), size=int(args.withhold_items * n_items), replace=False))
     split = data.leave_one_out(seqs)
-    seen = data.seen_items(seqs, split.rows, split.test_cut)
+    seen = data.seen_items(seqs, split.rows, split.test_cut) if exclude else None
     targets = torch.as_tensor(split.test_item)
     history = [seqs.items[r][:c] for r, c in zip(split.rows, split.test_cut, strict=True)]
     train_only = [seqs.items[r][:c] for r, c in zip(split.rows, split.valid_cut, strict=True)]
-    if withheld is not None:  # the baselines must not see the cold items either
-        train_only = [np.where(np.isin(h, withheld), 0, h) for h in train_only]
-    pop = ranking_metrics(target_ranks(popularity_scores(train_only, n_items, len(split.rows)), targets, seen))
-    knn = ranking_metrics(target_ranks(ItemKNN(train_only, n_items).scores(history), targets, seen))
 
-    item_content = None
+    item_content, content_s = None, None
     if args.content:
         began = time.perf_counter()
         item_content = content.text_vectors(texts)
         content_s = time.perf_counter() - began
     config = EncoderConfig(arch=args.arch, n_items=n_items, dim=args.dim, max_len=args.max_len, layers=args.layers,
-                           heads=2, dropout=args.dropout, future_window=args.future_window, long_term=args.long_term, aux_weight=args.aux_weight, content_dim=content.CONTENT_DIM if args.content else 0)
-    settings = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-                           seed=args.seed, weight_decay=args.weight_decay)
-    started = time.perf_counter()
-    result = train(seqs=seqs, split=split, model_config=config, train_config=settings, item_content=item_content,
-                   withheld_items=withheld,
-                   on_epoch=lambda h: print(f"epoch {h['epoch']}: loss {h['loss']:.3f} valid {h['valid']}", file=sys.stderr))
-    epochs = len(result.history)
-    extra = {}
+                           heads=args.heads, dropout=args.dropout, future_window=args.future_window,
+                           long_term=args.long_term, aux_weight=args.aux_weight, repeat_bias=args.repeat_bias,
+                           content_dim=content.CONTENT_DIM if args.content else 0)
+    runs, baselines = [], {}
+    for seed in range(args.seed, args.seed + args.seeds):
+        withheld = None
+        if args.withhold_items > 0:
+            rng = np.random.default_rng(seed + 1)
+            withheld = np.sort(rng.choice(np.arange(1, n_items + 1), size=int(args.withhold_items * n_items), replace=False))
+        known = train_only if withheld is None else [np.where(np.isin(h, withheld), 0, h) for h in train_only]
+        # the baselines must not see the cold items either; without withheld items they are the same every seed
+        pop = ranking_metrics(target_ranks(popularity_scores(known, n_items, len(split.rows)), targets, seen))
+        knn_model = ItemKNN(known, n_items)
+        knn_ranks = target_ranks(knn_model.scores(history), targets, seen)
+        knn = ranking_metrics(knn_ranks)
+        baselines.setdefault("pop", []).append(pop)
+        baselines.setdefault("itemknn", []).append(knn)
+        other_seen = None if exclude else data.seen_items(seqs, split.rows, split.test_cut)
+        baselines.setdefault("other_pop", []).append(ranking_metrics(target_ranks(
+            popularity_scores(known, n_items, len(split.rows)), targets, other_seen)))
+        baselines.setdefault("other_itemknn", []).append(ranking_metrics(target_ranks(
+            knn_model.scores(history), targets, other_seen)))
+        settings = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                               seed=seed, weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup,
+                               exclude_seen=exclude, shift_windows=args.shift_windows)
+        # The other protocol from the same training run: its own validation picks its epoch among
+        # those run (the trajectory does not depend on the protocol; only where it stops does).
+        other = {"best": -1.0, "epoch": -1, "test": {}, "stale": 0}
+
+        def inspect(model, record, other=other):
+            device = next(model.parameters()).device
+            valid = evaluate(model, seqs, split.rows, split.valid_cut, split.valid_item, k=10, device=device,
+                             exclude_seen=not exclude)
+            if valid["ndcg@10"] > other["best"]:
+                test = evaluate(model, seqs, split.rows, split.test_cut, split.test_item, k=10, device=device,
+                                exclude_seen=not exclude)
+                other.update(best=valid["ndcg@10"], epoch=record["epoch"], test=test, stale=0)
+            else:
+                other["stale"] += 1
+
+        started = time.perf_counter()
+        result = train(seqs=seqs, split=split, model_config=config, train_config=settings, item_content=item_content,
+                       withheld_items=withheld, inspect=inspect,
+                       on_epoch=lambda h, seed=seed: print(f"seed {seed} epoch {h['epoch']}: loss {h['loss']:.3f} "
+                                                           f"valid {h['valid']}", file=sys.stderr))
+        run = {"seed": seed, "test": result.test, "valid": result.best_valid, "epochs": len(result.history),
+               "best_epoch": result.best_epoch, "train_s": time.perf_counter() - started,
+               "epoch_s": float(np.mean([h["seconds"] for h in result.history])), "device": result.device,
+               "other": other}
+        if args.refit:
+            refitted = refit(seqs=seqs, split=split, model_config=config, train_config=settings,
+                             epochs=result.best_epoch + 1, item_content=item_content, withheld_items=withheld)
+            run["refit"] = refitted.test
+            run["itemknn_refit"] = ranking_metrics(target_ranks(ItemKNN(history, n_items).scores(history), targets, seen))
+        if withheld is not None:
+            ranks = evaluate_ranks(result.model, seqs, split.rows, split.test_cut, split.test_item,
+                                   device=torch.device(result.device), exclude_seen=exclude)
+            cold = torch.as_tensor(np.isin(split.test_item, withheld))
+            run["cold"] = {}
+            for name, mask in (("cold", cold), ("warm", ~cold)):
+                run["cold"][f"{name}_users"] = int(mask.sum())
+                run["cold"][f"{name}_ndcg@10"] = ranking_metrics(ranks[mask])["ndcg@10"]
+                run["cold"][f"itemknn_{name}_ndcg@10"] = ranking_metrics(knn_ranks[mask])["ndcg@10"]
+        print(json.dumps({"seed": seed, **{f"{m}": round(v, 4) for m, v in result.test.items()},
+                          "valid_ndcg@10": round(result.best_valid.get("ndcg@10", 0.0), 4),
+                          "best_epoch": result.best_epoch}), file=sys.stderr)
+        runs.append(run)
+
+    out = {"arch": args.arch, "exclude_history": args.exclude_history, "seeds": [r["seed"] for r in runs]}
+    for metric in ("ndcg@10", "hr@10", "mrr"):
+        values = [r["test"][metric] for r in runs]
+        mean, sd = _mean_sd(values)
+        out[f"{metric}_mean"], out[f"{metric}_sd"], out[metric] = round(mean, 4), round(sd, 4), [round(v, 4) for v in values]
+    valid = [r["valid"].get("ndcg@10", 0.0) for r in runs]
+    out["valid_ndcg@10_mean"], out["valid_ndcg@10"] = round(float(np.mean(valid)), 4), [round(v, 4) for v in valid]
+    other_name = "exclude_history_" + ("no" if exclude else "yes")
+    for name, per_seed in baselines.items():
+        name = name.replace("other_", other_name + "_")
+        for metric in ("ndcg@10", "hr@10"):
+            values = [b[metric] for b in per_seed]
+            out[f"{name}_{metric}"] = round(float(np.mean(values)), 4)
+            if len(set(values)) > 1:
+                out[f"{name}_{metric}_sd"] = round(_mean_sd(values)[1], 4)
+    # the other protocol, each seed's epoch chosen on that protocol's validation among the epochs
+    # run; "still_improving" counts the seeds where it had not been stale for --patience epochs
+    # when the primary protocol stopped (a separate run would have gone on)
+    for metric in ("ndcg@10", "hr@10"):
+        values = [r["other"]["test"][metric] for r in runs]
+        mean, sd = _mean_sd(values)
+        out[f"{other_name}_{metric}_mean"], out[f"{other_name}_{metric}_sd"] = round(mean, 4), round(sd, 4)
+        out[f"{other_name}_{metric}"] = [round(v, 4) for v in values]
+    out[f"{other_name}_best_epoch"] = [r["other"]["epoch"] for r in runs]
+    out[f"{other_name}_still_improving"] = sum(r["other"]["stale"] < args.patience for r in runs)
     if args.refit:
-        refitted = refit(seqs=seqs, split=split, model_config=config, train_config=settings, epochs=result.best_epoch + 1,
-                         item_content=item_content, withheld_items=withheld)
-        knn_full = ranking_metrics(target_ranks(ItemKNN(history, n_items).scores(history), targets, seen))
-        extra.update({f"refit_{m}": round(v, 4) for m, v in refitted.test.items()})
-        extra.update({f"itemknn_refit_{m}": round(v, 4) for m, v in knn_full.items()})
-        extra["refit_s"] = round(sum(h["seconds"] for h in refitted.history), 1)
-    if args.content:
-        extra["content_s"] = round(content_s, 1)
-    if withheld is not None:
-        ranks = evaluate_ranks(result.model, seqs, split.rows, split.test_cut, split.test_item, device=torch.device(result.device))
-        knn_ranks = target_ranks(ItemKNN(train_only, n_items).scores(history), targets, seen)
-        cold = torch.as_tensor(np.isin(split.test_item, withheld))
-        for name, mask in (("cold", cold), ("warm", ~cold)):
-            extra[f"{name}_users"] = int(mask.sum())
-            extra[f"{name}_hr@10"] = round(ranking_metrics(ranks[mask])["hr@10"], 4)
-            extra[f"{name}_ndcg@10"] = round(ranking_metrics(ranks[mask])["ndcg@10"], 4)
-            extra[f"itemknn_{name}_ndcg@10"] = round(ranking_metrics(knn_ranks[mask])["ndcg@10"], 4)
-        extra["withheld_items"] = len(withheld)
-    print(json.dumps({
-        "arch": args.arch, "hr@10": round(result.test["hr@10"], 4), "ndcg@10": round(result.test["ndcg@10"], 4),
-        "mrr": round(result.test["mrr"], 4), "pop_hr@10": round(pop["hr@10"], 4), "pop_ndcg@10": round(pop["ndcg@10"], 4),
-        "itemknn_hr@10": round(knn["hr@10"], 4), "itemknn_ndcg@10": round(knn["ndcg@10"], 4),
-        "epochs": epochs, "best_epoch": result.best_epoch,
-        "epoch_s": round(sum(h["seconds"] for h in result.history) / max(epochs, 1), 2),
-        "train_s": round(time.perf_counter() - started, 1), "device": result.device, "users": int(len(split.rows)),
-        "items": n_items, "lr": args.lr, "patience": args.patience, "dropout": args.dropout, "max_len": args.max_len,
-        "dim": args.dim, "layers": args.layers, "weight_decay": args.weight_decay, "content": args.content, "future_window": args.future_window, "long_term": args.long_term, **extra,
-    }))
+        for metric in ("ndcg@10", "hr@10"):
+            values = [r["refit"][metric] for r in runs]
+            out[f"refit_{metric}_mean"], out[f"refit_{metric}_sd"] = (round(v, 4) for v in _mean_sd(values))
+            out[f"refit_{metric}"] = [round(v, 4) for v in values]
+        out["itemknn_refit_ndcg@10"] = round(float(np.mean([r["itemknn_refit"]["ndcg@10"] for r in runs])), 4)
+    if args.withhold_items > 0:
+        for key in runs[0]["cold"]:
+            out[key] = round(float(np.mean([r["cold"][key] for r in runs])), 4)
+        out["withheld_items"] = int(args.withhold_items * n_items)
+    if content_s is not None:
+        out["content_s"] = round(content_s, 1)
+    out.update({
+        "epochs": [r["epochs"] for r in runs], "best_epoch": [r["best_epoch"] for r in runs],
+        "epoch_s": round(float(np.mean([r["epoch_s"] for r in runs])), 2),
+        "train_s": round(float(np.mean([r["train_s"] for r in runs])), 1), "device": runs[0]["device"],
+        "threads": torch.get_num_threads(), "users": int(len(split.rows)), "items": n_items,
+        "config": {"lr": args.lr, "schedule": args.schedule, "warmup": args.warmup, "weight_decay": args.weight_decay,
+                   "batch_size": args.batch_size, "epochs": args.epochs, "patience": args.patience,
+                   "shift_windows": args.shift_windows, "dropout": args.dropout, "max_len": args.max_len, "dim": args.dim,
+                   "layers": args.layers, "heads": args.heads, "content": args.content,
+                   "future_window": args.future_window, "long_term": args.long_term, "aux_weight": args.aux_weight,
+                   "repeat_bias": args.repeat_bias},
+    })
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

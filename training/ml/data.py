@@ -96,16 +96,44 @@ def batch_of(seqs: Sequences, rows: np.ndarray, max_len: int, cut: np.ndarray | 
     return {name: _left_pad(take(name), max_len) for name in ("items", "event_types", "gaps", "prices")}
 
 
-def training_targets(batch: dict[str, torch.Tensor], window: int = 1) -> torch.Tensor:
-    """(B, L, window) targets per position: the items of the next `window` tokens that have one
-    (0 = no target). The first column is the classic next-item target."""
-    items = batch["items"]
-    length = items.shape[1]
-    targets = torch.zeros((*items.shape, window), dtype=items.dtype, device=items.device)
-    for offset in range(1, window + 1):
-        if offset < length:
-            targets[:, : length - offset, offset - 1] = items[:, offset:]
-    return targets
+def _aligned(values: np.ndarray, end: int, before: int, after: int, limit: int) -> np.ndarray:
+    """values[end − before : end + after] as an array of exactly before + after entries, 0 where the
+    index falls outside [0, limit) (before the first token, or past what training may see)."""
+    out = np.zeros(before + after, dtype="int64")
+    lo, hi = max(end - before, 0), min(end + after, limit, len(values))
+    if hi > lo:
+        out[lo - (end - before): hi - (end - before)] = values[lo:hi]
+    return out
+
+
+def training_batch(seqs: Sequences, rows: np.ndarray, ends: np.ndarray, limits: np.ndarray, max_len: int,
+                   window: int = 1) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Inputs and targets of training windows, the usual convention (SASRec, nanoGPT): take the
+    tokens [end − max_len, end + window) of each customer, feed the first max_len, and give every
+    input position the tokens after it as targets, so the newest input slot (the one inference
+    reads) has a target too. Tokens at or past `limits[i]` (the customer's validation item, say)
+    are never read.
+
+    Inputs: (B, max_len) per field, left-padded. Targets: "items" (B, max_len, window), the items of
+    each of the next `window` tokens (0 = none); "event_types" and "prices" (B, max_len), the next
+    token's (the auxiliary heads' targets). Padded input positions get no target."""
+    ahead = max(window, 1)
+    fields = ("items", "event_types", "gaps", "prices")
+    full = {
+        name: torch.from_numpy(np.stack([
+            _aligned(getattr(seqs, name)[r], int(e), max_len, ahead, int(c)) for r, e, c in zip(rows, ends, limits, strict=True)
+        ]) if len(rows) else np.zeros((0, max_len + ahead), dtype="int64"))
+        for name in fields
+    }
+    inputs = {name: full[name][:, :max_len] for name in fields}
+    real = inputs["event_types"] > 0  # (B, L)
+    items = full["items"][:, 1:].unfold(1, window, 1)[:, :max_len] if window > 1 else full["items"][:, 1:max_len + 1, None]
+    targets = {
+        "items": items * real.unsqueeze(-1),  # (B, L, window)
+        "event_types": full["event_types"][:, 1:max_len + 1] * real,
+        "prices": full["prices"][:, 1:max_len + 1] * real,
+    }
+    return inputs, targets
 
 
 @dataclass

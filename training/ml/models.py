@@ -12,8 +12,10 @@ learned projection of a fixed pretrained text vector of its title and categories
 UniSRec and the "ID + text" SASRec variants do the same), so an item nobody has bought yet is
 placed among items described alike.
 
-Contract (after RecBole): calculate_loss(batch, targets) → scalar; full_sort_predict(batch) →
-(B, n_items + 1) scores; user_embedding(batch) → (B, D).
+Contract (after RecBole): calculate_loss(batch, targets) → scalar, targets as data.training_batch
+makes them (every input position, the newest included, predicts the tokens after it);
+full_sort_predict(batch) → (B, n_items + 1) scores from the newest position; user_embedding(batch)
+→ (B, D).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.ml.config import EncoderConfig
+
+INIT_STD = 0.02  # initial scale of every embedding table
 
 
 def running_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -43,7 +47,14 @@ class _Tokens(nn.Module):
         self.positions = nn.Embedding(config.max_len, config.dim)
         self.norm = nn.LayerNorm(config.dim)
         self.dropout = nn.Dropout(config.dropout)
-        nn.init.normal_(self.items.weight, std=0.02)
+        # Every table on one scale (BERT's and RecBole's N(0, 0.02)): with PyTorch's N(0, 1) default
+        # for the side tables, the item's identity was a fiftieth of its token at the start. The
+        # padding rows are zeroed after drawing (normal_ overwrites them).
+        for table in (self.items, self.event_types, self.gaps, self.prices, self.positions):
+            nn.init.normal_(table.weight, std=INIT_STD)
+            if table.padding_idx is not None:
+                with torch.no_grad():
+                    table.weight[table.padding_idx].zero_()
         # Pretrained content vectors are data, not parameters: a buffer, saved with the weights.
         self.register_buffer("content", torch.zeros(config.n_items + 1, config.content_dim), persistent=True)
         self.content_projection = nn.Linear(config.content_dim, config.dim, bias=False) if config.content_dim else None
@@ -80,6 +91,7 @@ class SequenceEncoder(nn.Module, abc.ABC):
         self.long_term = nn.Linear(config.dim, config.dim) if config.long_term and config.arch != "cnn" else None
         self.next_event_type = nn.Linear(config.dim, config.n_event_types)
         self.next_price = nn.Linear(config.dim, config.n_price_buckets)
+        self.repeat = nn.Parameter(torch.zeros(())) if config.repeat_bias else None
 
     @abc.abstractmethod
     def encode(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (B, L, D) → (B, L, D)
@@ -109,34 +121,52 @@ class SequenceEncoder(nn.Module, abc.ABC):
         return self.tokens.item_table()
 
     def full_sort_predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.states(batch)[:, -1, :] @ self.item_embeddings().T  # (B, n_items + 1)
+        scores = self.states(batch)[:, -1, :] @ self.item_embeddings().T  # (B, n_items + 1)
+        if self.repeat is not None:
+            seen = torch.zeros_like(scores).scatter_(1, batch["items"], 1.0)
+            seen[:, 0] = 0.0
+            scores = scores + self.repeat * seen
+        return scores
 
-    def calculate_loss(self, batch: dict[str, torch.Tensor], targets: torch.Tensor,
+    def _seen_offsets(self, logits: torch.Tensor, items: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Add the repeat offset to the logits (T, n_items + 1) of the kept positions for the items
+        at or before each position: an index matrix per position (T, L), not a (B, L, n_items)
+        mask, so the cost does not grow with the catalogue."""
+        length = items.shape[1]
+        upto = torch.arange(length, device=items.device)
+        visible = upto[None, :] <= upto[:, None]  # (L, L): key at or before query
+        index = torch.where(visible[None], items[:, None, :], torch.zeros_like(items[:, None, :]))[keep]  # (T, L)
+        offsets = torch.zeros_like(logits).scatter_(1, index, 1.0)
+        offsets[:, 0] = 0.0
+        return logits + self.repeat * offsets
+
+    def calculate_loss(self, batch: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
                        unknown_items: torch.Tensor | None = None) -> torch.Tensor:
         """Cross-entropy of the target items at every position that has one (targets 0 are
         skipped), plus `aux_weight` × the auxiliary heads' cross-entropy on the next event's type
-        and amount bucket. targets: (B, L) next items, or (B, L, k) each of the next k items,
-        every (position, target) pair weighing the same. `unknown_items` are left out of the
-        softmax: items the model must not learn anything about (not even as negatives), as a
-        catalogue item added after training is."""
-        if targets.dim() == 2:
-            targets = targets.unsqueeze(-1)
+        and amount bucket. targets (see data.training_batch): "items" (B, L) next items or
+        (B, L, k) each of the next k items, every (position, target) pair weighing the same;
+        "event_types" and "prices" (B, L) of the next token, needed when `aux_weight` is set.
+        `unknown_items` are left out of the softmax: items the model must not learn anything
+        about (not even as negatives), as a catalogue item added after training is."""
+        items = targets["items"]
+        if items.dim() == 2:
+            items = items.unsqueeze(-1)
         states = self.states(batch)  # (B, L, D)
         loss = states.sum() * 0.0
-        keep = (targets > 0).any(dim=-1)
+        keep = (items > 0).any(dim=-1)
         if keep.any():
             logits = (states[keep] @ self.item_embeddings().T).float()  # (T, n_items + 1)
+            if self.repeat is not None:
+                logits = self._seen_offsets(logits, batch["items"], keep)
             if unknown_items is not None:
                 logits[:, unknown_items] = -torch.inf
             log_p = F.log_softmax(logits, dim=-1)
-            picked = targets[keep]  # (T, k)
+            picked = items[keep]  # (T, k)
             valid = picked > 0
             loss = loss + (-log_p.gather(1, picked) * valid).sum() / valid.sum()
         if self.config.aux_weight:
-            next_type = torch.zeros_like(batch["event_types"])
-            next_type[:, :-1] = batch["event_types"][:, 1:]
-            next_price = torch.zeros_like(batch["prices"])
-            next_price[:, :-1] = batch["prices"][:, 1:]
+            next_type, next_price = targets["event_types"], targets["prices"]
             has_next = next_type > 0
             if has_next.any():
                 aux = F.cross_entropy(self.next_event_type(states[has_next]).float(), next_type[has_next]) + F.cross_entropy(

@@ -1,13 +1,15 @@
-"""The training loop: seeded, device chosen once (CUDA with bf16 autocast when present), a
-checkpoint every epoch (plain dicts, loaded with weights_only=True), resume from the last one
-after a crash, early stopping on validation NDCG@10, full-ranking evaluation."""
+"""The training loop: seeded, device chosen once (CUDA with bf16 autocast for training when
+present; evaluation scores in fp32), AdamW with warm-up and cosine decay, a checkpoint every epoch
+(plain dicts, loaded with weights_only=True), resume from the last one after a crash, early
+stopping on validation NDCG@10, full-ranking evaluation."""
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from training.ml.data import (
     Sequences,
     batch_of,
     seen_items,
-    training_targets,
+    training_batch,
 )
 from training.ml.metrics import ranking_metrics, target_ranks
 from training.ml.models import SequenceEncoder, encoder_build
@@ -53,35 +55,41 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 
 
 def _training_windows(seqs: Sequences, split: LeaveOneOut, max_len: int, *, upto: str = "valid",
-                      before: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(row, end) pairs covering every customer's sequence minus its validation and test items
-    (customers outside the split train on their whole sequence).
+                      before: float | None = None, shift_windows: bool = False,
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, end, limit) per training window (see data.training_batch): the window feeds the
+    tokens [end − max_len, end) and predicts from each of them the tokens after it, never reading
+    at or past `limit`, the customer's validation item (test item with upto="test"; customers
+    outside the split train on their whole sequence).
 
-    A sequence longer than the model's window is cut into windows that overlap by one token, so
-    every next-item transition is a target exactly once per epoch; taking only the newest window
-    (as the original SASRec code does) would throw away most of a long history."""
-    cut = np.array([len(i) for i in seqs.items], dtype="int64")
-    cut[split.rows] = split.valid_cut if upto == "valid" else split.test_cut
+    The newest window ends one token before the limit, so its last slot, the one inference reads,
+    predicts the newest training item, with as much context as evaluation gives. A history longer
+    than the window continues in older windows, max_len apart, so every input position is trained
+    once per epoch; taking only the newest window (as the original SASRec code does) would throw
+    away most of a long history. With `shift_windows`, the older windows move by a random offset in
+    [0, max_len) per customer (they overlap the newest by that much), so their boundaries differ
+    from epoch to epoch."""
+    limit = np.array([len(i) for i in seqs.items], dtype="int64")
+    limit[split.rows] = split.valid_cut if upto == "valid" else split.test_cut
     if before is not None:  # a time split: nobody trains on what happened after it
-        cut = np.minimum(cut, [int(np.searchsorted(t, before, side="left")) for t in seqs.times])
+        limit = np.minimum(limit, [int(np.searchsorted(t, before, side="left")) for t in seqs.times])
     rows, ends = [], []
-    step = max(max_len - 1, 1)
-    for row in np.flatnonzero(cut >= 2):
-        end = int(cut[row])
-        while end >= 2:
-            rows.append(row)
-            ends.append(end)
-            end -= step
-    return np.asarray(rows, dtype="int64"), np.asarray(ends, dtype="int64")
+    for row in np.flatnonzero(limit >= 2):
+        newest = int(limit[row]) - 1
+        shift = int(np.random.randint(max_len)) if shift_windows else 0  # the global state: checkpointed
+        mine = [newest, *range(newest - max_len + shift, 0, -max_len)]
+        rows += [row] * len(mine)
+        ends += mine
+    rows = np.asarray(rows, dtype="int64")
+    return rows, np.asarray(ends, dtype="int64"), limit[rows]
 
 
-def _withhold(batch: dict[str, torch.Tensor], withheld: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    """Training input without the withheld items: their tokens stay (event type, gap, price) but
-    carry no item, so the model never sees them and they are never a target."""
+def _withhold(tokens: torch.Tensor, withheld: torch.Tensor | None) -> torch.Tensor:
+    """Item ids without the withheld items: their tokens stay (event type, gap, price) but carry no
+    item, so the model never sees them and they are never a target."""
     if withheld is None:
-        return batch
-    items = batch["items"]
-    return {**batch, "items": torch.where(torch.isin(items, withheld), torch.zeros_like(items), items)}
+        return tokens
+    return torch.where(torch.isin(tokens, withheld), torch.zeros_like(tokens), tokens)
 
 
 def _model_prepare(model_config: EncoderConfig, item_content, withheld_items, device):
@@ -96,16 +104,44 @@ def _model_prepare(model_config: EncoderConfig, item_content, withheld_items, de
     return model, withheld
 
 
-def _epoch_train(model, optimizer, seqs: Sequences, rows, cut, batch_size: int, device, withheld) -> float:
+def _optimizer(model: SequenceEncoder, settings: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices and embedding tables only (decaying a bias or a norm's
+    gain pulls it towards 0, which is no prior anyone holds)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": settings.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=settings.lr)
+
+
+def learning_rate(settings: TrainConfig, progress: float) -> float:
+    """The rate at `progress` (epochs done, fractional, over planned epochs, in [0, 1]): linear
+    warm-up over the first `warmup`, then cosine decay to 0 (or flat). A function of progress
+    alone, so a resumed run continues exactly where the crashed one was."""
+    if settings.warmup > 0 and progress < settings.warmup:
+        return settings.lr * max(progress / settings.warmup, 0.01)
+    if settings.schedule == "constant":
+        return settings.lr
+    decayed = (progress - settings.warmup) / max(1.0 - settings.warmup, 1e-9)
+    return settings.lr * 0.5 * (1.0 + math.cos(math.pi * min(max(decayed, 0.0), 1.0)))
+
+
+def _epoch_train(model, optimizer, settings: TrainConfig, epoch: int, seqs: Sequences, windows, device, withheld) -> float:
     """One pass over the training windows in a random order; the mean batch loss."""
     model.train()
+    rows, ends, limits = windows
     order = np.random.permutation(len(rows))
+    starts = range(0, len(order), settings.batch_size)
     losses = []
-    for start in range(0, len(order), batch_size):
-        picked = order[start:start + batch_size]
-        batch = _withhold(_to(batch_of(seqs, rows[picked], model.config.max_len, cut[picked]), device), withheld)
+    for step, start in enumerate(starts):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(settings, (epoch + step / len(starts)) / max(settings.epochs, 1))
+        picked = order[start:start + settings.batch_size]
+        inputs, targets = training_batch(seqs, rows[picked], ends[picked], limits[picked], model.config.max_len,
+                                         model.config.future_window)
+        inputs, targets = _to(inputs, device), _to(targets, device)
+        inputs["items"], targets["items"] = _withhold(inputs["items"], withheld), _withhold(targets["items"], withheld)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = model.calculate_loss(batch, training_targets(batch, model.config.future_window), withheld)
+            loss = model.calculate_loss(inputs, targets, withheld)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -115,22 +151,26 @@ def _epoch_train(model, optimizer, seqs: Sequences, rows, cut, batch_size: int, 
 
 
 @torch.no_grad()
-def evaluate_ranks(model: SequenceEncoder, seqs: Sequences, rows, cut, targets, *, device, batch_size: int = 512) -> torch.Tensor:
-    """Full-ranking rank of every target (seen items excluded), one per row."""
+def evaluate_ranks(model: SequenceEncoder, seqs: Sequences, rows, cut, targets, *, device, batch_size: int = 512,
+                   exclude_seen: bool = True) -> torch.Tensor:
+    """Full-ranking rank of every target, one per row; the customer's earlier items are left out
+    of the ranking when `exclude_seen`. Scored in fp32 even on GPU: under bf16 (3 significant
+    digits) many items tie, and a pessimistic rank counts every tie against the target."""
     model.eval()
     ranks = []
     for start in range(0, len(rows), batch_size):
         part = slice(start, start + batch_size)
         batch = _to(batch_of(seqs, rows[part], model.config.max_len, cut[part]), device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            scores = model.full_sort_predict(batch)
-        exclude = seen_items(seqs, rows[part], cut[part])
+        scores = model.full_sort_predict(batch).float()
+        exclude = seen_items(seqs, rows[part], cut[part]) if exclude_seen else None
         ranks.append(target_ranks(scores, torch.as_tensor(targets[part], device=device), exclude).cpu())
     return torch.cat(ranks) if ranks else torch.zeros(0)
 
 
-def evaluate(model: SequenceEncoder, seqs: Sequences, rows, cut, targets, *, k: int, device, batch_size: int = 512) -> dict:
-    return ranking_metrics(evaluate_ranks(model, seqs, rows, cut, targets, device=device, batch_size=batch_size), k=k)
+def evaluate(model: SequenceEncoder, seqs: Sequences, rows, cut, targets, *, k: int, device, batch_size: int = 512,
+             exclude_seen: bool = True) -> dict:
+    return ranking_metrics(evaluate_ranks(model, seqs, rows, cut, targets, device=device, batch_size=batch_size,
+                                          exclude_seen=exclude_seen), k=k)
 
 
 def train(
@@ -138,6 +178,7 @@ def train(
     checkpoint_dir: Path | None = None, on_epoch: Callable[[dict], None] | None = None,
     device: torch.device | None = None, crash_after_epoch: int | None = None,
     item_content: np.ndarray | None = None, withheld_items: np.ndarray | None = None, train_before: float | None = None,
+    inspect: Callable[[SequenceEncoder, dict], None] | None = None,
 ) -> TrainResult:
     """Train until the epochs run out or validation NDCG@k has not improved for `patience`
     epochs; the best epoch's weights are kept and evaluated on the test items.
@@ -147,11 +188,13 @@ def train(
     their id vectors are zero (but they are ranked in evaluation): how a benchmark makes items as
     cold as ones added to the catalogue after training. `crash_after_epoch` raises after that
     epoch's checkpoint is written: how tests simulate a worker dying mid-run. `train_before` (seconds
-    since the epoch) keeps every customer's training input before that time, as a time split needs."""
+    since the epoch) keeps every customer's training input before that time, as a time split needs.
+    `inspect(model, record)` sees the model after every epoch (a benchmark scores a second
+    protocol with it; it must not train or draw random numbers)."""
     device = device or device_choose()
     seed_everything(train_config.seed)
     model, withheld = _model_prepare(model_config, item_content, withheld_items, device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
+    optimizer = _optimizer(model, train_config)
     result = TrainResult(model=model, device=str(device))
     start_epoch, best_score, best_state, stale = 0, -float("inf"), None, 0
     if checkpoint_dir is not None and (checkpoint_dir / LAST).exists():
@@ -165,15 +208,17 @@ def train(
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(_numpy_state(state["numpy_rng"]))
         result.resumed_from_epoch = state["epoch"]
-    rows, cut = _training_windows(seqs, split, model_config.max_len, before=train_before)
-    k = train_config.eval_k
+    k, exclude = train_config.eval_k, train_config.exclude_seen
     for epoch in range(start_epoch, train_config.epochs):
         if stale >= train_config.patience:
             break
         began = time.perf_counter()
-        mean_loss = _epoch_train(model, optimizer, seqs, rows, cut, train_config.batch_size, device, withheld)
+        windows = _training_windows(seqs, split, model_config.max_len, before=train_before,
+                                    shift_windows=train_config.shift_windows)
+        mean_loss = _epoch_train(model, optimizer, train_config, epoch, seqs, windows, device, withheld)
         has_split = len(split.rows) > 0
-        valid = evaluate(model, seqs, split.rows, split.valid_cut, split.valid_item, k=k, device=device) if has_split else {}
+        valid = evaluate(model, seqs, split.rows, split.valid_cut, split.valid_item, k=k, device=device,
+                         exclude_seen=exclude) if has_split else {}
         record = {"epoch": epoch, "loss": mean_loss, "valid": valid, "seconds": round(time.perf_counter() - began, 3)}
         result.history.append(record)
         # Without items (CDNOW: amounts and dates only) there is nothing to rank: the auxiliary
@@ -189,13 +234,16 @@ def train(
                         result, best_state)
         if on_epoch:
             on_epoch(record)
+        if inspect:
+            inspect(model, record)
         if crash_after_epoch is not None and epoch == crash_after_epoch:
             raise RuntimeError(f"simulated crash after epoch {epoch}")
     if best_state is not None:
         model.load_state_dict(best_state)
     result.best_valid = next((h["valid"] for h in result.history if h["epoch"] == result.best_epoch), {})
     if len(split.rows):
-        result.test = evaluate(model, seqs, split.rows, split.test_cut, split.test_item, k=k, device=device)
+        result.test = evaluate(model, seqs, split.rows, split.test_cut, split.test_item, k=k, device=device,
+                               exclude_seen=exclude)
     return result
 
 
@@ -210,17 +258,20 @@ def refit(
     device = device or device_choose()
     seed_everything(train_config.seed)
     model, withheld = _model_prepare(model_config, item_content, withheld_items, device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
-    rows, cut = _training_windows(seqs, split, model_config.max_len, upto="test")
+    optimizer = _optimizer(model, train_config)
+    # the schedule of a run planned for `epochs` epochs (the count early stopping chose)
+    settings = replace(train_config, epochs=epochs)
     result = TrainResult(model=model, device=str(device))
     for epoch in range(epochs):
         began = time.perf_counter()
-        mean_loss = _epoch_train(model, optimizer, seqs, rows, cut, train_config.batch_size, device, withheld)
+        windows = _training_windows(seqs, split, model_config.max_len, upto="test", shift_windows=settings.shift_windows)
+        mean_loss = _epoch_train(model, optimizer, settings, epoch, seqs, windows, device, withheld)
         result.history.append({"epoch": epoch, "loss": mean_loss, "valid": {},
                                "seconds": round(time.perf_counter() - began, 3)})
     result.best_epoch = epochs - 1
     if len(split.rows):
-        result.test = evaluate(model, seqs, split.rows, split.test_cut, split.test_item, k=train_config.eval_k, device=device)
+        result.test = evaluate(model, seqs, split.rows, split.test_cut, split.test_item, k=train_config.eval_k, device=device,
+                               exclude_seen=train_config.exclude_seen)
     return result
 
 
@@ -247,6 +298,7 @@ def _checkpoint(directory: Path, model, optimizer, model_config, train_config, e
 def model_load(path: Path, device: torch.device | None = None) -> SequenceEncoder:
     """A trained encoder from a best.pt checkpoint (plain dict, weights only)."""
     state = torch.load(path, map_location=device or "cpu", weights_only=True)
-    model = encoder_build(EncoderConfig(**state["model_args"]))
+    # a checkpoint from before the repeat offset existed has no such weight: build it without one
+    model = encoder_build(EncoderConfig(**{"repeat_bias": False, **state["model_args"]}))
     model.load_state_dict(state["state_dict"])
     return model.eval()

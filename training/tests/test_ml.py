@@ -74,7 +74,6 @@ def test_each_architecture_learns_the_sequence_and_beats_popularity(arch, tmp_pa
     config = EncoderConfig(arch=arch, n_items=N_ITEMS, dim=32, layers=1, heads=2, max_len=20, dropout=0.1)
 
     result = train(seqs=seqs, split=split, model_config=config,
-                   # the models sit on the popularity plateau for 8-15 epochs before the cyclic rule clicks
                    train_config=TrainConfig(epochs=25, batch_size=32, lr=1e-2, patience=25, seed=1),
                    checkpoint_dir=tmp_path)
 
@@ -122,37 +121,154 @@ def test_short_sequences_in_a_long_window_give_finite_scores_in_training_and_eva
     seqs = cyclic_shop(customers=4, length=2)
     model = encoder_build(EncoderConfig(arch=arch, n_items=N_ITEMS, dim=16, layers=2, heads=2, max_len=50))
     batch = data.batch_of(seqs, np.arange(4), 50)
+    inputs, targets = data.training_batch(seqs, np.arange(4), np.ones(4, dtype="int64"), np.full(4, 2), 50)
 
     for mode in (model.train, model.eval):
         mode()
         assert torch.isfinite(model.full_sort_predict(batch)).all()
-        assert torch.isfinite(model.calculate_loss(batch, data.training_targets(batch)))
+        assert torch.isfinite(model.calculate_loss(inputs, targets))
 
 
-def test_targets_for_each_of_the_next_k_items():
-    batch = {"items": torch.tensor([[0, 5, 6, 7]])}
-
-    targets = data.training_targets(batch, window=2)
-
-    assert targets.shape == (1, 4, 2)
-    assert targets[0].tolist() == [[5, 6], [6, 7], [7, 0], [0, 0]]
-    assert torch.equal(data.training_targets(batch)[..., 0], targets[..., 0])
+def _one_customer(items: list[int]) -> data.Sequences:
+    n = len(items)
+    return data.sequences_build(customers=np.zeros(n, dtype="int64"), items=np.array(items), event_types=np.ones(n, dtype="int64"),
+                                times=np.arange(n, dtype="float64"), values=np.full(n, np.nan))
 
 
-def test_long_histories_train_in_windows_that_cover_every_transition_once():
+def test_the_newest_input_slot_is_trained_to_predict_the_next_item():
+    """Take L + 1 tokens, feed the first L, targets shifted by one: the last slot, the one
+    inference reads, predicts the token after the window."""
+    seqs = _one_customer([5, 6, 7, 8, 9])
+
+    inputs, targets = data.training_batch(seqs, np.array([0]), ends=np.array([4]), limits=np.array([5]), max_len=3)
+
+    assert inputs["items"].tolist() == [[6, 7, 8]]
+    assert targets["items"][..., 0].tolist() == [[7, 8, 9]]
+    assert targets["event_types"].tolist() == [[1, 1, 1]]
+
+
+def test_targets_for_each_of_the_next_k_items_stop_at_the_limit_and_skip_padding():
+    seqs = _one_customer([5, 6, 7, 8, 9])
+
+    inputs, targets = data.training_batch(seqs, np.array([0]), ends=np.array([3]), limits=np.array([4]), max_len=4, window=2)
+
+    assert inputs["items"].tolist() == [[0, 5, 6, 7]]
+    # item 9 lies past the limit (the validation item, say) and is never read; a padded slot has no target
+    assert targets["items"][0].tolist() == [[0, 0], [6, 7], [7, 8], [8, 0]]
+
+
+@pytest.mark.parametrize("arch", ["transformer", "gru", "cnn"])
+def test_the_slot_inference_reads_gets_a_gradient(arch):
+    """Before the shift-by-one convention a full window's last slot had no target, and nothing after
+    it in a causal encoder, so its position embedding never moved from its random start."""
+    seqs = _one_customer(list(range(1, 12)))
+    model = encoder_build(EncoderConfig(arch=arch, n_items=N_ITEMS, dim=16, layers=1, max_len=8, dropout=0.0))
+    inputs, targets = data.training_batch(seqs, np.array([0]), ends=np.array([10]), limits=np.array([11]), max_len=8)
+
+    model.calculate_loss(inputs, targets).backward()
+
+    assert model.tokens.positions.weight.grad[-1].abs().sum() > 0
+
+
+def test_embedding_tables_start_small_with_zero_padding_rows():
+    model = encoder_build(EncoderConfig(arch="gru", n_items=500, dim=64, max_len=50))
+    tables = model.tokens
+
+    for table in (tables.items, tables.event_types, tables.gaps, tables.prices, tables.positions):
+        rows = table.weight[1:] if table.padding_idx is not None else table.weight
+        assert float(rows.detach().std()) == pytest.approx(0.02, rel=0.25), table
+        if table.padding_idx is not None:
+            assert not table.weight[0].any(), table
+
+
+def test_evaluation_scores_in_fp32_never_under_autocast(monkeypatch):
+    """bf16 keeps 3 significant digits: many items tie, and a pessimistic rank counts each tie
+    against the target. Training may use autocast on a GPU; evaluation must not ask for it."""
+    from training.ml.trainer import evaluate_ranks
+
+    requested = []
+    real = torch.autocast
+
+    def spy(*args, **kwargs):
+        requested.append(kwargs.get("dtype"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    seqs = cyclic_shop(customers=8)
+    split = data.leave_one_out(seqs)
+    model = encoder_build(EncoderConfig(arch="transformer", n_items=N_ITEMS, dim=16, layers=1, max_len=10))
+
+    ranks = evaluate_ranks(model, seqs, split.rows, split.test_cut, split.test_item, device=torch.device("cpu"))
+
+    assert requested == [] and len(ranks) == len(split.rows)
+
+
+def test_evaluation_keeps_seen_items_in_the_ranking_unless_told_to_exclude_them():
+    from training.ml.trainer import evaluate_ranks
+
+    seqs = cyclic_shop(customers=20)
+    split = data.leave_one_out(seqs)
+    model = encoder_build(EncoderConfig(arch="gru", n_items=N_ITEMS, dim=16, layers=1, max_len=10))
+    args = (model, seqs, split.rows, split.test_cut, split.test_item)
+
+    kept = evaluate_ranks(*args, device=torch.device("cpu"), exclude_seen=False)
+    excluded = evaluate_ranks(*args, device=torch.device("cpu"), exclude_seen=True)
+
+    scores = model.full_sort_predict(data.batch_of(seqs, split.rows, 10, split.test_cut)).detach()
+    assert torch.equal(kept, target_ranks(scores, torch.as_tensor(split.test_item)))
+    assert (excluded <= kept).all() and (excluded < kept).any()
+
+
+def test_same_second_events_keep_their_given_order():
+    """MovieLens users rate several films in one second: a stable sort keeps file order."""
+    seqs = data.sequences_build(customers=np.array([1, 1, 1, 1]), items=np.array([9, 4, 7, 2]),
+                                event_types=np.ones(4, dtype="int64"), times=np.array([20.0, 10.0, 10.0, 10.0]),
+                                values=np.full(4, np.nan))
+
+    assert seqs.items[0].tolist() == [4, 7, 2, 9]
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    from training.ml.trainer import learning_rate
+
+    settings = TrainConfig(lr=1e-3, warmup=0.1)
+
+    assert learning_rate(settings, 0.05) == pytest.approx(5e-4)
+    assert learning_rate(settings, 0.1) == pytest.approx(1e-3)
+    assert learning_rate(settings, 0.55) == pytest.approx(5e-4)
+    assert learning_rate(settings, 1.0) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate(TrainConfig(lr=1e-3, warmup=0.1, schedule="constant"), 0.9) == 1e-3
+
+
+def test_long_histories_train_in_windows_that_cover_every_position_once():
     from training.ml.trainer import _training_windows
 
     seqs = cyclic_shop(customers=3, length=25)
     split = data.leave_one_out(seqs)
 
-    rows, ends = _training_windows(seqs, split, max_len=10)
+    rows, ends, limits = _training_windows(seqs, split, max_len=10)
 
     for row, cut in zip(split.rows, split.valid_cut, strict=True):
-        mine = sorted(ends[rows == row].tolist())
-        starts = [max(e - 10, 0) for e in mine]
-        # transitions t→t+1 covered: every window [start, end) holds end-start-1 of them
-        covered = [t for s, e in zip(starts, mine, strict=True) for t in range(s, e - 1)]
-        assert sorted(covered) == list(range(cut - 1)), (row, mine)
+        mine = ends[rows == row].tolist()
+        assert mine[0] == cut - 1 and set(limits[rows == row].tolist()) == {cut}  # newest: up to the validation item
+        covered = sorted(t for e in mine for t in range(max(e - 10, 0), e))
+        assert covered == list(range(cut - 1)), (row, mine)
+
+
+def test_shifted_windows_move_between_epochs_and_still_cover_every_position():
+    from training.ml.trainer import _training_windows
+
+    seqs = cyclic_shop(customers=3, length=60)
+    split = data.leave_one_out(seqs)
+    np.random.seed(0)
+
+    draws = [_training_windows(seqs, split, max_len=10, shift_windows=True) for _ in range(3)]
+
+    assert len({tuple(ends.tolist()) for _, ends, _ in draws}) > 1
+    for rows, ends, _ in draws:
+        for row, cut in zip(split.rows, split.valid_cut, strict=True):
+            covered = {t for e in ends[rows == row].tolist() for t in range(max(e - 10, 0), e)}
+            assert covered == set(range(cut - 1))
 
 
 def test_price_buckets_fitted_in_training_are_reused_for_later_encoding():
@@ -250,7 +366,45 @@ def test_a_time_split_trains_nobody_on_what_came_after_it():
     )
     split = data.time_split(seqs, at=35)
 
-    rows, ends = _training_windows(seqs, split, max_len=10, before=35)
+    rows, ends, limits = _training_windows(seqs, split, max_len=10, before=35)
 
     # customer 1 (in the split) up to its validation item; customer 2 (outside it) only its event at 10
-    assert dict(zip(rows.tolist(), ends.tolist(), strict=True)) == {0: 2}
+    assert dict(zip(rows.tolist(), limits.tolist(), strict=True)) == {0: 2}
+    assert ends.tolist() == [1]
+
+
+def test_the_repeat_offset_moves_only_items_already_seen_up_to_each_position():
+    model = encoder_build(EncoderConfig(arch="gru", n_items=8, dim=8, layers=1, max_len=4, repeat_bias=True)).eval()
+    batch = {"items": torch.tensor([[0, 4, 2, 4]]), "event_types": torch.tensor([[0, 1, 1, 1]]),
+             "gaps": torch.tensor([[0, 1, 2, 2]]), "prices": torch.tensor([[0, 1, 1, 1]])}
+    before = model.full_sort_predict(batch).detach()
+    with torch.no_grad():
+        model.repeat.fill_(-2.0)
+
+    moved = (model.full_sort_predict(batch).detach() - before)[0]
+    per_position = model._seen_offsets(torch.zeros(3, 9), batch["items"], batch["event_types"] > 0)
+
+    assert moved.tolist() == pytest.approx([0, 0, -2, 0, -2, 0, 0, 0, 0])
+    assert [torch.nonzero(row).flatten().tolist() for row in per_position] == [[4], [2, 4], [2, 4]]
+
+
+def test_the_repeat_offset_turns_negative_where_nobody_repeats():
+    seqs = cyclic_shop(customers=100, length=10)  # a walk without repeats (but for the popular item)
+    split = data.leave_one_out(seqs)
+    config = EncoderConfig(arch="gru", n_items=N_ITEMS, dim=16, layers=1, max_len=20, repeat_bias=True)
+
+    result = train(seqs=seqs, split=split, model_config=config,
+                   train_config=TrainConfig(epochs=3, batch_size=32, lr=1e-2, patience=5, seed=1))
+
+    assert float(result.model.repeat.detach()) < -0.03
+
+
+def test_a_checkpoint_saved_before_the_repeat_offset_still_loads(tmp_path):
+    config = EncoderConfig(arch="gru", n_items=N_ITEMS, dim=16, layers=1, max_len=8, repeat_bias=False)
+    model = encoder_build(config)
+    args = {k: v for k, v in config.as_dict().items() if k != "repeat_bias"}  # as older versions wrote them
+    torch.save({"model_args": args, "state_dict": model.state_dict()}, tmp_path / BEST)
+
+    loaded = model_load(tmp_path / BEST)
+
+    assert loaded.repeat is None
