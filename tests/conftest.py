@@ -64,7 +64,7 @@ def celery_worker(transactional_db):
     developer's running `make run` worker never steals the test's tasks."""
     database = settings.DATABASES["default"]
     env = dict(os.environ, CELERY_BROKER_URL=TEST_BROKER_URL, CELERY_RESULT_BACKEND=TEST_BROKER_URL,
-               CACHE_URL=settings.CACHES["default"]["LOCATION"])
+               CACHE_URL=settings.CACHES["default"]["LOCATION"], MODELS_DIR=str(settings.MODELS_DIR))
     if os.environ.get("DATABASE_URL"):
         base, _, _ = os.environ["DATABASE_URL"].rpartition("/")
         env["DATABASE_URL"] = f"{base}/{database['NAME']}"

@@ -160,7 +160,9 @@ def training_run_execute(*, run_id: int, activate, progress=None) -> TrainingRun
         )
         train_config = TrainConfig(**{**settings.TRAINING_TRAIN_DEFAULTS, **run.config.get("train", {})})
         item_content = item_content_table(item_ids) if use_content else None
-        directory = Path(settings.MODELS_DIR) / f"run-{run.pk}"
+        # the creation time too: a database recreated beside an old models directory reuses run ids,
+        # and a new run must never resume from another run's checkpoint
+        directory = Path(settings.MODELS_DIR) / f"run-{run.pk}-{run.created_at:%Y%m%dT%H%M%S%f}"
         TrainingRun.objects.filter(pk=run.pk).update(
             dataset=described, config={"model": model_config.as_dict(), "train": train_config.as_dict()}
         )
