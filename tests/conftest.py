@@ -1,5 +1,6 @@
 """Shared fixtures: API clients with scoped tokens, the real data sets, a real Celery worker."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -71,10 +72,18 @@ def celery_worker(transactional_db):
     else:
         env["EMBEDDED_DATABASE_NAME"] = database["NAME"]
     celery_app.control.purge()  # tasks left by an earlier, interrupted run
-    log = Path(settings.BASE_DIR) / "var" / "test-worker.log"
+    with celery_worker_running(env, queues="default,ingest,profiles,training",
+                               log=Path(settings.BASE_DIR) / "var" / "test-worker.log") as process:
+        yield process
+
+
+@contextlib.contextmanager
+def celery_worker_running(env: dict, *, queues: str, log: Path):
+    """A `celery worker` process (solo pool) with this environment, ready when entered, stopped on
+    exit; its output goes to `log`."""
     log.parent.mkdir(exist_ok=True)
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,ingest,profiles,training", "-c", "1",
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues, "-c", "1",
          "--pool", "solo", "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
         cwd=settings.BASE_DIR, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
     )
@@ -91,4 +100,3 @@ def celery_worker(transactional_db):
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
-

@@ -24,7 +24,7 @@ from django.conf import settings
 
 from config.celery import app as celery_app
 from config.embedded_db import embedded_database_url, postmaster_pid
-from tests.conftest import TEST_BROKER_URL
+from tests.conftest import TEST_BROKER_URL, celery_worker_running
 
 ROOT = Path(settings.BASE_DIR)
 DATABASE = "portrait_heal"
@@ -158,15 +158,7 @@ def test_a_celery_task_that_lost_the_database_is_retried_and_succeeds_once_the_w
                CACHE_URL="redis://127.0.0.1:6379/14")
     celery_app.control.purge()
     log = ROOT / "var" / "test-healing-worker.log"
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default", "-c", "1", "--pool", "solo",
-         "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while b"ready." not in log.read_bytes():
-            assert worker.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
+    with celery_worker_running(env, queues="default", log=log):
         assert celery_app.send_task("privacy.tasks.privacy_requests_retry_task", queue="default").get(timeout=60) == 0
 
         kill_postmaster(server["pgdata"])
@@ -177,12 +169,6 @@ def test_a_celery_task_that_lost_the_database_is_retried_and_succeeds_once_the_w
         assert "Retry in" in text  # the first attempt hit the dead server and was retried
         assert "restarting it" in text  # by the worker's own heal, not by this test
         assert marker_rows(server["url"]) == ["written before the kill"]
-    finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
 
 
 def _long_cpu_query(url: str) -> None:
