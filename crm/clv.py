@@ -156,11 +156,19 @@ class BgNbd:
         r, alpha, a, b = self._rab
         x, tx, age = (summary[c].to_numpy(float) for c in ("frequency", "recency", "T"))
         t = np.asarray(horizon_weeks, float)
-        from scipy.special import hyp2f1
+        from scipy.special import hyp1f1, hyp2f1
 
-        hyper = hyp2f1(r + x, b + x, a + b + x - 1, t / (alpha + age + t))
-        first = (a + b + x - 1) / (a - 1) * (1 - ((alpha + age) / (alpha + age + t)) ** (r + x) * hyper)
-        second = 1 + np.where(x > 0, a / (b + x - 1), 0.0) * ((alpha + age) / (alpha + tx)) ** (r + x)
+        with np.errstate(over="ignore", invalid="ignore"):
+            hyper = hyp2f1(r + x, b + x, a + b + x - 1, t / (alpha + age + t))
+            discounted = ((alpha + age) / (alpha + age + t)) ** (r + x) * hyper
+            # When no customer repeats, the likelihood is flat in r and the fit runs r and alpha to
+            # ~1e5 with r/alpha fixed; hyp2f1 then overflows (0 * inf). There the Gamma prior on the
+            # rate is a point mass, and the product tends to Kummer's M(a-1; a+b+x-1; -(r+x)t/(alpha+T))
+            # (Pfaff's transformation, then the confluent limit), off by O(1/r): below 1e-5 where needed.
+            limit = hyp1f1(a - 1, a + b + x - 1, -(r + x) * t / (alpha + age))
+            discounted = np.where(np.isfinite(discounted), discounted, limit)
+            first = (a + b + x - 1) / (a - 1) * (1 - discounted)
+            second = 1 + np.where(x > 0, a / (b + x - 1), 0.0) * ((alpha + age) / (alpha + tx)) ** (r + x)
         return np.maximum(first / second, 0.0)
 
     def probability_alive(self, summary: pd.DataFrame) -> np.ndarray:

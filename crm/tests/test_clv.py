@@ -170,3 +170,31 @@ def test_lifetime_value_is_the_spend_forecast_over_the_longer_span(cohort):
 
     np.testing.assert_allclose(both["lifetime_value"], year["expected_spend"], rtol=1e-12)
     assert (both["lifetime_value"] >= both["expected_spend"]).all()
+
+
+def test_forecasts_stay_finite_where_the_fit_runs_r_and_alpha_to_infinity():
+    """A shop where nobody has bought twice leaves the likelihood flat in r; CI's fit on such a shop
+    returned r ≈ 185889, where hyp2f1 overflows. The forecast must be the point-mass limit there,
+    continuous with the exact formula where that is still finite."""
+    summary = pd.DataFrame({"frequency": [0.0, 0.0, 1.0, 3.0], "recency": [0.0, 0.0, 2.0, 5.0],
+                            "T": [0.5, 3.0, 4.0, 8.0], "monetary_value": [0.0, 0.0, 12.5, 20.0]})
+    rate, a, b = 0.1, 0.5, 3.0
+
+    def expected(r):
+        return BgNbd(params={"r": r, "alpha": r / rate, "a": a, "b": b}).expected_purchases(summary, 13)
+
+    huge = expected(185889.36353976207)
+    assert np.isfinite(huge).all() and (huge > 0).all()
+    np.testing.assert_allclose(huge, expected(1e4), rtol=1e-3)  # the exact formula, still finite at 1e4
+    assert np.isfinite(BgNbd(params={"r": 1e7, "alpha": 1e8, "a": a, "b": b}).probability_any(summary, 13)).all()
+
+
+def test_a_shop_where_nobody_bought_twice_gets_finite_forecasts():
+    days = pd.DataFrame({"customer": range(31), "day": [1 + c % 20 for c in range(31)],
+                         "amount": 25.0, "quantity": 2.0})
+
+    model = ClvModel.bgnbd_only(days, cutoff=30)
+    predicted = model.predict(days, cutoff=30, horizon_weeks=13, value_weeks=52)
+
+    numbers = predicted.select_dtypes("number")
+    assert np.isfinite(numbers.to_numpy()).all(), numbers[~np.isfinite(numbers).all(axis=1)]
