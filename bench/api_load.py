@@ -60,8 +60,8 @@ def client_run(port: int, token: str, keys: list[str], seed: int, warmup_s: floa
 def shop_prepare(customers: int, events: int, epochs: int, seed: int) -> None:
     from django.conf import settings
 
-    from ingestion.services import synthetic_shop_load
-    from profiles.services import profiles_build
+    from ingestion.import_jobs import synthetic_shop_load
+    from profiles.builds import profiles_build
     from pipeline.flows import training_run
     from training.services import training_run_create
 

@@ -70,7 +70,7 @@ def worker_stop(worker: subprocess.Popen) -> None:
 
 
 def build_inline(chunk: int):
-    from profiles.services import profiles_build
+    from profiles.builds import profiles_build
 
     def progress(build) -> None:
         log(f"  chunk {build.chunks_done}/{build.chunks_total}: {build.profiles_written:,} profiles")
@@ -110,7 +110,7 @@ def main() -> None:
     django_ready()
     from django.conf import settings
 
-    from ingestion.services import synthetic_shop_load
+    from ingestion.import_jobs import synthetic_shop_load
 
     chunk = args.chunk or settings.PROFILE_BUILD_CHUNK_CUSTOMERS
     log(f"loading {args.customers:,} customers / {args.events:,} events")

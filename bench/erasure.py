@@ -27,8 +27,8 @@ def log(message: str) -> None:
 
 
 def shop_prepare(customers: int, events: int, seed: int) -> None:
-    from ingestion.services import synthetic_shop_load
-    from profiles.services import profiles_build
+    from ingestion.import_jobs import synthetic_shop_load
+    from profiles.builds import profiles_build
 
     log(f"loading {customers:,} customers / {events:,} events")
     synthetic_shop_load(customers=customers, events=events, seed=seed)
@@ -80,7 +80,7 @@ def main() -> None:
 
     from ingestion.pseudonyms import pii_decrypt
     from ingestion.models import Customer, Event
-    from ingestion.services import SYNTHETIC_SOURCE
+    from ingestion.import_jobs import SYNTHETIC_SOURCE
     from privacy import services
 
     if not args.reuse or not Customer.objects.exists():

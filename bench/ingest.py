@@ -64,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     django_ready()
     from ingestion.management.commands.generate_events import write_events_csv
-    from ingestion.services import import_job_create, import_job_run
+    from ingestion.import_jobs import import_job_create, import_job_run
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "events.csv"

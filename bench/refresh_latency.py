@@ -103,8 +103,8 @@ def main() -> None:
     from access.services import api_token_create
     from ingestion.pseudonyms import customer_key
     from ingestion.models import Item
-    from ingestion.services import synthetic_shop_load
-    from profiles.services import profiles_build
+    from ingestion.import_jobs import synthetic_shop_load
+    from profiles.builds import profiles_build
 
     rng = random.Random(args.seed)
     log(f"loading {args.customers:,} customers / {args.shop_events:,} events")

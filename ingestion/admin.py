@@ -15,7 +15,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from config.celery import BrokerUnavailable
-from ingestion import selectors, services
+from ingestion import import_jobs, selectors
 from ingestion.tasks import import_job_queue
 from ingestion.pseudonyms import pii_decrypt
 from ingestion.importers.sources import SourceError
@@ -363,7 +363,7 @@ class ImportJobAdmin(admin.ModelAdmin):
                 handle.write(piece)
         options = form.cleaned_data["options"]
         with transaction.atomic():
-            job = services.import_job_create(
+            job = import_jobs.import_job_create(
                 path=target, fmt=form.cleaned_data["format"], source=form.cleaned_data["source"] or None,
                 options=options, created_by=request.user,
             )

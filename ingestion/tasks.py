@@ -4,7 +4,7 @@ queues an import."""
 from celery import shared_task
 from django.db import InterfaceError, OperationalError, transaction
 
-from ingestion import services
+from ingestion import import_jobs
 from ingestion.models import ImportJob
 
 
@@ -22,7 +22,7 @@ def import_job_run_task(self, job_id: int) -> dict | None:
     deterministic, so a second delivery either finds nothing to claim or adds nothing."""
     if not ImportJob.objects.filter(pk=job_id).exists():
         return None
-    job = services.import_job_run(job_id=job_id)
+    job = import_jobs.import_job_run(job_id=job_id)
     if job is None:
         return None
     if job.rows_inserted:

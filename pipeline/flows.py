@@ -18,6 +18,8 @@ from crm.models import Audience
 from crm.selectors import customers_with_new_orders
 from profiles import selectors as profile_selectors
 from profiles import services as profile_services
+from profiles import builds as profile_builds
+from profiles import feature_sets as profile_feature_sets
 from segments import services as segment_services
 from segments.models import Segment, SegmentKind
 from training import services as training_services
@@ -32,7 +34,7 @@ def customers_refresh(*, customer_ids: list[int]) -> int:
     number of profiles written."""
     customer_ids = [int(c) for c in customer_ids]
     profile_services.refresh_pending_clear(customer_ids=customer_ids)
-    feature_set = profile_services.feature_set_active()
+    feature_set = profile_feature_sets.feature_set_active()
     if feature_set is None:
         return 0
     version = training_services.model_version_active()
@@ -83,7 +85,7 @@ def clv_refit(*, horizon_days: int | None = None) -> dict:
 def profiles_build(**options):
     """The whole batch build in this process, then the CLV refit on the same data (what the Celery
     path does with a chord whose callback queues the refit)."""
-    build = profile_services.profiles_build(**options)
+    build = profile_builds.profiles_build(**options)
     clv_refit()
     return build
 
@@ -113,6 +115,6 @@ def training_run(*, run_id: int, progress=None, rebuild: bool = False):
         activated.append(version.pk)
 
     run = training_services.training_run_execute(run_id=run_id, activate=activate, progress=progress)
-    if activated and rebuild and profile_services.feature_set_active() is not None:
+    if activated and rebuild and profile_feature_sets.feature_set_active() is not None:
         profiles_build()
     return run, bool(activated)

@@ -14,7 +14,7 @@ from django.utils.translation import gettext_lazy as _
 from profiles import charts, page
 from profiles import identity_admin  # noqa: F401  (registers the identity-merge journal)
 from profiles.models import FeatureSet, Profile, ProfileBuild
-from profiles.services import profile_build_running
+from profiles.builds import profile_build_running
 
 
 def _json_table(rows, columns) -> str:

@@ -16,7 +16,8 @@ from ingestion.pseudonyms import anonymous_source, customer_key
 from ingestion.models import Customer, SocialEdge
 from privacy.selectors import customer_is_suppressed, subject_is_suppressed
 from profiles.models import FeatureSet, IdentityMerge, MergeMethod, Profile
-from profiles.services import feature_set_active, profiles_store
+from profiles.feature_sets import feature_set_active
+from profiles.services import profiles_store
 
 
 class IdentityMergeRefused(Exception):

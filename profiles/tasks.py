@@ -11,6 +11,8 @@ from config.celery import IDEMPOTENT_TASK
 from ingestion.selectors import import_job_customer_ids
 from pipeline import flows
 from profiles import services
+from profiles import builds
+from profiles import feature_sets
 
 logger = logging.getLogger(__name__)
 _RETRY = IDEMPOTENT_TASK
@@ -18,7 +20,7 @@ _RETRY = IDEMPOTENT_TASK
 
 @shared_task(**_RETRY)
 def profile_build_chunk_task(build_id: int, index: int, first_id: int, last_id: int) -> int:
-    return services.profile_build_chunk(build_id=build_id, index=index, first_id=first_id, last_id=last_id)
+    return builds.profile_build_chunk(build_id=build_id, index=index, first_id=first_id, last_id=last_id)
 
 
 @shared_task(**_RETRY)
@@ -27,7 +29,7 @@ def profile_build_finish_task(build_id: int) -> str:
     and audiences follow the profiles)."""
     from crm.tasks import clv_fit_task
 
-    status = services.profile_build_finish(build_id=build_id).status
+    status = builds.profile_build_finish(build_id=build_id).status
     clv_fit_task.delay()
     return status
 
@@ -35,14 +37,14 @@ def profile_build_finish_task(build_id: int) -> str:
 @shared_task(**_RETRY)
 def profile_build_fail_task(build_id: int) -> None:
     """Chord error callback: record the failure and put back any dropped vector index."""
-    services.profile_build_fail(build_id=build_id, error="a chunk failed; see the worker log")
+    builds.profile_build_fail(build_id=build_id, error="a chunk failed; see the worker log")
 
 
 @shared_task(**_RETRY)
 def profile_build_task() -> int | None:
     """A batch build started from the admin or the nightly schedule: fit here, chunks fan out.
     Does nothing while another build runs."""
-    if services.profile_build_running():
+    if builds.profile_build_running():
         return None
     return profile_build_queue().pk
 
@@ -61,8 +63,8 @@ def profiles_refresh_after_import_task(import_job_id: int) -> dict:
     ids = import_job_customer_ids(import_job_id=import_job_id)
     if not ids:
         return {"customers": 0, "action": "none"}
-    if len(ids) > settings.PROFILE_REFRESH_MAX_CUSTOMERS or services.feature_set_active() is None:
-        if services.profile_build_running():
+    if len(ids) > settings.PROFILE_REFRESH_MAX_CUSTOMERS or feature_sets.feature_set_active() is None:
+        if builds.profile_build_running():
             return {"customers": len(ids), "action": "build already running"}
         build = profile_build_queue()
         return {"customers": len(ids), "action": "batch build", "build_id": build.pk}
@@ -72,20 +74,20 @@ def profiles_refresh_after_import_task(import_job_id: int) -> dict:
 def profile_build_queue(*, created_by=None, chunk_customers: int | None = None, sample_size: int | None = None):
     """Fit here, then fan the chunks out to workers as a Celery chord whose callback closes the
     build (and queues the CLV refit)."""
-    build = services.profile_build_start(created_by=created_by, chunk_customers=chunk_customers, sample_size=sample_size)
+    build = builds.profile_build_start(created_by=created_by, chunk_customers=chunk_customers, sample_size=sample_size)
     header = [profile_build_chunk_task.s(build.pk, i, lo, hi) for i, (lo, hi) in enumerate(build.ranges)]
     if header:
         callback = profile_build_finish_task.si(build.pk).on_error(profile_build_fail_task.si(build.pk))
         transaction.on_commit(lambda: chord(header)(callback))
     else:
-        services.profile_build_finish(build_id=build.pk)
+        builds.profile_build_finish(build_id=build.pk)
     return build
 
 
 def profile_build_queue_unless_running():
     """After a model switch: rebuild so the fused vectors take the new embeddings in; nothing when
     there are no profiles yet or a build is already running."""
-    if services.feature_set_active() is None or services.profile_build_running():
+    if feature_sets.feature_set_active() is None or builds.profile_build_running():
         return None
     return profile_build_queue()
 
@@ -97,7 +99,7 @@ def profiles_refresh_queue(*, customer_ids) -> int:
     import redis
     from kombu.exceptions import OperationalError as BrokerError
 
-    if services.feature_set_active() is None:
+    if feature_sets.feature_set_active() is None:
         return 0
     try:
         fresh = services.refresh_pending_mark(customer_ids=customer_ids)

@@ -29,8 +29,8 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(scope="module")
 def shop(django_db_setup, django_db_blocker):
-    from ingestion.services import synthetic_shop_load
-    from profiles.services import profiles_build
+    from ingestion.import_jobs import synthetic_shop_load
+    from profiles.builds import profiles_build
 
     with django_db_blocker.unblock():
         synthetic_shop_load(customers=250, events=12_000, seed=3)

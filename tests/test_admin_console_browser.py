@@ -18,8 +18,8 @@ PROFILE_CHARTS = ("chart-activity", "chart-categories", "chart-spend", "chart-rf
 
 @pytest.fixture
 def shop(transactional_db):
-    from ingestion.services import synthetic_shop_load
-    from profiles.services import profiles_build
+    from ingestion.import_jobs import synthetic_shop_load
+    from profiles.builds import profiles_build
 
     synthetic_shop_load(customers=250, events=12_000, seed=3)
     profiles_build()

@@ -5,7 +5,7 @@ from django.core.management import call_command
 
 from ingestion.pseudonyms import customer_key, pii_decrypt
 from ingestion.models import Customer, ImportStatus, Item, QuarantinedRow, SocialEdge
-from ingestion.services import import_job_create, import_job_run
+from ingestion.import_jobs import import_job_create, import_job_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -4,7 +4,7 @@ import pytest
 from django.db.models import Count
 
 from ingestion.models import Customer, Event, EventType, ImportStatus
-from ingestion.services import import_job_create, import_job_run
+from ingestion.import_jobs import import_job_create, import_job_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

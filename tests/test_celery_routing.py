@@ -5,7 +5,7 @@ import redis
 from django.db import transaction
 
 from config.celery import BrokerUnavailable, app, broker_check
-from ingestion.services import import_job_create
+from ingestion.import_jobs import import_job_create
 from ingestion.tasks import import_job_queue
 
 pytestmark = pytest.mark.django_db(transaction=True)

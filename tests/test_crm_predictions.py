@@ -19,8 +19,8 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(scope="module")
 def shop(django_db_setup, django_db_blocker):
-    from ingestion.services import synthetic_shop_load
-    from profiles.services import profiles_build
+    from ingestion.import_jobs import synthetic_shop_load
+    from profiles.builds import profiles_build
 
     with django_db_blocker.unblock():
         synthetic_shop_load(customers=3000, events=150_000, seed=11)
@@ -137,7 +137,8 @@ def test_a_new_purchase_refreshes_the_forecast_in_real_time(shop):
     from django.db.models import Max
 
     from ingestion.models import Event, Item
-    from ingestion.services import SYNTHETIC_SOURCE, events_ingest_batch
+    from ingestion.import_jobs import SYNTHETIC_SOURCE
+    from ingestion.services import events_ingest_batch
     from pipeline.flows import customers_refresh
 
     lapsed = (CustomerPrediction.objects.filter(expected_purchases__gt=0).select_related("customer")
@@ -170,7 +171,7 @@ def test_a_new_purchase_refreshes_the_forecast_in_real_time(shop):
 
 def _external_id_of(customer_id: int) -> str:
     from ingestion.pseudonyms import customer_key
-    from ingestion.services import SYNTHETIC_SOURCE
+    from ingestion.import_jobs import SYNTHETIC_SOURCE
     from ingestion.models import Customer
 
     key = Customer.objects.get(pk=customer_id).key

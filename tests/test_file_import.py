@@ -15,7 +15,7 @@ from ingestion.models import (
     Item,
     QuarantinedRow,
 )
-from ingestion.services import import_job_create, import_job_run
+from ingestion.import_jobs import import_job_create, import_job_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -17,7 +17,7 @@ from privacy.models import SuppressedSubject
 from privacy.services import subject_suppress
 from profiles import merges
 from profiles.models import IdentityMerge, MergeMethod, Profile
-from profiles.services import profiles_build
+from profiles.builds import profiles_build
 
 pytestmark = pytest.mark.django_db
 

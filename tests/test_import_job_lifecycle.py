@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from ingestion.models import Event, ImportJob, ImportStatus, QuarantinedRow
-from ingestion.services import import_job_create, import_job_run
+from ingestion.import_jobs import import_job_create, import_job_run
 from ingestion.tasks import import_job_run_task
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -3,7 +3,7 @@
 import pytest
 
 from ingestion.models import Customer, Event, EventType, Item
-from ingestion.services import import_job_create, import_job_run
+from ingestion.import_jobs import import_job_create, import_job_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

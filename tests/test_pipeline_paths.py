@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 
 from crm.models import ClvFit, CustomerPrediction, DemandForecast
-from ingestion.services import synthetic_shop_load
+from ingestion.import_jobs import synthetic_shop_load
 from pipeline import flows
 from profiles.models import BuildStatus, Profile, ProfileBuild
 from segments.models import Segment, SegmentMembership, SegmentSnapshot

@@ -15,7 +15,7 @@ from ingestion.pseudonyms import customer_key
 from ingestion.models import Customer
 from ingestion.services import customers_upsert, events_ingest_batch
 from privacy.models import AuditEntry, PrivacyRequest, RequestState, SuppressedSubject
-from profiles.services import profiles_build
+from profiles.builds import profiles_build
 
 pytestmark = pytest.mark.django_db
 SUBJECT, EMAIL = "shopper-42", "shopper42@example.com"

@@ -17,12 +17,13 @@ from django.db import connection
 
 from ingestion.pseudonyms import customer_key
 from ingestion.models import Customer, Event, ImportJob
-from ingestion.services import customers_upsert, events_ingest_batch, import_job_create, import_job_run, social_edges_upsert
+from ingestion.import_jobs import import_job_create, import_job_run
+from ingestion.services import customers_upsert, events_ingest_batch, social_edges_upsert
 from privacy import services
 from privacy.models import AuditEntry, ErasureLedger, PrivacyRequest, RequestState, SuppressedSubject
 from profiles.merges import identify_call
 from profiles.models import Profile
-from profiles.services import profiles_build
+from profiles.builds import profiles_build
 from profiles.tasks import profiles_refresh_queue
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -3,7 +3,7 @@
 import pytest
 
 from ingestion.pseudonyms import customer_key
-from profiles import services
+from profiles import builds
 
 pytestmark = pytest.mark.django_db
 
@@ -13,7 +13,7 @@ def profiled(events_client):
     rows = [{"customer_id": f"c{c}", "event_type": "purchase", "item_id": "sku-1", "value": f"{c + 1}.00",
              "timestamp": f"2025-01-{1 + c:02d}T10:00:00Z"} for c in range(5)]
     assert events_client.post("/api/v1/events", {"events": rows}, format="json").status_code == 200
-    services.profiles_build()
+    builds.profiles_build()
 
 
 def test_profile_by_key_and_by_external_id_are_the_same(profiled, make_api_client):

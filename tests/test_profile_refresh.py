@@ -9,10 +9,10 @@ from django.core.management import call_command
 from config.celery import app as celery_app
 from ingestion.pseudonyms import customer_key
 from ingestion.models import Customer, ImportJob, ImportStatus
-from ingestion.services import import_job_create
+from ingestion.import_jobs import import_job_create
 from ingestion.tasks import import_job_queue
 from pipeline.flows import customers_refresh
-from profiles import services
+from profiles import builds
 from profiles.tasks import profiles_refresh_queue
 from profiles.models import BuildStatus, Profile, ProfileBuild
 
@@ -43,7 +43,7 @@ def profiled_shop(events_client):
     """A small shop posted through the API and profiled by a batch build."""
     rows = [row for c in range(30) for row in _history(f"shopper-{c}", 3 + c % 7, day=1 + c % 20)]
     assert events_client.post("/api/v1/events", {"events": rows}, format="json").status_code == 200
-    services.profiles_build()
+    builds.profiles_build()
     return events_client
 
 

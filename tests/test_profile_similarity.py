@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 from django.db import connection
 
-from profiles import selectors, services
+from profiles import selectors
+from profiles import builds
+from profiles import feature_sets
 from profiles.models import Profile
 
 pytestmark = pytest.mark.django_db
@@ -23,7 +25,7 @@ def profiled(events_client):
         rows.append({"customer_id": f"c{c}", "event_type": "purchase" if c % 4 == 0 else "view", "item_id": "sku-1",
                      "timestamp": f"2025-02-{1 + c % 27:02d}T10:00:00Z", **({"value": "9.00"} if c % 4 == 0 else {})})
     assert events_client.post("/api/v1/events", {"events": rows}, format="json").status_code == 200
-    services.profiles_build()
+    builds.profiles_build()
 
 
 @pytest.mark.parametrize("space", ["traits", "fused"])
@@ -74,7 +76,7 @@ def test_fusion_weight_is_tuned_on_embeddings_encoded_as_of_the_cutoff(profiled,
                                                   "train": {"epochs": 2}})
     training_run(run_id=run.pk)
 
-    feature_set = services.feature_set_fit()
+    feature_set = feature_sets.feature_set_fit()
 
     fusion = feature_set.report["fusion"]
     assert fusion["customers"] == 80

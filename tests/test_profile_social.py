@@ -3,7 +3,7 @@
 import pytest
 
 from ingestion.pseudonyms import customer_key
-from profiles import services
+from profiles import builds
 from profiles.models import Profile
 
 pytestmark = pytest.mark.django_db
@@ -22,7 +22,7 @@ def test_social_traits_count_edges_both_ways_and_average_neighbours_net_spend(ev
     ]
     assert events_client.post("/api/v1/social-edges", {"edges": edges}, format="json").status_code == 200
 
-    services.profiles_build()
+    builds.profiles_build()
 
     def traits(name):
         return Profile.objects.get(customer__key=customer_key(source="default", external_id=name)).traits
@@ -46,7 +46,7 @@ def test_attributes_enter_the_profile_only_with_consent_to_profiling(events_clie
               for who in ("yes", "no")]
     assert events_client.post("/api/v1/events", {"events": events}, format="json").status_code == 200
 
-    services.profiles_build()
+    builds.profiles_build()
 
     def traits(name):
         return Profile.objects.get(customer__key=customer_key(source="default", external_id=name)).traits
@@ -61,7 +61,7 @@ def test_a_shop_of_one_customer_still_builds_a_profile(events_client):
     event = {"customer_id": "only", "event_type": "purchase", "item_id": "sku-1", "value": "5.00", "timestamp": "2025-01-01T10:00:00Z"}
     assert events_client.post("/api/v1/events", {"events": [event]}, format="json").status_code == 200
 
-    build = services.profiles_build()
+    build = builds.profiles_build()
 
     profile = Profile.objects.get()
     assert build.profiles_written == 1 and profile.traits["monetary"] == 5.0

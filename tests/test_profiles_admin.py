@@ -5,7 +5,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from config.celery import app as celery_app
-from profiles import services
+from profiles import builds
 from profiles.models import FeatureSet, Profile, ProfileBuild
 
 pytestmark = pytest.mark.django_db
@@ -23,7 +23,7 @@ def operator_client(client, events_client):
             rows.append({"customer_id": f"c{c}", "event_type": "purchase", "item_id": "sku-1", "value": f"{5 + c}.00",
                          "timestamp": f"2025-02-{1 + c:02d}T12:00:00Z"})
     assert events_client.post("/api/v1/events", {"events": rows}, format="json").status_code == 200
-    services.profiles_build()
+    builds.profiles_build()
     admin = get_user_model().objects.create_superuser("ops", "ops@example.com", "pw-for-tests-only")
     client.force_login(admin)
     return client

@@ -6,8 +6,8 @@ import pytest
 from django.db import connection
 
 from ingestion.pseudonyms import customer_key
-from ingestion.services import import_job_create, import_job_run
-from profiles import services
+from ingestion.import_jobs import import_job_create, import_job_run
+from profiles import builds
 from profiles.models import BuildStatus, Profile
 
 
@@ -17,7 +17,7 @@ def test_cdnow_rfm_traits_equal_a_hand_computation_from_the_raw_file(datasets, s
     path = datasets / "cdnow" / "CDNOW_master.txt"
     job = import_job_run(job_id=import_job_create(path=path, fmt="cdnow").pk)
 
-    build = services.profiles_build()
+    build = builds.profiles_build()
 
     assert build.status == BuildStatus.SUCCEEDED and build.profiles_written == 23_570
     with connection.cursor() as cursor:
@@ -47,7 +47,7 @@ def test_cdnow_rfm_traits_equal_a_hand_computation_from_the_raw_file(datasets, s
 def test_movielens_profiles_build_with_ratings_and_genres(datasets):
     job = import_job_run(job_id=import_job_create(path=datasets / "ml-100k", fmt="movielens").pk)
 
-    build = services.profiles_build()
+    build = builds.profiles_build()
 
     assert build.status == BuildStatus.SUCCEEDED and build.profiles_written == 943
     raw = pd.read_csv(datasets / "ml-100k" / "ml-100k.inter", sep="\t", header=0, names=["user", "item", "rating", "ts"])

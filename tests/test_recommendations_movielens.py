@@ -10,8 +10,8 @@ import shutil
 import pandas as pd
 import pytest
 
-from ingestion.services import import_job_create, import_job_run
-from profiles.services import profiles_build
+from ingestion.import_jobs import import_job_create, import_job_run
+from profiles.builds import profiles_build
 from training.models import ModelVersion
 from pipeline.flows import training_run
 from training.services import training_run_create

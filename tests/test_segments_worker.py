@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from profiles import services as profile_services
+from profiles import builds as profile_builds
 from segments import selectors, services
 from segments.models import Segment, SegmentStatus
 from segments.tasks import segments_refresh_all_task
@@ -18,7 +18,7 @@ def profiled(events_client):
     rows = [{"customer_id": f"c{c}", "event_type": "purchase", "item_id": f"sku-{c % 4}", "value": f"{5 * (c + 1)}.00",
              "timestamp": f"2025-01-{1 + c % 28:02d}T10:00:00Z"} for c in range(40)]
     assert events_client.post("/api/v1/events", {"events": rows}, format="json").status_code == 200
-    profile_services.profiles_build()
+    profile_builds.profiles_build()
 
 
 def _wait_ready(segment_id: int, timeout: float = 60) -> Segment:

@@ -25,8 +25,8 @@ GRU = {"model": {"layers": 1, "max_len": 30, "content": False}, "train": {"epoch
 def shop(django_db_setup, django_db_blocker, tmp_path_factory):
     from django.conf import settings
 
-    from ingestion.services import synthetic_shop_load
-    from profiles.services import profiles_build
+    from ingestion.import_jobs import synthetic_shop_load
+    from profiles.builds import profiles_build
     from pipeline.flows import training_run
     from training.services import training_run_create
 

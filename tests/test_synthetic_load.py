@@ -12,7 +12,7 @@ from ingestion.models import (
     Item,
     SocialEdge,
 )
-from ingestion.services import synthetic_shop_load
+from ingestion.import_jobs import synthetic_shop_load
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
-from ingestion.services import synthetic_shop_load
+from ingestion.import_jobs import synthetic_shop_load
 from ingestion.models import Customer, Event
 from profiles import selectors
 from profiles.models import Profile
-from profiles.services import profiles_build
+from profiles.builds import profiles_build
 from training import services
 from training.models import ModelVersion, RunStatus, TrainingRun
 from training.tasks import training_run_queue, training_run_task

@@ -28,7 +28,7 @@ class Command(BaseCommand):
         if opts["if_empty"] and Customer.objects.exists():
             self.stdout.write("customers exist; demo data left as it is")
             return
-        from ingestion.services import synthetic_shop_load
+        from ingestion.import_jobs import synthetic_shop_load
 
         bar = tqdm(total=opts["events"], unit="ev", unit_scale=True, desc="synthetic shop", disable=None)
 

@@ -7,7 +7,7 @@ from tqdm import tqdm
 from ingestion.cleaning import FIELDS
 from ingestion.importers.sources import SourceError
 from ingestion.models import ImportFormat
-from ingestion.services import import_job_create, import_job_run
+from ingestion.import_jobs import import_job_create, import_job_run
 
 
 def _pairs(values: list[str], flag: str, known: tuple[str, ...]) -> dict[str, str]:

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from pipeline import flows
-from profiles import services
+from profiles import feature_sets
 from profiles.models import BuildStatus, Profile, ProfileBuild
 from profiles.tasks import profile_build_queue
 
@@ -29,7 +29,7 @@ class Command(BaseCommand):
         started = time.monotonic()
         try:
             build = self._celery(opts) if opts["celery"] else self._inline(opts)
-        except services.NothingToProfile as exc:
+        except feature_sets.NothingToProfile as exc:
             raise CommandError(str(exc)) from exc
         if build.status != BuildStatus.SUCCEEDED:
             raise CommandError(f"profile build #{build.pk} {build.status}: {build.error}")
