@@ -182,7 +182,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute=0, hour=PROFILE_REBUILD_HOUR_UTC),
     },
     "segments-refresh": {
-        "task": "segments.tasks.segments_refresh_all_task",
+        "task": "segments.tasks.segment_refreshes_queue_task",
         "schedule": SEGMENT_REFRESH_MINUTES * 60.0,
     },
     "unlearning-retirement": {

@@ -2,7 +2,8 @@
 Celery path (pipeline's callers in */tasks.py) share. Nothing else chains apps: a service writes its
 own app's tables and returns; what follows it across apps is written here, once.
 
-    events land ─▶ customers_refresh: re-encode (training) → store profile (profiles) → re-score (crm)
+    events land ─▶ events_landed: refresh those customers, or one batch build when there are too many
+    refresh ─▶ customers_refresh: re-encode (training) → store profile (profiles) → re-score (crm)
     profile build ─▶ clv_refit: CLV fit → demand forecast (crm) → audience segments (segments)
     training run ─▶ training_run: train + gate (training) → model_version_switch
     model switch ─▶ model_version_switch: encode (training) → write vectors (profiles) → mark active (training)
@@ -12,6 +13,8 @@ own app's tables and returns; what follows it across apps is written here, once.
 from __future__ import annotations
 
 import logging
+
+from django.conf import settings
 
 from crm import services as crm_services
 from crm.models import Audience
@@ -25,6 +28,43 @@ from segments.models import Segment, SegmentKind
 from training import services as training_services
 
 logger = logging.getLogger(__name__)
+
+
+class LandedAction:
+    NONE = "none"
+    REFRESH = "refresh"
+    BUILD = "batch build"
+
+
+def events_landed_action(*, customers: int, bulk: bool) -> str:
+    """What new events (or attributes) of `customers` customers call for, on either path: nothing;
+    refreshing each of them; or one batch build, when per-customer refreshes would cost more than a
+    build, or when nothing is profiled yet and the events came in bulk (a file import). A trickle of
+    API events into an unprofiled store waits for the first build (nightly, or an operator's)."""
+    if not customers:
+        return LandedAction.NONE
+    if profile_feature_sets.feature_set_active() is None:
+        return LandedAction.BUILD if bulk else LandedAction.NONE
+    if customers > settings.PROFILE_REFRESH_MAX_CUSTOMERS:
+        return LandedAction.BUILD
+    return LandedAction.REFRESH
+
+
+def events_landed(*, customer_ids: list[int], bulk: bool) -> dict:
+    """The inline path after events landed (the Celery path is profiles.tasks.events_landed_queue):
+    refresh these customers here, in batches, or build every profile here (with its CLV refit)."""
+    action = events_landed_action(customers=len(customer_ids), bulk=bulk)
+    outcome = {"customers": len(customer_ids), "action": action}
+    if action == LandedAction.REFRESH:
+        batch = settings.PROFILE_REFRESH_BATCH_CUSTOMERS
+        outcome["profiles"] = sum(customers_refresh(customer_ids=list(customer_ids[i:i + batch]))
+                                  for i in range(0, len(customer_ids), batch))
+    elif action == LandedAction.BUILD:
+        if profile_builds.profile_build_running():
+            outcome["action"] = "build already running"
+        else:
+            outcome["build_id"] = profiles_build().pk
+    return outcome
 
 
 def customers_refresh(*, customer_ids: list[int]) -> int:

@@ -10,9 +10,7 @@ from django.db import transaction
 from config.celery import IDEMPOTENT_TASK
 from ingestion.selectors import import_job_customer_ids
 from pipeline import flows
-from profiles import services
-from profiles import builds
-from profiles import feature_sets
+from profiles import builds, feature_sets, services
 
 logger = logging.getLogger(__name__)
 _RETRY = IDEMPOTENT_TASK
@@ -58,17 +56,25 @@ def profiles_refresh_task(customer_ids: list[int]) -> int:
 
 @shared_task(**_RETRY)
 def profiles_refresh_after_import_task(import_job_id: int) -> dict:
-    """Customers who got new events from an import: refresh them, or start one batch build when
-    there are so many that per-customer refreshes would cost more."""
-    ids = import_job_customer_ids(import_job_id=import_job_id)
-    if not ids:
-        return {"customers": 0, "action": "none"}
-    if len(ids) > settings.PROFILE_REFRESH_MAX_CUSTOMERS or feature_sets.feature_set_active() is None:
-        if builds.profile_build_running():
-            return {"customers": len(ids), "action": "build already running"}
-        build = profile_build_queue()
-        return {"customers": len(ids), "action": "batch build", "build_id": build.pk}
-    return {"customers": len(ids), "action": "refresh", "queued": profiles_refresh_queue(customer_ids=ids)}
+    """Customers who got new events from an import: pipeline's rule decides (refresh or build)."""
+    return events_landed_queue(customer_ids=import_job_customer_ids(import_job_id=import_job_id), bulk=True)
+
+
+def events_landed_queue(*, customer_ids, bulk: bool) -> dict:
+    """The Celery path after events landed (the inline one is pipeline.flows.events_landed): queue
+    refreshes of these customers, or one batch build, by the same rule. Call after the events commit."""
+    ids = sorted({int(c) for c in customer_ids})
+    action = flows.events_landed_action(customers=len(ids), bulk=bulk)
+    outcome = {"customers": len(ids), "action": action}
+    if action == flows.LandedAction.REFRESH:
+        outcome["queued"] = profiles_refresh_queue(customer_ids=ids)
+    elif action == flows.LandedAction.BUILD:
+        build = profile_build_queue_unless_running(require_profiles=False)
+        if build is None:
+            outcome["action"] = "build already running"
+        else:
+            outcome["build_id"] = build.pk
+    return outcome
 
 
 def profile_build_queue(*, created_by=None, chunk_customers: int | None = None, sample_size: int | None = None):
@@ -84,10 +90,12 @@ def profile_build_queue(*, created_by=None, chunk_customers: int | None = None, 
     return build
 
 
-def profile_build_queue_unless_running():
-    """After a model switch: rebuild so the fused vectors take the new embeddings in; nothing when
-    there are no profiles yet or a build is already running."""
-    if feature_sets.feature_set_active() is None or builds.profile_build_running():
+def profile_build_queue_unless_running(*, require_profiles: bool = True):
+    """Queue a batch build unless one is running. After a model switch (`require_profiles`): so the
+    fused vectors take the new embeddings in, and only when there are profiles to rebuild."""
+    if require_profiles and feature_sets.feature_set_active() is None:
+        return None
+    if builds.profile_build_running():
         return None
     return profile_build_queue()
 

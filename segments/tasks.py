@@ -16,8 +16,9 @@ def segment_refresh_task(segment_id: int) -> int:
 
 
 @shared_task(**_RETRY)
-def segments_refresh_all_task() -> int:
-    """The schedule's periodic refresh: one task per segment (per clustering)."""
+def segment_refreshes_queue_task() -> int:
+    """Queue a refresh of every segment that is due (the beat schedule's entry): one task per
+    segment (per clustering). Returns how many were queued."""
     ids = selectors.segment_ids_to_refresh()
     for segment_id in ids:
         segment_refresh_task.delay(segment_id)

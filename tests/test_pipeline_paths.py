@@ -68,3 +68,44 @@ def test_inline_and_celery_builds_end_with_the_same_profiles_forecasts_and_audie
         different = [c for c in inline[part] if not _same(celery[part].get(c), inline[part][c])]
         assert celery[part].keys() == inline[part].keys() and different == [], f"{part} differ for {different[:5]}"
     assert celery["audiences"] == inline["audiences"]
+
+
+def test_what_landed_events_call_for_is_one_rule_for_both_paths(settings):
+    from profiles.tasks import events_landed_queue
+
+    settings.PROFILE_REFRESH_MAX_CUSTOMERS = 50
+    synthetic_shop_load(customers=120, events=6_000, seed=5)
+    some = list(Profile.objects.values_list("customer_id", flat=True)[:3])
+    assert some == []  # nothing profiled yet
+    assert flows.events_landed_action(customers=0, bulk=True) == flows.LandedAction.NONE
+    assert flows.events_landed_action(customers=3, bulk=False) == flows.LandedAction.NONE  # API trickle waits
+    assert flows.events_landed_action(customers=3, bulk=True) == flows.LandedAction.BUILD  # a file import builds
+
+    flows.profiles_build()
+    ids = sorted(Profile.objects.values_list("customer_id", flat=True))
+    assert flows.events_landed_action(customers=3, bulk=False) == flows.LandedAction.REFRESH
+    assert flows.events_landed_action(customers=51, bulk=False) == flows.LandedAction.BUILD
+    # the inline path refreshes in this process; the queueing path decides the same without a worker
+    assert flows.events_landed(customer_ids=ids[:3], bulk=False) == {
+        "customers": 3, "action": flows.LandedAction.REFRESH, "profiles": 3}
+    assert events_landed_queue(customer_ids=ids[:3], bulk=False)["action"] == flows.LandedAction.REFRESH
+
+
+def test_an_import_on_the_command_line_refreshes_its_customers_in_the_same_process(tmp_path):
+    """No worker here: `import_events` runs the inline path of the same rule, so the imported
+    customer's profile counts the new events when the command returns."""
+    synthetic_shop_load(customers=120, events=6_000, seed=6)
+    flows.profiles_build()
+    from ingestion.pseudonyms import customer_key
+
+    external_id = "C0000007"
+    profile = Profile.objects.get(customer__key=customer_key(source="synthetic", external_id=external_id))
+    before = profile.events_included
+    data = tmp_path / "more.csv"
+    data.write_text("customer_id,event_type,item_id,timestamp\n"
+                    f"{external_id},view,sku-1,2025-03-01T10:00:00Z\n{external_id},cart,sku-1,2025-03-01T10:05:00Z\n")
+
+    call_command("import_events", str(data), "--format", "csv", "--source", "synthetic")
+
+    assert Profile.objects.get(pk=profile.pk).events_included == before + 2
+    call_command("import_events", str(data), "--format", "csv", "--source", "synthetic", "--no-profiles")

@@ -8,7 +8,7 @@ import pytest
 from profiles import builds as profile_builds
 from segments import selectors, services
 from segments.models import Segment, SegmentStatus
-from segments.tasks import segments_refresh_all_task
+from segments.tasks import segment_refreshes_queue_task
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,5 +53,5 @@ def test_the_schedule_refreshes_every_segment_once_per_clustering(profiled, sett
 
     assert selectors.segment_ids_to_refresh() == [rule.pk, clusters[0].pk]
     app.control.purge()
-    assert segments_refresh_all_task.apply().get() == 2
+    assert segment_refreshes_queue_task.apply().get() == 2
     app.control.purge()

@@ -7,6 +7,8 @@ from tqdm import tqdm
 from ingestion.cleaning import FIELDS
 from ingestion.importers.sources import SourceError
 from ingestion.models import ImportFormat
+from ingestion.selectors import import_job_customer_ids
+from pipeline import flows
 from ingestion.import_jobs import import_job_create, import_job_run
 
 
@@ -46,6 +48,9 @@ class Command(BaseCommand):
         parser.add_argument("--timestamp-format", help="'unix', 'unix_ms' or a strftime format (default ISO 8601)")
         parser.add_argument("--timezone", help="time zone of timestamps without an offset (default UTC)")
         parser.add_argument("--currency", help="currency of values without one")
+        parser.add_argument("--no-profiles", action="store_true",
+                            help="leave profiles alone (by default the imported customers are refreshed here, or "
+                                 "all profiles built when there are none yet or too many customers to refresh)")
 
     def handle(self, *args, **opts):
         options: dict = {}
@@ -84,3 +89,6 @@ class Command(BaseCommand):
         for rule, count in job.report.items():
             if count:
                 self.stdout.write(f"  {rule}: {count}")
+        if job.rows_inserted and not opts["no_profiles"]:
+            outcome = flows.events_landed(customer_ids=import_job_customer_ids(import_job_id=job.pk), bulk=True)
+            self.stdout.write(f"profiles: {outcome['action']} for {outcome['customers']} customers")
