@@ -284,3 +284,10 @@ def _demand_backtest(lines: pd.DataFrame, cutoff: int, weeks: int) -> dict:
                for key, value in result.summary().items()}
     table = result.table.astype(object).where(result.table.notna(), None)
     return {**summary, "from_day": cutoff, "table": table.to_dict("records")}
+
+
+def customer_predictions_erase(*, customer_ids: list[int]) -> int:
+    """Delete these customers' churn/value/risk predictions (erasure, profiling opt-out)."""
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM crm_customerprediction WHERE customer_id = ANY(%s)", [customer_ids])
+        return cursor.rowcount

@@ -428,3 +428,22 @@ def _synthetic_event_source(config) -> EventSource:
             yield frame, SourceChunk(frame=frame, bytes_done=done)
 
     return EventSource(rules=cleaning_rules(source=SYNTHETIC_SOURCE, options={}), bytes_total=config.events, chunks=chunks())
+
+
+def import_files_erase(*, matches) -> int:
+    """Delete uploaded import files for which `matches(path)` is true; their jobs keep their counts
+    and forget the path (the file was the only copy of the raw rows). Files outside the upload area
+    (a server path given to the command) are the operator's and stay. Returns the files deleted."""
+    from django.conf import settings
+
+    removed = 0
+    root = Path(settings.MEDIA_ROOT).resolve()
+    for job in ImportJob.objects.exclude(file_path="").only("pk", "file_path"):
+        path = Path(job.file_path)
+        if not path.is_file() or root not in path.resolve().parents:
+            continue
+        if matches(path):
+            path.unlink()
+            ImportJob.objects.filter(pk=job.pk).update(file_path="")
+            removed += 1
+    return removed

@@ -14,6 +14,12 @@ def customer_ids_by_external_id(*, source: str, external_ids) -> list[int]:
     return sorted(Customer.objects.filter(key__in=keys).values_list("id", flat=True))
 
 
+def subject_customer_ids(*, key: str) -> list[int]:
+    """The customer with this key and every identity merged into it (an anonymous visitor it was)."""
+    merged = Customer.objects.filter(merged_into__key=key).values_list("id", flat=True)
+    return sorted({*Customer.objects.filter(key=key).values_list("id", flat=True), *merged})
+
+
 def import_job_rejects_csv(*, job) -> Iterator[str]:
     """The job's quarantined rows as CSV lines (line number, reason, raw line), in file order."""
     rows = QuarantinedRow.objects.filter(job=job).order_by("line_number").values_list("line_number", "reason", "raw")

@@ -235,3 +235,50 @@ def social_edges_upsert(*, rows: Iterable[dict], source: str) -> int:
                 (r.get("occurred_at") for r in rows), (r.get("weight", 1.0) for r in rows), strict=True),
         )
     return len(rows)
+
+
+# --- Erasure and restriction (called by privacy requests) ----------------------------------------
+
+
+def quarantined_rows_erase(*, identifiers: list[str], mentions) -> int:
+    """Delete quarantined rows whose raw text names one of `identifiers` (`mentions(text, identifier)`
+    decides a match: a whole token, not a substring). Returns the rows deleted."""
+    removed = 0
+    with connection.cursor() as cursor:
+        for identifier in identifiers:
+            pattern = "%" + identifier.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            cursor.execute("SELECT id, raw FROM ingestion_quarantinedrow WHERE raw LIKE %s", [pattern])
+            ids = [pk for pk, raw in cursor.fetchall() if mentions(raw, identifier)]
+            if ids:
+                cursor.execute("DELETE FROM ingestion_quarantinedrow WHERE id = ANY(%s)", [ids])
+                removed += cursor.rowcount
+    return removed
+
+
+def social_edges_erase(*, customer_ids: list[int]) -> int:
+    """Delete every social edge at either end of these customers; returns how many."""
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM ingestion_socialedge WHERE source_customer_id = ANY(%s) "
+                       "OR target_customer_id = ANY(%s)", [customer_ids, customer_ids])
+        return cursor.rowcount
+
+
+def customers_erase(*, customer_ids: list[int]) -> dict[str, int]:
+    """Delete these customers with their events and ground truth (a set-based delete, counted for
+    the receipt, where the ORM cascade would go one row at a time). Call it last: the rows of other
+    apps that reference them go first. Returns the rows deleted per table."""
+    counts = {}
+    with connection.cursor() as cursor:
+        for name, table in (("events", "ingestion_event"), ("ground_truth", "ingestion_customergroundtruth")):
+            cursor.execute(f"DELETE FROM {table} WHERE customer_id = ANY(%s)", [customer_ids])  # noqa: S608
+            counts[name] = cursor.rowcount
+        cursor.execute("UPDATE ingestion_customer SET merged_into_id = NULL WHERE merged_into_id = ANY(%s)", [customer_ids])
+        cursor.execute("DELETE FROM ingestion_customer WHERE id = ANY(%s)", [customer_ids])
+        counts["customers"] = cursor.rowcount
+    return counts
+
+
+def customer_consent_withdraw(*, customer_ids: list[int]) -> int:
+    """Profiling opt-out: the customers stay (orders may need their events), every read, training run
+    and fit leaves them out. Returns the customers updated."""
+    return Customer.objects.filter(pk__in=customer_ids).update(consent_profiling=False)

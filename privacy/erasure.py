@@ -23,36 +23,20 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from crm import services as crm_services
+from ingestion import services as ingestion_services
+from ingestion.import_jobs import import_files_erase
+from ingestion.models import Customer
 from ingestion.pseudonyms import customer_key, pii_decrypt
-from ingestion.models import Customer, ImportJob
+from ingestion.selectors import subject_customer_ids
+from profiles import services as profile_services
+from segments import services as segment_services
 from privacy.suppression_tokens import customer_suppression_token, suppression_token
 from privacy.models import ErasureLedger, PrivacyRequest, SuppressedSubject
 from privacy.guard import erasure_lock
 
-# Tables that reference customers, deleted before the customers themselves (counts for the
-# receipt; the ORM cascade would remove most of them too, but one at a time).
-_CUSTOMER_TABLES = (
-    ("events", "ingestion_event", "customer_id"),
-    ("segment_memberships", "segments_segmentmembership", "customer_id"),
-    ("profiles", "profiles_profile", "customer_id"),
-    ("predictions", "crm_customerprediction", "customer_id"),
-    ("customer_values", "profiles_customervalue", "customer_id"),
-    ("ground_truth", "ingestion_customergroundtruth", "customer_id"),
-)
-
-
 def _now() -> str:
     return timezone.now().isoformat()
-
-
-def _subject_customers(cursor, key: str) -> list[int]:
-    """The subject's customer and every identity merged into it (an anonymous visitor it was)."""
-    cursor.execute(
-        "SELECT id FROM ingestion_customer WHERE key = %s"
-        " UNION SELECT m.id FROM ingestion_customer m JOIN ingestion_customer c ON m.merged_into_id = c.id WHERE c.key = %s",
-        [key, key],
-    )
-    return sorted(row[0] for row in cursor.fetchall())
 
 
 def _identifiers(customer_ids: list[int], external_id: str) -> list[str]:
@@ -71,18 +55,6 @@ def _mentions(text: str, identifier: str) -> bool:
     return re.search(rf"(?<![\w.@+-]){re.escape(identifier)}(?![\w@-])", text) is not None
 
 
-def _quarantined_rows_delete(cursor, identifiers: list[str]) -> int:
-    removed = 0
-    for identifier in identifiers:
-        pattern = "%" + identifier.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        cursor.execute("SELECT id, raw FROM ingestion_quarantinedrow WHERE raw LIKE %s", [pattern])
-        ids = [pk for pk, raw in cursor.fetchall() if _mentions(raw, identifier)]
-        if ids:
-            cursor.execute("DELETE FROM ingestion_quarantinedrow WHERE id = ANY(%s)", [ids])
-            removed += cursor.rowcount
-    return removed
-
-
 def _database_erase(*, source: str, external_id: str, reason: str) -> tuple[dict, list[str], list[int]]:
     """Step 1 (one transaction). Returns per-store counts, the identifiers and the customer ids for
     the later steps."""
@@ -94,22 +66,19 @@ def _database_erase(*, source: str, external_id: str, reason: str) -> tuple[dict
             token=suppression_token(source=source, external_id=external_id),
             defaults={"customer_token": customer_suppression_token(customer_key=key), "reason": reason},
         )
-        ids = _subject_customers(cursor, key)
+        ids = subject_customer_ids(key=key)
         identifiers = _identifiers(ids, external_id)
-        counts["quarantined_rows"] = _quarantined_rows_delete(cursor, identifiers)
-        cursor.execute(
-            "DELETE FROM ingestion_socialedge WHERE source_customer_id = ANY(%s) OR target_customer_id = ANY(%s)", [ids, ids]
-        )
-        counts["social_edges"] = cursor.rowcount
-        cursor.execute("DELETE FROM profiles_identitymerge WHERE merged_id = ANY(%s) OR survivor_id = ANY(%s)", [ids, ids])
-        counts["identity_merges"] = cursor.rowcount
-        for name, table, column in _CUSTOMER_TABLES:
-            cursor.execute(f"DELETE FROM {table} WHERE {column} = ANY(%s)", [ids])  # noqa: S608 (constant names)
-            counts[name] = cursor.rowcount
-        cursor.execute("UPDATE privacy_privacyrequest SET customer_id = NULL WHERE customer_id = ANY(%s)", [ids])
-        cursor.execute("UPDATE ingestion_customer SET merged_into_id = NULL WHERE merged_into_id = ANY(%s)", [ids])
-        cursor.execute("DELETE FROM ingestion_customer WHERE id = ANY(%s)", [ids])
-        counts["customers"] = cursor.rowcount
+        # each app deletes its own rows; the customers themselves go last
+        counts["quarantined_rows"] = ingestion_services.quarantined_rows_erase(identifiers=identifiers,
+                                                                                mentions=_mentions)
+        counts["social_edges"] = ingestion_services.social_edges_erase(customer_ids=ids)
+        profile_counts = profile_services.customer_profiles_erase(customer_ids=ids)
+        counts["identity_merges"] = profile_counts.pop("identity_merges")
+        counts["segment_memberships"] = segment_services.customer_memberships_erase(customer_ids=ids)
+        counts["predictions"] = crm_services.customer_predictions_erase(customer_ids=ids)
+        counts.update(profile_counts)
+        PrivacyRequest.objects.filter(customer_id__in=ids).update(customer=None)
+        counts.update(ingestion_services.customers_erase(customer_ids=ids))
     return counts, identifiers, ids
 
 
@@ -122,19 +91,8 @@ def _redis_erase(customer_ids: list[int]) -> int:
 
 
 def _import_files_erase(identifiers: list[str]) -> int:
-    """Uploaded import files still on disk that mention the subject are deleted (their jobs keep
-    their counts; the file itself is the only copy of the raw rows)."""
-    removed = 0
-    root = Path(settings.MEDIA_ROOT).resolve()
-    for job in ImportJob.objects.exclude(file_path="").only("pk", "file_path"):
-        path = Path(job.file_path)
-        if not path.is_file() or root not in path.resolve().parents:
-            continue  # files outside the upload area (a server path given to the command) are the operator's
-        if _file_mentions(path, identifiers):
-            path.unlink()
-            ImportJob.objects.filter(pk=job.pk).update(file_path="")
-            removed += 1
-    return removed
+    """Uploaded import files still on disk that mention the subject are deleted."""
+    return import_files_erase(matches=lambda path: _file_mentions(path, identifiers))
 
 
 def _file_mentions(path: Path, identifiers: list[str], block: int = 8 << 20) -> bool:

@@ -149,16 +149,16 @@ def _restriction(*, request, external_id: str) -> dict:
     """Profiling opt-out: the customer stays (orders may need its events) but consent is withdrawn,
     its segment memberships and churn/value/risk predictions go, and every read, training run and
     CLV fit leaves it out from now on."""
-    from crm.models import CustomerPrediction
-    from ingestion.pseudonyms import customer_key
-    from ingestion.models import Customer
-    from segments.models import SegmentMembership
+    from crm.services import customer_predictions_erase
+    from ingestion.selectors import customer_ids_by_external_id
+    from ingestion.services import customer_consent_withdraw
+    from segments.services import customer_memberships_erase
 
-    key = customer_key(source=request.source, external_id=external_id)
     with transaction.atomic():
-        updated = Customer.objects.filter(key=key).update(consent_profiling=False)
-        memberships, _ = SegmentMembership.objects.filter(customer__key=key).delete()
-        predictions, _ = CustomerPrediction.objects.filter(customer__key=key).delete()
+        ids = customer_ids_by_external_id(source=request.source, external_ids=[external_id])
+        updated = customer_consent_withdraw(customer_ids=ids)
+        memberships = customer_memberships_erase(customer_ids=ids)
+        predictions = customer_predictions_erase(customer_ids=ids)
     at = timezone.now().isoformat()
     return {"stores": {"customers": {"consent_profiling_withdrawn": updated, "at": at},
                        "segment_memberships": {"removed": memberships, "at": at},

@@ -9,9 +9,6 @@ the item vectors, so they no longer carry anything learned from the subject."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 from django.db import transaction
 from django.utils import timezone
 
@@ -21,8 +18,8 @@ from privacy.models import ErasureLedger
 def unlearning_retire_due(*, now=None) -> dict:
     """Retire what is due; "retraining_needed" says that a run must be queued first (the caller's,
     privacy.tasks: services never queue)."""
-    from training.models import ItemEmbedding, ModelVersion
-    from training.services import model_version_active
+    from training.models import ModelVersion
+    from training.services import model_version_active, model_version_retire
 
     now = now or timezone.now()
     due = list(ErasureLedger.objects.filter(retired_at__isnull=True, retire_by__lte=now).order_by("erased_at"))
@@ -37,14 +34,7 @@ def unlearning_retire_due(*, now=None) -> dict:
             continue
         with transaction.atomic():
             for version in ModelVersion.objects.filter(pk__in=ledger.model_versions).exclude(artifact_path=""):
-                directory = Path(version.artifact_path).parent
-                if directory.is_dir():
-                    shutil.rmtree(directory, ignore_errors=True)
-                ItemEmbedding.objects.filter(model_version=version).delete()
-                ModelVersion.objects.filter(pk=version.pk).update(
-                    is_active=False, artifact_path="", artifact_sha256="",
-                    gate={**version.gate, "retired": "trained on data of an erased subject"},
-                )
+                model_version_retire(version=version, reason="trained on data of an erased subject")
                 retired += 1
             ErasureLedger.objects.filter(pk=ledger.pk).update(retired_at=now)
     return {"due": len(due), "retired_versions": retired, "retraining_needed": retrain}

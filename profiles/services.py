@@ -231,3 +231,17 @@ def profile_embeddings_store(*, customer_ids, vectors: np.ndarray, model_version
             [model_version_id],
         )
         return cursor.rowcount
+
+
+def customer_profiles_erase(*, customer_ids: list[int]) -> dict[str, int]:
+    """Delete these customers' profiles, neighbour-value snapshots and identity-merge journal entries
+    (which hold profile snapshots); returns the rows deleted per table."""
+    counts = {}
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM profiles_identitymerge WHERE merged_id = ANY(%s) OR survivor_id = ANY(%s)",
+                       [customer_ids, customer_ids])
+        counts["identity_merges"] = cursor.rowcount
+        for name, table in (("profiles", "profiles_profile"), ("customer_values", "profiles_customervalue")):
+            cursor.execute(f"DELETE FROM {table} WHERE customer_id = ANY(%s)", [customer_ids])  # noqa: S608
+            counts[name] = cursor.rowcount
+    return counts

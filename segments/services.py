@@ -263,3 +263,10 @@ def _refresh_clustering(clustering: str) -> None:
     for index in range(k):
         chosen = assigned == index
         _materialise(by_index[index], list(zip(ids[chosen].tolist(), similarity[chosen, index].round(6).tolist(), strict=True)))
+
+
+def customer_memberships_erase(*, customer_ids: list[int]) -> int:
+    """Delete these customers' segment memberships (erasure, profiling opt-out); returns how many."""
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM segments_segmentmembership WHERE customer_id = ANY(%s)", [customer_ids])
+        return cursor.rowcount

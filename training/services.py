@@ -339,3 +339,19 @@ def item_embeddings_write(*, version: ModelVersion, model=None) -> dict:
 
 def _vector_text(vector) -> str:
     return "[" + ",".join(f"{v:.6g}" for v in vector) + "]"
+
+
+def model_version_retire(*, version: ModelVersion, reason: str) -> None:
+    """Retire a version for good: its checkpoint directory and item vectors are deleted and it can
+    never be activated again (unlearning after an erasure). Idempotent."""
+    import shutil
+
+    if version.artifact_path:
+        directory = Path(version.artifact_path).parent
+        if directory.is_dir():
+            shutil.rmtree(directory, ignore_errors=True)
+    with transaction.atomic():
+        ItemEmbedding.objects.filter(model_version=version).delete()
+        ModelVersion.objects.filter(pk=version.pk).update(
+            is_active=False, artifact_path="", artifact_sha256="", gate={**version.gate, "retired": reason},
+        )
