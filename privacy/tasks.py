@@ -4,10 +4,9 @@ from celery import shared_task
 
 from config.celery import IDEMPOTENT_TASK
 
-_RETRY = IDEMPOTENT_TASK
 
 
-@shared_task(**_RETRY)
+@shared_task(**IDEMPOTENT_TASK)
 def unlearning_retire_task() -> dict:
     return unlearning_retire()
 
@@ -23,7 +22,7 @@ def unlearning_retire(*, now=None) -> dict:
     return result
 
 
-@shared_task(**_RETRY)
+@shared_task(**IDEMPOTENT_TASK)
 def privacy_requests_retry_task() -> int:
     """Requests left partially failed (a crash, a lost connection) are executed again."""
     from privacy.models import PrivacyRequest, RequestState

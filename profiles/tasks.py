@@ -13,15 +13,14 @@ from pipeline import flows
 from profiles import builds, feature_sets, services
 
 logger = logging.getLogger(__name__)
-_RETRY = IDEMPOTENT_TASK
 
 
-@shared_task(**_RETRY)
+@shared_task(**IDEMPOTENT_TASK)
 def profile_build_chunk_task(build_id: int, index: int, first_id: int, last_id: int) -> int:
     return builds.profile_build_chunk(build_id=build_id, index=index, first_id=first_id, last_id=last_id)
 
 
-@shared_task(**_RETRY)
+@shared_task(**IDEMPOTENT_TASK)
 def profile_build_finish_task(build_id: int) -> str:
     """Close the build, then refit the customer-value model on the same data (forecasts, demand
     and audiences follow the profiles)."""
@@ -32,13 +31,13 @@ def profile_build_finish_task(build_id: int) -> str:
     return status
 
 
-@shared_task(**_RETRY)
+@shared_task(**IDEMPOTENT_TASK)
 def profile_build_fail_task(build_id: int) -> None:
     """Chord error callback: record the failure and put back any dropped vector index."""
     builds.profile_build_fail(build_id=build_id, error="a chunk failed; see the worker log")
 
 
-@shared_task(**_RETRY)
+@shared_task(**IDEMPOTENT_TASK)
 def profile_build_task() -> int | None:
     """A batch build started from the admin or the nightly schedule: fit here, chunks fan out.
     Does nothing while another build runs."""
@@ -47,14 +46,14 @@ def profile_build_task() -> int | None:
     return profile_build_queue().pk
 
 
-@shared_task(**_RETRY)
+@shared_task(**IDEMPOTENT_TASK)
 def profiles_refresh_task(customer_ids: list[int]) -> int:
     """Refresh these customers' profiles (pipeline.flows.customers_refresh). Safe to repeat: a
     refresh recomputes from the store and never replaces a profile read from a later snapshot."""
     return flows.customers_refresh(customer_ids=customer_ids)
 
 
-@shared_task(**_RETRY)
+@shared_task(**IDEMPOTENT_TASK)
 def profiles_refresh_after_import_task(import_job_id: int) -> dict:
     """Customers who got new events from an import: pipeline's rule decides (refresh or build)."""
     return events_landed_queue(customer_ids=import_job_customer_ids(import_job_id=import_job_id), bulk=True)

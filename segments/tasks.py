@@ -7,15 +7,14 @@ from django.db import transaction
 from config.celery import IDEMPOTENT_TASK
 from segments import selectors, services
 
-_RETRY = IDEMPOTENT_TASK
 
 
-@shared_task(**_RETRY)
+@shared_task(**IDEMPOTENT_TASK)
 def segment_refresh_task(segment_id: int) -> int:
     return services.segment_refresh(segment_id=segment_id)
 
 
-@shared_task(**_RETRY)
+@shared_task(**IDEMPOTENT_TASK)
 def segment_refreshes_queue_task() -> int:
     """Queue a refresh of every segment that is due (the beat schedule's entry): one task per
     segment (per clustering). Returns how many were queued."""
