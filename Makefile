@@ -45,7 +45,7 @@ serve: install redis
 	$(PY) manage.py collectstatic --noinput -v 0
 	@echo "Portrait: admin http://$(HOST):$(PORT)/admin/  API docs http://$(HOST):$(PORT)/api/docs/  (Ctrl-C stops)"
 	@trap 'kill 0' INT TERM EXIT; \
-	  $(VENV)/bin/celery -A config worker -B -Q default,ingest,profiles,training -c 2 -l INFO & \
+	  $(VENV)/bin/celery -A config worker -B -Q default,ingest,profiles,segments,training -c 2 -l INFO & \
 	  $(VENV)/bin/gunicorn config.wsgi -b $(HOST):$(PORT) -w 3 --access-logfile - & \
 	  wait
 

@@ -124,7 +124,7 @@ def main() -> None:
              "--timeout", "120", "--log-level", "warning"],
             cwd=ROOT, env=dict(os.environ), stdout=sys.stderr,
         )
-        worker = worker_start("default,ingest,profiles")
+        worker = worker_start("default,ingest,profiles,segments")
         wait_until_up(port, server)
         seeding = Client(port, token)
         history = histories(externals, skus, args.history, rng)

@@ -9,8 +9,12 @@ from rest_framework.views import exception_handler as drf_exception_handler
 def exception_handler(exc, context):
     from config.db_unavailable import database_unavailable_response, is_database_unavailable
 
+    from config.statement_timeout import is_statement_timeout, statement_timeout_response
+
     if is_database_unavailable(exc):
         return database_unavailable_response()
+    if is_statement_timeout(exc):
+        return statement_timeout_response()
     if isinstance(exc, RequestDataTooBig):
         from django.conf import settings
 

@@ -18,7 +18,7 @@ app.conf.task_queues = [KombuQueue(q.value, Exchange(q.value, type="direct"), ro
 app.conf.task_routes = {
     "ingestion.tasks.*": {"queue": Queue.INGEST.value},
     "profiles.tasks.*": {"queue": Queue.PROFILES.value},
-    "segments.tasks.*": {"queue": Queue.PROFILES.value},
+    "segments.tasks.*": {"queue": Queue.SEGMENTS.value},
     "crm.tasks.*": {"queue": Queue.PROFILES.value},
     "training.tasks.*": {"queue": Queue.TRAINING.value},
 }

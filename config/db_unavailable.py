@@ -53,8 +53,12 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
+        from config.statement_timeout import is_statement_timeout, statement_timeout_response
+
         if is_database_unavailable(exception):
             return database_unavailable_response()
+        if is_statement_timeout(exception):
+            return statement_timeout_response()
         return None
 
 

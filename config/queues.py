@@ -7,4 +7,6 @@ class Queue(StrEnum):
     DEFAULT = "default"
     INGEST = "ingest"
     PROFILES = "profiles"
+    # heavy audience work (lookalike and cluster refreshes, k-means) apart from real-time refreshes
+    SEGMENTS = "segments"
     TRAINING = "training"

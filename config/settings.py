@@ -130,12 +130,26 @@ API_MAX_PAGE_SIZE = env.int("API_MAX_PAGE_SIZE", default=500)
 API_MAX_K = env.int("API_MAX_K", default=100)
 API_MAX_LOOKALIKE = env.int("API_MAX_LOOKALIKE", default=1_000)
 API_MAX_SEEDS = env.int("API_MAX_SEEDS", default=1_000)
+# A multi-query lookalike runs one index search per seed: seeds × n is capped by this (a 400 names it).
+API_MAX_SEARCH_ROWS = env.int("API_MAX_SEARCH_ROWS", default=20_000)
+# Web requests: a query running longer is cancelled and the request answers 503 naming this limit
+# (workers have no such limit: builds and fits run long by design). 0 turns it off.
+WEB_STATEMENT_TIMEOUT_MS = env.int("WEB_STATEMENT_TIMEOUT_MS", default=5_000)
+# The rule check counts matching profiles up to this many, then says "at least".
+RULE_CHECK_MAX_COUNT = env.int("RULE_CHECK_MAX_COUNT", default=100_000)
 # Default HNSW search breadth of similarity requests (a request may set 10..1000): bench/similarity.py
 # measured recall@10 0.959, p99 6.1 ms at 1M profiles with the profile indexes' m=16, ef_construction=64.
 SIMILARITY_EF_SEARCH = env.int("SIMILARITY_EF_SEARCH", default=300)
 # Segment materialisation: lookalike segments up to this size, refreshed every N minutes by beat.
 SEGMENT_MAX_LOOKALIKE = env.int("SEGMENT_MAX_LOOKALIKE", default=100_000)
 SEGMENT_REFRESH_MINUTES = env.int("SEGMENT_REFRESH_MINUTES", default=60)
+# A multi-query lookalike segment: seeds × size at most this (one index search per seed).
+SEGMENT_MAX_SEARCH_ROWS = env.int("SEGMENT_MAX_SEARCH_ROWS", default=1_000_000)
+# Segments in all, and segments one API token may own (a clustering counts k); the admin counts toward the total.
+SEGMENTS_MAX = env.int("SEGMENTS_MAX", default=2_000)
+SEGMENTS_MAX_PER_TOKEN = env.int("SEGMENTS_MAX_PER_TOKEN", default=200)
+# A refresh request for a segment whose refresh is already queued (and not started) queues nothing.
+SEGMENT_REFRESH_DEDUP_S = env.int("SEGMENT_REFRESH_DEDUP_S", default=900)
 
 # Throttle counters and short-lived read caches (popular items) live in Redis, shared by every
 # server process and worker.
@@ -155,9 +169,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # one name for the segment kinds, however many serializers show them
+    "ENUM_NAME_OVERRIDES": {"SegmentKindEnum": "segments.models.SegmentKind"},
 }
 
-# Celery: JSON only, three queues (see config.queues), late acks for idempotent tasks.
+# Celery: JSON only, one queue per kind of work (see config.queues), late acks for idempotent tasks.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=CELERY_BROKER_URL)
 CELERY_TASK_SERIALIZER = "json"

@@ -259,6 +259,11 @@ class LookalikeApi(APIView):
         def validate(self, data):
             if ("vector" in data) == ("seed_keys" in data):
                 raise serializers.ValidationError({"vector": ["Give exactly one of vector and seed_keys."]})
+            seeds = len(set(data.get("seed_keys", ())))
+            if data["method"] == "multi_query" and seeds * data["n"] > settings.API_MAX_SEARCH_ROWS:
+                raise serializers.ValidationError({"n": [
+                    f"multi_query runs one search per seed: seeds × n must be at most {settings.API_MAX_SEARCH_ROWS} "
+                    f"(API_MAX_SEARCH_ROWS), not {seeds} × {data['n']}. Use fewer seeds, a smaller n, or centroid."]})
             vector = data.get("vector")
             if vector is not None:
                 expected = selectors.SPACE_DIMENSIONS[data["space"]]

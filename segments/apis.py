@@ -9,7 +9,7 @@ from rest_framework.generics import get_object_or_404
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from access.models import Scope
+from access.models import ApiToken, Scope
 from config.pagination import BoundedPageNumberPagination
 from ingestion.apis import BoundedJSONParser
 from profiles import selectors as profile_selectors
@@ -32,6 +32,11 @@ class SegmentSerializer(serializers.ModelSerializer):
 
     def get_trend(self, segment) -> list[dict]:
         return [{"size": t["size"], "taken_at": t["taken_at"].isoformat()} for t in selectors.segment_trend(segment=segment)]
+
+
+def _token_of(request):
+    """The API token behind the request (segment limits are per token)."""
+    return request.auth if isinstance(request.auth, ApiToken) else None
 
 
 def _rule_error(error: RuleError) -> exceptions.ValidationError:
@@ -86,16 +91,19 @@ class SegmentListApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        token = _token_of(request)
         try:
             if data["kind"] == SegmentKind.RULE:
-                segment = services.segment_create_rule(name=data["name"], rule=data["rule"])
+                segment = services.segment_create_rule(name=data["name"], rule=data["rule"], created_by_token=token)
             else:
                 segment = services.segment_create_lookalike(
                     name=data["name"], seed_keys=data["seed_keys"], size=data["size"], method=data["method"],
-                    space=data["space"],
+                    space=data["space"], created_by_token=token,
                 )
         except RuleError as error:
             raise _rule_error(error) from None
+        except services.SegmentLimitReached as error:
+            raise exceptions.ValidationError({"segments": [str(error)]}) from None
         except services.SegmentError as error:
             raise exceptions.ValidationError({"seed_keys": [str(error)]}) from None
         segment_refresh_queue(segment=segment)
@@ -124,7 +132,11 @@ class SegmentClustersApi(APIView):
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        segments = services.segments_create_clusters(**serializer.validated_data)
+        try:
+            segments = services.segments_create_clusters(**serializer.validated_data,
+                                                         created_by_token=_token_of(request))
+        except services.SegmentLimitReached as error:
+            raise exceptions.ValidationError({"segments": [str(error)]}) from None
         segment_refresh_queue(segment=segments[0])  # one refresh fits the clustering and fills every cluster
         return Response(SegmentSerializer(segments, many=True).data, status=status.HTTP_201_CREATED)
 
@@ -145,12 +157,20 @@ class SegmentDetailApi(APIView):
 class SegmentRefreshApi(APIView):
     required_scopes = (Scope.SEGMENTS_WRITE,)
 
-    @extend_schema(summary="Recompute a segment's members now (queued)", request=None,
-                   responses={202: SegmentSerializer, 404: OpenApiResponse(description="No such segment.")})
+    class OutputSerializer(SegmentSerializer):
+        refresh = serializers.ChoiceField(choices=["queued", "already_queued"], help_text=(
+            "already_queued: a refresh of this segment was queued and has not started; nothing more was queued."))
+
+        class Meta(SegmentSerializer.Meta):
+            ref_name = "SegmentRefresh"
+            fields = (*SegmentSerializer.Meta.fields, "refresh")
+
+    @extend_schema(summary="Recompute a segment's members now (queued once)", request=None,
+                   responses={202: OutputSerializer, 404: OpenApiResponse(description="No such segment.")})
     def post(self, request, segment_id: int):
         segment = get_object_or_404(Segment, pk=segment_id)
-        segment_refresh_queue(segment=segment)
-        return Response(SegmentSerializer(segment).data, status=status.HTTP_202_ACCEPTED)
+        segment.refresh = "queued" if segment_refresh_queue(segment=segment) else "already_queued"
+        return Response(self.OutputSerializer(segment).data, status=status.HTTP_202_ACCEPTED)
 
 
 class MemberSerializer(serializers.Serializer):
@@ -201,7 +221,9 @@ class RuleValidateApi(APIView):
 
     class OutputSerializer(serializers.Serializer):
         canonical = serializers.CharField(help_text="The rule as the store reads it.")
-        matching = serializers.IntegerField(help_text="Visible profiles it selects now.")
+        matching = serializers.IntegerField(help_text="Visible profiles it selects now, counted up to "
+                                                      "RULE_CHECK_MAX_COUNT.")
+        capped = serializers.BooleanField(help_text="True: at least `matching` profiles match (the count stopped).")
         fields = serializers.ListField(child=serializers.CharField(), help_text="Every field a rule may name.")
 
         class Meta:
@@ -218,7 +240,8 @@ class RuleValidateApi(APIView):
         checked = selectors.segment_rule_check(rule=serializer.validated_data["rule"])
         if not checked["valid"]:
             raise exceptions.ValidationError({"rule": [checked["message"]]})
-        return Response({"canonical": checked["canonical"], "matching": checked["matching"], "fields": sorted(FIELDS)})
+        return Response({"canonical": checked["canonical"], "matching": checked["matching"],
+                         "capped": checked["capped"], "fields": sorted(FIELDS)})
 
 
 class SegmentSizesApi(APIView):

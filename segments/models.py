@@ -37,6 +37,10 @@ class Segment(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
         verbose_name=_("created by"),
     )
+    created_by_token = models.ForeignKey(
+        "access.ApiToken", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name=_("created by API token"), help_text=_("Counts toward the token's segment limit"),
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     refreshed_at = models.DateTimeField(_("refreshed at"), null=True, blank=True)
 

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 
+from django.conf import settings
 from django.db.models import QuerySet
 
 from config.csv_stream import csv_lines
@@ -51,8 +52,10 @@ def segment_rule_check(*, rule: str) -> dict:
     except RuleError as error:
         return {"valid": False, "error": error.message, "position": error.position, "column": error.column,
                 "message": str(error)}
-    matching = profile_selectors.profiles_visible().filter(rule_to_q(parsed)).count()
-    return {"valid": True, "canonical": str(parsed), "matching": matching}
+    # bounded: counting every match of a broad rule over millions of profiles is the cost of a refresh
+    cap = settings.RULE_CHECK_MAX_COUNT
+    matching = profile_selectors.profiles_visible().filter(rule_to_q(parsed)).values("pk")[:cap + 1].count()
+    return {"valid": True, "canonical": str(parsed), "matching": min(matching, cap), "capped": matching > cap}
 
 
 def segment_seed_keys(*, segment: Segment, limit: int) -> list[str]:

@@ -25,12 +25,35 @@ class SegmentError(ValueError):
     """A segment cannot be created or refreshed as asked; the message says why."""
 
 
+class SegmentLimitReached(SegmentError):
+    """Creating these segments would pass SEGMENTS_MAX or the token's SEGMENTS_MAX_PER_TOKEN."""
+
+
+def _segments_room_check(*, adding: int, token) -> None:
+    """Refuse `adding` more segments past the limits. Under a transaction-scoped advisory lock, so
+    concurrent creations cannot pass a limit together."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext('portrait:segments-create'))")
+    total = Segment.objects.count()
+    if total + adding > settings.SEGMENTS_MAX:
+        raise SegmentLimitReached(f"the store holds {total} segments and allows {settings.SEGMENTS_MAX} "
+                                  "(SEGMENTS_MAX): delete some first")
+    if token is not None:
+        owned = Segment.objects.filter(created_by_token=token).count()
+        if owned + adding > settings.SEGMENTS_MAX_PER_TOKEN:
+            raise SegmentLimitReached(f"this token owns {owned} segments and may own "
+                                      f"{settings.SEGMENTS_MAX_PER_TOKEN} (SEGMENTS_MAX_PER_TOKEN): delete some first")
+
+
 @transaction.atomic
-def segment_create_rule(*, name: str, rule: str, created_by=None, refresh: str = "none") -> Segment:
+def segment_create_rule(*, name: str, rule: str, created_by=None, created_by_token=None,
+                        refresh: str = "none") -> Segment:
     """A segment of the profiles a rule selects. `refresh`: "inline" (after commit) or "none" (the
     caller queues it: segments.tasks.segment_refresh_queue)."""
     canonical = rule_canonical(rule)  # raises RuleError with the position of the problem
-    segment = Segment.objects.create(name=name, kind=SegmentKind.RULE, rule=canonical, created_by=created_by)
+    _segments_room_check(adding=1, token=created_by_token)
+    segment = Segment.objects.create(name=name, kind=SegmentKind.RULE, rule=canonical, created_by=created_by,
+                                     created_by_token=created_by_token)
     _after_create(segment, refresh)
     return segment
 
@@ -38,7 +61,7 @@ def segment_create_rule(*, name: str, rule: str, created_by=None, refresh: str =
 @transaction.atomic
 def segment_create_lookalike(
     *, name: str, seed_keys: list[str], size: int, method: str = "centroid", space: str = "fused", created_by=None,
-    refresh: str = "none",
+    created_by_token=None, refresh: str = "none",
 ) -> Segment:
     """The `size` customers most like a seed audience (the seed itself not included)."""
     if not 1 <= size <= settings.SEGMENT_MAX_LOOKALIKE:
@@ -48,8 +71,12 @@ def segment_create_lookalike(
     seeds = profile_selectors.profiles_by_keys(keys=list(dict.fromkeys(seed_keys)))
     if not seeds:
         raise SegmentError("none of the seed keys names a visible profile")
+    if method == "multi_query" and len(seeds) * size > settings.SEGMENT_MAX_SEARCH_ROWS:
+        raise SegmentError(f"multi_query runs one search per seed: seeds × size must be at most "
+                           f"{settings.SEGMENT_MAX_SEARCH_ROWS} (SEGMENT_MAX_SEARCH_ROWS), not {len(seeds)} × {size}")
+    _segments_room_check(adding=1, token=created_by_token)
     segment = Segment.objects.create(
-        name=name, kind=SegmentKind.LOOKALIKE, created_by=created_by,
+        name=name, kind=SegmentKind.LOOKALIKE, created_by=created_by, created_by_token=created_by_token,
         definition={"seed_customer_ids": sorted(p.pk for p in seeds), "size": size, "method": method, "space": space},
     )
     _after_create(segment, refresh)
@@ -58,17 +85,19 @@ def segment_create_lookalike(
 
 @transaction.atomic
 def segments_create_clusters(*, k: int, space: str = "embedding", name_prefix: str = "Cluster", created_by=None,
-                             refresh: str = "none", seed: int = 0) -> list[Segment]:
+                             created_by_token=None, refresh: str = "none", seed: int = 0) -> list[Segment]:
     """k cluster segments from one k-means fit over the profiles' vectors in `space`; they are
     fitted, described and filled by the first refresh."""
     if not 2 <= k <= MAX_CLUSTERS:
         raise SegmentError(f"k must be 2 to {MAX_CLUSTERS}")
     if space not in profile_selectors.SPACES:
         raise SegmentError("unknown space")
+    _segments_room_check(adding=k, token=created_by_token)
     clustering = str(uuid.uuid4())
     segments = [
         Segment.objects.create(
             name=f"{name_prefix} {i + 1}", kind=SegmentKind.CLUSTER, created_by=created_by,
+            created_by_token=created_by_token,
             definition={"clustering": clustering, "index": i, "k": k, "space": space, "seed": seed},
         )
         for i in range(k)

@@ -23,10 +23,18 @@ settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 @pytest.fixture(autouse=True)
 def cache_empty():
-    """Each test starts with an empty cache (throttle counters, popular items of another test's shop)."""
+    """Each test starts with an empty cache (throttle counters, popular items of another test's shop)
+    and no coordination marks in the broker's Redis (ids repeat across tests' databases)."""
     from django.core.cache import cache
 
+    from config.broker_redis import broker_redis
+
     cache.clear()
+    client = broker_redis()
+    for pattern in ("portrait:segment-refresh-queued:*", "portrait:profile-refresh-pending:*"):
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        if keys:
+            client.delete(*keys)
 
 
 @pytest.fixture
@@ -72,7 +80,7 @@ def celery_worker(transactional_db):
     else:
         env["EMBEDDED_DATABASE_NAME"] = database["NAME"]
     celery_app.control.purge()  # tasks left by an earlier, interrupted run
-    with celery_worker_running(env, queues="default,ingest,profiles,training",
+    with celery_worker_running(env, queues="default,ingest,profiles,segments,training",
                                log=Path(settings.BASE_DIR) / "var" / "test-worker.log") as process:
         yield process
 

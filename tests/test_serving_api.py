@@ -396,6 +396,7 @@ def test_a_refresh_is_queued_for_the_worker(shop, make_api_client, django_captur
 
     broker = redis.Redis.from_url(app.conf.broker_url)
     assert queued.status_code == 202 and queued.json()["id"] == segment.pk
+    assert queued.json()["refresh"] == "queued"
     assert unknown.status_code == 404
-    assert broker.llen("profiles") == 1
+    assert broker.llen("segments") == 1  # heavy audience work has its own queue
     app.control.purge()

@@ -42,7 +42,7 @@
         .then(function (result) {
           if (mine !== sequence) { return; }  // a later keystroke's answer wins
           if (result.valid) {
-            show("valid", output.dataset.validText.replace("%s", result.matching.toLocaleString()));
+            show("valid", output.dataset.validText.replace("%s", result.matching.toLocaleString() + (result.capped ? "+" : "")));
           } else {
             var caret = null;
             if (result.position !== null && result.position !== undefined) {
