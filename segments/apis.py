@@ -68,6 +68,11 @@ class SegmentListApi(APIView):
                 raise serializers.ValidationError({"rule": ["A rule segment needs a rule."]})
             if data["kind"] == SegmentKind.LOOKALIKE and not data.get("seed_keys"):
                 raise serializers.ValidationError({"seed_keys": ["A lookalike segment needs seed keys."]})
+            seeds = len(set(data.get("seed_keys", ())))
+            if data["method"] == "multi_query" and seeds * data["size"] > settings.SEGMENT_MAX_SEARCH_ROWS:
+                raise serializers.ValidationError({"size": [
+                    f"multi_query runs one search per seed: seeds × size must be at most "
+                    f"{settings.SEGMENT_MAX_SEARCH_ROWS} (SEGMENT_MAX_SEARCH_ROWS), not {seeds} × {data['size']}."]})
             return data
 
     @extend_schema(summary="Segments", responses={200: SegmentSerializer(many=True)})

@@ -87,5 +87,5 @@ def test_a_multi_query_lookalike_segment_is_bounded_by_seeds_times_size(make_api
     accepted = client.post("/api/v1/segments", {"name": "l", "kind": "lookalike", "seed_keys": keys[:5], "size": 10,
                                                "method": "multi_query"}, format="json")
 
-    assert refused.status_code == 400 and "SEGMENT_MAX_SEARCH_ROWS" in refused.json()["seed_keys"][0]
+    assert refused.status_code == 400 and "SEGMENT_MAX_SEARCH_ROWS" in refused.json()["size"][0]
     assert accepted.status_code == 201
