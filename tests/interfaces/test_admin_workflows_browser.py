@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from tests.browser import admin_log_in, chromium_page, screenshot
+from tests.interfaces.browser import admin_log_in, chromium_page, screenshot
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

@@ -5,7 +5,7 @@ watch the Celery worker import it, read the counts and the quarantined line."""
 import pytest
 from django.contrib.auth import get_user_model
 
-from tests.browser import admin_log_in, chromium_page, screenshot
+from tests.interfaces.browser import admin_log_in, chromium_page, screenshot
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 
 from ingestion.models import Customer, ImportJob
 from profiles.models import Profile
-from tests.browser import admin_log_in, chromium_page, screenshot
+from tests.interfaces.browser import admin_log_in, chromium_page, screenshot
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
