@@ -1,14 +1,18 @@
-"""Shared fixtures: API clients with scoped tokens, the real data sets, a real Celery worker."""
+"""Shared fixtures: API clients with scoped tokens, staff users by role, a small synthetic shop, the
+real data sets, a real Celery worker."""
 
 import contextlib
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
 from access.services import api_token_create
@@ -57,6 +61,58 @@ def make_api_client(db):
 @pytest.fixture
 def events_client(make_api_client) -> APIClient:
     return make_api_client("events:write")
+
+
+STAFF_PASSWORD = "pw-for-tests-only"
+
+
+@pytest.fixture
+def make_staff(django_user_model):
+    """make_staff(name, group=None): a superuser when no group is named, else a staff member of that
+    group (Compliance, Operators), read back so its permission cache starts empty."""
+
+    def make(name: str, group: str | None = None):
+        if group is None:
+            return django_user_model.objects.create_superuser(name, f"{name}@example.com", STAFF_PASSWORD)
+        user = django_user_model.objects.create_user(name, password=STAFF_PASSWORD, is_staff=True)
+        user.groups.add(Group.objects.get(name=group))
+        return django_user_model.objects.get(pk=user.pk)
+
+    return make
+
+
+@pytest.fixture
+def compliance_user(make_staff):
+    return make_staff("cora", "Compliance")
+
+
+@pytest.fixture
+def operator_user(make_staff):
+    return make_staff("otto", "Operators")
+
+
+@dataclass(frozen=True)
+class Shop:
+    job: Any  # the ImportJob of the synthetic load
+    build: Any  # the ProfileBuild, None when profiles were not built
+
+
+def shop_load(*, customers: int, events: int, seed: int, profiles: bool = True, **build_options) -> Shop:
+    """The generator's shop loaded through the normal ingestion path, then (unless profiles=False)
+    one batch build of profiles; build_options go to profiles_build (chunk_customers=...)."""
+    from ingestion.import_jobs import synthetic_shop_load
+    from profiles.builds import profiles_build
+
+    job = synthetic_shop_load(customers=customers, events=events, seed=seed)
+    return Shop(job=job, build=profiles_build(**build_options) if profiles else None)
+
+
+@pytest.fixture(scope="session")
+def make_shop():
+    """make_shop(customers=..., events=..., seed=...): a small synthetic shop with profiles. Call it
+    where the database is open: in a test, or under django_db_blocker.unblock() in a module fixture
+    (session-scoped, so fixtures of any scope may use it)."""
+    return shop_load
 
 
 # Tests talk to their own Redis database, so a developer's running `make run` worker never takes

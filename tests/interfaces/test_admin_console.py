@@ -28,13 +28,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(scope="module")
-def shop(django_db_setup, django_db_blocker):
-    from ingestion.import_jobs import synthetic_shop_load
-    from profiles.builds import profiles_build
-
+def shop(django_db_setup, django_db_blocker, make_shop):
     with django_db_blocker.unblock():
-        synthetic_shop_load(customers=250, events=12_000, seed=3)
-        profiles_build()
+        make_shop(customers=250, events=12_000, seed=3)
         segment = segment_services.segment_create_rule(name="big spenders", rule='value_tier = "high"', refresh="none")
         segment_services.segment_refresh(segment_id=segment.pk)
         yield segment
@@ -42,9 +38,8 @@ def shop(django_db_setup, django_db_blocker):
 
 
 @pytest.fixture
-def operator(shop, client):
-    client.force_login(get_user_model().objects.create_superuser("ops", "ops@example.com", "pw-for-tests-only"))
-    return client
+def operator(shop, admin_client):
+    return admin_client
 
 
 def _chart(html: str, chart_id: str) -> dict:

@@ -7,43 +7,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from tests.browser import admin_log_in, chromium_page, screenshot
+from tests.conftest import STAFF_PASSWORD
+from tests.interfaces.browser import admin_log_in, chromium_page, screenshot
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
-PASSWORD = "correct-horse-battery"
-
-
-def _staff(name: str, group: str | None = None):
-    if group is None:
-        return get_user_model().objects.create_superuser(name, f"{name}@example.com", PASSWORD)
-    user = get_user_model().objects.create_user(name, password=PASSWORD, is_staff=True)
-    user.groups.add(Group.objects.get(name=group))
-    return user
-
-
-@pytest.fixture
-def superuser(transactional_db):
-    return _staff("operator")
-
-
-@pytest.fixture
-def compliance_officer(transactional_db):
-    return _staff("cora", "Compliance")
-
-
-@pytest.fixture
-def browser_page():
-    with chromium_page(language="zh-hans") as page:
-        yield page
-
 
 def _log_in(page, live_server, username: str) -> None:
-    admin_log_in(page, live_server.url, username, PASSWORD)
+    admin_log_in(page, live_server.url, username, STAFF_PASSWORD)
 
 
 # (a) -------------------------------------------------------------------------------------------
@@ -103,7 +76,7 @@ def subject(transactional_db):
 
 
 def test_compliance_user_files_verifies_and_executes_an_erasure_and_sees_the_receipt(
-    subject, compliance_officer, live_server, celery_worker, browser_page
+    subject, compliance_user, live_server, celery_worker, browser_page
 ):
     page = browser_page
     _log_in(page, live_server, "cora")
@@ -157,12 +130,12 @@ def test_operator_finds_no_execute_button_and_a_forced_post_is_refused_and_audit
 
 
 @pytest.fixture
-def browser_page_after_verified_request(subject, live_server):
+def browser_page_after_verified_request(subject, live_server, operator_user, compliance_user):
     from privacy import services
 
     filed = services.privacy_request_file(kind="erasure", source="default", external_id=subject,
-                                          actor=_staff("otto", "Operators"))
-    services.privacy_request_verify(request=filed, actor=_staff("cora", "Compliance"))
+                                          actor=operator_user)
+    services.privacy_request_verify(request=filed, actor=compliance_user)
     url = f"{live_server.url}/admin/privacy/privacyrequest/{filed.pk}/change/"
     yield from _logged_in_page(live_server, "otto", url)
 

@@ -3,25 +3,14 @@ watch the Celery worker import it, read the counts and the quarantined line."""
 
 
 import pytest
-from django.contrib.auth import get_user_model
 
-from tests.browser import admin_log_in, chromium_page, screenshot
+from tests.conftest import STAFF_PASSWORD
+from tests.interfaces.browser import admin_log_in, screenshot
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
-@pytest.fixture
-def operator(transactional_db):
-    return get_user_model().objects.create_superuser("operator", "op@example.com", "correct-horse-battery")
-
-
-@pytest.fixture
-def browser_page():
-    with chromium_page(language="zh-hans") as page:
-        yield page
-
-
 def test_operator_uploads_a_file_in_the_admin_and_sees_it_imported(
-    operator, live_server, celery_worker, tmp_path, browser_page
+    superuser, live_server, celery_worker, tmp_path, browser_page
 ):
     events = tmp_path / "shop-events.csv"
     events.write_text(
@@ -32,7 +21,7 @@ def test_operator_uploads_a_file_in_the_admin_and_sees_it_imported(
     )
     page = browser_page
 
-    admin_log_in(page, live_server.url, "operator", "correct-horse-battery")
+    admin_log_in(page, live_server.url, "operator", STAFF_PASSWORD)
     page.click("#content-main a:text-is('导入任务')")
     page.wait_for_url("**/admin/ingestion/importjob/")
     page.click("ul.object-tools a.addlink")

@@ -7,7 +7,7 @@ import io
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
@@ -21,18 +21,6 @@ from training.models import ModelVersion, RunStatus, TrainingRun
 pytestmark = pytest.mark.django_db
 
 KEYS = {name: name * 32 for name in ("a1", "b2", "c3", "d4")}  # 64 hex characters each
-
-
-@pytest.fixture
-def admin_client(client, django_user_model):
-    client.force_login(django_user_model.objects.create_superuser("root", "root@example.com", "pw-for-tests-only"))
-    return client
-
-
-def _staff_in(django_user_model, name: str, group: str):
-    user = django_user_model.objects.create_user(name, password="pw-for-tests-only", is_staff=True)
-    user.groups.add(Group.objects.get(name=group))
-    return django_user_model.objects.get(pk=user.pk)  # fresh permission cache
 
 
 @pytest.fixture
@@ -65,8 +53,8 @@ def test_rule_check_reports_the_error_and_its_position(admin_client, profiles):
     assert body["position"] == 19 and body["column"] == 20
 
 
-def test_rule_check_is_refused_to_staff_who_may_not_add_segments(client, django_user_model, profiles):
-    compliance_only = _staff_in(django_user_model, "clara", "Compliance")  # reviews privacy, not segments
+def test_rule_check_is_refused_to_staff_who_may_not_add_segments(client, make_staff, profiles):
+    compliance_only = make_staff("clara", "Compliance")  # reviews privacy, not segments
     client.force_login(compliance_only)
 
     response = client.get("/admin/segments/segment/rules/check/", {"rule": "monetary > 100"})
@@ -322,16 +310,16 @@ def test_rejects_csv_is_refused_without_permission_to_see_quarantined_rows(clien
 # --- privacy -------------------------------------------------------------------------------------
 
 @pytest.fixture
-def received(django_user_model):
-    filer = _staff_in(django_user_model, "filer", "Operators")
+def received(make_staff):
+    filer = make_staff("filer", "Operators")
     return privacy_services.privacy_request_file(kind="restriction", source="default", external_id="subject-1", actor=filer)
 
 
 def test_operator_sees_no_decision_buttons_and_a_forced_execute_is_refused_and_audited(
-    client, django_user_model, received
+    client, make_staff, received
 ):
-    privacy_services.privacy_request_verify(request=received, actor=_staff_in(django_user_model, "cora", "Compliance"))
-    operator = _staff_in(django_user_model, "otto", "Operators")
+    privacy_services.privacy_request_verify(request=received, actor=make_staff("cora", "Compliance"))
+    operator = make_staff("otto", "Operators")
     client.force_login(operator)
 
     page = client.get(f"/admin/privacy/privacyrequest/{received.pk}/change/").content.decode()
@@ -344,8 +332,8 @@ def test_operator_sees_no_decision_buttons_and_a_forced_execute_is_refused_and_a
     assert refusal.actor == operator and refusal.target_id == str(received.pk)
 
 
-def test_operator_forced_close_is_refused_and_audited_too(client, django_user_model, received):
-    client.force_login(_staff_in(django_user_model, "otto", "Operators"))
+def test_operator_forced_close_is_refused_and_audited_too(client, make_staff, received):
+    client.force_login(make_staff("otto", "Operators"))
 
     client.post(f"/admin/privacy/privacyrequest/{received.pk}/decide/close/")
 
@@ -353,9 +341,9 @@ def test_operator_forced_close_is_refused_and_audited_too(client, django_user_mo
 
 
 def test_compliance_user_verifies_and_executes_with_the_page_buttons_and_sees_the_receipt(
-    client, django_user_model, received
+    client, make_staff, received
 ):
-    client.force_login(_staff_in(django_user_model, "cora", "Compliance"))
+    client.force_login(make_staff("cora", "Compliance"))
     url = f"/admin/privacy/privacyrequest/{received.pk}"
 
     before = client.get(f"{url}/change/").content.decode()
@@ -370,8 +358,8 @@ def test_compliance_user_verifies_and_executes_with_the_page_buttons_and_sees_th
     assert all(a in trail for a in ("privacy_request.filed", "privacy_request.verified", "privacy_request.completed"))
 
 
-def test_a_decision_that_does_not_fit_the_state_is_refused_with_the_reason(client, django_user_model, received):
-    client.force_login(_staff_in(django_user_model, "cora", "Compliance"))
+def test_a_decision_that_does_not_fit_the_state_is_refused_with_the_reason(client, make_staff, received):
+    client.force_login(make_staff("cora", "Compliance"))
 
     response = client.post(f"/admin/privacy/privacyrequest/{received.pk}/decide/close/", follow=True)
 
@@ -379,8 +367,8 @@ def test_a_decision_that_does_not_fit_the_state_is_refused_with_the_reason(clien
     assert PrivacyRequest.objects.get(pk=received.pk).state == RequestState.RECEIVED
 
 
-def test_decide_refuses_get_and_unknown_steps(client, django_user_model, received):
-    client.force_login(_staff_in(django_user_model, "cora", "Compliance"))
+def test_decide_refuses_get_and_unknown_steps(client, make_staff, received):
+    client.force_login(make_staff("cora", "Compliance"))
 
     assert client.get(f"/admin/privacy/privacyrequest/{received.pk}/decide/execute/").status_code == 405
     assert client.post(f"/admin/privacy/privacyrequest/{received.pk}/decide/delete/").status_code == 404

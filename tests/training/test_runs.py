@@ -7,11 +7,9 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
-from ingestion.import_jobs import synthetic_shop_load
 from ingestion.models import Customer, Event
 from profiles import selectors
 from profiles.models import Profile
-from profiles.builds import profiles_build
 from training import services
 from training.models import ModelVersion, RunStatus, TrainingRun
 from training.tasks import training_run_queue, training_run_task
@@ -22,10 +20,9 @@ TINY = {"model": {"dim": 64, "layers": 1, "max_len": 20}, "train": {"epochs": 2,
 
 
 @pytest.fixture
-def profiled_shop(settings, tmp_path):
+def profiled_shop(settings, tmp_path, make_shop):
     settings.MODELS_DIR = tmp_path / "models"
-    synthetic_shop_load(customers=300, events=20_000, seed=5)
-    profiles_build()
+    make_shop(customers=300, events=20_000, seed=5)
 
 
 def test_a_run_trains_activates_and_profiles_carry_its_embeddings(profiled_shop, capsys):

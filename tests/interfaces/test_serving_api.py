@@ -22,18 +22,15 @@ GRU = {"model": {"layers": 1, "max_len": 30, "content": False}, "train": {"epoch
 
 
 @pytest.fixture(scope="module")
-def shop(django_db_setup, django_db_blocker, tmp_path_factory):
+def shop(django_db_setup, django_db_blocker, tmp_path_factory, make_shop):
     from django.conf import settings
 
-    from ingestion.import_jobs import synthetic_shop_load
-    from profiles.builds import profiles_build
     from pipeline.flows import training_run
     from training.services import training_run_create
 
     with django_db_blocker.unblock():
         settings.MODELS_DIR = tmp_path_factory.mktemp("models")
-        synthetic_shop_load(customers=300, events=20_000, seed=5)
-        profiles_build()
+        make_shop(customers=300, events=20_000, seed=5)
         run = training_run_create(arch="gru", config=GRU)
         training_run(run_id=run.pk, rebuild=True)
         yield

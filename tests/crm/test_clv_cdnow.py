@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 
 from crm.clv import BgNbd, ClvModel, backtest_cutoffs, purchase_days, rfm_summary
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from clv_cdnow import CALIBRATION_END, HOLDOUT_END, cdnow_purchases  # noqa: E402
 
 

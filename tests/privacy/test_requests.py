@@ -8,7 +8,6 @@ import zipfile
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from ingestion.pseudonyms import customer_key
@@ -131,12 +130,8 @@ def test_lifting_a_suppression(shop, compliance):
     assert events_ingest_batch(rows=search).inserted == 1
 
 
-def test_in_the_admin_an_operator_cannot_execute_and_compliance_staff_can(shop, client, django_user_model):
-    operator = django_user_model.objects.create_user("otto", password="pw-for-tests-only", is_staff=True)
-    operator.groups.add(Group.objects.get(name="Operators"))
-    officer = django_user_model.objects.create_user("cora", password="pw-for-tests-only", is_staff=True)
-    officer.groups.add(Group.objects.get(name="Compliance"))
-    client.force_login(operator)
+def test_in_the_admin_an_operator_cannot_execute_and_compliance_staff_can(shop, client, operator_user, compliance_user):
+    client.force_login(operator_user)
 
     filed = client.post("/admin/privacy/privacyrequest/add/", {"kind": "erasure", "source": "default",
                                                                "external_id": SUBJECT, "note": ""})
@@ -147,7 +142,7 @@ def test_in_the_admin_an_operator_cannot_execute_and_compliance_staff_can(shop, 
     assert filed.status_code == 302 and request.filed_by == "otto"
     assert b"Only the compliance group" in refused.content
     assert PrivacyRequest.objects.get().state == RequestState.RECEIVED
-    client.force_login(officer)
+    client.force_login(compliance_user)
     for action in ("verify", "execute"):
         client.post("/admin/privacy/privacyrequest/", {"action": action, "_selected_action": [request.pk]})
     page = client.get(f"/admin/privacy/privacyrequest/{request.pk}/change/")

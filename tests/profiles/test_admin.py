@@ -2,7 +2,6 @@
 batch build started from the admin."""
 
 import pytest
-from django.contrib.auth import get_user_model
 
 from config.celery import app as celery_app
 from profiles import builds
@@ -12,7 +11,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def operator_client(client, events_client):
+def operator_client(admin_client, events_client):
     # everyone shops in January; every other customer buys again in February (the report's target)
     rows = []
     for c in range(25):
@@ -24,9 +23,7 @@ def operator_client(client, events_client):
                          "timestamp": f"2025-02-{1 + c:02d}T12:00:00Z"})
     assert events_client.post("/api/v1/events", {"events": rows}, format="json").status_code == 200
     builds.profiles_build()
-    admin = get_user_model().objects.create_superuser("ops", "ops@example.com", "pw-for-tests-only")
-    client.force_login(admin)
-    return client
+    return admin_client
 
 
 def test_profile_page_shows_labels_top_categories_and_distinctive_traits(operator_client):

@@ -5,11 +5,11 @@ Full-page screenshots land in var/screenshots/ for reviewers."""
 
 
 import pytest
-from django.contrib.auth import get_user_model
 
 from ingestion.models import Customer, ImportJob
 from profiles.models import Profile
-from tests.browser import admin_log_in, chromium_page, screenshot
+from tests.conftest import STAFF_PASSWORD
+from tests.interfaces.browser import admin_log_in, chromium_page, screenshot
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -17,22 +17,17 @@ PROFILE_CHARTS = ("chart-activity", "chart-categories", "chart-spend", "chart-rf
 
 
 @pytest.fixture
-def shop(transactional_db):
-    from ingestion.import_jobs import synthetic_shop_load
-    from profiles.builds import profiles_build
-
-    synthetic_shop_load(customers=250, events=12_000, seed=3)
-    profiles_build()
+def shop(transactional_db, make_shop, superuser):
+    make_shop(customers=250, events=12_000, seed=3)
     from crm.services import clv_fit, demand_forecast_make
 
     demand_forecast_make(fit=clv_fit(), weeks=4)
-    get_user_model().objects.create_superuser("operator", "op@example.com", "correct-horse-battery")
     profile = Profile.objects.filter(value_tier="high").order_by("-events_included", "pk").first()
     return {"profile_id": profile.pk, "customers": Customer.objects.count(), "import_job_id": ImportJob.objects.get().pk}
 
 
 @pytest.fixture
-def browser_page():
+def browser_page():  # this module's pages in English, wider
     with chromium_page(language="en", width=1400) as page:
         yield page
 
@@ -44,7 +39,7 @@ def _rendered_points(page, chart_id: str) -> int:
 
 def test_operator_sees_the_store_in_pictures(shop, live_server, browser_page):
     page = browser_page
-    admin_log_in(page, live_server.url, "operator", "correct-horse-battery")
+    admin_log_in(page, live_server.url, "operator", STAFF_PASSWORD)
 
     # the dashboard
     page.wait_for_selector("#portrait-dashboard")

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-from django.contrib.auth.models import Group
 from django.db import connection
 
 from ingestion.pseudonyms import customer_key
@@ -35,20 +34,6 @@ def _events(customer: str, day: int, n: int = 3, **extra) -> list[dict]:
     return [{"customer_id": customer, "event_type": "purchase" if i % 2 else "view", "item_id": f"sku-{i % 4}",
              "timestamp": f"2025-03-{day:02d}T1{i}:00:00Z", **({"value": "12.50"} if i % 2 else {}), **extra}
             for i in range(n)]
-
-
-@pytest.fixture
-def compliance_user(django_user_model):
-    user = django_user_model.objects.create_user("cora", password="pw-for-tests-only", is_staff=True)
-    user.groups.add(Group.objects.get(name="Compliance"))
-    return django_user_model.objects.get(pk=user.pk)  # fresh permission cache
-
-
-@pytest.fixture
-def operator_user(django_user_model):
-    user = django_user_model.objects.create_user("otto", password="pw-for-tests-only", is_staff=True)
-    user.groups.add(Group.objects.get(name="Operators"))
-    return django_user_model.objects.get(pk=user.pk)
 
 
 @pytest.fixture

@@ -18,13 +18,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(scope="module")
-def shop(django_db_setup, django_db_blocker):
-    from ingestion.import_jobs import synthetic_shop_load
-    from profiles.builds import profiles_build
-
+def shop(django_db_setup, django_db_blocker, make_shop):
     with django_db_blocker.unblock():
-        synthetic_shop_load(customers=3000, events=150_000, seed=11)
-        profiles_build()
+        make_shop(customers=3000, events=150_000, seed=11)
         fit = services.clv_fit()
         yield fit
         call_command("flush", interactive=False, verbosity=0)

@@ -9,20 +9,17 @@ from scipy.stats import spearmanr
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from ingestion.models import Customer
-from ingestion.import_jobs import synthetic_shop_load
 from pipeline.flows import customers_refresh
 from profiles import preprocessing, services
-from profiles import builds
 from profiles.features import store_as_of
 from profiles.models import BuildStatus, FeatureSet, Profile
 
 
 @pytest.fixture(scope="module")
-def synthetic_profiles(django_db_setup, django_db_blocker):
+def synthetic_profiles(django_db_setup, django_db_blocker, make_shop):
     """A 3,000-customer shop (seed 11, 200k events) loaded and profiled once for this module."""
     with django_db_blocker.unblock():
-        synthetic_shop_load(customers=3000, events=200_000, seed=11)
-        build = builds.profiles_build(chunk_customers=1000)
+        build = make_shop(customers=3000, events=200_000, seed=11, chunk_customers=1000).build
         rows = Profile.objects.values(
             "customer_id", "value_tier", "lifecycle_stage", "traits", "explanation",
             "customer__ground_truth__segment", "customer__ground_truth__churned_at",

@@ -1,4 +1,5 @@
-"""A test that is not collected does not exist: every test_*.py in the repository must be collected."""
+"""A test that is not collected does not exist: every test_*.py in the repository must be collected.
+pytest.ini collects only the one tree tests/<app>/, so a test file written anywhere else fails here."""
 
 import subprocess
 import sys
