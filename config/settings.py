@@ -9,7 +9,7 @@ SECRET_KEY = dev_secret("SECRET_KEY", VAR_DIR / "secrets" / "django_secret_key")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # HTTPS in production (README "Configuration"): off by default so `make run` serves plain HTTP on
-# loopback; `manage.py check --deploy` passes once these are set (tests/test_settings.py).
+# loopback; `manage.py check --deploy` passes once these are set (tests/config/test_settings.py).
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
@@ -266,7 +266,7 @@ TRAINING_MODEL_DEFAULTS = {
     "dropout": env.float("TRAINING_DROPOUT", default=0.2),
     "future_window": env.int("TRAINING_FUTURE_WINDOW", default=1),
     # the next event's type and amount: the state carries what segments differ in (at 0 the synthetic
-    # shop's segments separate by 0.029 cosine, under tests/test_training.py's 0.03; at 1, 0.047); on
+    # shop's segments separate by 0.029 cosine, under tests/training/test_runs.py's 0.03; at 1, 0.047); on
     # MovieLens both targets are constant (every event a rating without amount)
     "aux_weight": env.float("TRAINING_AUX_WEIGHT", default=1.0),
     "repeat_bias": env.bool("TRAINING_REPEAT_BIAS", default=True),
