@@ -1,12 +1,18 @@
-"""One Redis client on the broker's URL, for the small coordination keys beside the queues (pending
-refresh marks, queued-refresh marks)."""
+"""One Redis client on the Celery broker's URL, for the small coordination keys beside the queues
+(pending profile-refresh marks, queued segment-refresh marks). The URL is the Celery app's, read at
+each call, so a process whose broker was pointed elsewhere (the tests' own database) marks there."""
 
 import functools
 
 
-@functools.cache
 def broker_redis():
-    import redis
-    from django.conf import settings
+    from celery import current_app
 
-    return redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=2, socket_timeout=2)
+    return _client(current_app.conf.broker_url)
+
+
+@functools.cache
+def _client(url: str):
+    import redis
+
+    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from django.db import connection, transaction
 
+from config.broker_redis import broker_redis
 from profiles import fusion, labels, preprocessing
 from profiles.features import (
     NUMERIC_FEATURES,
@@ -188,13 +189,6 @@ _PENDING_KEY = "portrait:profile-refresh-pending:{}"
 _PENDING_TTL_S = 300  # a lost task only delays the next refresh of its customers by this much
 
 
-def _redis():
-    import redis
-    from celery import current_app
-
-    return redis.Redis.from_url(current_app.conf.broker_url, socket_connect_timeout=2, socket_timeout=2)
-
-
 def refresh_pending_mark(*, customer_ids) -> list[int]:
     """Mark these customers' refresh as queued; returns those not marked already (the ones to
     queue). Bursts coalesce: a customer whose refresh is queued but not started is queued once.
@@ -202,7 +196,7 @@ def refresh_pending_mark(*, customer_ids) -> list[int]:
     ids = sorted({int(i) for i in customer_ids})
     if not ids:
         return []
-    pipe = _redis().pipeline(transaction=False)
+    pipe = broker_redis().pipeline(transaction=False)
     for customer_id in ids:
         pipe.set(_PENDING_KEY.format(customer_id), 1, nx=True, ex=_PENDING_TTL_S)
     return [cid for cid, was_set in zip(ids, pipe.execute(), strict=True) if was_set]
@@ -212,7 +206,7 @@ def refresh_pending_clear(*, customer_ids) -> int:
     """Clear the marks (a refresh, before it reads events, so nothing arriving later is missed; an
     erasure, so no key names an erased customer). Returns how many marks existed."""
     ids = [int(c) for c in customer_ids]
-    return int(_redis().delete(*(_PENDING_KEY.format(c) for c in ids))) if ids else 0
+    return int(broker_redis().delete(*(_PENDING_KEY.format(c) for c in ids))) if ids else 0
 
 
 def profile_embeddings_store(*, customer_ids, vectors: np.ndarray, model_version_id: int) -> int:
