@@ -239,6 +239,16 @@ def social_edges_upsert(*, rows: Iterable[dict], source: str) -> int:
 
 # --- Erasure and restriction (called by privacy requests) ----------------------------------------
 
+# Every relation to Customer in this app's models, and the erase service below that deletes its
+# rows (privacy.erasure checks that each such relation in every app is covered or exempted).
+CUSTOMER_RELATIONS_ERASED = {
+    "ingestion.Customer.merged_into": "customers_erase",
+    "ingestion.Event.customer": "customers_erase",
+    "ingestion.CustomerGroundTruth.customer": "customers_erase",
+    "ingestion.SocialEdge.source_customer": "social_edges_erase",
+    "ingestion.SocialEdge.target_customer": "social_edges_erase",
+}
+
 
 def quarantined_rows_erase(*, identifiers: list[str], mentions) -> int:
     """Delete quarantined rows whose raw text names one of `identifiers` (`mentions(text, identifier)`

@@ -233,6 +233,16 @@ def profile_embeddings_store(*, customer_ids, vectors: np.ndarray, model_version
         return cursor.rowcount
 
 
+# Every relation to Customer in this app's models, and the erase service that deletes its rows
+# (privacy.erasure checks that each such relation in every app is covered or exempted).
+CUSTOMER_RELATIONS_ERASED = {
+    "profiles.Profile.customer": "customer_profiles_erase",
+    "profiles.CustomerValue.customer": "customer_profiles_erase",
+    "profiles.IdentityMerge.merged": "customer_profiles_erase",
+    "profiles.IdentityMerge.survivor": "customer_profiles_erase",
+}
+
+
 def customer_profiles_erase(*, customer_ids: list[int]) -> dict[str, int]:
     """Delete these customers' profiles, neighbour-value snapshots and identity-merge journal entries
     (which hold profile snapshots); returns the rows deleted per table."""
