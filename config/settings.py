@@ -190,6 +190,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute=30, hour=PROFILE_REBUILD_HOUR_UTC),
     },
     "privacy-requests-retry": {"task": "privacy.tasks.privacy_requests_retry_task", "schedule": 15 * 60.0},
+    "access-exports-expire": {"task": "privacy.tasks.access_exports_expire_task", "schedule": 60 * 60.0},
     "weekly-retraining": {
         "task": "training.tasks.training_scheduled_task",
         "schedule": crontab(minute=0, hour=TRAINING_RETRAIN_HOUR_UTC, day_of_week=TRAINING_RETRAIN_WEEKDAY),

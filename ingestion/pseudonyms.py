@@ -47,6 +47,15 @@ def pii_decrypt(token: bytes | memoryview | None) -> str | None:
     return _fernet().decrypt(bytes(token)).decode()
 
 
+def pii_encrypt_bytes(data: bytes) -> bytes:
+    """A whole file's bytes under the PII key (access exports at rest)."""
+    return _fernet().encrypt(data)
+
+
+def pii_decrypt_bytes(token: bytes) -> bytes:
+    return _fernet().decrypt(token)
+
+
 def pii_rotate(token: bytes | memoryview) -> bytes:
     """The token re-encrypted under the newest key. A token already under the newest key comes back
     unchanged, so a rotation that is run again (or resumed) rewrites nothing."""

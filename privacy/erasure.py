@@ -6,8 +6,8 @@ Order matters:
    and deletes every row that names them. A writer that was running has finished before the
    deletes; one that starts later sees the suppression and refuses the rows. So nothing the
    subject sends while being erased survives.
-2. Outside the database: pending-refresh keys in Redis and retained import files that contain the
-   subject's id are removed.
+2. Outside the database: pending-refresh keys in Redis, retained import files that contain the
+   subject's id, and the subject's access exports are removed.
 3. The unlearning ledger records which model versions had been trained on the subject.
 Every step is idempotent, so a retry after a crash completes the erasure; the receipt counts what
 each attempt removed (later attempts find nothing left where an earlier one finished).
@@ -35,6 +35,7 @@ from profiles import services as profile_services
 from segments import services as segment_services
 from privacy.suppression_tokens import customer_suppression_token, suppression_token
 from privacy.models import ErasureLedger, PrivacyRequest, SuppressedSubject
+from privacy.export import subject_exports_erase
 from privacy.guard import erasure_lock
 
 # Which erase service removes the rows of each relation to Customer: each app declares the
@@ -50,6 +51,7 @@ NON_RELATIONAL_STORES = {
     "quarantined_rows": "rejected import rows, matched by the subject's identifiers",
     "redis_keys": "pending-refresh markers that name the subject's customers",
     "import_files": "uploaded import files that mention an identifier",
+    "exports": "access export files of the subject (decrypted personal data and every event)",
     "pseudonym_cache": "no process keeps external ids: customer keys are computed per call",
     "training_snapshots": "training reads the store into memory; nothing is written per customer",
 }
@@ -184,6 +186,7 @@ def erasure_execute(*, request: PrivacyRequest, external_id: str) -> dict:
     receipt["stores"]["suppression_list"] = {"added": True, "at": at}
     receipt["stores"]["redis_keys"] = {"removed": _redis_erase(ids), "at": _now()}
     receipt["stores"]["import_files"] = {"removed": _import_files_erase(identifiers), "at": _now()}
+    receipt["stores"]["exports"] = {"removed": subject_exports_erase(subject_token=request.subject_token), "at": _now()}
     for store in ("pseudonym_cache", "training_snapshots"):
         receipt["stores"][store] = {"removed": 0, "at": _now(), "note": NON_RELATIONAL_STORES[store]}
     receipt["stores"]["vector_indexes"] = {

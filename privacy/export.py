@@ -1,5 +1,7 @@
 """Access export: everything held about one subject, as a zip of `subject.json` and `events.csv`,
-written under MEDIA_ROOT/exports with an unguessable name and an expiry (PRIVACY_EXPORT_DAYS)."""
+encrypted under the PII key and written under MEDIA_ROOT/exports with an unguessable name and an
+expiry (PRIVACY_EXPORT_DAYS). The file is deleted when it expires (Celery beat) and when its subject
+is erased; it is decrypted only for an audited download."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from ingestion.pseudonyms import customer_key, pii_decrypt
+from ingestion.pseudonyms import customer_key, pii_decrypt, pii_decrypt_bytes, pii_encrypt_bytes
 from ingestion.models import Customer, Event, EventType
 from privacy.models import PrivacyRequest
 
@@ -82,12 +84,57 @@ def access_export_write(*, request: PrivacyRequest, external_id: str) -> dict:
             if customer.consent_profiling else [],
             events=events,
         )
-    directory = Path(settings.MEDIA_ROOT) / "exports"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"access-{request.pk}-{secrets.token_hex(16)}.zip"
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    archive_bytes = io.BytesIO()
+    with zipfile.ZipFile(archive_bytes, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("subject.json", json.dumps(bundle, indent=2, ensure_ascii=False, default=str))
         archive.writestr("events.csv", events_csv)
+    _exports_directory().mkdir(parents=True, exist_ok=True)
+    _export_files_delete([request.pk])  # a retried request leaves one export, not two
+    path = _exports_directory() / f"access-{request.pk}-{secrets.token_hex(16)}.zip.enc"
+    path.write_bytes(pii_encrypt_bytes(archive_bytes.getvalue()))
     expires = timezone.now() + timedelta(days=settings.PRIVACY_EXPORT_DAYS)
     PrivacyRequest.objects.filter(pk=request.pk).update(export_path=str(path), export_expires_at=expires)
     return {"export": {"events": events, "found": customer is not None, "expires_at": expires.isoformat()}}
+
+
+def _exports_directory() -> Path:
+    return Path(settings.MEDIA_ROOT) / "exports"
+
+
+def _export_files_delete(request_ids) -> int:
+    """Every export file written for these requests (found by name, so an orphan of a crashed write
+    goes too); returns how many were deleted."""
+    removed = 0
+    for request_id in request_ids:
+        for path in _exports_directory().glob(f"access-{int(request_id)}-*"):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def access_export_open(*, request: PrivacyRequest) -> bytes | None:
+    """The decrypted zip of a live export, or None when there is none or it expired."""
+    if not request.export_path or not request.export_expires_at or request.export_expires_at < timezone.now():
+        return None
+    try:
+        return pii_decrypt_bytes(Path(request.export_path).read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+def access_exports_expire(*, now=None) -> int:
+    """Delete the files of exports past their expiry (beat, privacy.tasks); returns how many."""
+    expired = PrivacyRequest.objects.filter(export_expires_at__lt=now or timezone.now()).exclude(export_path="")
+    ids = list(expired.values_list("pk", flat=True))
+    removed = _export_files_delete(ids)
+    PrivacyRequest.objects.filter(pk__in=ids).update(export_path="")
+    return removed
+
+
+def subject_exports_erase(*, subject_token: str) -> int:
+    """Delete every access export of this subject (erasure); returns the files deleted."""
+    requests = PrivacyRequest.objects.filter(subject_token=subject_token, kind="access_export")
+    ids = list(requests.values_list("pk", flat=True))
+    removed = _export_files_delete(ids)
+    PrivacyRequest.objects.filter(pk__in=ids).update(export_path="", export_expires_at=None)
+    return removed
