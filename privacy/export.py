@@ -20,8 +20,8 @@ from ingestion.pseudonyms import customer_key, pii_decrypt, pii_decrypt_bytes, p
 from ingestion.models import Customer, Event, EventType
 from privacy.models import PrivacyRequest
 
-EVENT_COLUMNS = ("occurred_at", "event_type", "item_sku", "quantity", "value", "currency", "rating", "channel", "device",
-                 "order_id")
+EVENT_COLUMNS = ("occurred_at", "event_type", "item_sku", "quantity", "value", "currency", "rating", "session_id",
+                 "channel", "device", "order_id", "context")
 
 
 def _record(customer: Customer) -> dict:
@@ -51,6 +51,40 @@ def _profile(customer: Customer) -> dict | None:
     }
 
 
+def _prediction(customer: Customer) -> dict | None:
+    """Forecasts, CRM audiences and the risk scorecard, with what drove them."""
+    from crm.selectors import customer_prediction_get
+
+    prediction = customer_prediction_get(customer_id=customer.pk)
+    if prediction is None:
+        return None
+    return {
+        "expected_purchases": prediction.expected_purchases, "probability_active": prediction.probability_active,
+        "churn_probability": prediction.churn_probability, "expected_spend": prediction.expected_spend,
+        "expected_value_per_purchase": prediction.expected_value_per_purchase,
+        "lifetime_value": prediction.lifetime_value, "past_spend": prediction.past_spend,
+        "predicted_by": prediction.source, "drivers": prediction.drivers, "audiences": list(prediction.audiences),
+        "risk": {"score": prediction.risk_score, "band": prediction.risk_band, "reasons": prediction.risk_reasons},
+        "computed_at": prediction.computed_at.isoformat(),
+    }
+
+
+def _merge_history(customer: Customer) -> list[dict]:
+    """Every identity merge the subject took part in (an anonymous visitor recognised as them),
+    undone ones included: which side they were, how, why, how sure, what moved."""
+    from django.db.models import Q
+
+    from profiles.models import IdentityMerge
+
+    merges = IdentityMerge.objects.filter(Q(merged=customer) | Q(survivor=customer)).order_by("created_at", "pk")
+    return [{
+        "role": "merged" if merge.merged_id == customer.pk else "survivor", "method": merge.method,
+        "reason": merge.reason, "confidence": merge.confidence, "merged_at": merge.created_at.isoformat(),
+        "events_moved": len(merge.moved_event_ids), "undone_at": merge.undone_at.isoformat() if merge.undone_at else None,
+        "undo_reason": merge.undo_reason,
+    } for merge in merges]
+
+
 def _events_csv(customer: Customer) -> tuple[str, int]:
     out = io.StringIO()
     writer = csv.writer(out)
@@ -62,7 +96,8 @@ def _events_csv(customer: Customer) -> tuple[str, int]:
     for e in rows:
         writer.writerow([e.occurred_at.isoformat(), str(names.get(e.event_type, e.event_type)), e.item.sku if e.item else "",
                          e.quantity, "" if e.value is None else e.value, e.currency, "" if e.rating is None else e.rating,
-                         e.channel, e.device, e.order_id])
+                         e.session_id, e.channel, e.device, e.order_id,
+                         "" if e.context is None else json.dumps(e.context, ensure_ascii=False, sort_keys=True)])
         count += 1
     return out.getvalue(), count
 
@@ -79,6 +114,7 @@ def access_export_write(*, request: PrivacyRequest, external_id: str) -> dict:
         bundle.update(
             record=_record(customer), profile=_profile(customer), segments=segments_of_customer(customer_id=customer.pk),
             social_edges={"out": customer.edges_out.count(), "in": customer.edges_in.count()},
+            prediction=_prediction(customer), identity_merges=_merge_history(customer),
             # every run reads every live customer who consents to profiling
             model_versions_trained_on_data=sorted(ModelVersion.objects.values_list("pk", flat=True))
             if customer.consent_profiling else [],
