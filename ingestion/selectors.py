@@ -20,6 +20,11 @@ def subject_customer_ids(*, key: str) -> list[int]:
     return sorted({*Customer.objects.filter(key=key).values_list("id", flat=True), *merged})
 
 
+def customers_profiling_allowed(*, customer_ids: list[int]) -> list[int]:
+    """Those of these customers who consent to profiling (restriction of processing withdraws it)."""
+    return sorted(Customer.objects.filter(pk__in=customer_ids, consent_profiling=True).values_list("id", flat=True))
+
+
 def import_job_rejects_csv(*, job) -> Iterator[str]:
     """The job's quarantined rows as CSV lines (line number, reason, raw line), in file order."""
     rows = QuarantinedRow.objects.filter(job=job).order_by("line_number").values_list("line_number", "reason", "raw")

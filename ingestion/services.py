@@ -170,15 +170,20 @@ PII_FIELDS = {"email": "email_encrypted", "name": "name_encrypted", "phone": "ph
 def customers_upsert(*, rows: Iterable[dict], source: str) -> int:
     """Create or update customers by external id. Only the fields a row carries are updated (a
     repeated id in one batch: later fields win); PII is encrypted before it reaches the database.
-    Returns the number of customers written; rows of suppressed subjects are not written."""
-    from privacy.selectors import suppressed_external_ids
+    Returns the number of customers written; rows of suppressed subjects are not written, and a
+    subject who restricted processing stays opted out of profiling whatever the row says."""
+    from privacy.selectors import restricted_external_ids, suppressed_external_ids
     from privacy.guard import ingest_guard
 
     rows = list(rows)
     with transaction.atomic(), connection.cursor() as cursor:
         ingest_guard(cursor)
-        refused = suppressed_external_ids(source=source, external_ids=[str(r["external_id"]) for r in rows])
-        return _customers_write([r for r in rows if str(r["external_id"]) not in refused], source)
+        external_ids = [str(r["external_id"]) for r in rows]
+        refused = suppressed_external_ids(source=source, external_ids=external_ids)
+        restricted = restricted_external_ids(source=source, external_ids=external_ids)
+        rows = [{**r, "consent_profiling": False} if str(r["external_id"]) in restricted else r
+                for r in rows if str(r["external_id"]) not in refused]
+        return _customers_write(rows, source)
 
 
 def _customers_write(rows: list[dict], source: str) -> int:

@@ -25,7 +25,7 @@ RECEIPT_STORES = {
     "suppression_list": _("suppression list"), "redis_keys": _("pending refresh keys (Redis)"),
     "import_files": _("uploaded import files"), "training_snapshots": _("training snapshots"),
     "vector_indexes": _("vector indexes"), "exports": _("access exports"),
-    "pseudonym_cache": _("in-memory pseudonym cache"),
+    "pseudonym_cache": _("in-memory pseudonym cache"), "restriction_list": _("restriction list"),
 }
 
 # the buttons of the request page: step, the service it calls, the states it applies to, what it says when done
