@@ -13,7 +13,7 @@ from ingestion.cleaning import (
     FIELDS,
     events_clean,
 )
-from ingestion.pseudonyms import anonymous_source, customer_key, pii_encrypt
+from ingestion.pseudonyms import anonymous_source, customer_key, pii_decrypt, pii_encrypt
 from ingestion.importers.sources import (
     age_band,
     cleaning_rules,
@@ -255,19 +255,29 @@ CUSTOMER_RELATIONS_ERASED = {
 }
 
 
-def quarantined_rows_erase(*, identifiers: list[str], mentions) -> int:
-    """Delete quarantined rows whose raw text names one of `identifiers` (`mentions(text, identifier)`
-    decides a match: a whole token, not a substring). Returns the rows deleted."""
-    removed = 0
+def quarantined_rows_erase(*, subject_tokens: list[str], identifiers: list[str], mentions) -> int:
+    """Delete quarantined rows that name the subject: by the customer tokens stored beside each row,
+    then (the rows are encrypted) by decrypting the rest and matching `identifiers` in their text
+    (`mentions(text, identifier)` decides: a whole token, not a substring), which finds an email or
+    phone in a row whose id column was broken. Rows live only QUARANTINE_RETENTION_DAYS, which
+    bounds the scan. Returns the rows deleted."""
     with connection.cursor() as cursor:
-        for identifier in identifiers:
-            pattern = "%" + identifier.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            cursor.execute("SELECT id, raw FROM ingestion_quarantinedrow WHERE raw LIKE %s", [pattern])
-            ids = [pk for pk, raw in cursor.fetchall() if mentions(raw, identifier)]
-            if ids:
-                cursor.execute("DELETE FROM ingestion_quarantinedrow WHERE id = ANY(%s)", [ids])
-                removed += cursor.rowcount
+        cursor.execute("DELETE FROM ingestion_quarantinedrow WHERE subject_tokens && %s::varchar[]", [subject_tokens])
+        removed = cursor.rowcount
+        cursor.execute("SELECT id, raw_encrypted FROM ingestion_quarantinedrow")
+        ids = [pk for pk, raw in cursor.fetchall()
+               if any(mentions(pii_decrypt(raw) or "", identifier) for identifier in identifiers)]
+        if ids:
+            cursor.execute("DELETE FROM ingestion_quarantinedrow WHERE id = ANY(%s)", [ids])
+            removed += cursor.rowcount
     return removed
+
+
+def quarantined_rows_purge(*, older_than) -> int:
+    """Delete rejected rows quarantined before `older_than` (the retention period); returns how many."""
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM ingestion_quarantinedrow WHERE created_at < %s", [older_than])
+        return cursor.rowcount
 
 
 def social_edges_erase(*, customer_ids: list[int]) -> int:

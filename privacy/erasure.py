@@ -48,7 +48,7 @@ CUSTOMER_RELATIONS_EXEMPT: dict[str, str] = {}  # "app.Model.field": why its row
 
 # Stores that hold subject data without a relation to Customer; each is a key of the receipt.
 NON_RELATIONAL_STORES = {
-    "quarantined_rows": "rejected import rows, matched by the subject's identifiers",
+    "quarantined_rows": "rejected import rows, matched by the subject's token or identifiers",
     "redis_keys": "pending-refresh markers that name the subject's customers",
     "import_files": "uploaded import files that mention an identifier",
     "exports": "access export files of the subject (decrypted personal data and every event)",
@@ -118,8 +118,11 @@ def _database_erase(*, source: str, external_id: str, reason: str) -> tuple[dict
         ids = subject_customer_ids(key=key)
         identifiers = _identifiers(ids, external_id)
         # each app deletes its own rows; the customers themselves go last
-        counts["quarantined_rows"] = ingestion_services.quarantined_rows_erase(identifiers=identifiers,
-                                                                                mentions=_mentions)
+        # the subject and every identity merged into it (a row may name an anonymous visitor)
+        keys = {key, *Customer.objects.filter(pk__in=ids).values_list("key", flat=True)}
+        tokens = sorted(customer_suppression_token(customer_key=k) for k in keys)
+        counts["quarantined_rows"] = ingestion_services.quarantined_rows_erase(
+            subject_tokens=tokens, identifiers=identifiers, mentions=_mentions)
         counts["social_edges"] = ingestion_services.social_edges_erase(customer_ids=ids)
         profile_counts = profile_services.customer_profiles_erase(customer_ids=ids)
         counts["identity_merges"] = profile_counts.pop("identity_merges")
