@@ -206,6 +206,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute=30, hour=PROFILE_REBUILD_HOUR_UTC),
     },
     "privacy-requests-retry": {"task": "privacy.tasks.privacy_requests_retry_task", "schedule": 15 * 60.0},
+    "access-exports-expire": {"task": "privacy.tasks.access_exports_expire_task", "schedule": 60 * 60.0},
+    "quarantine-purge": {"task": "ingestion.tasks.quarantined_rows_purge_task", "schedule": 60 * 60.0},
     "weekly-retraining": {
         "task": "training.tasks.training_scheduled_task",
         "schedule": crontab(minute=0, hour=TRAINING_RETRAIN_HOUR_UTC, day_of_week=TRAINING_RETRAIN_WEEKDAY),
@@ -230,6 +232,8 @@ INGEST_DEFAULT_CURRENCY = env.str("INGEST_DEFAULT_CURRENCY", default="USD")
 INGEST_NEAR_DUPLICATE_SECONDS = env.int("INGEST_NEAR_DUPLICATE_SECONDS", default=5)
 INGEST_BOT_EVENTS_PER_MINUTE = env.int("INGEST_BOT_EVENTS_PER_MINUTE", default=60)
 INGEST_MAX_UNIT_PRICE = env.float("INGEST_MAX_UNIT_PRICE", default=100_000.0)
+# Rejected rows (quarantine) can hold personal data: kept encrypted, and deleted after this long.
+QUARANTINE_RETENTION_DAYS = env.int("QUARANTINE_RETENTION_DAYS", default=30)
 
 # Profiles (README "Profiles"): batch chunking, the feature-set fit sample, and when an import's
 # follow-up is one batch build instead of per-customer refreshes.

@@ -286,6 +286,11 @@ def _demand_backtest(lines: pd.DataFrame, cutoff: int, weeks: int) -> dict:
     return {**summary, "from_day": cutoff, "table": table.to_dict("records")}
 
 
+# Every relation to Customer in this app's models, and the erase service that deletes its rows
+# (privacy.erasure checks that each such relation in every app is covered or exempted).
+CUSTOMER_RELATIONS_ERASED = {"crm.CustomerPrediction.customer": "customer_predictions_erase"}
+
+
 def customer_predictions_erase(*, customer_ids: list[int]) -> int:
     """Delete these customers' churn/value/risk predictions (erasure, profiling opt-out)."""
     with connection.cursor() as cursor:

@@ -143,7 +143,7 @@ class CustomerGroundTruthAdmin(admin.ModelAdmin):
 
 class QuarantinedRowInline(admin.TabularInline):
     model = QuarantinedRow
-    fields = ("line_number", "reason", "raw")
+    fields = ("line_number", "reason", "raw_row")
     readonly_fields = fields
     extra = 0
     max_num = 0
@@ -151,7 +151,13 @@ class QuarantinedRowInline(admin.TabularInline):
     show_change_link = False
 
     def get_queryset(self, request):
+        self._clear = request.user.has_perm("ingestion.view_pii")
         return super().get_queryset(request).order_by("line_number")
+
+    @admin.display(description=_("raw row"))
+    def raw_row(self, obj):
+        """Clear for Compliance (who may see personal data); masked for everyone else."""
+        return selectors.quarantined_row_raw(row=obj, clear=getattr(self, "_clear", False))
 
 
 def _mapping_targets() -> dict[str, tuple[str, ...]]:
@@ -393,12 +399,17 @@ class ImportJobAdmin(admin.ModelAdmin):
 
     def rejects_view(self, request, object_id):
         """The quarantined rows of a job as CSV (line, reason, raw line), for fixing and re-importing.
-        Raw lines can hold personal data, so this needs the same permission as the rows themselves."""
+        Raw lines can hold personal data: they come clear only to Compliance (view_pii), masked to
+        everyone else, and every download is audited."""
+        from privacy.audit import audit_record
+
         if not (self.has_view_permission(request) and request.user.has_perm("ingestion.view_quarantinedrow")):
             raise PermissionDenied
         job = self.get_object(request, unquote(object_id))
         if job is None:
             raise Http404
-        response = StreamingHttpResponse(selectors.import_job_rejects_csv(job=job), content_type="text/csv")
+        clear = request.user.has_perm("ingestion.view_pii")
+        audit_record(action="import_job.rejects_downloaded", actor=request.user, target=job, details={"clear": clear})
+        response = StreamingHttpResponse(selectors.import_job_rejects_csv(job=job, clear=clear), content_type="text/csv")
         response["Content-Disposition"] = f'attachment; filename="import-{job.pk}-rejects.csv"'
         return response

@@ -26,7 +26,7 @@ from ingestion.cleaning import (
     RowError,
     events_clean,
 )
-from ingestion.pseudonyms import customer_key
+from ingestion.pseudonyms import customer_key, pii_encrypt_bytes
 from ingestion.importers.sources import (
     EventSource,
     SourceError,
@@ -41,6 +41,7 @@ from ingestion.models import (
     ImportStatus,
     QuarantinedRow,
 )
+from privacy.suppression_tokens import customer_suppression_token
 
 # A running job whose heartbeat is older than this is presumed dead and may be claimed again.
 STALE_JOB_SECONDS = 300
@@ -94,6 +95,7 @@ class _ChunkOutcome:
     cleaned: CleanedEvents
     malformed: list[RowError]
     raw_for_rejected: list[str]
+    subjects_of_rejected: list[list[str]]  # the external ids each rejected row names
     blank_lines: int
     progress_done: int
     payload: bytes
@@ -109,16 +111,19 @@ def _prepare_chunk(frame: pd.DataFrame, chunk, rules: CleaningRules, references:
     events, refused = without_suppressed_subjects(cleaned.events, references.source)
     refused += refused_raw
     payload = bulk.events_payload(events=events, references=references) if len(events) else b""
-    raw = []
+    raw, subjects = [], []
     if cleaned.rejected:
         position_of_line = pd.Series(np.arange(len(frame)), index=frame["_line"].to_numpy())
         positions = [int(position_of_line[r.line]) for r in cleaned.rejected]
         raw = chunk.raw(positions)
+        named = frame["customer_id"].iloc[positions] if "customer_id" in frame else pd.Series([None] * len(positions))
+        subjects = [[str(e)] if isinstance(e, str) and e.strip() else [] for e in named]
     return _ChunkOutcome(
         read=len(frame) + len(chunk.malformed),
         cleaned=cleaned,
         malformed=chunk.malformed,
         raw_for_rejected=raw,
+        subjects_of_rejected=subjects,
         blank_lines=chunk.blank_lines,
         progress_done=chunk.bytes_done,
         payload=payload,
@@ -126,6 +131,13 @@ def _prepare_chunk(frame: pd.DataFrame, chunk, rules: CleaningRules, references:
         refused=refused,
         external_ids=[str(e) for e in events["customer_id"].unique()] if len(events) else [],
     )
+
+
+def _quarantined(*, job_id: int, line: int, raw: str, reason: str, source: str, subjects=()) -> QuarantinedRow:
+    """A rejected row, encrypted, with the customer tokens of the subjects it names (erasure's key)."""
+    tokens = sorted({customer_suppression_token(customer_key=customer_key(source=source, external_id=s)) for s in subjects})
+    return QuarantinedRow(job_id=job_id, line_number=line, raw_encrypted=pii_encrypt_bytes(raw.encode()),
+                          subject_tokens=tokens, reason=_storable(reason))
 
 
 def _storable(text: str) -> str:
@@ -157,11 +169,12 @@ def _store_chunk(
                 [late_ids],
             )
         quarantine = [
-            QuarantinedRow(job_id=job_id, line_number=r.line, raw=_storable(r.raw), reason=_storable(r.reason))
+            _quarantined(job_id=job_id, line=r.line, raw=r.raw, reason=r.reason, source=references.source)
             for r in outcome.malformed
         ] + [
-            QuarantinedRow(job_id=job_id, line_number=r.line, raw=_storable(raw), reason=_storable(r.reason))
-            for r, raw in zip(outcome.cleaned.rejected, outcome.raw_for_rejected, strict=True)
+            _quarantined(job_id=job_id, line=r.line, raw=raw, reason=r.reason, source=references.source, subjects=subjects)
+            for r, raw, subjects in zip(outcome.cleaned.rejected, outcome.raw_for_rejected, outcome.subjects_of_rejected,
+                                        strict=True)
         ]
         QuarantinedRow.objects.bulk_create(quarantine, batch_size=5000)
         with report_lock:
@@ -349,9 +362,11 @@ def _catalogue_chunk_store(job: ImportJob, chunk, renames: dict, validator, upse
             continue
         errors.update({f: [str(m) for m in messages] for f, messages in (serializer.errors if not errors else {}).items()})
         reason = "; ".join(f"{f}: {', '.join(m)}" for f, m in errors.items())
-        quarantine.append(QuarantinedRow(job=job, line_number=line, raw=_storable(chunk.raw([position])[0]), reason=reason))
+        subjects = [str(row[f]) for f in ("external_id", "source_id", "target_id") if str(row.get(f, "")).strip()]
+        quarantine.append(_quarantined(job_id=job.pk, line=line, raw=chunk.raw([position])[0], reason=reason,
+                                       source=job.source, subjects=subjects))
     quarantine += [
-        QuarantinedRow(job=job, line_number=r.line, raw=_storable(r.raw), reason=_storable(r.reason)) for r in chunk.malformed
+        _quarantined(job_id=job.pk, line=r.line, raw=r.raw, reason=r.reason, source=job.source) for r in chunk.malformed
     ]
     with transaction.atomic():
         written = upsert(valid) if valid else 0

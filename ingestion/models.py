@@ -1,7 +1,8 @@
 """The raw store: customers, items, behavioural events, social edges, and the import ledger."""
 
 from django.conf import settings
-from django.contrib.postgres.indexes import BrinIndex
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import BrinIndex, GinIndex
 from django.db import models
 from django.db.models.functions import Now
 from django.utils.translation import gettext_lazy as _
@@ -208,18 +209,23 @@ class ImportJob(models.Model):
 
 
 class QuarantinedRow(models.Model):
-    """A row an import refused, kept verbatim with its line number and the reason."""
+    """A row an import refused, with its line number and the reason. The row itself can hold
+    personal data, so it is kept only encrypted under the PII key (clear for Compliance alone) and
+    only for QUARANTINE_RETENTION_DAYS; `subject_tokens` are the customer tokens (as on the
+    suppression list) of the subjects the row names, by which erasure finds it."""
 
     job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="quarantined_rows")
     line_number = models.BigIntegerField(_("line"))
-    raw = models.TextField(_("raw row"))
+    raw_encrypted = models.BinaryField(editable=False)
+    subject_tokens = ArrayField(models.CharField(max_length=64), default=list, blank=True, editable=False)
     reason = models.TextField(_("reason"))
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         verbose_name = _("quarantined row")
         verbose_name_plural = _("quarantined rows")
         ordering = ["job", "line_number"]
+        indexes = [GinIndex(fields=["subject_tokens"], name="quarantinedrow_subjects")]
 
     def __str__(self) -> str:
         return f"#{self.job_id}:{self.line_number}"

@@ -2,7 +2,7 @@
 
 import hashlib
 import hmac
-from functools import cache, lru_cache
+from functools import cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
@@ -26,13 +26,11 @@ def anonymous_source(source: str) -> str:
 
 
 def customer_key(*, source: str, external_id: str) -> str:
-    """The customer's pseudonym: stable per (source namespace, external id), not reversible."""
-    return _customer_key(source, external_id)
+    """The customer's pseudonym: stable per (source namespace, external id), not reversible.
 
-
-@lru_cache(maxsize=500_000)
-def _customer_key(source: str, external_id: str) -> str:
-    # cached: an import meets the same customers in every chunk, and HMAC dominates otherwise
+    Deliberately not memoised per process: such a cache would keep raw external ids, an erased
+    subject's among them, for the life of every worker. An import resolves each customer once per
+    job (ingestion.bulk.ReferenceIds), which keeps the HMAC off the hot path."""
     message = f"{source}\x1f{external_id}".encode()
     return hmac.new(_pseudonym_key(), message, hashlib.sha256).hexdigest()
 
@@ -47,6 +45,15 @@ def pii_decrypt(token: bytes | memoryview | None) -> str | None:
     if token is None:
         return None
     return _fernet().decrypt(bytes(token)).decode()
+
+
+def pii_encrypt_bytes(data: bytes) -> bytes:
+    """A whole file's bytes under the PII key (access exports at rest)."""
+    return _fernet().encrypt(data)
+
+
+def pii_decrypt_bytes(token: bytes) -> bytes:
+    return _fernet().decrypt(token)
 
 
 def pii_rotate(token: bytes | memoryview) -> bytes:

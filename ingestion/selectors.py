@@ -1,9 +1,10 @@
 """Reads of the ingestion app."""
 
+import re
 from collections.abc import Iterator
 
 from config.csv_stream import csv_lines
-from ingestion.pseudonyms import customer_key
+from ingestion.pseudonyms import customer_key, pii_decrypt
 from ingestion.models import Customer, QuarantinedRow
 
 
@@ -20,10 +21,31 @@ def subject_customer_ids(*, key: str) -> list[int]:
     return sorted({*Customer.objects.filter(key=key).values_list("id", flat=True), *merged})
 
 
-def import_job_rejects_csv(*, job) -> Iterator[str]:
-    """The job's quarantined rows as CSV lines (line number, reason, raw line), in file order."""
-    rows = QuarantinedRow.objects.filter(job=job).order_by("line_number").values_list("line_number", "reason", "raw")
-    return csv_lines(["line", "reason", "raw"], rows.iterator(chunk_size=5000))
+def customers_profiling_allowed(*, customer_ids: list[int]) -> list[int]:
+    """Those of these customers who consent to profiling (restriction of processing withdraws it)."""
+    return sorted(Customer.objects.filter(pk__in=customer_ids, consent_profiling=True).values_list("id", flat=True))
+
+
+def quarantined_row_raw(*, row: QuarantinedRow, clear: bool) -> str:
+    """The rejected row as read (decrypted) when `clear`, else masked: its shape without its values."""
+    text = pii_decrypt(row.raw_encrypted) or ""
+    return text if clear else raw_masked(text)
+
+
+def raw_masked(text: str) -> str:
+    """Every letter and digit as `*`, separators and punctuation kept: enough to see which field is
+    empty or malformed, nothing of what it said."""
+    return re.sub(r"\w", "*", text)
+
+
+def import_job_rejects_csv(*, job, clear: bool = False) -> Iterator[str]:
+    """The job's quarantined rows as CSV lines (line number, reason, raw line), in file order; the
+    raw line decrypted only when `clear` (Compliance), masked otherwise."""
+    rows = (QuarantinedRow.objects.filter(job=job).order_by("line_number")
+            .values_list("line_number", "reason", "raw_encrypted").iterator(chunk_size=5000))
+    return csv_lines(["line", "reason", "raw"], (
+        (line, reason, quarantined_row_raw(row=QuarantinedRow(raw_encrypted=raw), clear=clear))
+        for line, reason, raw in rows))
 
 
 def import_job_customer_ids(*, import_job_id: int) -> list[int]:

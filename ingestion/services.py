@@ -13,7 +13,7 @@ from ingestion.cleaning import (
     FIELDS,
     events_clean,
 )
-from ingestion.pseudonyms import anonymous_source, customer_key, pii_encrypt
+from ingestion.pseudonyms import anonymous_source, customer_key, pii_decrypt, pii_encrypt
 from ingestion.importers.sources import (
     age_band,
     cleaning_rules,
@@ -170,15 +170,20 @@ PII_FIELDS = {"email": "email_encrypted", "name": "name_encrypted", "phone": "ph
 def customers_upsert(*, rows: Iterable[dict], source: str) -> int:
     """Create or update customers by external id. Only the fields a row carries are updated (a
     repeated id in one batch: later fields win); PII is encrypted before it reaches the database.
-    Returns the number of customers written; rows of suppressed subjects are not written."""
-    from privacy.selectors import suppressed_external_ids
+    Returns the number of customers written; rows of suppressed subjects are not written, and a
+    subject who restricted processing stays opted out of profiling whatever the row says."""
+    from privacy.selectors import restricted_external_ids, suppressed_external_ids
     from privacy.guard import ingest_guard
 
     rows = list(rows)
     with transaction.atomic(), connection.cursor() as cursor:
         ingest_guard(cursor)
-        refused = suppressed_external_ids(source=source, external_ids=[str(r["external_id"]) for r in rows])
-        return _customers_write([r for r in rows if str(r["external_id"]) not in refused], source)
+        external_ids = [str(r["external_id"]) for r in rows]
+        refused = suppressed_external_ids(source=source, external_ids=external_ids)
+        restricted = restricted_external_ids(source=source, external_ids=external_ids)
+        rows = [{**r, "consent_profiling": False} if str(r["external_id"]) in restricted else r
+                for r in rows if str(r["external_id"]) not in refused]
+        return _customers_write(rows, source)
 
 
 def _customers_write(rows: list[dict], source: str) -> int:
@@ -239,20 +244,40 @@ def social_edges_upsert(*, rows: Iterable[dict], source: str) -> int:
 
 # --- Erasure and restriction (called by privacy requests) ----------------------------------------
 
+# Every relation to Customer in this app's models, and the erase service below that deletes its
+# rows (privacy.erasure checks that each such relation in every app is covered or exempted).
+CUSTOMER_RELATIONS_ERASED = {
+    "ingestion.Customer.merged_into": "customers_erase",
+    "ingestion.Event.customer": "customers_erase",
+    "ingestion.CustomerGroundTruth.customer": "customers_erase",
+    "ingestion.SocialEdge.source_customer": "social_edges_erase",
+    "ingestion.SocialEdge.target_customer": "social_edges_erase",
+}
 
-def quarantined_rows_erase(*, identifiers: list[str], mentions) -> int:
-    """Delete quarantined rows whose raw text names one of `identifiers` (`mentions(text, identifier)`
-    decides a match: a whole token, not a substring). Returns the rows deleted."""
-    removed = 0
+
+def quarantined_rows_erase(*, subject_tokens: list[str], identifiers: list[str], mentions) -> int:
+    """Delete quarantined rows that name the subject: by the customer tokens stored beside each row,
+    then (the rows are encrypted) by decrypting the rest and matching `identifiers` in their text
+    (`mentions(text, identifier)` decides: a whole token, not a substring), which finds an email or
+    phone in a row whose id column was broken. Rows live only QUARANTINE_RETENTION_DAYS, which
+    bounds the scan. Returns the rows deleted."""
     with connection.cursor() as cursor:
-        for identifier in identifiers:
-            pattern = "%" + identifier.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            cursor.execute("SELECT id, raw FROM ingestion_quarantinedrow WHERE raw LIKE %s", [pattern])
-            ids = [pk for pk, raw in cursor.fetchall() if mentions(raw, identifier)]
-            if ids:
-                cursor.execute("DELETE FROM ingestion_quarantinedrow WHERE id = ANY(%s)", [ids])
-                removed += cursor.rowcount
+        cursor.execute("DELETE FROM ingestion_quarantinedrow WHERE subject_tokens && %s::varchar[]", [subject_tokens])
+        removed = cursor.rowcount
+        cursor.execute("SELECT id, raw_encrypted FROM ingestion_quarantinedrow")
+        ids = [pk for pk, raw in cursor.fetchall()
+               if any(mentions(pii_decrypt(raw) or "", identifier) for identifier in identifiers)]
+        if ids:
+            cursor.execute("DELETE FROM ingestion_quarantinedrow WHERE id = ANY(%s)", [ids])
+            removed += cursor.rowcount
     return removed
+
+
+def quarantined_rows_purge(*, older_than) -> int:
+    """Delete rejected rows quarantined before `older_than` (the retention period); returns how many."""
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM ingestion_quarantinedrow WHERE created_at < %s", [older_than])
+        return cursor.rowcount
 
 
 def social_edges_erase(*, customer_ids: list[int]) -> int:

@@ -1,11 +1,23 @@
 """Celery tasks of the ingestion app: thin, idempotent callers of services, and the function that
 queues an import."""
 
+from datetime import timedelta
+
 from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
 from django.db import InterfaceError, OperationalError, transaction
 
-from ingestion import import_jobs
+from config.celery import IDEMPOTENT_TASK
+from ingestion import import_jobs, services
 from ingestion.models import ImportJob
+
+
+@shared_task(**IDEMPOTENT_TASK)
+def quarantined_rows_purge_task() -> int:
+    """Hourly: rejected rows older than QUARANTINE_RETENTION_DAYS are deleted."""
+    return services.quarantined_rows_purge(
+        older_than=timezone.now() - timedelta(days=settings.QUARANTINE_RETENTION_DAYS))
 
 
 @shared_task(

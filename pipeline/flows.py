@@ -19,6 +19,7 @@ from django.conf import settings
 from crm import services as crm_services
 from crm.models import Audience
 from crm.selectors import customers_with_new_orders
+from ingestion import selectors as ingestion_selectors
 from profiles import selectors as profile_selectors
 from profiles import services as profile_services
 from profiles import builds as profile_builds
@@ -74,6 +75,7 @@ def customers_refresh(*, customer_ids: list[int]) -> int:
     number of profiles written."""
     customer_ids = [int(c) for c in customer_ids]
     profile_services.refresh_pending_clear(customer_ids=customer_ids)
+    customer_ids = ingestion_selectors.customers_profiling_allowed(customer_ids=customer_ids)
     feature_set = profile_feature_sets.feature_set_active()
     if feature_set is None:
         return 0

@@ -2,6 +2,8 @@
 (operators see the queue and may file), receipts, export downloads, the audit log, the
 suppression list and the unlearning ledger (read-only)."""
 
+import io
+
 from django import forms
 from django.contrib import admin, messages
 from django.http import FileResponse, Http404, HttpResponseNotAllowed, HttpResponseRedirect
@@ -11,6 +13,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from privacy import selectors, services
+from privacy.export import access_export_open
 from privacy.models import AuditEntry, ErasureLedger, PrivacyRequest, RequestKind, RequestState, SuppressedSubject
 
 # The erasure receipt names each store by a stable key (the receipt is data); these are its labels.
@@ -21,7 +24,8 @@ RECEIPT_STORES = {
     "quarantined_rows": _("quarantined rows"), "social_edges": _("social edges"), "identity_merges": _("identity merges"),
     "suppression_list": _("suppression list"), "redis_keys": _("pending refresh keys (Redis)"),
     "import_files": _("uploaded import files"), "training_snapshots": _("training snapshots"),
-    "vector_indexes": _("vector indexes"),
+    "vector_indexes": _("vector indexes"), "exports": _("access exports"),
+    "pseudonym_cache": _("in-memory pseudonym cache"), "restriction_list": _("restriction list"),
 }
 
 # the buttons of the request page: step, the service it calls, the states it applies to, what it says when done
@@ -157,10 +161,12 @@ class PrivacyRequestAdmin(admin.ModelAdmin):
             audit_record(action="privacy_request.export_refused", actor=request.user, target_type="privacy.privacyrequest",
                          target_id=str(pk))
             raise Http404
-        if filed is None or not filed.export_path or (filed.export_expires_at and filed.export_expires_at < timezone.now()):
+        archive = access_export_open(request=filed) if filed is not None else None
+        if archive is None:
             raise Http404
         audit_record(action="privacy_request.export_downloaded", actor=request.user, target=filed)
-        return FileResponse(open(filed.export_path, "rb"), as_attachment=True, filename=f"access-{filed.pk}.zip")
+        return FileResponse(io.BytesIO(archive), as_attachment=True, filename=f"access-{filed.pk}.zip",
+                            content_type="application/zip")
 
     def _each(self, request, queryset, step, done_message):
         done = 0

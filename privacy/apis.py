@@ -2,8 +2,9 @@
 download an access export. Execution runs in the request: an erasure takes well under a second
 (bench/erasure.py), and the caller gets the receipt at once."""
 
+import io
+
 from django.http import FileResponse
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers, status
@@ -15,6 +16,7 @@ from access.models import Scope
 from config.pagination import BoundedPageNumberPagination
 from ingestion.apis import BoundedJSONParser
 from privacy import services
+from privacy.export import access_export_open
 from privacy.models import PrivacyRequest, RequestKind
 
 
@@ -127,10 +129,11 @@ class PrivacyRequestExportApi(APIView):
                               404: OpenApiResponse(description="No export for this request, or it expired.")})
     def get(self, request, request_id: int):
         filed = get_object_or_404(PrivacyRequest, pk=request_id, kind=RequestKind.ACCESS_EXPORT)
-        if not filed.export_path or not filed.export_expires_at or filed.export_expires_at < timezone.now():
+        archive = access_export_open(request=filed)
+        if archive is None:
             raise exceptions.NotFound("No export for this request, or it expired.")
         from privacy.audit import audit_record
 
         audit_record(action="privacy_request.export_downloaded", actor=request.user, target=filed)
-        return FileResponse(open(filed.export_path, "rb"), as_attachment=True, filename=f"access-{filed.pk}.zip",
+        return FileResponse(io.BytesIO(archive), as_attachment=True, filename=f"access-{filed.pk}.zip",
                             content_type="application/zip")

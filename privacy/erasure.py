@@ -6,8 +6,8 @@ Order matters:
    and deletes every row that names them. A writer that was running has finished before the
    deletes; one that starts later sees the suppression and refuses the rows. So nothing the
    subject sends while being erased survives.
-2. Outside the database: pending-refresh keys in Redis and retained import files that contain the
-   subject's id are removed.
+2. Outside the database: pending-refresh keys in Redis, retained import files that contain the
+   subject's id, and the subject's access exports are removed.
 3. The unlearning ledger records which model versions had been trained on the subject.
 Every step is idempotent, so a retry after a crash completes the erasure; the receipt counts what
 each attempt removed (later attempts find nothing left where an earlier one finished).
@@ -23,6 +23,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from django.apps import apps
+
 from crm import services as crm_services
 from ingestion import services as ingestion_services
 from ingestion.import_jobs import import_files_erase
@@ -33,7 +35,54 @@ from profiles import services as profile_services
 from segments import services as segment_services
 from privacy.suppression_tokens import customer_suppression_token, suppression_token
 from privacy.models import ErasureLedger, PrivacyRequest, SuppressedSubject
+from privacy.export import subject_exports_erase
 from privacy.guard import erasure_lock
+
+# Which erase service removes the rows of each relation to Customer: each app declares the
+# relations of its own models (CUSTOMER_RELATIONS_ERASED in its services), privacy its own here.
+# A relation to Customer in no list and not exempted stops every erasure (and fails
+# tests/privacy/test_erasure_coverage.py), so a new customer-keyed table cannot be missed silently.
+_APP_ERASE_SERVICES = (ingestion_services, profile_services, segment_services, crm_services)
+PRIVACY_RELATIONS_ERASED = {"privacy.PrivacyRequest.customer": "_database_erase (set to NULL)"}
+CUSTOMER_RELATIONS_EXEMPT: dict[str, str] = {}  # "app.Model.field": why its rows may stay
+
+# Stores that hold subject data without a relation to Customer; each is a key of the receipt.
+NON_RELATIONAL_STORES = {
+    "quarantined_rows": "rejected import rows, matched by the subject's token or identifiers",
+    "redis_keys": "pending-refresh markers that name the subject's customers",
+    "import_files": "uploaded import files that mention an identifier",
+    "exports": "access export files of the subject (decrypted personal data and every event)",
+    "pseudonym_cache": "no process keeps external ids: customer keys are computed per call",
+    "training_snapshots": "training reads the store into memory; nothing is written per customer",
+}
+
+
+class ErasureCoverageError(RuntimeError):
+    """A model relates to Customer but no erase service covers it and no exemption names it."""
+
+
+def customer_relations(models=None) -> list[str]:
+    """"app_label.Model.field" for every concrete relation to ingestion.Customer."""
+    found = []
+    for model in models if models is not None else apps.get_models():
+        for field in model._meta.get_fields():
+            if field.is_relation and field.concrete and field.related_model is Customer:
+                found.append(f"{model._meta.label}.{field.name}")
+    return sorted(found)
+
+
+def customer_relations_covered() -> dict[str, str]:
+    """Relation → the service that erases it, or the reason it is exempt."""
+    covered = dict(PRIVACY_RELATIONS_ERASED)
+    for module in _APP_ERASE_SERVICES:
+        covered.update(module.CUSTOMER_RELATIONS_ERASED)
+    return {**covered, **{relation: f"exempt: {why}" for relation, why in CUSTOMER_RELATIONS_EXEMPT.items()}}
+
+
+def customer_relations_uncovered(models=None) -> list[str]:
+    covered = customer_relations_covered()
+    return [relation for relation in customer_relations(models) if relation not in covered]
+
 
 def _now() -> str:
     return timezone.now().isoformat()
@@ -69,8 +118,11 @@ def _database_erase(*, source: str, external_id: str, reason: str) -> tuple[dict
         ids = subject_customer_ids(key=key)
         identifiers = _identifiers(ids, external_id)
         # each app deletes its own rows; the customers themselves go last
-        counts["quarantined_rows"] = ingestion_services.quarantined_rows_erase(identifiers=identifiers,
-                                                                                mentions=_mentions)
+        # the subject and every identity merged into it (a row may name an anonymous visitor)
+        keys = {key, *Customer.objects.filter(pk__in=ids).values_list("key", flat=True)}
+        tokens = sorted(customer_suppression_token(customer_key=k) for k in keys)
+        counts["quarantined_rows"] = ingestion_services.quarantined_rows_erase(
+            subject_tokens=tokens, identifiers=identifiers, mentions=_mentions)
         counts["social_edges"] = ingestion_services.social_edges_erase(customer_ids=ids)
         profile_counts = profile_services.customer_profiles_erase(customer_ids=ids)
         counts["identity_merges"] = profile_counts.pop("identity_merges")
@@ -126,6 +178,8 @@ def _models_record(request: PrivacyRequest) -> dict:
 
 def erasure_execute(*, request: PrivacyRequest, external_id: str) -> dict:
     """Erase the subject of `request` everywhere; returns the receipt (no personal data)."""
+    if uncovered := customer_relations_uncovered():
+        raise ErasureCoverageError(f"no erase service covers {', '.join(uncovered)}")
     receipt = {"suppression_token": request.subject_token, "stores": {}}
     counts, identifiers, ids = _database_erase(source=request.source, external_id=external_id,
                                                reason=f"erasure request #{request.pk}")
@@ -135,9 +189,9 @@ def erasure_execute(*, request: PrivacyRequest, external_id: str) -> dict:
     receipt["stores"]["suppression_list"] = {"added": True, "at": at}
     receipt["stores"]["redis_keys"] = {"removed": _redis_erase(ids), "at": _now()}
     receipt["stores"]["import_files"] = {"removed": _import_files_erase(identifiers), "at": _now()}
-    receipt["stores"]["training_snapshots"] = {
-        "removed": 0, "at": _now(), "note": "training reads the store into memory; no snapshot is written to disk",
-    }
+    receipt["stores"]["exports"] = {"removed": subject_exports_erase(subject_token=request.subject_token), "at": _now()}
+    for store in ("pseudonym_cache", "training_snapshots"):
+        receipt["stores"][store] = {"removed": 0, "at": _now(), "note": NON_RELATIONAL_STORES[store]}
     receipt["stores"]["vector_indexes"] = {
         "at": _now(),
         "note": "index entries of deleted rows are invisible to every query at once; VACUUM reclaims them",

@@ -1,5 +1,7 @@
 """Access export: everything held about one subject, as a zip of `subject.json` and `events.csv`,
-written under MEDIA_ROOT/exports with an unguessable name and an expiry (PRIVACY_EXPORT_DAYS)."""
+encrypted under the PII key and written under MEDIA_ROOT/exports with an unguessable name and an
+expiry (PRIVACY_EXPORT_DAYS). The file is deleted when it expires (Celery beat) and when its subject
+is erased; it is decrypted only for an audited download."""
 
 from __future__ import annotations
 
@@ -14,12 +16,12 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from ingestion.pseudonyms import customer_key, pii_decrypt
+from ingestion.pseudonyms import customer_key, pii_decrypt, pii_decrypt_bytes, pii_encrypt_bytes
 from ingestion.models import Customer, Event, EventType
 from privacy.models import PrivacyRequest
 
-EVENT_COLUMNS = ("occurred_at", "event_type", "item_sku", "quantity", "value", "currency", "rating", "channel", "device",
-                 "order_id")
+EVENT_COLUMNS = ("occurred_at", "event_type", "item_sku", "quantity", "value", "currency", "rating", "session_id",
+                 "channel", "device", "order_id", "context")
 
 
 def _record(customer: Customer) -> dict:
@@ -49,6 +51,40 @@ def _profile(customer: Customer) -> dict | None:
     }
 
 
+def _prediction(customer: Customer) -> dict | None:
+    """Forecasts, CRM audiences and the risk scorecard, with what drove them."""
+    from crm.selectors import customer_prediction_get
+
+    prediction = customer_prediction_get(customer_id=customer.pk)
+    if prediction is None:
+        return None
+    return {
+        "expected_purchases": prediction.expected_purchases, "probability_active": prediction.probability_active,
+        "churn_probability": prediction.churn_probability, "expected_spend": prediction.expected_spend,
+        "expected_value_per_purchase": prediction.expected_value_per_purchase,
+        "lifetime_value": prediction.lifetime_value, "past_spend": prediction.past_spend,
+        "predicted_by": prediction.source, "drivers": prediction.drivers, "audiences": list(prediction.audiences),
+        "risk": {"score": prediction.risk_score, "band": prediction.risk_band, "reasons": prediction.risk_reasons},
+        "computed_at": prediction.computed_at.isoformat(),
+    }
+
+
+def _merge_history(customer: Customer) -> list[dict]:
+    """Every identity merge the subject took part in (an anonymous visitor recognised as them),
+    undone ones included: which side they were, how, why, how sure, what moved."""
+    from django.db.models import Q
+
+    from profiles.models import IdentityMerge
+
+    merges = IdentityMerge.objects.filter(Q(merged=customer) | Q(survivor=customer)).order_by("created_at", "pk")
+    return [{
+        "role": "merged" if merge.merged_id == customer.pk else "survivor", "method": merge.method,
+        "reason": merge.reason, "confidence": merge.confidence, "merged_at": merge.created_at.isoformat(),
+        "events_moved": len(merge.moved_event_ids), "undone_at": merge.undone_at.isoformat() if merge.undone_at else None,
+        "undo_reason": merge.undo_reason,
+    } for merge in merges]
+
+
 def _events_csv(customer: Customer) -> tuple[str, int]:
     out = io.StringIO()
     writer = csv.writer(out)
@@ -60,7 +96,8 @@ def _events_csv(customer: Customer) -> tuple[str, int]:
     for e in rows:
         writer.writerow([e.occurred_at.isoformat(), str(names.get(e.event_type, e.event_type)), e.item.sku if e.item else "",
                          e.quantity, "" if e.value is None else e.value, e.currency, "" if e.rating is None else e.rating,
-                         e.channel, e.device, e.order_id])
+                         e.session_id, e.channel, e.device, e.order_id,
+                         "" if e.context is None else json.dumps(e.context, ensure_ascii=False, sort_keys=True)])
         count += 1
     return out.getvalue(), count
 
@@ -77,17 +114,63 @@ def access_export_write(*, request: PrivacyRequest, external_id: str) -> dict:
         bundle.update(
             record=_record(customer), profile=_profile(customer), segments=segments_of_customer(customer_id=customer.pk),
             social_edges={"out": customer.edges_out.count(), "in": customer.edges_in.count()},
+            prediction=_prediction(customer), identity_merges=_merge_history(customer),
             # every run reads every live customer who consents to profiling
             model_versions_trained_on_data=sorted(ModelVersion.objects.values_list("pk", flat=True))
             if customer.consent_profiling else [],
             events=events,
         )
-    directory = Path(settings.MEDIA_ROOT) / "exports"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"access-{request.pk}-{secrets.token_hex(16)}.zip"
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    archive_bytes = io.BytesIO()
+    with zipfile.ZipFile(archive_bytes, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("subject.json", json.dumps(bundle, indent=2, ensure_ascii=False, default=str))
         archive.writestr("events.csv", events_csv)
+    _exports_directory().mkdir(parents=True, exist_ok=True)
+    _export_files_delete([request.pk])  # a retried request leaves one export, not two
+    path = _exports_directory() / f"access-{request.pk}-{secrets.token_hex(16)}.zip.enc"
+    path.write_bytes(pii_encrypt_bytes(archive_bytes.getvalue()))
     expires = timezone.now() + timedelta(days=settings.PRIVACY_EXPORT_DAYS)
     PrivacyRequest.objects.filter(pk=request.pk).update(export_path=str(path), export_expires_at=expires)
     return {"export": {"events": events, "found": customer is not None, "expires_at": expires.isoformat()}}
+
+
+def _exports_directory() -> Path:
+    return Path(settings.MEDIA_ROOT) / "exports"
+
+
+def _export_files_delete(request_ids) -> int:
+    """Every export file written for these requests (found by name, so an orphan of a crashed write
+    goes too); returns how many were deleted."""
+    removed = 0
+    for request_id in request_ids:
+        for path in _exports_directory().glob(f"access-{int(request_id)}-*"):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def access_export_open(*, request: PrivacyRequest) -> bytes | None:
+    """The decrypted zip of a live export, or None when there is none or it expired."""
+    if not request.export_path or not request.export_expires_at or request.export_expires_at < timezone.now():
+        return None
+    try:
+        return pii_decrypt_bytes(Path(request.export_path).read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+def access_exports_expire(*, now=None) -> int:
+    """Delete the files of exports past their expiry (beat, privacy.tasks); returns how many."""
+    expired = PrivacyRequest.objects.filter(export_expires_at__lt=now or timezone.now()).exclude(export_path="")
+    ids = list(expired.values_list("pk", flat=True))
+    removed = _export_files_delete(ids)
+    PrivacyRequest.objects.filter(pk__in=ids).update(export_path="")
+    return removed
+
+
+def subject_exports_erase(*, subject_token: str) -> int:
+    """Delete every access export of this subject (erasure); returns the files deleted."""
+    requests = PrivacyRequest.objects.filter(subject_token=subject_token, kind="access_export")
+    ids = list(requests.values_list("pk", flat=True))
+    removed = _export_files_delete(ids)
+    PrivacyRequest.objects.filter(pk__in=ids).update(export_path="", export_expires_at=None)
+    return removed

@@ -24,6 +24,24 @@ class SuppressedSubject(models.Model):
         return self.token[:12]
 
 
+class RestrictedSubject(models.Model):
+    """A subject who restricted processing (profiling opt-out), known by the same keyed tokens as
+    the suppression list. Kept apart from the customer row so that no later upsert of the customer
+    (API or file) can set consent to profiling back: upserts read this list and keep it withdrawn."""
+
+    token = models.CharField(_("token"), max_length=64, unique=True)
+    customer_token = models.CharField(_("customer token"), max_length=64, db_index=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("restricted subject")
+        verbose_name_plural = _("restricted subjects")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.token[:12]
+
+
 class AuditEntry(models.Model):
     """Who did what to which privacy object, and when. Never holds personal data: subjects appear
     by request number or suppression token, customers by their database id."""

@@ -8,6 +8,8 @@ COMPLIANCE_PERMISSIONS = [
     ("privacy", "privacyrequest", "execute_privacyrequest"), ("privacy", "auditentry", "view_auditentry"),
     ("privacy", "suppressedsubject", "view_suppressedsubject"), ("privacy", "erasureledger", "view_erasureledger"),
     ("ingestion", "customer", "view_customer"), ("ingestion", "customer", "view_pii"),
+    # rejected import rows in clear (Operators see them masked)
+    ("ingestion", "importjob", "view_importjob"), ("ingestion", "quarantinedrow", "view_quarantinedrow"),
 ]
 # Operators run the product from the admin: imports (with their rejects), profiles and builds,
 # segments, training and activation, the CLV model and demand; they file privacy requests but never

@@ -3,7 +3,7 @@
 from collections.abc import Iterable
 
 from privacy.suppression_tokens import customer_suppression_token, suppression_token
-from privacy.models import SuppressedSubject
+from privacy.models import RestrictedSubject, SuppressedSubject
 
 
 def subject_is_suppressed(*, source: str, external_id: str) -> bool:
@@ -22,6 +22,15 @@ def suppressed_external_ids(*, source: str, external_ids: Iterable[str]) -> set[
     if not token_of:
         return set()
     found = SuppressedSubject.objects.filter(token__in=list(token_of)).values_list("token", flat=True)
+    return {token_of[t] for t in found}
+
+
+def restricted_external_ids(*, source: str, external_ids: Iterable[str]) -> set[str]:
+    """Those of these external ids (of one source) whose subjects restricted processing."""
+    token_of = {suppression_token(source=source, external_id=str(e)): str(e) for e in set(external_ids)}
+    if not token_of:
+        return set()
+    found = RestrictedSubject.objects.filter(token__in=list(token_of)).values_list("token", flat=True)
     return {token_of[t] for t in found}
 
 

@@ -147,22 +147,32 @@ def _erasure(*, request, external_id: str) -> dict:
 
 def _restriction(*, request, external_id: str) -> dict:
     """Profiling opt-out: the customer stays (orders may need its events) but consent is withdrawn,
-    its segment memberships and churn/value/risk predictions go, and every read, training run and
-    CLV fit leaves it out from now on."""
+    what was derived from its data (profile, traits, vectors, value snapshot, segment memberships,
+    churn/value/risk predictions) goes, and every build, refresh, read, training run and CLV fit
+    leaves it out from now on. The restriction is recorded on the privacy side, where a later
+    customer upsert cannot override it."""
     from crm.services import customer_predictions_erase
     from ingestion.selectors import customer_ids_by_external_id
     from ingestion.services import customer_consent_withdraw
+    from privacy.models import RestrictedSubject
+    from profiles.services import customer_profiles_derived_erase
     from segments.services import customer_memberships_erase
 
     with transaction.atomic():
+        RestrictedSubject.objects.get_or_create(token=request.subject_token, defaults={
+            "customer_token": customer_suppression_token(
+                customer_key=customer_key(source=request.source, external_id=external_id))})
         ids = customer_ids_by_external_id(source=request.source, external_ids=[external_id])
         updated = customer_consent_withdraw(customer_ids=ids)
         memberships = customer_memberships_erase(customer_ids=ids)
         predictions = customer_predictions_erase(customer_ids=ids)
+        derived = customer_profiles_derived_erase(customer_ids=ids)
     at = timezone.now().isoformat()
     return {"stores": {"customers": {"consent_profiling_withdrawn": updated, "at": at},
+                       "restriction_list": {"added": True, "at": at},
                        "segment_memberships": {"removed": memberships, "at": at},
-                       "predictions": {"removed": predictions, "at": at}}}
+                       "predictions": {"removed": predictions, "at": at},
+                       **{name: {"removed": count, "at": at} for name, count in derived.items()}}}
 
 
 def _unsuppression(*, request, external_id: str) -> dict:

@@ -23,6 +23,14 @@ def unlearning_retire(*, now=None) -> dict:
 
 
 @shared_task(**IDEMPOTENT_TASK)
+def access_exports_expire_task() -> int:
+    """Hourly: expired access exports are deleted, not just refused."""
+    from privacy.export import access_exports_expire
+
+    return access_exports_expire()
+
+
+@shared_task(**IDEMPOTENT_TASK)
 def privacy_requests_retry_task() -> int:
     """Requests left partially failed (a crash, a lost connection) are executed again."""
     from privacy.models import PrivacyRequest, RequestState

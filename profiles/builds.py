@@ -64,7 +64,7 @@ def profile_vector_indexes_ensure() -> list[str]:
 def _customer_id_ranges(chunk_customers: int) -> tuple[list[tuple[int, int]], int]:
     """Inclusive id ranges of `chunk_customers` live customers each, and the number of customers."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT id FROM ingestion_customer WHERE merged_into_id IS NULL ORDER BY id")
+        cursor.execute("SELECT id FROM ingestion_customer WHERE merged_into_id IS NULL AND consent_profiling ORDER BY id")
         ids = [row[0] for row in cursor.fetchall()]
     ranges = [(ids[i], ids[min(i + chunk_customers, len(ids)) - 1]) for i in range(0, len(ids), chunk_customers)]
     return ranges, len(ids)
@@ -103,7 +103,8 @@ def profile_build_chunk(*, build_id: int, index: int, first_id: int, last_id: in
     build = ProfileBuild.objects.select_related("feature_set").get(pk=build_id)
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT id FROM ingestion_customer WHERE id BETWEEN %s AND %s AND merged_into_id IS NULL", [first_id, last_id]
+            "SELECT id FROM ingestion_customer WHERE id BETWEEN %s AND %s AND merged_into_id IS NULL AND consent_profiling",
+            [first_id, last_id],
         )
         ids = [row[0] for row in cursor.fetchall()]
     written = profiles_store(customer_ids=ids, feature_set=build.feature_set)

@@ -47,7 +47,7 @@ def _customer_sample(size: int, seed: int) -> list[int]:
         cursor.execute(
             """
             SELECT c.id FROM ingestion_customer c
-            WHERE c.merged_into_id IS NULL AND EXISTS (SELECT 1 FROM ingestion_event e WHERE e.customer_id = c.id)
+            WHERE c.merged_into_id IS NULL AND c.consent_profiling AND EXISTS (SELECT 1 FROM ingestion_event e WHERE e.customer_id = c.id)
             ORDER BY md5(c.id::text || %s) LIMIT %s
             """,
             [str(seed), size],
@@ -74,7 +74,7 @@ def customer_values_snapshot() -> int:
             INSERT INTO profiles_customervalue (customer_id, net_value)
             SELECT e.customer_id,
                    sum(CASE WHEN e.event_type = %s THEN e.value ELSE -e.value END)::float8
-            FROM ingestion_event e JOIN ingestion_customer c ON c.id = e.customer_id
+            FROM ingestion_event e JOIN ingestion_customer c ON c.id = e.customer_id AND c.consent_profiling
             WHERE e.event_type IN (%s, %s) AND e.value IS NOT NULL
             GROUP BY e.customer_id
             """,

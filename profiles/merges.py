@@ -14,6 +14,7 @@ from pgvector.django import VectorField
 from ingestion import merging
 from ingestion.pseudonyms import anonymous_source, customer_key
 from ingestion.models import Customer
+from privacy.guard import ingest_guard
 from privacy.selectors import customer_is_suppressed, subject_is_suppressed
 from profiles.models import FeatureSet, IdentityMerge, MergeMethod, Profile
 from profiles.feature_sets import feature_set_active
@@ -84,8 +85,13 @@ def identify_call(
 ) -> IdentityMerge:
     """An app says anonymous visitor `anonymous_id` is customer `customer_id` (created if new, as
     events do): merge them with confidence 1. Idempotent: the same pair again returns the live
-    merge. Suppression of either id is checked before anything is read or written."""
+    merge. Suppression of either id is checked before anything is read or written, under the
+    ingest lock like every writer of subject data: an erasure of either subject running now either
+    finishes first (and this call sees the suppression) or waits until this merge has committed and
+    then erases what it wrote; without the lock it could re-create the erased customer."""
     anonymous_namespace = anonymous_source(source)
+    with connection.cursor() as cursor:
+        ingest_guard(cursor)
     if subject_is_suppressed(source=anonymous_namespace, external_id=anonymous_id) or subject_is_suppressed(
         source=source, external_id=customer_id
     ):

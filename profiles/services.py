@@ -50,7 +50,8 @@ INSERT INTO profiles_profile (
 SELECT s.customer_id, s.traits::jsonb, s.explanation::jsonb, s.value_tier, s.lifecycle_stage, %(feature_set)s,
        s.feature_vector::vector, s.fused::vector, s.events_included, s.last_event_at, s.watermark,
        %(snapshot_at)s, now(), s.embedding::vector, s.model_version_id
-FROM profile_stage s JOIN ingestion_customer c ON c.id = s.customer_id AND c.merged_into_id IS NULL
+FROM profile_stage s JOIN ingestion_customer c
+     ON c.id = s.customer_id AND c.merged_into_id IS NULL AND c.consent_profiling
 ORDER BY s.customer_id
 ON CONFLICT (customer_id) DO UPDATE SET
     traits = EXCLUDED.traits, explanation = EXCLUDED.explanation, value_tier = EXCLUDED.value_tier,
@@ -221,10 +222,32 @@ def profile_embeddings_store(*, customer_ids, vectors: np.ndarray, model_version
                 copy.write_row([int(customer_id), _vector_text(vector)])
         cursor.execute(
             "UPDATE profiles_profile p SET embedding = s.embedding::vector, model_version_id = %s "
-            "FROM embedding_stage s WHERE p.customer_id = s.customer_id",
+            "FROM embedding_stage s JOIN ingestion_customer c ON c.id = s.customer_id AND c.consent_profiling "
+            "WHERE p.customer_id = s.customer_id",
             [model_version_id],
         )
         return cursor.rowcount
+
+
+def customer_profiles_derived_erase(*, customer_ids: list[int]) -> dict[str, int]:
+    """Delete what was derived from these customers' data for profiling (profile with traits and
+    vectors, neighbour-value snapshot) and keep the merge journal (restriction of processing)."""
+    counts = {}
+    with connection.cursor() as cursor:
+        for name, table in (("profiles", "profiles_profile"), ("customer_values", "profiles_customervalue")):
+            cursor.execute(f"DELETE FROM {table} WHERE customer_id = ANY(%s)", [customer_ids])  # noqa: S608
+            counts[name] = cursor.rowcount
+    return counts
+
+
+# Every relation to Customer in this app's models, and the erase service that deletes its rows
+# (privacy.erasure checks that each such relation in every app is covered or exempted).
+CUSTOMER_RELATIONS_ERASED = {
+    "profiles.Profile.customer": "customer_profiles_erase",
+    "profiles.CustomerValue.customer": "customer_profiles_erase",
+    "profiles.IdentityMerge.merged": "customer_profiles_erase",
+    "profiles.IdentityMerge.survivor": "customer_profiles_erase",
+}
 
 
 def customer_profiles_erase(*, customer_ids: list[int]) -> dict[str, int]:

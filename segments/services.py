@@ -294,6 +294,11 @@ def _refresh_clustering(clustering: str) -> None:
         _materialise(by_index[index], list(zip(ids[chosen].tolist(), similarity[chosen, index].round(6).tolist(), strict=True)))
 
 
+# Every relation to Customer in this app's models, and the erase service that deletes its rows
+# (privacy.erasure checks that each such relation in every app is covered or exempted).
+CUSTOMER_RELATIONS_ERASED = {"segments.SegmentMembership.customer": "customer_memberships_erase"}
+
+
 def customer_memberships_erase(*, customer_ids: list[int]) -> int:
     """Delete these customers' segment memberships (erasure, profiling opt-out); returns how many."""
     with connection.cursor() as cursor:

@@ -16,6 +16,7 @@ from ingestion.models import (
     QuarantinedRow,
 )
 from ingestion.import_jobs import import_job_create, import_job_run
+from ingestion.pseudonyms import pii_decrypt
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,7 +28,10 @@ def run(path, fmt="csv", **options):
 
 
 def quarantine(job):
-    return {q.line_number: q for q in QuarantinedRow.objects.filter(job=job)}
+    rows = {q.line_number: q for q in QuarantinedRow.objects.filter(job=job)}
+    for q in rows.values():
+        q.raw = pii_decrypt(q.raw_encrypted)  # stored encrypted (tests/privacy/test_quarantine_protection.py)
+    return rows
 
 
 def test_corrupted_line_is_quarantined_with_its_number_and_every_other_line_lands(tmp_path):

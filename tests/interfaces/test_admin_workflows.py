@@ -12,6 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from ingestion.models import Customer, ImportJob, ImportStatus, QuarantinedRow
+from ingestion.pseudonyms import pii_encrypt_bytes
 from privacy import services as privacy_services
 from privacy.models import AuditEntry, PrivacyRequest, RequestState
 from profiles.models import FeatureSet, Profile
@@ -277,9 +278,9 @@ def test_job_page_shows_a_progress_bar_with_counts(admin_client):
 def _job_with_rejects():
     job = ImportJob.objects.create(format="csv", file_path="/tmp/x.csv", status=ImportStatus.SUCCEEDED)
     QuarantinedRow.objects.create(job=job, line_number=7, reason="timestamp: not a valid date/time",
-                                  raw="c2,B,purchase,not-a-date,3")
+                                  raw_encrypted=pii_encrypt_bytes(b"c2,B,purchase,not-a-date,3"))
     QuarantinedRow.objects.create(job=job, line_number=3, reason="event_type: unknown type 'teleport'",
-                                  raw='c1,"A, B",teleport,2025-01-01T10:00:00Z,')
+                                  raw_encrypted=pii_encrypt_bytes(b'c1,"A, B",teleport,2025-01-01T10:00:00Z,'))
     return job
 
 

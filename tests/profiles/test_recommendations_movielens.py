@@ -38,7 +38,6 @@ def keys_forgotten():
     from ingestion import pseudonyms
 
     pseudonyms._pseudonym_key.cache_clear()
-    pseudonyms._customer_key.cache_clear()
 
 
 @pytest.fixture(autouse=True)

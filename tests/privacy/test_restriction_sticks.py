@@ -1,0 +1,64 @@
+"""A restriction of processing (profiling opt-out) sticks: a later customer upsert cannot give
+consent back, builds and refreshes leave the customer out, and what was derived from their data
+(profile, traits, vectors, value snapshot) is deleted."""
+
+import pytest
+from django.contrib.auth.models import Group
+
+from ingestion.models import Customer
+from ingestion.pseudonyms import customer_key
+from ingestion.services import customers_upsert, events_ingest_batch
+from pipeline.flows import customers_refresh
+from privacy import services
+from profiles.builds import profiles_build
+from profiles.models import CustomerValue, Profile
+
+pytestmark = pytest.mark.django_db
+SUBJECT = "shopper-9"
+
+
+@pytest.fixture
+def shop(settings, tmp_path):
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    customers_upsert(rows=[{"external_id": SUBJECT, "email": "s9@example.com"}], source="default")
+    events_ingest_batch(rows=[
+        {"customer_id": c, "event_type": "purchase", "item_id": f"sku-{i}", "value": "20.00",
+         "timestamp": f"2025-05-0{1 + i}T10:00:00Z"} for c in (SUBJECT, "other-1", "other-2") for i in range(3)
+    ])
+    profiles_build()
+    return Customer.objects.get(key=customer_key(source="default", external_id=SUBJECT))
+
+
+def test_a_restriction_survives_upserts_and_the_customer_is_never_profiled_again(shop, django_user_model,
+                                                                                  make_api_client, tmp_path):
+    from ingestion.import_jobs import import_job_create, import_job_run
+
+    officer = django_user_model.objects.create_user("cora", password="pw-for-tests-only", is_staff=True)
+    officer.groups.add(Group.objects.get(name="Compliance"))
+    officer = django_user_model.objects.get(pk=officer.pk)
+    assert Profile.objects.filter(customer=shop).exists() and CustomerValue.objects.filter(customer=shop).exists()
+    request = services.privacy_request_file(kind="restriction", source="default", external_id=SUBJECT, actor=officer)
+    services.privacy_request_verify(request=request, actor=officer)
+    services.privacy_request_execute(request=request, actor=officer)
+
+    assert not Profile.objects.filter(customer=shop).exists(), "derived data must go with the opt-out"
+    assert not CustomerValue.objects.filter(customer=shop).exists()
+
+    # the shop's CRM sync sends the customer again, by API and by file, with consent set
+    sent = make_api_client("events:write").post("/api/v1/customers", {"customers": [
+        {"external_id": SUBJECT, "consent_profiling": True, "region": "north"}]}, format="json")
+    assert sent.status_code == 200, sent.content
+    shop.refresh_from_db()
+    assert shop.region == "north" and shop.consent_profiling is False
+    upload = tmp_path / "customers.csv"
+    upload.write_text(f"external_id,consent_profiling,region\n{SUBJECT},true,south\n")
+    job = import_job_run(job_id=import_job_create(path=upload, fmt="csv", options={"kind": "customers"}).pk)
+    assert job.rows_inserted == 1
+
+    shop.refresh_from_db()
+    assert shop.region == "south" and shop.consent_profiling is False
+    profiles_build()
+    customers_refresh(customer_ids=[shop.pk])
+    assert not Profile.objects.filter(customer=shop).exists()
+    assert not CustomerValue.objects.filter(customer=shop).exists()
+    assert Profile.objects.count() == 2
