@@ -1,7 +1,8 @@
-"""API tokens for client apps: stored hashed, scoped, revocable."""
+"""API tokens for client apps: stored hashed, scoped, expiring, revocable."""
 
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 
@@ -20,6 +21,7 @@ class ApiToken(models.Model):
     scopes = ArrayField(models.CharField(max_length=32, choices=Scope.choices), default=list, verbose_name=_("scopes"))
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True, editable=False)
+    expires_at = models.DateTimeField(_("expires at"), help_text=_("The token is refused from this moment on"))
     revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
     requests_per_minute = models.PositiveIntegerField(
         _("requests per minute"), null=True, blank=True,
@@ -35,4 +37,4 @@ class ApiToken(models.Model):
 
     @property
     def is_active(self) -> bool:
-        return self.revoked_at is None
+        return self.revoked_at is None and self.expires_at > timezone.now()

@@ -123,6 +123,8 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["access.throttling.TokenRateThrottle"],
     "UNAUTHENTICATED_USER": None,
 }
+# Days an API token is valid unless created with another lifetime (admin, API tokens).
+API_TOKEN_LIFETIME_DAYS = env.int("API_TOKEN_LIFETIME_DAYS", default=90)
 # Requests per minute per API token unless the token sets its own (admin, API tokens).
 API_THROTTLE_PER_MINUTE = env.int("API_THROTTLE_PER_MINUTE", default=6_000)
 # Bounds of the serving API (a request outside them gets a 400 naming the field).
