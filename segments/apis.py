@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.models import Scope
+from config.api_errors import error_class
 from config.pagination import BoundedPageNumberPagination
 from ingestion.apis import BoundedJSONParser
 from profiles import selectors as profile_selectors
@@ -23,12 +24,16 @@ _READ_WRITE = {"GET": (Scope.PROFILES_READ,), "POST": (Scope.SEGMENTS_WRITE,), "
 
 class SegmentSerializer(serializers.ModelSerializer):
     trend = serializers.SerializerMethodField(help_text="Size after each of the last 30 refreshes.")
+    error = serializers.SerializerMethodField(help_text="The class of the last refresh's failure; the admin has the text.")
 
     class Meta:
         model = Segment
         ref_name = "Segment"
         fields = ("id", "name", "kind", "rule", "description", "status", "size", "error", "created_at", "refreshed_at",
                   "trend")
+
+    def get_error(self, segment) -> str:
+        return error_class(segment.error)
 
     def get_trend(self, segment) -> list[dict]:
         return [{"size": t["size"], "taken_at": t["taken_at"].isoformat()} for t in selectors.segment_trend(segment=segment)]
