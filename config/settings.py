@@ -6,6 +6,8 @@ from config.env import BASE_DIR, VAR_DIR, dev_secret, env
 
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = dev_secret("SECRET_KEY", VAR_DIR / "secrets" / "django_secret_key")
+# Retired SECRET_KEYs, still accepted for sessions and feature-set pipeline signatures after a rotation.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # HTTPS in production (README "Configuration"): off by default so `make run` serves plain HTTP on
