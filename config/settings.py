@@ -5,7 +5,9 @@ from celery.schedules import crontab
 from config.env import BASE_DIR, VAR_DIR, dev_secret, env
 
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = dev_secret("SECRET_KEY", VAR_DIR / "secrets" / "django_secret_key")
+# Outside DEBUG every key must come from the environment; DEBUG (local development, `make run`)
+# generates missing ones once under var/secrets/.
+SECRET_KEY = dev_secret("SECRET_KEY", VAR_DIR / "secrets" / "django_secret_key", generate=DEBUG)
 # Retired SECRET_KEYs, still accepted for sessions and feature-set pipeline signatures after a rotation.
 SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
@@ -203,12 +205,12 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # Keys for pseudonymisation (HMAC) and PII encryption (Fernet). Separate keys, both rotatable:
 # PII_ENCRYPTION_KEYS is a comma-separated list, newest first (MultiFernet).
-PSEUDONYM_KEY = dev_secret("PSEUDONYM_KEY", VAR_DIR / "secrets" / "pseudonym_key")
+PSEUDONYM_KEY = dev_secret("PSEUDONYM_KEY", VAR_DIR / "secrets" / "pseudonym_key", generate=DEBUG)
 # The suppression list's tokens use a key of their own, so the list outlives erasure and
 # pseudonym-key rotation without pointing at stored data.
-SUPPRESSION_KEY = dev_secret("SUPPRESSION_KEY", VAR_DIR / "secrets" / "suppression_key")
+SUPPRESSION_KEY = dev_secret("SUPPRESSION_KEY", VAR_DIR / "secrets" / "suppression_key", generate=DEBUG)
 PII_ENCRYPTION_KEYS = env.list("PII_ENCRYPTION_KEYS", default=[]) or [
-    dev_secret("PII_ENCRYPTION_KEYS", VAR_DIR / "secrets" / "pii_key")
+    dev_secret("PII_ENCRYPTION_KEYS", VAR_DIR / "secrets" / "pii_key", generate=DEBUG)
 ]
 
 # Ingestion limits and cleaning thresholds (documented in README, 'Ingestion').
