@@ -1,5 +1,7 @@
 """Django settings. Every value comes from the environment through config.env."""
 
+from datetime import timedelta
+
 from celery.schedules import crontab
 
 from config.env import BASE_DIR, VAR_DIR, dev_secret, env
@@ -18,13 +20,18 @@ SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
-SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
-CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+# Cookies travel over HTTPS only unless DEBUG (`make run` serves plain HTTP on loopback).
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+# An admin session (PII reveal, erasures, tokens) ends after this long without a request.
+SESSION_COOKIE_AGE = env.int("ADMIN_SESSION_IDLE_MINUTES", default=60) * 60
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
-    "config.admin_site.PortraitAdminConfig",
+    "config.admin_apps.PortraitAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -33,6 +40,9 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "access",
     "ingestion",
     "profiles",
@@ -53,9 +63,25 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # last, as django-axes asks: it answers a locked-out login with 429
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Admin logins: django-axes counts failures and locks out (429) a username or address after
+# ADMIN_LOGIN_FAILURE_LIMIT of them for ADMIN_LOCKOUT_MINUTES (`manage.py axes_reset` lifts it);
+# django-otp adds TOTP (config/admin_site.py).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("ADMIN_LOCKOUT_MINUTES", default=30))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+# Compliance users must have a TOTP device (else the admin refuses them); a user of any group who has
+# one always needs its code.
+ADMIN_COMPLIANCE_TOTP_REQUIRED = env.bool("ADMIN_COMPLIANCE_TOTP_REQUIRED", default=False)
+OTP_TOTP_ISSUER = "Portrait"
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
