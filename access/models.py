@@ -11,6 +11,7 @@ class Scope(models.TextChoices):
     PROFILES_READ = "profiles:read", _("Read profiles")
     SIMILARITY_READ = "similarity:read", _("Similarity search")
     SEGMENTS_WRITE = "segments:write", _("Manage segments")
+    SEGMENTS_EXACT = "segments:exact", _("Exact segment sizes, trends and member lists")
     COMPLIANCE = "compliance", _("Privacy requests")
 
 
@@ -38,3 +39,16 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None and self.expires_at > timezone.now()
+
+
+class PrivacyBudgetSpend(models.Model):
+    """Epsilon one token spent on one differentially private release. The sum over the last
+    DP_BUDGET_WINDOW_DAYS may not pass DP_TOKEN_BUDGET (access.services.api_token_privacy_spend)."""
+
+    token = models.ForeignKey(ApiToken, on_delete=models.CASCADE, related_name="privacy_spends")
+    epsilon = models.FloatField(_("epsilon"))
+    spent_at = models.DateTimeField(_("spent at"), default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = _("privacy budget spend")
+        verbose_name_plural = _("privacy budget spends")

@@ -8,7 +8,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from access.models import ApiToken, Scope
+from django.db.models import Sum
+
+from access.models import ApiToken, PrivacyBudgetSpend, Scope
 
 TOKEN_PREFIX = "pt_"
 
@@ -57,3 +59,22 @@ def api_token_authenticate(*, raw: str) -> ApiToken | None:
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token
+
+
+class PrivacyBudgetExhausted(Exception):
+    pass
+
+
+@transaction.atomic
+def api_token_privacy_spend(*, token: ApiToken, epsilon: float) -> float:
+    """Record `epsilon` against the token's privacy budget (DP_TOKEN_BUDGET over the last
+    DP_BUDGET_WINDOW_DAYS) and return what is left; PrivacyBudgetExhausted, spending nothing, when
+    it does not fit. Repeated releases compose: without a budget a client could average the noise away."""
+    ApiToken.objects.select_for_update().filter(pk=token.pk).first()  # one spend at a time per token
+    since = timezone.now() - timedelta(days=settings.DP_BUDGET_WINDOW_DAYS)
+    spent = PrivacyBudgetSpend.objects.filter(token=token, spent_at__gte=since).aggregate(s=Sum("epsilon"))["s"] or 0.0
+    remaining = settings.DP_TOKEN_BUDGET - spent
+    if epsilon > remaining + 1e-9:
+        raise PrivacyBudgetExhausted(f"epsilon {epsilon} exceeds the {max(remaining, 0.0):.6g} left to this token")
+    PrivacyBudgetSpend.objects.create(token=token, epsilon=epsilon)
+    return max(0.0, round(remaining - epsilon, 9))

@@ -270,6 +270,11 @@ PRIVACY_MODEL_RETIREMENT_DAYS = env.int("PRIVACY_MODEL_RETIREMENT_DAYS", default
 PRIVACY_EXPORT_DAYS = env.int("PRIVACY_EXPORT_DAYS", default=7)
 # Total privacy budget of one differentially private release of aggregates (privacy/dp.py).
 DP_EPSILON = env.float("DP_EPSILON", default=1.0)
+# The most one release may spend, and each API token's total over a sliding window: every release
+# composes with the earlier ones, so an unbounded series would average the noise away.
+DP_EPSILON_MAX = env.float("DP_EPSILON_MAX", default=1.0)
+DP_TOKEN_BUDGET = env.float("DP_TOKEN_BUDGET", default=10.0)
+DP_BUDGET_WINDOW_DAYS = env.int("DP_BUDGET_WINDOW_DAYS", default=30)
 
 # Trained model artifacts (checkpoints), one directory per training run.
 MODELS_DIR = env.path("MODELS_DIR", default=VAR_DIR / "models")
