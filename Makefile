@@ -13,6 +13,11 @@ DEMO_TRAIN_EPOCHS ?= 5
 
 .PHONY: run test install redis test-tools migrate demo serve bench db-stop clean
 
+# `make run` and the benches are local development: DEBUG generates the keys once under var/secrets/.
+# Anywhere else every key comes from the environment (README "Configuration"); the tests set theirs
+# in pytest.ini.
+run demo serve migrate bench: export DEBUG ?= 1
+
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt

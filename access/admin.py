@@ -1,24 +1,34 @@
+from datetime import timedelta
+
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 
 from access import services
 from access.models import ApiToken, Scope
 
+MAX_LIFETIME_DAYS = 366
+
 
 class ApiTokenCreateForm(forms.ModelForm):
     scopes = forms.MultipleChoiceField(choices=Scope.choices, widget=forms.CheckboxSelectMultiple, label=_("scopes"))
+    lifetime_days = forms.IntegerField(
+        label=_("valid for (days)"), min_value=1, max_value=MAX_LIFETIME_DAYS,
+        initial=lambda: settings.API_TOKEN_LIFETIME_DAYS,
+    )
 
     class Meta:
         model = ApiToken
-        fields = ("name", "scopes", "requests_per_minute")
+        fields = ("name", "scopes", "lifetime_days", "requests_per_minute")
 
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ("name", "prefix", "scopes", "requests_per_minute", "created_at", "last_used_at", "revoked_at")
-    list_filter = ("revoked_at",)
-    readonly_fields = ("name", "prefix", "scopes", "created_at", "last_used_at", "revoked_at")
+    list_display = ("name", "prefix", "scopes", "requests_per_minute", "created_at", "last_used_at", "expires_at",
+                    "revoked_at")
+    list_filter = ("revoked_at", "expires_at")
+    readonly_fields = ("name", "prefix", "scopes", "created_at", "last_used_at", "expires_at", "revoked_at")
     actions = ["revoke"]
 
     def get_form(self, request, obj=None, **kwargs):
@@ -30,7 +40,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return self.readonly_fields if obj else ()
 
     def get_fields(self, request, obj=None):
-        return ("name", "scopes", "requests_per_minute") if obj is None else (*self.readonly_fields, "requests_per_minute")
+        return ("name", "scopes", "lifetime_days", "requests_per_minute") if obj is None else (*self.readonly_fields, "requests_per_minute")
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -39,6 +49,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         token, raw = services.api_token_create(
             name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"],
             requests_per_minute=form.cleaned_data.get("requests_per_minute"),
+            lifetime=timedelta(days=form.cleaned_data["lifetime_days"]),
         )
         vars(obj).update(vars(token))
         self.message_user(

@@ -29,7 +29,7 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed(_("Authorization header must be 'Bearer <token>'."))
         token = api_token_authenticate(raw=header[1])
         if token is None:
-            raise exceptions.AuthenticationFailed(_("Invalid or revoked token."))
+            raise exceptions.AuthenticationFailed(_("Invalid, expired or revoked token."))
         return ApiClient(token), token
 
     def authenticate_header(self, request) -> str:

@@ -1,7 +1,8 @@
-"""API tokens for client apps: stored hashed, scoped, revocable."""
+"""API tokens for client apps: stored hashed, scoped, expiring, revocable."""
 
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 
@@ -10,6 +11,7 @@ class Scope(models.TextChoices):
     PROFILES_READ = "profiles:read", _("Read profiles")
     SIMILARITY_READ = "similarity:read", _("Similarity search")
     SEGMENTS_WRITE = "segments:write", _("Manage segments")
+    SEGMENTS_EXACT = "segments:exact", _("Exact segment sizes, trends and member lists")
     COMPLIANCE = "compliance", _("Privacy requests")
 
 
@@ -20,6 +22,7 @@ class ApiToken(models.Model):
     scopes = ArrayField(models.CharField(max_length=32, choices=Scope.choices), default=list, verbose_name=_("scopes"))
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True, editable=False)
+    expires_at = models.DateTimeField(_("expires at"), help_text=_("The token is refused from this moment on"))
     revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
     requests_per_minute = models.PositiveIntegerField(
         _("requests per minute"), null=True, blank=True,
@@ -35,4 +38,17 @@ class ApiToken(models.Model):
 
     @property
     def is_active(self) -> bool:
-        return self.revoked_at is None
+        return self.revoked_at is None and self.expires_at > timezone.now()
+
+
+class PrivacyBudgetSpend(models.Model):
+    """Epsilon one token spent on one differentially private release. The sum over the last
+    DP_BUDGET_WINDOW_DAYS may not pass DP_TOKEN_BUDGET (access.services.api_token_privacy_spend)."""
+
+    token = models.ForeignKey(ApiToken, on_delete=models.CASCADE, related_name="privacy_spends")
+    epsilon = models.FloatField(_("epsilon"))
+    spent_at = models.DateTimeField(_("spent at"), default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = _("privacy budget spend")
+        verbose_name_plural = _("privacy budget spends")

@@ -2,11 +2,15 @@
 
 import hashlib
 import secrets
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from access.models import ApiToken, Scope
+from django.db.models import Sum
+
+from access.models import ApiToken, PrivacyBudgetSpend, Scope
 
 TOKEN_PREFIX = "pt_"
 
@@ -16,15 +20,21 @@ def token_hash(raw: str) -> str:
 
 
 @transaction.atomic
-def api_token_create(*, name: str, scopes: list[str], requests_per_minute: int | None = None) -> tuple[ApiToken, str]:
+def api_token_create(
+    *, name: str, scopes: list[str], requests_per_minute: int | None = None, lifetime: timedelta | None = None,
+) -> tuple[ApiToken, str]:
+    """A new token and its clear text. It expires after `lifetime` (default API_TOKEN_LIFETIME_DAYS)."""
     unknown = set(scopes) - set(Scope.values)
     if unknown:
         raise ValueError(f"unknown scopes: {sorted(unknown)}")
+    lifetime = timedelta(days=settings.API_TOKEN_LIFETIME_DAYS) if lifetime is None else lifetime
+    if lifetime <= timedelta(0):
+        raise ValueError("a token's lifetime must be positive")
     prefix = secrets.token_hex(6)
     raw = f"{TOKEN_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
     token = ApiToken.objects.create(
         name=name, prefix=prefix, secret_hash=token_hash(raw), scopes=sorted(set(scopes)),
-        requests_per_minute=requests_per_minute,
+        requests_per_minute=requests_per_minute, expires_at=timezone.now() + lifetime,
     )
     return token, raw
 
@@ -38,14 +48,33 @@ def api_token_revoke(*, token: ApiToken) -> None:
 
 
 def api_token_authenticate(*, raw: str) -> ApiToken | None:
-    """The active token matching `raw`, or None. Constant-time comparison of hashes."""
+    """The active (unrevoked, unexpired) token matching `raw`, or None. Constant-time comparison of hashes."""
     if not raw.startswith(TOKEN_PREFIX) or raw.count("_") < 2:
         return None
     prefix = raw[len(TOKEN_PREFIX):].split("_", 1)[0]
-    token = ApiToken.objects.filter(prefix=prefix, revoked_at__isnull=True).first()
+    now = timezone.now()
+    token = ApiToken.objects.filter(prefix=prefix, revoked_at__isnull=True, expires_at__gt=now).first()
     if token is None or not secrets.compare_digest(token.secret_hash, token_hash(raw)):
         return None
-    now = timezone.now()
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token
+
+
+class PrivacyBudgetExhausted(Exception):
+    pass
+
+
+@transaction.atomic
+def api_token_privacy_spend(*, token: ApiToken, epsilon: float) -> float:
+    """Record `epsilon` against the token's privacy budget (DP_TOKEN_BUDGET over the last
+    DP_BUDGET_WINDOW_DAYS) and return what is left; PrivacyBudgetExhausted, spending nothing, when
+    it does not fit. Repeated releases compose: without a budget a client could average the noise away."""
+    ApiToken.objects.select_for_update().filter(pk=token.pk).first()  # one spend at a time per token
+    since = timezone.now() - timedelta(days=settings.DP_BUDGET_WINDOW_DAYS)
+    spent = PrivacyBudgetSpend.objects.filter(token=token, spent_at__gte=since).aggregate(s=Sum("epsilon"))["s"] or 0.0
+    remaining = settings.DP_TOKEN_BUDGET - spent
+    if epsilon > remaining + 1e-9:
+        raise PrivacyBudgetExhausted(f"epsilon {epsilon} exceeds the {max(remaining, 0.0):.6g} left to this token")
+    PrivacyBudgetSpend.objects.create(token=token, epsilon=epsilon)
+    return max(0.0, round(remaining - epsilon, 9))

@@ -123,7 +123,7 @@ def attacks_run(port: int, token: str, keys: list[str], seconds: float) -> dict:
            tasks_queued_by_creations=refresh_queued_before - queued_before)
 
     answers = attacker.repeat(seconds, "POST", "/api/v1/segments/rules/check", {"rule": "events >= 0"})
-    counted = [data.get("matching", 0) for status, data, _ in answers if status == 200]
+    counted = [data.get("matching") or 0 for status, data, _ in answers if status == 200]
     record("rule_check_broad", answers,
            all(c <= settings.RULE_CHECK_MAX_COUNT for c in counted)
            and _refusals([a for a in answers if a[0] != 200]) if len(counted) < len(answers) else True,

@@ -1,4 +1,5 @@
-"""DRF exception handler: errors are data with a stable shape ({"error": code, "detail": text})."""
+"""DRF exception handler: errors are data with a stable shape ({"error": code, "detail": text}); and
+the code a client sees for a recorded failure."""
 
 from django.core.exceptions import RequestDataTooBig
 from rest_framework import status
@@ -28,3 +29,12 @@ def exception_handler(exc, context):
         detail = response.data["detail"]
         response.data = {"error": getattr(detail, "code", "error"), "detail": str(detail)}
     return response
+
+
+def error_class(recorded: str) -> str:
+    """The exception class of a failure recorded as "Class: text" (what a job stores for operators).
+    Clients get only the class: the text may name hosts, paths, SQL or a subject's data."""
+    if not recorded:
+        return ""
+    name = recorded.split(":", 1)[0].strip()
+    return name if name.isidentifier() else "error"

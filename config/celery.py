@@ -1,15 +1,19 @@
 """The Celery application: Redis broker, JSON only, routes by queue (config.queues)."""
 
+import logging
 import os
 
 from celery import Celery, signals
 from django.db import InterfaceError, OperationalError
 from kombu import Exchange
 from kombu import Queue as KombuQueue
+from kombu.utils.url import maybe_sanitize_url
 
 from config.queues import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+logger = logging.getLogger(__name__)
 
 app = Celery("portrait")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -47,8 +51,10 @@ def broker_check(timeout: float = 2.0) -> None:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
     except Exception as exc:  # kombu raises several transport-specific errors
+        # the URL goes to the server log only, without its password: admin messages are read by operators
+        logger.warning("no Celery broker at %s (%s)", maybe_sanitize_url(app.conf.broker_url), exc.__class__.__name__)
         raise BrokerUnavailable(
-            f"No Celery broker at {app.conf.broker_url} ({exc.__class__.__name__}). Start Redis: "
+            f"No Celery broker answers ({exc.__class__.__name__}; CELERY_BROKER_URL). Start Redis: "
             "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no"
         ) from exc
 

@@ -18,27 +18,33 @@ def env_required(name: str) -> str:
     value = env.str(name, default="")
     if not value:
         raise ConfigurationError(
-            f"{name} is not set. Set it in the environment (see README, 'Configuration')."
+            f"{name} is not set. Set it in the environment (see README, 'Configuration'); for local "
+            "development only, DEBUG=1 generates keys under var/secrets/."
         )
     return value
 
 
-def dev_secret(name: str, path: Path) -> str:
-    """A secret for local development, created once under var/ and reused.
+def dev_secret(name: str, path: Path, *, generate: bool) -> str:
+    """The secret `name` from the environment; else, only when `generate` (DEBUG), a key for local
+    development created once at `path` and reused.
 
-    Production sets every secret in the environment; `PORTRAIT_REQUIRE_SECRETS=1` turns a missing
-    one into a start-up error instead of this fallback.
+    Without `generate` a missing secret is a start-up error: a production process that made itself a
+    new suppression key would silently un-suppress every erased subject, a new pseudonym key would
+    split every customer in two.
     """
     value = env.str(name, default="")
     if value:
         return value
-    if env.bool("PORTRAIT_REQUIRE_SECRETS", default=False):
+    if not generate:
         env_required(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         import base64
+        import os
         import secrets
 
-        path.write_text(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
-        path.chmod(0o600)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # owner-only from the first byte: a file written first and chmod-ed after is readable in between
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
     return path.read_text().strip()

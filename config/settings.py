@@ -1,11 +1,17 @@
 """Django settings. Every value comes from the environment through config.env."""
 
+from datetime import timedelta
+
 from celery.schedules import crontab
 
 from config.env import BASE_DIR, VAR_DIR, dev_secret, env
 
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = dev_secret("SECRET_KEY", VAR_DIR / "secrets" / "django_secret_key")
+# Outside DEBUG every key must come from the environment; DEBUG (local development, `make run`)
+# generates missing ones once under var/secrets/.
+SECRET_KEY = dev_secret("SECRET_KEY", VAR_DIR / "secrets" / "django_secret_key", generate=DEBUG)
+# Retired SECRET_KEYs, still accepted for sessions and feature-set pipeline signatures after a rotation.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # HTTPS in production (README "Configuration"): off by default so `make run` serves plain HTTP on
@@ -14,13 +20,18 @@ SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
-SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
-CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+# Cookies travel over HTTPS only unless DEBUG (`make run` serves plain HTTP on loopback).
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+# An admin session (PII reveal, erasures, tokens) ends after this long without a request.
+SESSION_COOKIE_AGE = env.int("ADMIN_SESSION_IDLE_MINUTES", default=60) * 60
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
-    "config.admin_site.PortraitAdminConfig",
+    "config.admin_apps.PortraitAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -29,6 +40,9 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "access",
     "ingestion",
     "profiles",
@@ -49,9 +63,25 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # last, as django-axes asks: it answers a locked-out login with 429
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Admin logins: django-axes counts failures and locks out (429) a username or address after
+# ADMIN_LOGIN_FAILURE_LIMIT of them for ADMIN_LOCKOUT_MINUTES (`manage.py axes_reset` lifts it);
+# django-otp adds TOTP (config/admin_site.py).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("ADMIN_LOCKOUT_MINUTES", default=30))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+# Compliance users must have a TOTP device (else the admin refuses them); a user of any group who has
+# one always needs its code.
+ADMIN_COMPLIANCE_TOTP_REQUIRED = env.bool("ADMIN_COMPLIANCE_TOTP_REQUIRED", default=False)
+OTP_TOTP_ISSUER = "Portrait"
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -123,6 +153,8 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["access.throttling.TokenRateThrottle"],
     "UNAUTHENTICATED_USER": None,
 }
+# Days an API token is valid unless created with another lifetime (admin, API tokens).
+API_TOKEN_LIFETIME_DAYS = env.int("API_TOKEN_LIFETIME_DAYS", default=90)
 # Requests per minute per API token unless the token sets its own (admin, API tokens).
 API_THROTTLE_PER_MINUTE = env.int("API_THROTTLE_PER_MINUTE", default=6_000)
 # Bounds of the serving API (a request outside them gets a 400 naming the field).
@@ -217,12 +249,12 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # Keys for pseudonymisation (HMAC) and PII encryption (Fernet). Separate keys, both rotatable:
 # PII_ENCRYPTION_KEYS is a comma-separated list, newest first (MultiFernet).
-PSEUDONYM_KEY = dev_secret("PSEUDONYM_KEY", VAR_DIR / "secrets" / "pseudonym_key")
+PSEUDONYM_KEY = dev_secret("PSEUDONYM_KEY", VAR_DIR / "secrets" / "pseudonym_key", generate=DEBUG)
 # The suppression list's tokens use a key of their own, so the list outlives erasure and
 # pseudonym-key rotation without pointing at stored data.
-SUPPRESSION_KEY = dev_secret("SUPPRESSION_KEY", VAR_DIR / "secrets" / "suppression_key")
+SUPPRESSION_KEY = dev_secret("SUPPRESSION_KEY", VAR_DIR / "secrets" / "suppression_key", generate=DEBUG)
 PII_ENCRYPTION_KEYS = env.list("PII_ENCRYPTION_KEYS", default=[]) or [
-    dev_secret("PII_ENCRYPTION_KEYS", VAR_DIR / "secrets" / "pii_key")
+    dev_secret("PII_ENCRYPTION_KEYS", VAR_DIR / "secrets" / "pii_key", generate=DEBUG)
 ]
 
 # Ingestion limits and cleaning thresholds (documented in README, 'Ingestion').
@@ -258,6 +290,11 @@ PRIVACY_MODEL_RETIREMENT_DAYS = env.int("PRIVACY_MODEL_RETIREMENT_DAYS", default
 PRIVACY_EXPORT_DAYS = env.int("PRIVACY_EXPORT_DAYS", default=7)
 # Total privacy budget of one differentially private release of aggregates (privacy/dp.py).
 DP_EPSILON = env.float("DP_EPSILON", default=1.0)
+# The most one release may spend, and each API token's total over a sliding window: every release
+# composes with the earlier ones, so an unbounded series would average the noise away.
+DP_EPSILON_MAX = env.float("DP_EPSILON_MAX", default=1.0)
+DP_TOKEN_BUDGET = env.float("DP_TOKEN_BUDGET", default=10.0)
+DP_BUDGET_WINDOW_DAYS = env.int("DP_BUDGET_WINDOW_DAYS", default=30)
 
 # Trained model artifacts (checkpoints), one directory per training run.
 MODELS_DIR = env.path("MODELS_DIR", default=VAR_DIR / "models")

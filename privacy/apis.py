@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.models import Scope
+from config.api_errors import error_class
 from config.pagination import BoundedPageNumberPagination
 from ingestion.apis import BoundedJSONParser
 from privacy import services
@@ -21,6 +22,11 @@ from privacy.models import PrivacyRequest, RequestKind
 
 
 class PrivacyRequestSerializer(serializers.ModelSerializer):
+    error = serializers.SerializerMethodField(help_text="The class of the last attempt's failure; the admin has the text.")
+
+    def get_error(self, request) -> str:
+        return error_class(request.error)
+
     class Meta:
         model = PrivacyRequest
         ref_name = "PrivacyRequest"

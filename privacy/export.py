@@ -5,7 +5,6 @@ is erased; it is decrypted only for an audited download."""
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import secrets
@@ -16,6 +15,7 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
+from config.csv_stream import csv_lines
 from ingestion.pseudonyms import customer_key, pii_decrypt, pii_decrypt_bytes, pii_encrypt_bytes
 from ingestion.models import Customer, Event, EventType
 from privacy.models import PrivacyRequest
@@ -86,20 +86,22 @@ def _merge_history(customer: Customer) -> list[dict]:
 
 
 def _events_csv(customer: Customer) -> tuple[str, int]:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(EVENT_COLUMNS)
-    count = 0
     names = dict(EventType.choices)
-    rows = (Event.objects.filter(customer=customer).select_related("item").order_by("occurred_at")
-            .iterator(chunk_size=5000))
-    for e in rows:
-        writer.writerow([e.occurred_at.isoformat(), str(names.get(e.event_type, e.event_type)), e.item.sku if e.item else "",
-                         e.quantity, "" if e.value is None else e.value, e.currency, "" if e.rating is None else e.rating,
-                         e.session_id, e.channel, e.device, e.order_id,
-                         "" if e.context is None else json.dumps(e.context, ensure_ascii=False, sort_keys=True)])
-        count += 1
-    return out.getvalue(), count
+    events = (Event.objects.filter(customer=customer).select_related("item").order_by("occurred_at")
+              .iterator(chunk_size=5000))
+    count = 0
+
+    def rows():
+        nonlocal count
+        for e in events:
+            count += 1
+            yield [e.occurred_at.isoformat(), str(names.get(e.event_type, e.event_type)), e.item.sku if e.item else "",
+                   e.quantity, "" if e.value is None else e.value, e.currency, "" if e.rating is None else e.rating,
+                   e.session_id, e.channel, e.device, e.order_id,
+                   "" if e.context is None else json.dumps(e.context, ensure_ascii=False, sort_keys=True)]
+
+    text = "".join(csv_lines(list(EVENT_COLUMNS), rows()))
+    return text, count
 
 
 def access_export_write(*, request: PrivacyRequest, external_id: str) -> dict:

@@ -1,5 +1,6 @@
-"""REST reads of profiles: one profile with its explanation (scope `profiles:read`), similar customers
-and lookalike expansion (`similarity:read`), recommendations (`profiles:read`)."""
+"""REST reads of profiles: one profile with its explanation (scope `profiles:read`; the neighbours in it
+also need `similarity:read`), similar customers and lookalike expansion (`similarity:read`),
+recommendations (`profiles:read`)."""
 
 import math
 import re
@@ -163,7 +164,8 @@ class ProfileDetailApi(APIView):
         scores = serializers.JSONField(help_text="RFM scores 1–5 and population percentiles.")
         segments = serializers.JSONField(help_text="Segments the customer belongs to: id, name, kind.")
         explanation = serializers.JSONField(
-            help_text="Top categories, the traits furthest from the population, and the nearest neighbours."
+            help_text=("Top categories, the traits furthest from the population, and (only for a token with "
+                       "similarity:read) the nearest neighbours.")
         )
         predictions = serializers.JSONField(
             allow_null=True,
@@ -196,8 +198,9 @@ class ProfileDetailApi(APIView):
         profile = _profile_from_path(request, key)
         profile.scores = selectors.profile_scores(profile)
         profile.segments = segments_of_customer(customer_id=profile.pk)
-        neighbours = selectors.profiles_similar(profile=profile, k=EXPLANATION_NEIGHBOURS, space="fused", ef_search=40)
-        profile.explanation = {**profile.explanation, "neighbours": _neighbours(neighbours)}
+        if Scope.SIMILARITY_READ in request.user.scopes:
+            neighbours = selectors.profiles_similar(profile=profile, k=EXPLANATION_NEIGHBOURS, space="fused", ef_search=40)
+            profile.explanation = {**profile.explanation, "neighbours": _neighbours(neighbours)}
         prediction = customer_prediction_get(customer_id=profile.customer_id)
         profile.predictions = prediction_explained(prediction) if prediction else None
         return Response(self.OutputSerializer(profile).data)

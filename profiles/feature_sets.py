@@ -13,6 +13,7 @@ import pandas as pd
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Max
+from django.utils.crypto import salted_hmac
 
 from ingestion.models import EventType
 from profiles import fusion, labels, preprocessing
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 TARGET_DAYS = 30
 _PERCENTILES = list(range(0, 101, 5))
+
+PIPELINE_KEY_SALT = "profiles.feature_sets.pipeline"
 
 
 class NothingToProfile(Exception):
@@ -135,7 +138,7 @@ def feature_set_fit(*, sample_size: int | None = None, seed: int = 0) -> Feature
     current = features_compute(customer_ids=sample, window=window_through(as_of))
     matrix, names = feature_matrix(current, kept)
     pipeline = preprocessing.pipeline_fit(matrix, names, components=FEATURE_VECTOR_DIMENSIONS, seed=seed)
-    blob, checksum = preprocessing.pipeline_dump(pipeline)
+    blob, checksum = feature_set_pipeline_dump(pipeline)
     pca = pipeline.named_steps["reduce"]
     report["pca"] = {
         "components": int(pca.n_components_),
@@ -204,10 +207,21 @@ def _percentiles(matrix: np.ndarray, names: list[str]) -> dict:
     return out
 
 
+def _pipeline_signing_keys() -> list[bytes]:
+    """One key per Django secret, the current one first: SECRET_KEY_FALLBACKS keep pipelines signed
+    before a SECRET_KEY rotation loadable until the next fit signs a new one."""
+    secrets = [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+    return [salted_hmac(PIPELINE_KEY_SALT, "feature-set pipeline", secret=secret).digest() for secret in secrets]
+
+
+def feature_set_pipeline_dump(pipeline) -> tuple[bytes, str]:
+    return preprocessing.pipeline_dump(pipeline, key=_pipeline_signing_keys()[0])
+
+
 @lru_cache(maxsize=8)
 def feature_set_pipeline(feature_set_id: int, checksum: str):
     blob = FeatureSet.objects.values_list("pipeline", flat=True).get(pk=feature_set_id)
-    return preprocessing.pipeline_load(blob, checksum)
+    return preprocessing.pipeline_load(blob, checksum, keys=_pipeline_signing_keys())
 
 
 def feature_set_active() -> FeatureSet | None:

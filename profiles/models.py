@@ -21,7 +21,8 @@ class FeatureSet(models.Model):
     version = models.PositiveIntegerField(_("version"), unique=True)
     feature_names = ArrayField(models.CharField(max_length=64), verbose_name=_("features in the vector"))
     pipeline = models.BinaryField(_("fitted pipeline (joblib)"), editable=False)
-    pipeline_sha256 = models.CharField(_("pipeline checksum"), max_length=64, editable=False)
+    # an HMAC-SHA256 keyed from SECRET_KEY since migration 0005 (profiles.feature_sets); the column kept its name
+    pipeline_sha256 = models.CharField(_("pipeline signature"), max_length=64, editable=False)
     population = models.JSONField(_("population statistics"), default=dict, blank=True)
     report = models.JSONField(_("feature report"), default=dict, blank=True)
     fusion_weight = models.FloatField(

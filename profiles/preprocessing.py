@@ -5,7 +5,9 @@ No Django here: arrays in, arrays out."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import joblib
@@ -117,22 +119,29 @@ def vectors(pipeline: Pipeline, matrix: np.ndarray, dimensions: int) -> np.ndarr
     return out
 
 
-def pipeline_dump(pipeline: Pipeline) -> tuple[bytes, str]:
+def pipeline_dump(pipeline: Pipeline, *, key: bytes) -> tuple[bytes, str]:
+    """The pipeline as bytes and their HMAC-SHA256 under `key`."""
     buffer = io.BytesIO()
     joblib.dump({"sklearn": sklearn.__version__, "pipeline": pipeline}, buffer)
     blob = buffer.getvalue()
-    return blob, hashlib.sha256(blob).hexdigest()
+    return blob, pipeline_signature(blob, key=key)
+
+
+def pipeline_signature(blob: bytes, *, key: bytes) -> str:
+    return hmac.new(key, bytes(blob), hashlib.sha256).hexdigest()
 
 
 class PipelineIntegrityError(RuntimeError):
     pass
 
 
-def pipeline_load(blob: bytes, sha256: str) -> Pipeline:
-    """Load our own stored artifact, refusing one whose checksum does not match (joblib unpickles)."""
+def pipeline_load(blob: bytes, signature: str, *, keys: Sequence[bytes]) -> Pipeline:
+    """Load our own stored artifact, refusing one that none of `keys` signed. joblib unpickles, and
+    unpickling runs code: a plain checksum would not do, since whoever can replace the blob can
+    replace its checksum too."""
     blob = bytes(blob)
-    if hashlib.sha256(blob).hexdigest() != sha256:
-        raise PipelineIntegrityError("stored pipeline does not match its checksum")
+    if not any(hmac.compare_digest(pipeline_signature(blob, key=key), signature) for key in keys):
+        raise PipelineIntegrityError("stored pipeline is not signed by this store's key")
     return joblib.load(io.BytesIO(blob))["pipeline"]
 
 

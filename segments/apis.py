@@ -1,4 +1,6 @@
-"""REST API of segments: read with `profiles:read`, create, refresh and delete with `segments:write`."""
+"""REST API of segments: read with `profiles:read`, create, refresh and delete with `segments:write`;
+exact sizes, trends, member lists and rule counts only with `segments:exact` (without it a client has
+the differentially private sizes, under a per-token budget)."""
 
 from django.conf import settings
 from django.http import StreamingHttpResponse
@@ -10,8 +12,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.models import ApiToken, Scope
+from access.services import PrivacyBudgetExhausted, api_token_privacy_spend
+from config.api_errors import error_class
 from config.pagination import BoundedPageNumberPagination
 from ingestion.apis import BoundedJSONParser
+from privacy.dp import dp_counts
 from profiles import selectors as profile_selectors
 from segments import selectors, services
 from segments.models import Segment, SegmentKind
@@ -22,7 +27,13 @@ _READ_WRITE = {"GET": (Scope.PROFILES_READ,), "POST": (Scope.SEGMENTS_WRITE,), "
 
 
 class SegmentSerializer(serializers.ModelSerializer):
-    trend = serializers.SerializerMethodField(help_text="Size after each of the last 30 refreshes.")
+    """A segment; its exact size and trend only when the context says `exact` (segments:exact)."""
+
+    size = serializers.SerializerMethodField(help_text="Member count; null without segments:exact.")
+    trend = serializers.SerializerMethodField(
+        help_text="Size after each of the last 30 refreshes; null without segments:exact.",
+    )
+    error = serializers.SerializerMethodField(help_text="The class of the last refresh's failure; the admin has the text.")
 
     class Meta:
         model = Segment
@@ -30,13 +41,29 @@ class SegmentSerializer(serializers.ModelSerializer):
         fields = ("id", "name", "kind", "rule", "description", "status", "size", "error", "created_at", "refreshed_at",
                   "trend")
 
-    def get_trend(self, segment) -> list[dict]:
+    def get_error(self, segment) -> str:
+        return error_class(segment.error)
+
+    def get_size(self, segment) -> int | None:
+        return segment.size if self.context.get("exact") else None
+
+    def get_trend(self, segment) -> list[dict] | None:
+        if not self.context.get("exact"):
+            return None
         return [{"size": t["size"], "taken_at": t["taken_at"].isoformat()} for t in selectors.segment_trend(segment=segment)]
 
 
 def _token_of(request):
     """The API token behind the request (segment limits are per token)."""
     return request.auth if isinstance(request.auth, ApiToken) else None
+
+
+def _may_see_exact(request) -> bool:
+    return Scope.SEGMENTS_EXACT in request.user.scopes
+
+
+def _segment_data(request, segments, *, many: bool = False):
+    return SegmentSerializer(segments, many=many, context={"exact": _may_see_exact(request)}).data
 
 
 def _rule_error(error: RuleError) -> exceptions.ValidationError:
@@ -79,7 +106,7 @@ class SegmentListApi(APIView):
     def get(self, request):
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(selectors.segments_list(), request, view=self)
-        return paginator.get_paginated_response(SegmentSerializer(page, many=True).data)
+        return paginator.get_paginated_response(_segment_data(request, page, many=True))
 
     @extend_schema(
         summary="Create a rule or lookalike segment",
@@ -112,7 +139,7 @@ class SegmentListApi(APIView):
         except services.SegmentError as error:
             raise exceptions.ValidationError({"seed_keys": [str(error)]}) from None
         segment_refresh_queue(segment=segment)
-        return Response(SegmentSerializer(segment).data, status=status.HTTP_201_CREATED)
+        return Response(_segment_data(request, segment), status=status.HTTP_201_CREATED)
 
 
 class SegmentClustersApi(APIView):
@@ -143,7 +170,7 @@ class SegmentClustersApi(APIView):
         except services.SegmentLimitReached as error:
             raise exceptions.ValidationError({"segments": [str(error)]}) from None
         segment_refresh_queue(segment=segments[0])  # one refresh fits the clustering and fills every cluster
-        return Response(SegmentSerializer(segments, many=True).data, status=status.HTTP_201_CREATED)
+        return Response(_segment_data(request, segments, many=True), status=status.HTTP_201_CREATED)
 
 
 class SegmentDetailApi(APIView):
@@ -151,7 +178,7 @@ class SegmentDetailApi(APIView):
 
     @extend_schema(summary="A segment", responses={200: SegmentSerializer, 404: OpenApiResponse(description="No such segment.")})
     def get(self, request, segment_id: int):
-        return Response(SegmentSerializer(get_object_or_404(Segment, pk=segment_id)).data)
+        return Response(_segment_data(request, get_object_or_404(Segment, pk=segment_id)))
 
     @extend_schema(summary="Delete a segment", responses={204: None, 404: OpenApiResponse(description="No such segment.")})
     def delete(self, request, segment_id: int):
@@ -175,7 +202,8 @@ class SegmentRefreshApi(APIView):
     def post(self, request, segment_id: int):
         segment = get_object_or_404(Segment, pk=segment_id)
         segment.refresh = "queued" if segment_refresh_queue(segment=segment) else "already_queued"
-        return Response(self.OutputSerializer(segment).data, status=status.HTTP_202_ACCEPTED)
+        return Response(self.OutputSerializer(segment, context={"exact": _may_see_exact(request)}).data,
+                        status=status.HTTP_202_ACCEPTED)
 
 
 class MemberSerializer(serializers.Serializer):
@@ -189,7 +217,7 @@ class MemberSerializer(serializers.Serializer):
 
 class SegmentMembersApi(APIView):
     pagination_class = BoundedPageNumberPagination
-    required_scopes = (Scope.PROFILES_READ,)
+    required_scopes = (Scope.PROFILES_READ, Scope.SEGMENTS_EXACT)  # the count is the exact size
 
     @extend_schema(summary="A segment's members", responses={200: MemberSerializer(many=True),
                                                               404: OpenApiResponse(description="No such segment.")})
@@ -201,7 +229,7 @@ class SegmentMembersApi(APIView):
 
 
 class SegmentExportApi(APIView):
-    required_scopes = (Scope.PROFILES_READ,)
+    required_scopes = (Scope.PROFILES_READ, Scope.SEGMENTS_EXACT)
 
     @extend_schema(
         summary="All of a segment's members as CSV (key, score, member since)",
@@ -226,8 +254,8 @@ class RuleValidateApi(APIView):
 
     class OutputSerializer(serializers.Serializer):
         canonical = serializers.CharField(help_text="The rule as the store reads it.")
-        matching = serializers.IntegerField(help_text="Visible profiles it selects now, counted up to "
-                                                      "RULE_CHECK_MAX_COUNT.")
+        matching = serializers.IntegerField(allow_null=True, help_text=(
+            "Visible profiles it selects now, counted up to RULE_CHECK_MAX_COUNT; null without segments:exact."))
         capped = serializers.BooleanField(help_text="True: at least `matching` profiles match (the count stopped).")
         fields = serializers.ListField(child=serializers.CharField(), help_text="Every field a rule may name.")
 
@@ -245,8 +273,16 @@ class RuleValidateApi(APIView):
         checked = selectors.segment_rule_check(rule=serializer.validated_data["rule"])
         if not checked["valid"]:
             raise exceptions.ValidationError({"rule": [checked["message"]]})
-        return Response({"canonical": checked["canonical"], "matching": checked["matching"],
-                         "capped": checked["capped"], "fields": sorted(FIELDS)})
+        matching = checked["matching"] if _may_see_exact(request) else None
+        return Response({"canonical": checked["canonical"], "matching": matching, "capped": checked["capped"],
+                         "fields": sorted(FIELDS)})
+
+
+class PrivacyBudgetSpent(exceptions.APIException):
+    """429: the token's privacy budget does not cover this release now."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "privacy_budget_exhausted"
 
 
 class SegmentSizesApi(APIView):
@@ -255,16 +291,26 @@ class SegmentSizesApi(APIView):
     required_scopes = (Scope.PROFILES_READ,)
 
     class QuerySerializer(serializers.Serializer):
-        epsilon = serializers.FloatField(required=False, min_value=0.001, max_value=100.0,
-                                         help_text="Privacy budget of this release (default DP_EPSILON).")
+        epsilon = serializers.FloatField(required=False, min_value=0.001,
+                                         help_text="Privacy budget of this release: at most DP_EPSILON_MAX (default "
+                                                   "DP_EPSILON).")
 
         class Meta:
             ref_name = "SegmentSizesQuery"
+
+        def validate_epsilon(self, value: float) -> float:
+            if value > settings.DP_EPSILON_MAX:
+                raise serializers.ValidationError(f"At most {settings.DP_EPSILON_MAX:g} per release.")
+            return value
 
     class OutputSerializer(serializers.Serializer):
         epsilon = serializers.FloatField()
         mechanism = serializers.CharField()
         sizes = serializers.DictField(child=serializers.IntegerField(), help_text="Segment id → noisy member count.")
+        budget_remaining = serializers.FloatField(
+            help_text="Epsilon this token may still spend in the current window (DP_TOKEN_BUDGET over "
+                      "DP_BUDGET_WINDOW_DAYS).",
+        )
 
         class Meta:
             ref_name = "SegmentSizes"
@@ -273,18 +319,23 @@ class SegmentSizesApi(APIView):
         summary="Every segment's size with differential-privacy noise",
         description=(
             "Discrete Laplace noise (OpenDP) with the whole budget `epsilon` split across the segments, since "
-            "one customer may be in all of them; clamped at 0. Without `epsilon`: DP_EPSILON."
+            "one customer may be in all of them; clamped at 0. Without `epsilon`: DP_EPSILON; above "
+            "DP_EPSILON_MAX: 400. Each release is charged to the token's privacy budget; when it does not fit, "
+            "429 `privacy_budget_exhausted`."
         ),
-        parameters=[QuerySerializer], responses={200: OutputSerializer},
+        parameters=[QuerySerializer],
+        responses={200: OutputSerializer, 400: OpenApiResponse(description="epsilon out of bounds."),
+                   429: OpenApiResponse(description="The token's privacy budget is spent for now.")},
     )
     def get(self, request):
-        from django.conf import settings as django_settings
-
-        from privacy.dp import dp_counts
-
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        epsilon = query.validated_data.get("epsilon", django_settings.DP_EPSILON)
+        epsilon = min(query.validated_data.get("epsilon", settings.DP_EPSILON), settings.DP_EPSILON_MAX)
+        try:
+            remaining = api_token_privacy_spend(token=request.user.token, epsilon=epsilon)
+        except PrivacyBudgetExhausted as error:
+            raise PrivacyBudgetSpent(str(error)) from None
         exact = {str(pk): size for pk, size in Segment.objects.order_by("pk").values_list("pk", "size")}
         noisy = dp_counts(exact, epsilon=epsilon) if exact else {}
-        return Response({"epsilon": epsilon, "mechanism": "discrete Laplace, basic composition", "sizes": noisy})
+        return Response({"epsilon": epsilon, "mechanism": "discrete Laplace, basic composition", "sizes": noisy,
+                         "budget_remaining": remaining})

@@ -131,7 +131,9 @@ def segment_refresh(*, segment_id: int) -> int:
         else:
             _refresh_clustering(segment.definition["clustering"])
     except Exception as error:
-        Segment.objects.filter(pk=segment.pk).update(status=SegmentStatus.FAILED, error=str(error)[:2000])
+        Segment.objects.filter(pk=segment.pk).update(
+            status=SegmentStatus.FAILED, error=f"{error.__class__.__name__}: {error}"[:2000],
+        )
         raise
     return Segment.objects.get(pk=segment.pk).size
 

@@ -253,7 +253,7 @@ def test_a_token_is_throttled_at_its_own_rate(shop, client):
 
 
 def test_segments_rule_lifecycle_through_the_api(shop, make_api_client):
-    writer = make_api_client("segments:write", "profiles:read")
+    writer = make_api_client("segments:write", "profiles:read", "segments:exact")
 
     check = writer.post("/api/v1/segments/rules/check", {"rule": "frequency >= 3 AND monetary > 100"}, format="json")
     bad = writer.post("/api/v1/segments", {"name": "x", "kind": "rule", "rule": "frequency >= 'a lot'"}, format="json")

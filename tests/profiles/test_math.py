@@ -80,14 +80,14 @@ def test_pipeline_imputes_standardises_and_reduces_to_a_fixed_width():
 
     pipeline = preprocessing.pipeline_fit(matrix, names, components=16)
     vectors = preprocessing.vectors(pipeline, matrix, 16)
-    blob, checksum = preprocessing.pipeline_dump(pipeline)
+    blob, checksum = preprocessing.pipeline_dump(pipeline, key=b"test key")
 
     assert vectors.shape == (200, 16) and np.isfinite(vectors).all()
     assert np.allclose(vectors[:, 4:], 0)  # 4 columns → at most 4 components, zero-padded
     z = preprocessing.standardised(pipeline, matrix)
     assert np.allclose(z[:, [0, 1, 3]].mean(axis=0), 0, atol=1e-9)
     assert np.allclose(z[:, 2], 0)  # a column undefined for everyone stays, as zeros
-    reloaded = preprocessing.pipeline_load(blob, checksum)
+    reloaded = preprocessing.pipeline_load(blob, checksum, keys=[b"test key"])
     assert np.array_equal(preprocessing.vectors(reloaded, matrix, 16), vectors)
 
 

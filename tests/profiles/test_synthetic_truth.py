@@ -10,7 +10,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from ingestion.models import Customer
 from pipeline.flows import customers_refresh
-from profiles import preprocessing, services
+from profiles import feature_sets, preprocessing, services
 from profiles.features import store_as_of
 from profiles.models import BuildStatus, FeatureSet, Profile
 
@@ -150,4 +150,5 @@ def test_a_tampered_pipeline_is_refused(synthetic_profiles, db):
     feature_set = FeatureSet.objects.get(is_active=True)
 
     with pytest.raises(preprocessing.PipelineIntegrityError):
-        preprocessing.pipeline_load(bytes(feature_set.pipeline) + b"x", feature_set.pipeline_sha256)
+        preprocessing.pipeline_load(bytes(feature_set.pipeline) + b"x", feature_set.pipeline_sha256,
+                                    keys=feature_sets._pipeline_signing_keys())

@@ -31,7 +31,7 @@ def _wait_ready(segment_id: int, timeout: float = 60) -> Segment:
 
 @pytest.mark.worker
 def test_a_segment_created_through_the_api_is_filled_by_the_worker(profiled, celery_worker, make_api_client):
-    writer = make_api_client("segments:write", "profiles:read")
+    writer = make_api_client("segments:write", "profiles:read", "segments:exact")
 
     response = writer.post("/api/v1/segments", {"name": "spenders", "kind": "rule", "rule": "monetary >= 100"},
                            format="json")

@@ -1,10 +1,13 @@
 import secrets
+from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from access.models import ApiToken, Scope
 from access.services import api_token_create
+
+DEMO_TOKEN_DAYS = 30
 
 
 class Command(BaseCommand):
@@ -24,5 +27,9 @@ class Command(BaseCommand):
                 f"admin login created: user {opts['username']!r} password {password!r} (shown once)"
             ))
         if not ApiToken.objects.filter(name="demo").exists():
-            _, raw = api_token_create(name="demo", scopes=list(Scope.values))
-            self.stdout.write(self.style.WARNING(f"demo API token (all scopes, shown once): {raw}"))
+            # a token printed to a terminal may end up in logs: it cannot touch privacy requests, and expires
+            scopes = [scope for scope in Scope.values if scope != Scope.COMPLIANCE]
+            _, raw = api_token_create(name="demo", scopes=scopes, lifetime=timedelta(days=DEMO_TOKEN_DAYS))
+            self.stdout.write(self.style.WARNING(
+                f"demo API token ({', '.join(scopes)}; expires in {DEMO_TOKEN_DAYS} days; shown once): {raw}"
+            ))
