@@ -43,9 +43,14 @@ def test_rejected_rows_download_neutralises_a_formula_in_the_raw_line():
     from ingestion.models import ImportJob, QuarantinedRow
     from ingestion.selectors import import_job_rejects_csv
 
+    from ingestion.pseudonyms import pii_encrypt_bytes
+
     job = ImportJob.objects.create(source="default", format="csv")
-    QuarantinedRow.objects.create(job=job, line_number=2, reason="bad", raw='=cmd|" /C calc"!A0')
+    QuarantinedRow.objects.create(job=job, line_number=2, reason="bad",
+                                  raw_encrypted=pii_encrypt_bytes(b'=cmd|" /C calc"!A0'))
 
-    rows = _cells(import_job_rejects_csv(job=job))
+    clear = _cells(import_job_rejects_csv(job=job, clear=True))  # Compliance
+    masked = _cells(import_job_rejects_csv(job=job))  # Operators: letters and digits masked
 
-    assert rows[1] == ["2", "bad", "'=cmd|\" /C calc\"!A0"]
+    assert clear[1] == ["2", "bad", "'=cmd|\" /C calc\"!A0"]
+    assert masked[1][2].startswith("'=")

@@ -13,8 +13,10 @@ RAW = 'OperationalError: connection to server at "10.0.0.5", port 5432 failed: p
 
 def test_broker_unavailable_names_no_url_or_password(monkeypatch):
     unreachable = "redis://:hunter2@127.0.0.1:1/3"
-    monkeypatch.setenv("CELERY_BROKER_URL", unreachable)  # Celery reads this before its own setting
+    # the setting first: monkeypatch keeps the value it read to put back, and Celery reads the
+    # environment variable before its setting, so the other order would keep the unreachable URL
     monkeypatch.setattr(app.conf, "broker_url", unreachable)
+    monkeypatch.setenv("CELERY_BROKER_URL", unreachable)  # Celery reads this before its own setting
 
     with pytest.raises(BrokerUnavailable) as raised:
         broker_check(timeout=0.5)
