@@ -96,7 +96,7 @@ def test_queue_depths_read_the_broker_lists():
         client.delete("ingest")
 
     assert depths["ingest"] == 2 and depths["training"] == 0
-    assert set(depths) == {"default", "ingest", "profiles", "training"}
+    assert set(depths) == {"default", "ingest", "profiles", "segments", "training"}
 
 
 def test_dashboard_page_shows_tiles_and_says_unavailable_when_the_broker_is_down(operator, monkeypatch):

@@ -46,7 +46,7 @@ def test_operator_sees_the_store_in_pictures(shop, live_server, browser_page):
     assert page.inner_text("#tile-customers .value").strip() == str(shop["customers"])
     assert page.locator("#recent-imports tbody tr").count() == 1
     assert page.locator('#recent-imports a[href$="/importjob/%d/change/"]' % shop["import_job_id"]).count() == 1
-    assert page.locator("#tile-queues td").count() == 8  # four queues, name and depth
+    assert page.locator("#tile-queues td").count() == 10  # five queues, name and depth
     screenshot(page, "dashboard")
 
     # a profile page: every chart drawn with data

@@ -42,7 +42,7 @@ def test_rule_check_counts_the_profiles_a_valid_rule_selects(admin_client, profi
     response = admin_client.get("/admin/segments/segment/rules/check/", {"rule": "monetary > 100"})
 
     assert response.status_code == 200
-    assert response.json() == {"valid": True, "canonical": "monetary > 100", "matching": 2}
+    assert response.json() == {"valid": True, "canonical": "monetary > 100", "matching": 2, "capped": False}
 
 
 def test_rule_check_reports_the_error_and_its_position(admin_client, profiles):
