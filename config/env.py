@@ -1,5 +1,6 @@
 """The one place that reads the process environment; everything else imports from here."""
 
+import re
 from pathlib import Path
 
 import environ
@@ -48,3 +49,33 @@ def dev_secret(name: str, path: Path, *, generate: bool) -> str:
         with os.fdopen(descriptor, "w") as file:
             file.write(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
     return path.read_text().strip()
+
+
+KEY_ID_PATTERN = r"[A-Za-z0-9_-]{1,16}"
+LEGACY_KEY_ID = "k1"
+
+
+def keyring(name: str, single_name: str, path: Path, *, generate: bool) -> list[tuple[str, str]]:
+    """A ring of HMAC keys, newest first, as (key id, secret) pairs: `name` holds
+    "id:secret,id:secret,…"; without it the single key `single_name` (read as `dev_secret` does) is
+    the ring of one, key id "k1", so a deployment that predates key ids needs no change.
+
+    Setting both is refused: which one counts would be a guess, and a wrong guess drops a key that
+    stored tokens still need."""
+    text = env.str(name, default="")
+    if not text:
+        return [(LEGACY_KEY_ID, dev_secret(single_name, path, generate=generate))]
+    if env.str(single_name, default=""):
+        raise ConfigurationError(f"both {name} and {single_name} are set; keep only {name} (the single key is "
+                                 f"the key id {LEGACY_KEY_ID!r} of the ring, see README 'Rotating keys')")
+    ring = []
+    for entry in text.split(","):
+        key_id, _, secret = entry.strip().partition(":")
+        if not re.fullmatch(KEY_ID_PATTERN, key_id) or not secret:
+            raise ConfigurationError(f"{name}: every entry is key-id:secret, the id 1 to 16 letters, digits, "
+                                     f"'-' or '_' (an entry reads {key_id[:16]!r}…)")
+        ring.append((key_id, secret))
+    ids = [key_id for key_id, _ in ring]
+    if len(set(ids)) != len(ids):
+        raise ConfigurationError(f"{name}: a key id appears twice ({', '.join(ids)})")
+    return ring

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from celery.schedules import crontab
 
-from config.env import BASE_DIR, VAR_DIR, dev_secret, env
+from config.env import BASE_DIR, VAR_DIR, dev_secret, env, keyring
 
 DEBUG = env.bool("DEBUG", default=False)
 # Outside DEBUG every key must come from the environment; DEBUG (local development, `make run`)
@@ -247,12 +247,17 @@ CELERY_BEAT_SCHEDULE = {
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
-# Keys for pseudonymisation (HMAC) and PII encryption (Fernet). Separate keys, both rotatable:
-# PII_ENCRYPTION_KEYS is a comma-separated list, newest first (MultiFernet).
-PSEUDONYM_KEY = dev_secret("PSEUDONYM_KEY", VAR_DIR / "secrets" / "pseudonym_key", generate=DEBUG)
+# Keys for pseudonymisation (HMAC) and PII encryption (Fernet). Separate keys, all rotatable
+# (README "Rotating keys"). The HMAC keys are rings of (key id, secret), newest first: new pseudonyms
+# and tokens are made under the first, and every lookup matches under any, so adding a key splits
+# no customer and un-suppresses no one. PSEUDONYM_KEYS / SUPPRESSION_KEYS read "id:secret,id:secret";
+# a single PSEUDONYM_KEY / SUPPRESSION_KEY is the ring of one with key id "k1".
+PSEUDONYM_KEYS = keyring("PSEUDONYM_KEYS", "PSEUDONYM_KEY", VAR_DIR / "secrets" / "pseudonym_key", generate=DEBUG)
 # The suppression list's tokens use a key of their own, so the list outlives erasure and
 # pseudonym-key rotation without pointing at stored data.
-SUPPRESSION_KEY = dev_secret("SUPPRESSION_KEY", VAR_DIR / "secrets" / "suppression_key", generate=DEBUG)
+SUPPRESSION_KEYS = keyring("SUPPRESSION_KEYS", "SUPPRESSION_KEY", VAR_DIR / "secrets" / "suppression_key",
+                           generate=DEBUG)
+# PII_ENCRYPTION_KEYS is a comma-separated list, newest first (MultiFernet).
 PII_ENCRYPTION_KEYS = env.list("PII_ENCRYPTION_KEYS", default=[]) or [
     dev_secret("PII_ENCRYPTION_KEYS", VAR_DIR / "secrets" / "pii_key", generate=DEBUG)
 ]

@@ -15,7 +15,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from django.db import connection, transaction
 
-from ingestion.pseudonyms import customer_key
+from django.conf import settings
+
+from ingestion.pseudonyms import customer_key, customer_keys, pseudonym_key_id
 
 STAGE_COLUMNS = (
     "event_id", "customer_id", "item_id", "event_type", "occurred_us", "quantity", "value", "currency",
@@ -31,8 +33,8 @@ CREATE TEMP TABLE IF NOT EXISTS ingest_stage_event (
 """
 
 _CREATE_CUSTOMERS = """
-INSERT INTO ingestion_customer (key, source)
-SELECT key, %s FROM unnest(%s::text[]) AS key ORDER BY 1
+INSERT INTO ingestion_customer (key, source, key_id)
+SELECT key, %s, %s FROM unnest(%s::text[]) AS key ORDER BY 1
 ON CONFLICT (key) DO NOTHING
 """
 # A key whose customer was merged into another (identity resolution) resolves to the survivor,
@@ -91,9 +93,15 @@ class ReferenceIds:
     def customer_ids(self, cursor, external_ids: pd.Series) -> np.ndarray:
         codes, uniques = pd.factorize(external_ids)
         missing = [e for e in uniques if e not in self.customers]
+        if missing and len(settings.PSEUDONYM_KEYS) > 1:
+            # a customer made under an older pseudonym key is found first, so none is created twice
+            key_of = {k: e for e in missing for k in customer_keys(source=self.source, external_id=str(e))}
+            cursor.execute(_RESOLVE_CUSTOMERS, [list(key_of)])
+            self.customers.update((key_of[key], pk) for key, pk in cursor.fetchall())
+            missing = [e for e in missing if e not in self.customers]
         if missing:
             key_of = {customer_key(source=self.source, external_id=str(e)): e for e in missing}
-            cursor.execute(_CREATE_CUSTOMERS, [self.source, list(key_of)])
+            cursor.execute(_CREATE_CUSTOMERS, [self.source, pseudonym_key_id(), list(key_of)])
             self.customers_created += cursor.rowcount
             cursor.execute(_RESOLVE_CUSTOMERS, [list(key_of)])
             self.customers.update((key_of[key], pk) for key, pk in cursor.fetchall())

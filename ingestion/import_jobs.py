@@ -27,6 +27,7 @@ from ingestion.cleaning import (
     events_clean,
 )
 from ingestion.pseudonyms import customer_key, pii_encrypt_bytes
+from ingestion.selectors import customer_keys_resolve
 from ingestion.importers.sources import (
     EventSource,
     SourceError,
@@ -407,7 +408,8 @@ def synthetic_shop_load(
     for batch, truth in generator.generate_customers(config):
         rows = batch.to_dict("records")
         customers_upsert(rows=rows, source=SYNTHETIC_SOURCE)
-        keys = {customer_key(source=SYNTHETIC_SOURCE, external_id=str(r["external_id"])): r["external_id"] for r in rows}
+        keys = {key: external_id for external_id, key in
+                customer_keys_resolve(source=SYNTHETIC_SOURCE, external_ids=[r["external_id"] for r in rows]).items()}
         ids = {keys[k]: pk for k, pk in Customer.objects.filter(key__in=list(keys)).values_list("key", "id")}
         bulk.upsert_by_key(CustomerGroundTruth, "customer", {
             ids[t.external_id]: {

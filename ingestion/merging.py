@@ -12,6 +12,7 @@ from django.db.models import Q
 
 from ingestion.models import Customer, SocialEdge
 from ingestion.pseudonyms import customer_key
+from ingestion.selectors import customer_by_external_id
 
 
 class CustomerGone(LookupError):
@@ -19,7 +20,10 @@ class CustomerGone(LookupError):
 
 
 def customer_get_or_create(*, source: str, external_id: str) -> Customer:
-    """The customer with this external id, created as events would create it."""
+    """The customer with this external id (made under any pseudonym key of the ring), created as
+    events would create it."""
+    if customer := customer_by_external_id(source=source, external_id=external_id):
+        return customer
     customer, _ = Customer.objects.get_or_create(key=customer_key(source=source, external_id=external_id),
                                                  defaults={"source": source})
     return customer

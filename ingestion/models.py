@@ -7,11 +7,17 @@ from django.db import models
 from django.db.models.functions import Now
 from django.utils.translation import gettext_lazy as _
 
+from ingestion.pseudonyms import pseudonym_key_id
+
 
 class Customer(models.Model):
-    """A shopper, known only by a keyed pseudonym of the source's external id; PII encrypted."""
+    """A shopper, known only by a keyed pseudonym of the source's external id; PII encrypted.
+    `key_id` names the key of PSEUDONYM_KEYS the pseudonym was made under: a key stays in the ring
+    while customers have it (their keys cannot be re-made without the external ids)."""
 
     key = models.CharField(_("pseudonymous key"), max_length=64, unique=True, help_text=_("HMAC-SHA256 of source and external id"))
+    key_id = models.CharField(_("key id"), max_length=16, default=pseudonym_key_id,
+                              help_text=_("The pseudonym key the key was made under"))
     source = models.CharField(_("source"), max_length=32)
     email_encrypted = models.BinaryField(null=True, editable=False)
     name_encrypted = models.BinaryField(null=True, editable=False)

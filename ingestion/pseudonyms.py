@@ -1,4 +1,5 @@
-"""Pseudonymous customer keys (keyed HMAC-SHA256) and encryption of PII at rest (Fernet)."""
+"""Pseudonymous customer keys (keyed HMAC-SHA256 under the PSEUDONYM_KEYS ring) and encryption of PII
+at rest (Fernet)."""
 
 import hashlib
 import hmac
@@ -6,11 +7,6 @@ from functools import cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
-
-
-@cache
-def _pseudonym_key() -> bytes:
-    return settings.PSEUDONYM_KEY.encode()
 
 
 @cache
@@ -25,14 +21,33 @@ def anonymous_source(source: str) -> str:
     return f"{source}:anonymous"
 
 
+def pseudonym_key_id() -> str:
+    """The id of the newest pseudonym key, the one new customers' keys are made under."""
+    return settings.PSEUDONYM_KEYS[0][0]
+
+
+def pseudonym_key_ids() -> list[str]:
+    return [key_id for key_id, _ in settings.PSEUDONYM_KEYS]
+
+
+def _hmac(secret: str, source: str, external_id: str) -> str:
+    return hmac.new(secret.encode(), f"{source}\x1f{external_id}".encode(), hashlib.sha256).hexdigest()
+
+
 def customer_key(*, source: str, external_id: str) -> str:
-    """The customer's pseudonym: stable per (source namespace, external id), not reversible.
+    """The customer's pseudonym under the newest key of PSEUDONYM_KEYS: stable per (source
+    namespace, external id), not reversible. The key a new customer gets; a customer made under an
+    older key keeps its key (apps hold it), so a lookup by external id tries `customer_keys`.
 
     Deliberately not memoised per process: such a cache would keep raw external ids, an erased
     subject's among them, for the life of every worker. An import resolves each customer once per
     job (ingestion.bulk.ReferenceIds), which keeps the HMAC off the hot path."""
-    message = f"{source}\x1f{external_id}".encode()
-    return hmac.new(_pseudonym_key(), message, hashlib.sha256).hexdigest()
+    return _hmac(settings.PSEUDONYM_KEYS[0][1], source, external_id)
+
+
+def customer_keys(*, source: str, external_id: str) -> list[str]:
+    """The pseudonym under every key of the ring, newest first: a stored customer has one of them."""
+    return [_hmac(secret, source, external_id) for _, secret in settings.PSEUDONYM_KEYS]
 
 
 def pii_encrypt(value: str | None) -> bytes | None:

@@ -4,21 +4,45 @@ import re
 from collections.abc import Iterator
 
 from config.csv_stream import csv_lines
-from ingestion.pseudonyms import customer_key, pii_decrypt
+from django.conf import settings
+
+from ingestion.pseudonyms import customer_key, customer_keys, pii_decrypt
 from ingestion.models import Customer, QuarantinedRow
+
+
+def customer_keys_resolve(*, source: str, external_ids) -> dict[str, str]:
+    """External id → the key of its stored customer, under whichever key of PSEUDONYM_KEYS it was
+    made, or (no customer yet) the key a new one gets, under the newest. One query while the ring
+    has older keys, none while it has one: a customer is never created twice across a rotation."""
+    external_ids = {str(e) for e in external_ids}
+    newest = {e: customer_key(source=source, external_id=e) for e in external_ids}
+    if len(settings.PSEUDONYM_KEYS) == 1 or not external_ids:
+        return newest
+    external_id_of = {k: e for e in external_ids for k in customer_keys(source=source, external_id=e)}
+    stored = Customer.objects.filter(key__in=list(external_id_of)).values_list("key", flat=True)
+    return {**newest, **{external_id_of[k]: k for k in stored}}
+
+
+def customer_key_resolve(*, source: str, external_id: str) -> str:
+    return customer_keys_resolve(source=source, external_ids=[external_id])[str(external_id)]
+
+
+def customer_by_external_id(*, source: str, external_id: str) -> Customer | None:
+    """The stored customer with this external id, under any pseudonym key of the ring."""
+    return Customer.objects.filter(key__in=customer_keys(source=source, external_id=str(external_id))).first()
 
 
 def customer_ids_by_external_id(*, source: str, external_ids) -> list[int]:
     """Database ids of the customers with these external ids in a source namespace (the unknown
-    ones left out), sorted."""
-    keys = [customer_key(source=source, external_id=str(e)) for e in external_ids]
+    ones left out), sorted; a customer made under any pseudonym key of the ring is found."""
+    keys = [k for e in external_ids for k in customer_keys(source=source, external_id=str(e))]
     return sorted(Customer.objects.filter(key__in=keys).values_list("id", flat=True))
 
 
-def subject_customer_ids(*, key: str) -> list[int]:
-    """The customer with this key and every identity merged into it (an anonymous visitor it was)."""
-    merged = Customer.objects.filter(merged_into__key=key).values_list("id", flat=True)
-    return sorted({*Customer.objects.filter(key=key).values_list("id", flat=True), *merged})
+def subject_customer_ids(*, keys: list[str]) -> list[int]:
+    """The customer with one of these keys and every identity merged into it (an anonymous visitor it was)."""
+    merged = Customer.objects.filter(merged_into__key__in=keys).values_list("id", flat=True)
+    return sorted({*Customer.objects.filter(key__in=keys).values_list("id", flat=True), *merged})
 
 
 def customers_profiling_allowed(*, customer_ids: list[int]) -> list[int]:

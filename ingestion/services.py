@@ -13,7 +13,8 @@ from ingestion.cleaning import (
     FIELDS,
     events_clean,
 )
-from ingestion.pseudonyms import anonymous_source, customer_key, pii_decrypt, pii_encrypt
+from ingestion.pseudonyms import anonymous_source, pii_decrypt, pii_encrypt, pseudonym_key_id
+from ingestion.selectors import customer_keys_resolve
 from ingestion.importers.sources import (
     age_band,
     cleaning_rules,
@@ -187,6 +188,8 @@ def customers_upsert(*, rows: Iterable[dict], source: str) -> int:
 
 
 def _customers_write(rows: list[dict], source: str) -> int:
+    # a customer made under an older pseudonym key is updated under its key, never made again
+    key_of = customer_keys_resolve(source=source, external_ids=[str(row["external_id"]) for row in rows])
     values_by_key: dict[str, dict] = {}
     for row in rows:
         values = {name: row[name] for name in CUSTOMER_FIELDS if name in row}
@@ -197,8 +200,8 @@ def _customers_write(rows: list[dict], source: str) -> int:
             values["signup_date"] = date.fromisoformat(values["signup_date"])
         if values.get("age") is not None and not values.get("age_band"):
             values["age_band"] = age_band(int(values["age"]))
-        values_by_key.setdefault(customer_key(source=source, external_id=str(row["external_id"])), {}).update(values)
-    return bulk.upsert_by_key(Customer, "key", values_by_key, {"source": source})
+        values_by_key.setdefault(key_of[str(row["external_id"])], {}).update(values)
+    return bulk.upsert_by_key(Customer, "key", values_by_key, {"source": source, "key_id": pseudonym_key_id()})
 
 
 ITEM_FIELDS = ("title", "category_path", "brand", "price", "currency", "attributes")

@@ -8,6 +8,7 @@ class PrivacyConfig(AppConfig):
     verbose_name = _("Privacy")
 
     def ready(self):
+        from privacy import checks  # noqa: F401  registers the key-ring check
         from privacy.roles import roles_after_migrate
 
         # after auth has created this run's permissions (post_migrate runs per app, in app order)

@@ -29,12 +29,15 @@ from crm import services as crm_services
 from ingestion import services as ingestion_services
 from ingestion.import_jobs import import_files_erase
 from ingestion.models import Customer
-from ingestion.pseudonyms import customer_key, pii_decrypt
-from ingestion.selectors import subject_customer_ids
+from ingestion.pseudonyms import customer_keys, pii_decrypt
+from ingestion.selectors import customer_key_resolve, subject_customer_ids
 from profiles import services as profile_services
 from segments import services as segment_services
-from privacy.suppression_tokens import customer_suppression_token, suppression_token
+from privacy.suppression_tokens import (
+    customer_suppression_token, customer_suppression_tokens, suppression_key_id, suppression_token, suppression_tokens,
+)
 from privacy.models import ErasureLedger, PrivacyRequest, SuppressedSubject
+from privacy.selectors import suppressed_subject_get
 from privacy.export import subject_exports_erase
 from privacy.guard import erasure_lock
 
@@ -107,20 +110,25 @@ def _mentions(text: str, identifier: str) -> bool:
 def _database_erase(*, source: str, external_id: str, reason: str) -> tuple[dict, list[str], list[int]]:
     """Step 1 (one transaction). Returns per-store counts, the identifiers and the customer ids for
     the later steps."""
-    key = customer_key(source=source, external_id=external_id)
+    # the subject's pseudonym under every key of the ring: its customer may predate a rotation
+    subject_keys = customer_keys(source=source, external_id=external_id)
     counts: dict[str, int] = {}
     with transaction.atomic(), connection.cursor() as cursor:
         erasure_lock(cursor)
-        SuppressedSubject.objects.get_or_create(
-            token=suppression_token(source=source, external_id=external_id),
-            defaults={"customer_token": customer_suppression_token(customer_key=key), "reason": reason},
-        )
-        ids = subject_customer_ids(key=key)
+        if suppressed_subject_get(source=source, external_id=external_id) is None:
+            SuppressedSubject.objects.get_or_create(
+                token=suppression_token(source=source, external_id=external_id),
+                defaults={"customer_token": customer_suppression_token(
+                    customer_key=customer_key_resolve(source=source, external_id=external_id)),
+                    "key_id": suppression_key_id(), "reason": reason},
+            )
+        ids = subject_customer_ids(keys=subject_keys)
         identifiers = _identifiers(ids, external_id)
         # each app deletes its own rows; the customers themselves go last
-        # the subject and every identity merged into it (a row may name an anonymous visitor)
-        keys = {key, *Customer.objects.filter(pk__in=ids).values_list("key", flat=True)}
-        tokens = sorted(customer_suppression_token(customer_key=k) for k in keys)
+        # the subject and every identity merged into it (a row may name an anonymous visitor), each
+        # customer token under every suppression key (a quarantined row keeps the token it was made with)
+        keys = {*subject_keys, *Customer.objects.filter(pk__in=ids).values_list("key", flat=True)}
+        tokens = sorted(t for k in keys for t in customer_suppression_tokens(customer_key=k))
         counts["quarantined_rows"] = ingestion_services.quarantined_rows_erase(
             subject_tokens=tokens, identifiers=identifiers, mentions=_mentions)
         counts["social_edges"] = ingestion_services.social_edges_erase(customer_ids=ids)
@@ -189,7 +197,8 @@ def erasure_execute(*, request: PrivacyRequest, external_id: str) -> dict:
     receipt["stores"]["suppression_list"] = {"added": True, "at": at}
     receipt["stores"]["redis_keys"] = {"removed": _redis_erase(ids), "at": _now()}
     receipt["stores"]["import_files"] = {"removed": _import_files_erase(identifiers), "at": _now()}
-    receipt["stores"]["exports"] = {"removed": subject_exports_erase(subject_token=request.subject_token), "at": _now()}
+    receipt["stores"]["exports"] = {"removed": subject_exports_erase(
+        subject_tokens=sorted({request.subject_token, *suppression_tokens(source=request.source, external_id=external_id)})), "at": _now()}
     for store in ("pseudonym_cache", "training_snapshots"):
         receipt["stores"][store] = {"removed": 0, "at": _now(), "note": NON_RELATIONAL_STORES[store]}
     receipt["stores"]["vector_indexes"] = {

@@ -16,7 +16,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from config.csv_stream import csv_lines
-from ingestion.pseudonyms import customer_key, pii_decrypt, pii_decrypt_bytes, pii_encrypt_bytes
+from ingestion.pseudonyms import pii_decrypt, pii_decrypt_bytes, pii_encrypt_bytes
+from ingestion.selectors import customer_by_external_id
 from ingestion.models import Customer, Event, EventType
 from privacy.models import PrivacyRequest
 
@@ -108,7 +109,7 @@ def access_export_write(*, request: PrivacyRequest, external_id: str) -> dict:
     from segments.selectors import segments_of_customer
     from training.models import ModelVersion
 
-    customer = Customer.objects.filter(key=customer_key(source=request.source, external_id=external_id)).first()
+    customer = customer_by_external_id(source=request.source, external_id=external_id)
     bundle: dict = {"request": request.pk, "generated_at": timezone.now().isoformat(), "subject": {"external_id": external_id}}
     events_csv, events = "", 0
     if customer is not None:
@@ -169,9 +170,10 @@ def access_exports_expire(*, now=None) -> int:
     return removed
 
 
-def subject_exports_erase(*, subject_token: str) -> int:
-    """Delete every access export of this subject (erasure); returns the files deleted."""
-    requests = PrivacyRequest.objects.filter(subject_token=subject_token, kind="access_export")
+def subject_exports_erase(*, subject_tokens: list[str]) -> int:
+    """Delete every access export of this subject (erasure), its requests known by the subject's
+    tokens under any suppression key; returns the files deleted."""
+    requests = PrivacyRequest.objects.filter(subject_token__in=subject_tokens, kind="access_export")
     ids = list(requests.values_list("pk", flat=True))
     removed = _export_files_delete(ids)
     PrivacyRequest.objects.filter(pk__in=ids).update(export_path="", export_expires_at=None)

@@ -3,15 +3,19 @@
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from privacy.suppression_tokens import suppression_key_id
+
 
 class SuppressedSubject(models.Model):
-    """One suppressed subject. `token` is an HMAC of the source and external id under
-    SUPPRESSION_KEY (a key of its own, so the list survives erasure without pointing at stored
-    data); `customer_token` is the same HMAC of the customer's pseudonymous key, so a check that
-    starts from a stored customer needs no external id."""
+    """One suppressed subject. `token` is an HMAC of the source and external id under a key of
+    the SUPPRESSION_KEYS ring (keys of their own, so the list survives erasure without pointing at
+    stored data), `key_id` which one; `customer_token` is the same HMAC of the customer's
+    pseudonymous key, so a check that starts from a stored customer needs no external id."""
 
     token = models.CharField(_("token"), max_length=64, unique=True)
     customer_token = models.CharField(_("customer token"), max_length=64, db_index=True)
+    key_id = models.CharField(_("key id"), max_length=16, default=suppression_key_id, db_index=True,
+                              help_text=_("The suppression key both tokens were made under"))
     reason = models.TextField(_("reason"))
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
@@ -31,6 +35,8 @@ class RestrictedSubject(models.Model):
 
     token = models.CharField(_("token"), max_length=64, unique=True)
     customer_token = models.CharField(_("customer token"), max_length=64, db_index=True)
+    key_id = models.CharField(_("key id"), max_length=16, default=suppression_key_id, db_index=True,
+                              help_text=_("The suppression key both tokens were made under"))
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
@@ -84,13 +90,14 @@ class RequestState(models.TextChoices):
 
 class PrivacyRequest(models.Model):
     """A data subject's request. The subject is known by its suppression token (keyed HMAC of source
-    and external id under SUPPRESSION_KEY) and, while the customer exists, by a link to it: the
-    external id itself is never stored."""
+    and external id under the newest suppression key, `subject_key_id`) and, while the customer
+    exists, by a link to it: the external id itself is never stored."""
 
     kind = models.CharField(_("kind"), max_length=16, choices=RequestKind.choices)
     state = models.CharField(_("state"), max_length=16, choices=RequestState.choices, default=RequestState.RECEIVED)
     source = models.CharField(_("source"), max_length=32, help_text=_("Namespace of the subject's external id"))
     subject_token = models.CharField(_("subject token"), max_length=64, db_index=True)
+    subject_key_id = models.CharField(_("subject token key id"), max_length=16, default=suppression_key_id)
     subject_encrypted = models.BinaryField(
         null=True, editable=False,
         help_text="The external id, encrypted, kept only until the request is executed (erasure must find it in raw rows)",

@@ -2,36 +2,52 @@
 
 from collections.abc import Iterable
 
-from privacy.suppression_tokens import customer_suppression_token, suppression_token
+from privacy.suppression_tokens import customer_suppression_tokens, suppression_tokens
 from privacy.models import RestrictedSubject, SuppressedSubject
+
+# Every check matches a token under any key of the SUPPRESSION_KEYS ring (privacy.suppression_tokens):
+# a subject suppressed under an older key stays suppressed after a new key is put first.
 
 
 def subject_is_suppressed(*, source: str, external_id: str) -> bool:
-    return SuppressedSubject.objects.filter(token=suppression_token(source=source, external_id=external_id)).exists()
+    tokens = list(suppression_tokens(source=source, external_id=external_id))
+    return SuppressedSubject.objects.filter(token__in=tokens).exists()
 
 
 def customer_is_suppressed(*, key: str) -> bool:
     """Whether the stored customer with this pseudonymous key is a suppressed subject."""
-    return SuppressedSubject.objects.filter(customer_token=customer_suppression_token(customer_key=key)).exists()
+    return SuppressedSubject.objects.filter(customer_token__in=list(customer_suppression_tokens(customer_key=key))).exists()
+
+
+def _external_ids_listed(model, source: str, external_ids: Iterable[str]) -> set[str]:
+    token_of = {token: str(e) for e in set(external_ids)
+                for token in suppression_tokens(source=source, external_id=str(e))}
+    if not token_of:
+        return set()
+    found = model.objects.filter(token__in=list(token_of)).values_list("token", flat=True)
+    return {token_of[t] for t in found}
 
 
 def suppressed_external_ids(*, source: str, external_ids: Iterable[str]) -> set[str]:
     """Those of these external ids (of one source) that belong to suppressed subjects: one query,
-    one HMAC per distinct id."""
-    token_of = {suppression_token(source=source, external_id=str(e)): str(e) for e in set(external_ids)}
-    if not token_of:
-        return set()
-    found = SuppressedSubject.objects.filter(token__in=list(token_of)).values_list("token", flat=True)
-    return {token_of[t] for t in found}
+    one HMAC per distinct id and key."""
+    return _external_ids_listed(SuppressedSubject, source, external_ids)
 
 
 def restricted_external_ids(*, source: str, external_ids: Iterable[str]) -> set[str]:
     """Those of these external ids (of one source) whose subjects restricted processing."""
-    token_of = {suppression_token(source=source, external_id=str(e)): str(e) for e in set(external_ids)}
-    if not token_of:
-        return set()
-    found = RestrictedSubject.objects.filter(token__in=list(token_of)).values_list("token", flat=True)
-    return {token_of[t] for t in found}
+    return _external_ids_listed(RestrictedSubject, source, external_ids)
+
+
+def suppressed_subject_get(*, source: str, external_id: str) -> SuppressedSubject | None:
+    """The subject's row on the suppression list, under whichever key it was made."""
+    tokens = list(suppression_tokens(source=source, external_id=external_id))
+    return SuppressedSubject.objects.filter(token__in=tokens).first()
+
+
+def restricted_subject_get(*, source: str, external_id: str) -> RestrictedSubject | None:
+    tokens = list(suppression_tokens(source=source, external_id=external_id))
+    return RestrictedSubject.objects.filter(token__in=tokens).first()
 
 
 def privacy_request_audit(*, request) -> list:

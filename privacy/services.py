@@ -5,18 +5,23 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from ingestion.pseudonyms import customer_key
-from privacy.suppression_tokens import customer_suppression_token, suppression_token
+from ingestion.selectors import customer_key_resolve
+from privacy.suppression_tokens import customer_suppression_token, suppression_key_id, suppression_token
 from privacy.models import SuppressedSubject
+from privacy.selectors import suppressed_subject_get
 
 
 def subject_suppress(*, source: str, external_id: str, reason: str) -> SuppressedSubject:
-    """Put a subject on the suppression list (idempotent: a second call keeps the first reason)."""
+    """Put a subject on the suppression list (idempotent: a second call keeps the first reason, and
+    a subject already listed under an older suppression key is not listed twice)."""
+    if subject := suppressed_subject_get(source=source, external_id=external_id):
+        return subject
     subject, _ = SuppressedSubject.objects.get_or_create(
         token=suppression_token(source=source, external_id=external_id),
         defaults={
-            "customer_token": customer_suppression_token(customer_key=customer_key(source=source, external_id=external_id)),
-            "reason": reason,
+            "customer_token": customer_suppression_token(
+                customer_key=customer_key_resolve(source=source, external_id=external_id)),
+            "key_id": suppression_key_id(), "reason": reason,
         },
     )
     return subject
@@ -47,10 +52,9 @@ def _may_execute(actor) -> bool:
 def privacy_request_file(*, kind: str, source: str, external_id: str, actor, note: str = ""):
     """File a request. The subject is matched through its keyed tokens; the external id is kept
     only encrypted, and only until execution needs it."""
-    from ingestion.pseudonyms import customer_key, pii_encrypt
-    from ingestion.models import Customer
+    from ingestion.pseudonyms import pii_encrypt
+    from ingestion.selectors import customer_by_external_id
     from privacy.audit import actor_label, audit_record
-    from privacy.suppression_tokens import suppression_token
     from privacy.models import PrivacyRequest, RequestKind
 
     if kind not in RequestKind.values:
@@ -58,8 +62,9 @@ def privacy_request_file(*, kind: str, source: str, external_id: str, actor, not
     with transaction.atomic():
         request = PrivacyRequest.objects.create(
             kind=kind, source=source, subject_token=suppression_token(source=source, external_id=external_id),
+            subject_key_id=suppression_key_id(),
             subject_encrypted=pii_encrypt(external_id), note=note, filed_by=actor_label(actor),
-            customer=Customer.objects.filter(key=customer_key(source=source, external_id=external_id)).first(),
+            customer=customer_by_external_id(source=source, external_id=external_id),
         )
         audit_record(action="privacy_request.filed", actor=actor, target=request, details={"kind": kind})
     return request
@@ -155,13 +160,19 @@ def _restriction(*, request, external_id: str) -> dict:
     from ingestion.selectors import customer_ids_by_external_id
     from ingestion.services import customer_consent_withdraw
     from privacy.models import RestrictedSubject
+    from privacy.selectors import restricted_subject_get
     from profiles.services import customer_profiles_derived_erase
     from segments.services import customer_memberships_erase
 
     with transaction.atomic():
-        RestrictedSubject.objects.get_or_create(token=request.subject_token, defaults={
-            "customer_token": customer_suppression_token(
-                customer_key=customer_key(source=request.source, external_id=external_id))})
+        # tokens from the external id, under the newest key: the request's own token may be under a
+        # key rotated out since it was filed; a subject restricted under an older key is not listed twice
+        if restricted_subject_get(source=request.source, external_id=external_id) is None:
+            RestrictedSubject.objects.get_or_create(
+                token=suppression_token(source=request.source, external_id=external_id), defaults={
+                    "customer_token": customer_suppression_token(
+                        customer_key=customer_key_resolve(source=request.source, external_id=external_id)),
+                    "key_id": suppression_key_id()})
         ids = customer_ids_by_external_id(source=request.source, external_ids=[external_id])
         updated = customer_consent_withdraw(customer_ids=ids)
         memberships = customer_memberships_erase(customer_ids=ids)
@@ -177,8 +188,11 @@ def _restriction(*, request, external_id: str) -> dict:
 
 def _unsuppression(*, request, external_id: str) -> dict:
     from privacy.models import SuppressedSubject
+    from privacy.suppression_tokens import suppression_tokens
 
-    removed, _ = SuppressedSubject.objects.filter(token=request.subject_token).delete()
+    # under whichever suppression key the subject was listed
+    tokens = list(suppression_tokens(source=request.source, external_id=external_id))
+    removed, _ = SuppressedSubject.objects.filter(token__in=tokens).delete()
     return {"suppression_token": request.subject_token,
             "stores": {"suppression_list": {"removed": removed, "at": timezone.now().isoformat()}}}
 

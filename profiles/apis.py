@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from access.models import Scope
 from ingestion.apis import BoundedJSONParser
-from ingestion.pseudonyms import customer_key
+from ingestion.selectors import customer_key_resolve
 from crm.explain import prediction_explained
 from crm.selectors import customer_prediction_get
 from profiles import recommendations, selectors
@@ -35,7 +35,7 @@ def _profile_from_path(request, key: str):
     if by == "external_id":
         if not key or len(key) > 256 or "\x00" in key:
             raise exceptions.ValidationError({"key": ["An external id is 1 to 256 characters without NUL."]})
-        key = customer_key(source=API_SOURCE, external_id=key)
+        key = customer_key_resolve(source=API_SOURCE, external_id=key)
     elif by != "key":
         raise exceptions.ValidationError({"by": ["Must be 'key' or 'external_id'."]})
     elif not _PSEUDONYM.fullmatch(key):

@@ -12,7 +12,8 @@ from django.utils import timezone
 from pgvector.django import VectorField
 
 from ingestion import merging
-from ingestion.pseudonyms import anonymous_source, customer_key
+from ingestion.pseudonyms import anonymous_source
+from ingestion.selectors import customer_by_external_id
 from ingestion.models import Customer
 from privacy.guard import ingest_guard
 from privacy.selectors import customer_is_suppressed, subject_is_suppressed
@@ -96,7 +97,7 @@ def identify_call(
         source=source, external_id=customer_id
     ):
         raise IdentitySuppressed()
-    anonymous = Customer.objects.filter(key=customer_key(source=anonymous_namespace, external_id=anonymous_id)).first()
+    anonymous = customer_by_external_id(source=anonymous_namespace, external_id=anonymous_id)
     if anonymous is None:
         raise AnonymousIdUnknown("unknown anonymous id")
     known = merging.customer_get_or_create(source=source, external_id=customer_id)

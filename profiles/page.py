@@ -199,12 +199,12 @@ def feature_report(*, feature_set: FeatureSet | None) -> dict:
 
 def customer_keys_of_external_id(*, external_id: str) -> list[str]:
     """The pseudonyms an external id would have in each import source seen so far (sources come
-    from the import ledger, a small table)."""
-    from ingestion.pseudonyms import customer_key
+    from the import ledger, a small table), under every pseudonym key of the ring."""
+    from ingestion.pseudonyms import customer_keys
     from ingestion.models import ImportJob
 
     sources = set(ImportJob.objects.values_list("source", flat=True).distinct())
-    return [customer_key(source=source, external_id=external_id) for source in sorted(sources)]
+    return [key for source in sorted(sources) for key in customer_keys(source=source, external_id=external_id)]
 
 
 def profile_similar_space(profile: Profile) -> str | None:
