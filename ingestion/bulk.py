@@ -103,9 +103,22 @@ class ReferenceIds:
             key_of = {customer_key(source=self.source, external_id=str(e)): e for e in missing}
             cursor.execute(_CREATE_CUSTOMERS, [self.source, pseudonym_key_id(), list(key_of)])
             self.customers_created += cursor.rowcount
+            if cursor.rowcount:
+                self._restrictions_apply(cursor, key_of)
             cursor.execute(_RESOLVE_CUSTOMERS, [list(key_of)])
             self.customers.update((key_of[key], pk) for key, pk in cursor.fetchall())
         return np.array([self.customers[e] for e in uniques], dtype=np.int64)[codes]
+
+    def _restrictions_apply(self, cursor, key_of: dict[str, str]) -> None:
+        """A subject who restricted processing before they had a customer row (a restriction filed
+        for an id the shop had not sent yet) is created without consent to profiling, as an upsert
+        would leave them."""
+        from privacy.selectors import restricted_external_ids
+
+        restricted = restricted_external_ids(source=self.source, external_ids=list(key_of.values()))
+        if restricted:
+            cursor.execute("UPDATE ingestion_customer SET consent_profiling = false WHERE key = ANY(%s)",
+                           [[key for key, external_id in key_of.items() if external_id in restricted]])
 
     def item_ids(self, cursor, skus: pd.Series) -> pa.Array:
         codes, uniques = pd.factorize(skus)  # a missing SKU gets code -1

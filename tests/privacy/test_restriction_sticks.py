@@ -62,3 +62,38 @@ def test_a_restriction_survives_upserts_and_the_customer_is_never_profiled_again
     assert not Profile.objects.filter(customer=shop).exists()
     assert not CustomerValue.objects.filter(customer=shop).exists()
     assert Profile.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)  # the import's writer threads use their own connections
+def test_a_restriction_filed_before_the_customer_exists_holds_when_events_create_them(
+        django_user_model, make_api_client, tmp_path, settings):
+    """The shop has not sent "ghost" yet; the restriction is filed for the id. When events (API or
+    file) then create the customer, it is created without consent and never profiled."""
+    from ingestion.import_jobs import import_job_create, import_job_run
+
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    officer = django_user_model.objects.create_user("cora", password="pw-for-tests-only", is_staff=True)
+    officer.groups.add(Group.objects.get(name="Compliance"))
+    officer = django_user_model.objects.get(pk=officer.pk)
+    for ghost in ("ghost-api", "ghost-file"):
+        request = services.privacy_request_file(kind="restriction", source="default", external_id=ghost, actor=officer)
+        services.privacy_request_verify(request=request, actor=officer)
+        services.privacy_request_execute(request=request, actor=officer)
+    assert not Customer.objects.exists()
+
+    sent = make_api_client("events:write").post("/api/v1/events", {"events": [
+        {"customer_id": c, "event_type": "purchase", "item_id": "sku-1", "value": "9.00",
+         "timestamp": "2025-05-01T10:00:00Z"} for c in ("ghost-api", "someone")]}, format="json")
+    assert sent.status_code == 200, sent.content
+    upload = tmp_path / "events.csv"
+    upload.write_text("customer_id,event_type,item_id,value,timestamp\nghost-file,purchase,sku-2,5.00,2025-05-02T10:00:00Z\n")
+    job = import_job_run(job_id=import_job_create(path=upload, fmt="csv").pk)
+    assert job.rows_inserted == 1, (job.status, job.error, job.report)
+
+    def consent(external_id):
+        return Customer.objects.get(key=customer_key(source="default", external_id=external_id)).consent_profiling
+
+    assert (consent("ghost-api"), consent("ghost-file"), consent("someone")) == (False, False, True)
+    profiles_build()
+    assert list(Profile.objects.values_list("customer__key", flat=True)) == [
+        customer_key(source="default", external_id="someone")]
