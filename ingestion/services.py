@@ -306,6 +306,12 @@ def customers_erase(*, customer_ids: list[int]) -> dict[str, int]:
     return counts
 
 
+def customer_consent_give(*, customer_ids: list[int]) -> int:
+    """A lifted restriction: the customers consent to profiling again (the next build or refresh
+    profiles them). Returns the customers updated."""
+    return Customer.objects.filter(pk__in=customer_ids).update(consent_profiling=True)
+
+
 def customer_consent_withdraw(*, customer_ids: list[int]) -> int:
     """Profiling opt-out: the customers stay (orders may need their events), every read, training run
     and fit leaves them out. Returns the customers updated."""

@@ -77,6 +77,7 @@ class RequestKind(models.TextChoices):
     ACCESS_EXPORT = "access_export", _("access export")
     RESTRICTION = "restriction", _("restriction of processing (profiling opt-out)")
     UNSUPPRESSION = "unsuppression", _("lift suppression")
+    RESTRICTION_LIFT = "restriction_lift", _("lift restriction of processing (consent to profiling again)")
 
 
 class RequestState(models.TextChoices):

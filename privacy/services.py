@@ -197,6 +197,24 @@ def _unsuppression(*, request, external_id: str) -> dict:
             "stores": {"suppression_list": {"removed": removed, "at": timezone.now().isoformat()}}}
 
 
+def _restriction_lift(*, request, external_id: str) -> dict:
+    """The subject withdraws their objection: off the restriction list (under whichever key they were
+    listed) and consenting to profiling again; the next build or refresh profiles them."""
+    from ingestion.selectors import customer_ids_by_external_id
+    from ingestion.services import customer_consent_give
+    from privacy.models import RestrictedSubject
+    from privacy.suppression_tokens import suppression_tokens
+
+    with transaction.atomic():
+        tokens = list(suppression_tokens(source=request.source, external_id=external_id))
+        removed, _ = RestrictedSubject.objects.filter(token__in=tokens).delete()
+        given = customer_consent_give(
+            customer_ids=customer_ids_by_external_id(source=request.source, external_ids=[external_id]))
+    at = timezone.now().isoformat()
+    return {"stores": {"restriction_list": {"removed": removed, "at": at},
+                       "customers": {"consent_profiling_given": given, "at": at}}}
+
+
 def _access_export(*, request, external_id: str) -> dict:
     from privacy.export import access_export_write
 
@@ -204,4 +222,4 @@ def _access_export(*, request, external_id: str) -> dict:
 
 
 _KIND_HANDLERS = {"erasure": _erasure, "restriction": _restriction, "unsuppression": _unsuppression,
-                  "access_export": _access_export}
+                  "restriction_lift": _restriction_lift, "access_export": _access_export}

@@ -97,3 +97,26 @@ def test_a_restriction_filed_before_the_customer_exists_holds_when_events_create
     profiles_build()
     assert list(Profile.objects.values_list("customer__key", flat=True)) == [
         customer_key(source="default", external_id="someone")]
+
+
+def test_a_lifted_restriction_gives_consent_back_and_the_customer_is_profiled_again(shop, django_user_model):
+    officer = django_user_model.objects.create_user("cora", password="pw-for-tests-only", is_staff=True)
+    officer.groups.add(Group.objects.get(name="Compliance"))
+    officer = django_user_model.objects.get(pk=officer.pk)
+
+    def run(kind):
+        request = services.privacy_request_file(kind=kind, source="default", external_id=SUBJECT, actor=officer)
+        services.privacy_request_verify(request=request, actor=officer)
+        return services.privacy_request_execute(request=request, actor=officer)
+
+    run("restriction")
+    assert not Profile.objects.filter(customer=shop).exists()
+    lifted = run("restriction_lift")
+
+    shop.refresh_from_db()
+    assert shop.consent_profiling is True and lifted.receipt["stores"]["restriction_list"]["removed"] == 1
+    customers_upsert(rows=[{"external_id": SUBJECT, "consent_profiling": True}], source="default")
+    shop.refresh_from_db()
+    assert shop.consent_profiling is True  # no longer held back by the list
+    profiles_build()
+    assert Profile.objects.filter(customer=shop).exists()
