@@ -141,6 +141,12 @@ def _tune(pgdata: Path) -> bool:
     return True
 
 
+def postgres_program(name: str) -> Path:
+    """A PostgreSQL 18 client program (pg_dump, pg_restore) from the embedded server's wheel: new
+    enough for the embedded server and for any server a DATABASE_URL names (18 or older)."""
+    return Path(_pgserver().__file__).parent / "pginstall18" / "bin" / name
+
+
 def _pg_ctl(server, *args: str) -> None:
     import subprocess
 

@@ -289,6 +289,9 @@ CRM_CHURN_THRESHOLD = env.float("CRM_CHURN_THRESHOLD", default=0.5)
 CRM_RISING_RATIO = env.float("CRM_RISING_RATIO", default=1.5)
 DEMAND_FORECAST_WEEKS = env.int("DEMAND_FORECAST_WEEKS", default=8)
 
+# One line per erasure (keyed tokens, no identifier), kept apart from the database and its backups:
+# `manage.py restore` replays it so a backup taken before an erasure cannot bring the subject back.
+ERASURE_JOURNAL_PATH = env.path("ERASURE_JOURNAL_PATH", default=str(VAR_DIR / "erasure-journal.jsonl"))
 # Privacy (README "Privacy"): model versions trained on an erased subject's data are retired
 # within this many days (the unlearning policy); access exports can be downloaded this long.
 PRIVACY_MODEL_RETIREMENT_DAYS = env.int("PRIVACY_MODEL_RETIREMENT_DAYS", default=7)

@@ -91,9 +91,9 @@ def _now() -> str:
     return timezone.now().isoformat()
 
 
-def _identifiers(customer_ids: list[int], external_id: str) -> list[str]:
-    """The strings that identify the subject in free text: the external id, email and phone."""
-    found = {external_id}
+def _identifiers(customer_ids: list[int], external_id: str | None) -> list[str]:
+    """The strings that identify the subject in free text: the external id (when known), email and phone."""
+    found = {external_id} if external_id else set()
     for email, phone in Customer.objects.filter(pk__in=customer_ids).values_list("email_encrypted", "phone_encrypted"):
         for encrypted in (email, phone):
             clear = pii_decrypt(encrypted) if encrypted else None
@@ -112,7 +112,6 @@ def _database_erase(*, source: str, external_id: str, reason: str) -> tuple[dict
     the later steps."""
     # the subject's pseudonym under every key of the ring: its customer may predate a rotation
     subject_keys = customer_keys(source=source, external_id=external_id)
-    counts: dict[str, int] = {}
     with transaction.atomic(), connection.cursor() as cursor:
         erasure_lock(cursor)
         if suppressed_subject_get(source=source, external_id=external_id) is None:
@@ -124,22 +123,90 @@ def _database_erase(*, source: str, external_id: str, reason: str) -> tuple[dict
             )
         ids = subject_customer_ids(keys=subject_keys)
         identifiers = _identifiers(ids, external_id)
-        # each app deletes its own rows; the customers themselves go last
         # the subject and every identity merged into it (a row may name an anonymous visitor), each
         # customer token under every suppression key (a quarantined row keeps the token it was made with)
         keys = {*subject_keys, *Customer.objects.filter(pk__in=ids).values_list("key", flat=True)}
         tokens = sorted(t for k in keys for t in customer_suppression_tokens(customer_key=k))
-        counts["quarantined_rows"] = ingestion_services.quarantined_rows_erase(
-            subject_tokens=tokens, identifiers=identifiers, mentions=_mentions)
-        counts["social_edges"] = ingestion_services.social_edges_erase(customer_ids=ids)
-        profile_counts = profile_services.customer_profiles_erase(customer_ids=ids)
-        counts["identity_merges"] = profile_counts.pop("identity_merges")
-        counts["segment_memberships"] = segment_services.customer_memberships_erase(customer_ids=ids)
-        counts["predictions"] = crm_services.customer_predictions_erase(customer_ids=ids)
-        counts.update(profile_counts)
-        PrivacyRequest.objects.filter(customer_id__in=ids).update(customer=None)
-        counts.update(ingestion_services.customers_erase(customer_ids=ids))
+        # written ahead of the commit: an entry whose erasure then failed is an erasure still owed
+        # (its request is retried), while a lost entry would let a restored backup bring the subject back
+        journal_append({"source": source, "token": suppression_token(source=source, external_id=external_id),
+                        "key_id": suppression_key_id(), "customer_tokens": tokens, "reason": reason})
+        counts = _customers_rows_erase(ids=ids, identifiers=identifiers, customer_tokens=tokens)
     return counts, identifiers, ids
+
+
+# --- The erasure journal: what a restored backup must forget again ------------------------------
+
+
+def journal_append(entry: dict) -> None:
+    """One line per erasure in ERASURE_JOURNAL_PATH, a file kept apart from the database (and its
+    backups): keyed tokens only, no identifier. Flushed to disk before the erasure commits."""
+    import json
+    import os
+
+    path = Path(settings.ERASURE_JOURNAL_PATH)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"erased_at": _now(), **entry}, sort_keys=True) + "\n"
+    with open(path, "a", encoding="utf-8") as journal:
+        journal.write(line)
+        journal.flush()
+        os.fsync(journal.fileno())
+
+
+def journal_entries() -> list[dict]:
+    import json
+
+    path = Path(settings.ERASURE_JOURNAL_PATH)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def erasure_journal_replay() -> dict:
+    """After a restore: erase again every subject the journal names that the restored store still
+    holds, and put each back on the suppression list. Customers are found by their customer tokens
+    (under every suppression key), since the journal holds no external id. Idempotent."""
+    entries = journal_entries()
+    if not entries:
+        return {"entries": 0, "subjects_erased_again": 0, "customers_removed": 0}
+    wanted: dict[str, dict] = {}
+    for entry in entries:
+        for token in entry["customer_tokens"]:
+            wanted[token] = entry
+    again, removed = set(), 0
+    with transaction.atomic(), connection.cursor() as cursor:
+        erasure_lock(cursor)
+        for entry in entries:
+            if not SuppressedSubject.objects.filter(token=entry["token"]).exists():
+                SuppressedSubject.objects.create(
+                    token=entry["token"], customer_token=entry["customer_tokens"][0] if entry["customer_tokens"] else "",
+                    key_id=entry["key_id"], reason=f"{entry['reason']} (replayed from the erasure journal)")
+        matched = [pk for pk, key in Customer.objects.values_list("pk", "key").iterator(chunk_size=20_000)
+                   if any(t in wanted for t in customer_suppression_tokens(customer_key=key))]
+        if matched:
+            ids = sorted({*matched, *Customer.objects.filter(merged_into_id__in=matched).values_list("pk", flat=True)})
+            keys = Customer.objects.filter(pk__in=ids).values_list("key", flat=True)
+            tokens = sorted(t for k in keys for t in customer_suppression_tokens(customer_key=k))
+            identifiers = _identifiers(ids, external_id=None)
+            again = {wanted[t]["token"] for t in tokens if t in wanted}
+            removed = _customers_rows_erase(ids=ids, identifiers=identifiers, customer_tokens=tokens)["customers"]
+    return {"entries": len(entries), "subjects_erased_again": len(again), "customers_removed": removed}
+
+
+def _customers_rows_erase(*, ids: list[int], identifiers: list[str], customer_tokens: list[str]) -> dict:
+    """Every row that names these customers, app by app, the customers themselves last. Inside the
+    caller's transaction, under the erasure lock."""
+    counts = {"quarantined_rows": ingestion_services.quarantined_rows_erase(
+        subject_tokens=customer_tokens, identifiers=identifiers, mentions=_mentions)}
+    counts["social_edges"] = ingestion_services.social_edges_erase(customer_ids=ids)
+    profile_counts = profile_services.customer_profiles_erase(customer_ids=ids)
+    counts["identity_merges"] = profile_counts.pop("identity_merges")
+    counts["segment_memberships"] = segment_services.customer_memberships_erase(customer_ids=ids)
+    counts["predictions"] = crm_services.customer_predictions_erase(customer_ids=ids)
+    counts.update(profile_counts)
+    PrivacyRequest.objects.filter(customer_id__in=ids).update(customer=None)
+    counts.update(ingestion_services.customers_erase(customer_ids=ids))
+    return counts
 
 
 def _redis_erase(customer_ids: list[int]) -> int:

@@ -5,6 +5,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,11 @@ from access.services import api_token_create
 from config.celery import app as celery_app
 
 DATASETS = Path(os.environ.get("PORTRAIT_DATASETS", Path(settings.BASE_DIR).parent / "shared" / "datasets"))
+
+# Erasures in tests journal to a file of this run, never into var/ beside a developer's real journal
+# (the environment variable reaches the worker and command processes tests start).
+os.environ["ERASURE_JOURNAL_PATH"] = str(Path(tempfile.mkdtemp(prefix="portrait-tests-")) / "erasure-journal.jsonl")
+settings.ERASURE_JOURNAL_PATH = Path(os.environ["ERASURE_JOURNAL_PATH"])
 
 # The live server answers each request on a short-lived thread; a persistent connection would
 # outlive its thread and keep the test database busy at teardown.
