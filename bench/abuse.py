@@ -19,15 +19,12 @@ import json
 import multiprocessing
 import os
 import random
-import subprocess
-import sys
 import time
 
 os.environ.setdefault("EMBEDDED_DATABASE_NAME", "portrait_abuse")
 
-from _setup import ROOT, django_ready  # noqa: E402
-from api_load import client_run, log, shop_prepare  # noqa: E402
-from ingest_api import free_port, wait_until_up  # noqa: E402
+from api_load import client_run, log, server_start, shop_ready  # noqa: E402
+from ingest_api import free_port  # noqa: E402
 
 
 class Attacker:
@@ -177,15 +174,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep the shop already in the bench database")
     args = parser.parse_args()
 
-    from_scratch = True
-    if args.reuse:
-        django_ready(empty=False)
-        from profiles.models import Profile
-
-        from_scratch = not Profile.objects.exclude(embedding=None).exists()
-    if from_scratch:
-        django_ready(empty=True)
-        shop_prepare(args.customers, args.events, 1, seed=11)
+    shop_ready(customers=args.customers, events=args.events, epochs=1, seed=11, reuse=args.reuse)
     from access.models import ApiToken
     from access.services import api_token_create
     from profiles.selectors import profiles_visible
@@ -205,13 +194,8 @@ def main() -> None:
     redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("segments")
     attack_total = 9 * args.attack_seconds
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(args.workers),
-         "--timeout", "120", "--log-level", "warning"],
-        cwd=ROOT, env=dict(os.environ, DB_CONN_MAX_AGE="600"), stdout=sys.stderr,
-    )
+    server = server_start(port, args.workers)
     try:
-        wait_until_up(port, server)
         log(f"victim alone: {args.victims} clients × {attack_total:.0f} s")
         processes, queue = victims_run(port, victim, keys, args.victims, 3.0, attack_total, seed=1)
         unloaded, unloaded_errors = victims_collect(processes, queue)

@@ -76,6 +76,30 @@ def shop_prepare(customers: int, events: int, epochs: int, seed: int) -> None:
     training_run(run_id=run.pk, rebuild=True)
 
 
+def shop_ready(*, customers: int, events: int, epochs: int, seed: int, reuse: bool) -> None:
+    """The bench database with a profiled shop: the one already there with --reuse (when it has
+    learned embeddings), else a fresh one."""
+    if reuse:
+        django_ready(empty=False)
+        from profiles.models import Profile
+
+        if Profile.objects.exclude(embedding=None).exists():
+            return
+    django_ready(empty=True)
+    shop_prepare(customers, events, epochs, seed)
+
+
+def server_start(port: int, workers: int) -> subprocess.Popen:
+    """gunicorn with sync workers on loopback, as production runs it; up when this returns."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(workers),
+         "--timeout", "120", "--log-level", "warning"],
+        cwd=ROOT, env=dict(os.environ, DB_CONN_MAX_AGE="600"), stdout=sys.stderr,
+    )
+    wait_until_up(port, server)
+    return server
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--concurrency", type=int, default=8)
@@ -89,15 +113,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
-    from_scratch = True
-    if args.reuse:
-        django_ready(empty=False)
-        from profiles.models import Profile
-
-        from_scratch = not Profile.objects.exclude(embedding=None).exists()
-    if from_scratch:
-        django_ready(empty=True)
-        shop_prepare(args.customers, args.events, args.epochs, args.seed)
+    shop_ready(customers=args.customers, events=args.events, epochs=args.epochs, seed=args.seed, reuse=args.reuse)
     from access.services import api_token_create
     from profiles.models import Profile
     from profiles.selectors import profiles_visible
@@ -109,13 +125,8 @@ def main() -> None:
     _, token = api_token_create(name="bench-load", scopes=["profiles:read", "similarity:read"],
                                 requests_per_minute=100_000_000)
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(args.workers),
-         "--timeout", "120", "--log-level", "warning"],
-        cwd=ROOT, env=dict(os.environ, DB_CONN_MAX_AGE="600"), stdout=sys.stderr,
-    )
+    server = server_start(port, args.workers)
     try:
-        wait_until_up(port, server)
         log(f"{args.concurrency} clients × {args.duration:.0f} s against {args.workers} workers ({len(keys):,} profiles)")
         queue = multiprocessing.Queue()
         clients = [

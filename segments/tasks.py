@@ -12,7 +12,7 @@ from segments import selectors, services
 
 @shared_task(**IDEMPOTENT_TASK)
 def segment_refresh_task(segment_id: int) -> int:
-    _refresh_queued_mark(segment_id).delete()  # before reading: a request arriving from now on queues again
+    _RefreshQueuedMark(segment_id).delete()  # before reading: a request arriving from now on queues again
     return services.segment_refresh(segment_id=segment_id)
 
 
@@ -23,13 +23,13 @@ def segment_refreshes_queue_task() -> int:
     ids = selectors.segment_ids_to_refresh()
     queued = 0
     for segment_id in ids:
-        if _refresh_queued_mark(segment_id).set():
+        if _RefreshQueuedMark(segment_id).set():
             segment_refresh_task.delay(segment_id)
             queued += 1
     return queued
 
 
-class _refresh_queued_mark:
+class _RefreshQueuedMark:
     """A Redis key that says a refresh of the segment is queued and not started: repeated refresh
     requests (the API, the admin button, the schedule) queue one task, not one each."""
 
@@ -50,7 +50,7 @@ def segment_refresh_queue(*, segment) -> bool:
     """Queue a refresh of the segment's members once the caller's transaction commits, unless one
     is queued and not started already. Returns False when one is. The mark is set at commit, so a
     rolled-back creation leaves none behind."""
-    mark = _refresh_queued_mark(segment.pk)
+    mark = _RefreshQueuedMark(segment.pk)
     if mark.exists():
         return False
 
