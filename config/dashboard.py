@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Max, Min
 from django.utils import timezone
@@ -148,6 +149,39 @@ def customer_value_summary() -> dict | None:
     return {"fit": fit, "evaluation": evaluation, "audiences": audiences}
 
 
+def replicas_summary() -> dict | None:
+    """Each read replica measured now: reachable, lag, paused replay, whether it has replayed the last
+    erasure, and whether the API reads from it (else why not). None without replicas."""
+    import redis
+
+    from config.db_router import ERASURE_LSN_KEY, replica_states, replicas_configured
+
+    if not replicas_configured():
+        return None
+    try:
+        from config.broker_redis import broker_redis
+
+        erasure_lsn = int(broker_redis().get(ERASURE_LSN_KEY) or 0)
+    except (redis.RedisError, OSError):
+        erasure_lsn = None
+    rows = []
+    for state in replica_states(max_age_s=0):
+        settings_dict = _settings_of(state.alias)
+        rows.append({
+            "alias": state.alias, "address": f"{settings_dict.get('HOST') or '—'}:{settings_dict.get('PORT') or 5432}",
+            "reachable": state.reachable, "lag_s": state.lag_s, "replay_paused": state.replay_paused,
+            "erasures_replayed": None if erasure_lsn is None or state.replay_lsn is None else state.replay_lsn >= erasure_lsn,
+            "in_use": state.usable, "skipped_because": state.skipped_because, "error": state.error,
+        })
+    return {"rows": rows, "max_lag_s": settings.DATABASE_REPLICA_MAX_LAG_S}
+
+
+def _settings_of(alias: str) -> dict:
+    from django.db import connections
+
+    return connections[alias].settings_dict
+
+
 def dashboard_summary(*, now: datetime | None = None) -> dict:
     """Everything the dashboard shows, in one dict."""
     from profiles.models import FeatureSet
@@ -169,4 +203,5 @@ def dashboard_summary(*, now: datetime | None = None) -> dict:
         "privacy_requests_open": open_requests.count(),
         "privacy_requests_recent": list(open_requests.order_by("-id")[:RECENT_ROWS]),
         "customer_value": customer_value_summary(),
+        "replicas": replicas_summary(),
     }

@@ -28,7 +28,9 @@ def is_database_unavailable(exc: BaseException) -> bool:
         return True
     if not isinstance(exc, OperationalError):
         return False
-    return any(_lost(connection.connection) for connection in connections.all())
+    # a replica alias that was never connected in this thread is not a lost connection
+    return any(_lost(connection.connection) for connection in connections.all(initialized_only=True)
+               if connection.alias == "default" or connection.connection is not None)
 
 
 def _lost(raw) -> bool:

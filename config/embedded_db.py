@@ -281,3 +281,75 @@ def embedded_server_stop(pgdata: Path | str) -> None:
     with _start_lock(pgdata):
         server = pg.get_server(pgdata, cleanup_mode=None, start=False)
         _pg_ctl(server, "-w", "-m", "fast", "stop")
+
+
+# --- Streaming replicas of the embedded server (README "Scale-out"; tests and bench/api_load.py) ----
+
+
+def embedded_replica_start(primary_pgdata: Path | str, replica_pgdata: Path | str, *, port: int,
+                           shared_buffers: str = "128MB") -> str:
+    """A hot-standby streaming replica of the embedded server of `primary_pgdata`: `pg_basebackup -R`
+    (a copy of the whole cluster, with `standby.signal` and a `primary_conninfo` over the primary's
+    socket) into `replica_pgdata`, started on 127.0.0.1:`port` without a socket of its own. The
+    primary needs nothing changed: PostgreSQL 18's defaults (wal_level replica, 10 WAL senders) and
+    initdb's pg_hba.conf (local replication trust) allow it. Returns the replica's URL without a
+    database name (append one)."""
+    import shutil
+
+    primary = ensure_embedded_server(Path(primary_pgdata))
+    replica = Path(replica_pgdata).resolve()
+    if replica.exists():
+        shutil.rmtree(replica)
+    replica.mkdir(parents=True, mode=0o700)
+    socket_dir = (_pid_file(primary.pgdata) or [""] * 5)[4].strip() or str(primary.pgdata)
+    _as_server_user(primary, replica)
+    pg = _pgserver()
+    pg.pgexec.pgexec("pg_basebackup", ("-h", socket_dir, "-U", "postgres", "-D", str(replica), "-R",
+                                       "-X", "stream", "-c", "fast"),
+                     bin_path=primary.bin_path, user=primary.system_user, timeout=START_TIMEOUT_S)
+    (replica / "portrait_tuning").unlink(missing_ok=True)
+    return embedded_replica_run(replica, port=port, shared_buffers=shared_buffers)
+
+
+def embedded_replica_run(replica_pgdata: Path | str, *, port: int, shared_buffers: str = "128MB") -> str:
+    """Start (again) a replica made by `embedded_replica_start`; it resumes streaming where it stopped."""
+    pg = _pgserver()
+    replica = Path(replica_pgdata).resolve()
+    try:
+        pg.pgexec.pgexec("pg_ctl", ("-D", str(replica), "-w", "-t", "120", "-l", str(replica / "log"),
+                                    "-o", f"-p {port} -h 127.0.0.1 -k '' -c shared_buffers={shared_buffers}", "start"),
+                         bin_path=postgres_program("pg_ctl").parent, user=_server_user(), timeout=150)
+    except Exception as exc:
+        log = replica / "log"
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+        raise EmbeddedDatabaseError(f"the replica at {replica} did not start; its log:\n{tail}") from exc
+    return f"postgresql://postgres@127.0.0.1:{port}"
+
+
+def _server_user() -> str | None:
+    """pgserver runs PostgreSQL as its own system user when started by root."""
+    return "pgserver" if os.geteuid() == 0 else None
+
+
+def _as_server_user(server, path: Path) -> None:
+    """Run as root, pgserver runs PostgreSQL as its own system user: that user owns `path`."""
+    if server.system_user is None:
+        return
+    import pwd
+
+    entry = pwd.getpwnam(server.system_user)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def embedded_replica_stop(replica_pgdata: Path | str, *, remove: bool = True) -> None:
+    """Stop a replica made by `embedded_replica_start` (immediately: it holds nothing of its own) and
+    remove its directory."""
+    import shutil
+
+    replica = Path(replica_pgdata).resolve()
+    if postmaster_pid(replica) is not None:
+        pg = _pgserver()
+        pg.pgexec.pgexec("pg_ctl", ("-D", str(replica), "-w", "-m", "immediate", "stop"),
+                         bin_path=postgres_program("pg_ctl").parent, user=_server_user(), timeout=60)
+    if remove:
+        shutil.rmtree(replica, ignore_errors=True)

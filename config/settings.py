@@ -63,6 +63,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # a client that wrote reads its writes: its write position is recorded for the replica router
+    "config.db_router.ReplicaWritesMiddleware",
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -119,6 +121,24 @@ DATABASES["default"]["ENGINE"] = "django.db.backends.postgresql"
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_portrait")}
+# Read replicas (README "Scale-out"): streaming replicas of the primary, comma-separated URLs, zero or
+# more. The read-only API endpoints read from one (config.db_router) while it has replayed every
+# erasure and the client's own writes and lags at most DATABASE_REPLICA_MAX_LAG_S; everything else
+# (writes, the admin, workers, commands) uses the primary. Replica sessions are read-only.
+DATABASE_REPLICAS = []
+for _number, _url in enumerate(env.list("DATABASE_REPLICA_URLS", default=[]), start=1):
+    _alias = f"replica{_number}"
+    DATABASES[_alias] = env.db_url_config(_url)
+    DATABASES[_alias].update(ENGINE="django.db.backends.postgresql", CONN_MAX_AGE=DATABASES["default"]["CONN_MAX_AGE"],
+                             CONN_HEALTH_CHECKS=True, TEST={"MIRROR": "default"})
+    DATABASES[_alias].setdefault("OPTIONS", {}).update(
+        options="-c default_transaction_read_only=on", connect_timeout=env.int("DATABASE_REPLICA_CONNECT_TIMEOUT_S", default=2))
+    DATABASE_REPLICAS.append(_alias)
+DATABASE_ROUTERS = ["config.db_router.ReplicaRouter"]
+DATABASE_REPLICA_MAX_LAG_S = env.float("DATABASE_REPLICA_MAX_LAG_S", default=10.0)
+# How long a process trusts its last look at a replica's replay position and lag (milliseconds);
+# the erasure and read-your-writes marks are read fresh on every routed request.
+DATABASE_REPLICA_CHECK_MS = env.int("DATABASE_REPLICA_CHECK_MS", default=500)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

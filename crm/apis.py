@@ -6,6 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.models import Scope
+from config.db_router import replica_reads
 from crm.selectors import demand_forecast_latest, demand_table
 
 
@@ -38,6 +39,7 @@ class CategoryDemandApi(APIView):
         responses={200: OutputSerializer, 403: OpenApiResponse(description="Token lacks profiles:read."),
                    404: OpenApiResponse(description="No forecast has been made yet.")},
     )
+    @replica_reads
     def get(self, request):
         forecast = demand_forecast_latest()
         if forecast is None:

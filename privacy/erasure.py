@@ -25,6 +25,8 @@ from django.utils import timezone
 
 from django.apps import apps
 
+from config.db_router import replica_reads_fenced
+
 from crm import services as crm_services
 from ingestion import services as ingestion_services
 from ingestion.import_jobs import import_files_erase
@@ -112,7 +114,8 @@ def _database_erase(*, source: str, external_id: str, reason: str) -> tuple[dict
     the later steps."""
     # the subject's pseudonym under every key of the ring: its customer may predate a rotation
     subject_keys = customer_keys(source=source, external_id=external_id)
-    with transaction.atomic(), connection.cursor() as cursor:
+    # replicas answer no read from its start, and afterwards only once they have replayed its commit
+    with replica_reads_fenced(), transaction.atomic(), connection.cursor() as cursor:
         erasure_lock(cursor)
         if suppressed_subject_get(source=source, external_id=external_id) is None:
             SuppressedSubject.objects.get_or_create(
@@ -174,7 +177,7 @@ def erasure_journal_replay() -> dict:
         for token in entry["customer_tokens"]:
             wanted[token] = entry
     again, removed = set(), 0
-    with transaction.atomic(), connection.cursor() as cursor:
+    with replica_reads_fenced(), transaction.atomic(), connection.cursor() as cursor:
         erasure_lock(cursor)
         for entry in entries:
             if not SuppressedSubject.objects.filter(token=entry["token"]).exists():

@@ -5,6 +5,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from config.db_router import replica_reads_fenced
 from ingestion.selectors import customer_key_resolve
 from privacy.suppression_tokens import customer_suppression_token, suppression_key_id, suppression_token
 from privacy.models import SuppressedSubject
@@ -164,7 +165,7 @@ def _restriction(*, request, external_id: str) -> dict:
     from profiles.services import customer_profiles_derived_erase
     from segments.services import customer_memberships_erase
 
-    with transaction.atomic():
+    with replica_reads_fenced(), transaction.atomic():  # no replica serves the profile once this commits
         # tokens from the external id, under the newest key: the request's own token may be under a
         # key rotated out since it was filed; a subject restricted under an older key is not listed twice
         if restricted_subject_get(source=request.source, external_id=external_id) is None:

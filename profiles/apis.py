@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.models import Scope
+from config.db_router import replica_reads
 from ingestion.apis import BoundedJSONParser
 from ingestion.selectors import customer_key_resolve
 from crm.explain import prediction_explained
@@ -194,6 +195,7 @@ class ProfileDetailApi(APIView):
             404: OpenApiResponse(description="No profile for this customer."),
         },
     )
+    @replica_reads
     def get(self, request, key: str):
         profile = _profile_from_path(request, key)
         profile.scores = selectors.profile_scores(profile)
@@ -224,6 +226,7 @@ class ProfileSimilarApi(APIView):
             404: OpenApiResponse(description="No profile for this customer."),
         },
     )
+    @replica_reads
     def get(self, request, key: str):
         query = _query_params(SimilarQuerySerializer, request)
         profile = _profile_from_path(request, key)
@@ -299,6 +302,7 @@ class LookalikeApi(APIView):
             403: OpenApiResponse(description="Token lacks similarity:read."),
         },
     )
+    @replica_reads
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -374,6 +378,7 @@ class ProfileRecommendationsApi(APIView):
             404: OpenApiResponse(description="No profile for this customer."),
         },
     )
+    @replica_reads
     def get(self, request, key: str):
         query = _query_params(self.QuerySerializer, request)
         profile = _profile_from_path(request, key)

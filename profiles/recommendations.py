@@ -16,9 +16,9 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import connections, router, transaction
 
-from ingestion.models import EventType, Item
+from ingestion.models import Event, EventType, Item
 from profiles.models import Profile
 
 POPULAR_DAYS = 90
@@ -43,8 +43,13 @@ class Recommendations:
     items: list[Recommendation]
 
 
+def _reading():
+    """The connection reads go to (a replica's in a replica-read scope, config.db_router)."""
+    return connections[router.db_for_read(Event)]
+
+
 def _consumed_items(customer_id: int) -> list[int]:
-    with connection.cursor() as cursor:
+    with _reading().cursor() as cursor:
         cursor.execute(
             "SELECT DISTINCT item_id FROM ingestion_event WHERE customer_id = %s AND item_id IS NOT NULL"
             " AND event_type = ANY(%s)",
@@ -59,7 +64,8 @@ def _by_embedding(profile: Profile, exclude: list[int], limit: int) -> list[tupl
     if not ItemEmbedding.objects.filter(model_version_id=profile.model_version_id).exists():
         return []
     vector = "[" + ",".join(f"{v:.7g}" for v in profile.embedding) + "]"
-    with transaction.atomic(), connection.cursor() as cursor:
+    reading = _reading()
+    with transaction.atomic(using=reading.alias), reading.cursor() as cursor:
         cursor.execute(
             "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)",
             # the breadth of similarity search (SIMILARITY_EF_SEARCH): the walk also has to step over
@@ -82,7 +88,7 @@ def popular_items() -> dict:
     cached = cache.get("recommendations:popular")
     if cached is not None:
         return cached
-    with connection.cursor() as cursor:
+    with _reading().cursor() as cursor:
         cursor.execute("SELECT max(occurred_at) FROM ingestion_event")
         (latest,) = cursor.fetchone()
         rows = []

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from django.db import connection, transaction
+from django.db import connections, transaction
 from django.db.models import Q, QuerySet
 from pgvector.django import CosineDistance
 
@@ -105,7 +105,9 @@ def profiles_nearest(*, candidates: QuerySet[Profile], column: str, vector, k: i
         candidates.annotate(distance=CosineDistance(column, vector)).order_by("distance")
         .select_related("customer").only("customer_id", "customer__key", "value_tier", "lifecycle_stage")[:k]
     )
-    with transaction.atomic(), connection.cursor() as cursor:
+    # the settings are transaction-local: set them on the connection the query reads from (a replica's in a
+    # replica-read scope, config.db_router)
+    with transaction.atomic(using=query.db), connections[query.db].cursor() as cursor:
         cursor.execute(
             "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),"
             " set_config('hnsw.max_scan_tuples', %s, true)",

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from access.models import ApiToken, Scope
 from access.services import PrivacyBudgetExhausted, api_token_privacy_spend
 from config.api_errors import error_class
+from config.db_router import replica_reads
 from config.pagination import BoundedPageNumberPagination
 from ingestion.apis import BoundedJSONParser
 from privacy.dp import dp_counts
@@ -221,6 +222,7 @@ class SegmentMembersApi(APIView):
 
     @extend_schema(summary="A segment's members", responses={200: MemberSerializer(many=True),
                                                               404: OpenApiResponse(description="No such segment.")})
+    @replica_reads
     def get(self, request, segment_id: int):
         segment = get_object_or_404(Segment, pk=segment_id)
         paginator = self.pagination_class()
