@@ -7,6 +7,13 @@ Set-up (skipped with --reuse when the database already holds it): a synthetic sh
 and a short GRU training run so profiles carry learned embeddings and the similar search runs in
 the fused space (traits + embedding, 80-d HNSW). Its own database (portrait_api_load), so a rerun
 can reuse it. One JSON line last: {"concurrency", "rps", "p50_ms", "p95_ms", "p99_ms", "errors", ...}.
+
+`--replicas N`: after the single-server run, the same load again with N streaming replicas of the
+embedded server (`pg_basebackup -R`, loopback ports) in DATABASE_REPLICA_URLS, so the profile and
+similar reads go to them; both runs are in the JSON line ("replicas": {...}, ratios against the
+single-server run), with the transactions each server ran during the replica run. On one machine the
+replicas share its cores with the primary, the server and the clients: the figures say what routing
+costs and that reads move, not what a replica on its own machine adds.
 """
 
 import argparse
@@ -89,43 +96,34 @@ def shop_ready(*, customers: int, events: int, epochs: int, seed: int, reuse: bo
     shop_prepare(customers, events, epochs, seed)
 
 
-def server_start(port: int, workers: int) -> subprocess.Popen:
+def server_start(port: int, workers: int, **env) -> subprocess.Popen:
     """gunicorn with sync workers on loopback, as production runs it; up when this returns."""
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(workers),
          "--timeout", "120", "--log-level", "warning"],
-        cwd=ROOT, env=dict(os.environ, DB_CONN_MAX_AGE="600"), stdout=sys.stderr,
+        cwd=ROOT, env=dict(os.environ, DB_CONN_MAX_AGE="600", **env), stdout=sys.stderr,
     )
     wait_until_up(port, server)
+    # the port is the master's; a worker answers once it has imported the app (seconds on a busy machine)
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            connection.request("GET", "/healthz")
+            if connection.getresponse().status == 200:
+                break
+        except (OSError, http.client.HTTPException):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("the server did not answer /healthz")
+        time.sleep(0.5)
     return server
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--duration", type=float, default=30.0, help="measured seconds")
-    parser.add_argument("--warmup", type=float, default=5.0)
-    parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
-    parser.add_argument("--customers", type=int, default=20_000)
-    parser.add_argument("--events", type=int, default=400_000)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--reuse", action="store_true", help="keep the shop already in the bench database")
-    parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args()
-
-    shop_ready(customers=args.customers, events=args.events, epochs=args.epochs, seed=args.seed, reuse=args.reuse)
-    from access.services import api_token_create
-    from profiles.models import Profile
-    from profiles.selectors import profiles_visible
-
-    # customers an app may see (opted-out ones answer 404 by design)
-    keys = list(profiles_visible().exclude(embedding=None).values_list("customer__key", flat=True))
-    profiles = Profile.objects.count()
-    # the bench measures serving, not the throttle: its token's own rate is far above the load
-    _, token = api_token_create(name="bench-load", scopes=["profiles:read", "similarity:read"],
-                                requests_per_minute=100_000_000)
+def load_run(*, token: str, keys: list[str], args, **env) -> dict:
+    """One server, `args.concurrency` clients for the warm-up and `args.duration`: the figures."""
     port = free_port()
-    server = server_start(port, args.workers)
+    server = server_start(port, args.workers, **env)
     try:
         log(f"{args.concurrency} clients × {args.duration:.0f} s against {args.workers} workers ({len(keys):,} profiles)")
         queue = multiprocessing.Queue()
@@ -150,11 +148,90 @@ def main() -> None:
     def percentile(p: float) -> float:
         return round(latencies[min(len(latencies) - 1, int(len(latencies) * p))] * 1000, 1)
 
-    print(json.dumps({
-        "concurrency": args.concurrency, "rps": round(len(latencies) / args.duration, 1),
-        "p50_ms": percentile(0.50), "p95_ms": percentile(0.95), "p99_ms": percentile(0.99), "errors": len(errors),
-        "requests": len(latencies), "workers": args.workers, "profiles": profiles,
-    }))
+    return {"rps": round(len(latencies) / args.duration, 1), "p50_ms": percentile(0.50), "p95_ms": percentile(0.95),
+            "p99_ms": percentile(0.99), "errors": len(errors), "requests": len(latencies)}
+
+
+def _transactions(url: str, database: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
+                            [database]).fetchone()[0]
+
+
+def replicas_run(*, count: int, token: str, keys: list[str], args) -> dict:
+    """The same load with `count` streaming replicas of the embedded server in DATABASE_REPLICA_URLS."""
+    from django.conf import settings
+    from django.db import connection
+
+    from config.db_router import primary_wal_lsn
+    from config.embedded_db import embedded_replica_start, embedded_replica_stop
+
+    database = connection.settings_dict["NAME"]
+    primary_url = "postgresql://postgres@/{}?host={}".format(database, connection.settings_dict["HOST"])
+    replicas, urls = [], []
+    try:
+        for _ in range(count):
+            port = free_port()
+            directory = ROOT / "var" / f"bench-replica-{port}"
+            started = time.perf_counter()
+            urls.append(f"{embedded_replica_start(settings.EMBEDDED_DATABASE_DIR, directory, port=port)}/{database}")
+            replicas.append(directory)
+            log(f"replica on 127.0.0.1:{port} started in {time.perf_counter() - started:.1f} s")
+        target = primary_wal_lsn()
+        for url in urls:  # caught up before the clock starts
+            import psycopg
+
+            with psycopg.connect(url, autocommit=True) as conn:
+                while conn.execute("SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint").fetchone()[0] < target:
+                    time.sleep(0.05)
+        before = {"primary": _transactions(primary_url, database), **{u: _transactions(u, database) for u in urls}}
+        figures = load_run(token=token, keys=keys, args=args, DATABASE_REPLICA_URLS=",".join(urls))
+        after = {"primary": _transactions(primary_url, database), **{u: _transactions(u, database) for u in urls}}
+    finally:
+        for directory in replicas:
+            embedded_replica_stop(directory)
+    figures["primary_transactions"] = after["primary"] - before["primary"]
+    figures["replica_transactions"] = sum(after[u] - before[u] for u in urls)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=30.0, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--events", type=int, default=400_000)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--reuse", action="store_true", help="keep the shop already in the bench database")
+    parser.add_argument("--replicas", type=int, default=0,
+                        help="then run the same load with this many streaming replicas taking the reads")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+
+    shop_ready(customers=args.customers, events=args.events, epochs=args.epochs, seed=args.seed, reuse=args.reuse)
+    from access.services import api_token_create
+    from profiles.models import Profile
+    from profiles.selectors import profiles_visible
+
+    # customers an app may see (opted-out ones answer 404 by design)
+    keys = list(profiles_visible().exclude(embedding=None).values_list("customer__key", flat=True))
+    profiles = Profile.objects.count()
+    # the bench measures serving, not the throttle: its token's own rate is far above the load
+    _, token = api_token_create(name="bench-load", scopes=["profiles:read", "similarity:read"],
+                                requests_per_minute=100_000_000)
+    single = load_run(token=token, keys=keys, args=args)
+    result = {"concurrency": args.concurrency, **single, "workers": args.workers, "profiles": profiles}
+    if args.replicas:
+        with_replicas = replicas_run(count=args.replicas, token=token, keys=keys, args=args)
+        result["replicas"] = {"count": args.replicas, **with_replicas,
+                              "rps_ratio": round(with_replicas["rps"] / single["rps"], 3) if single["rps"] else None,
+                              "p95_ratio": round(with_replicas["p95_ms"] / single["p95_ms"], 3) if single["p95_ms"] else None,
+                              "cores": os.cpu_count()}
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

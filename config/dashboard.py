@@ -154,14 +154,14 @@ def replicas_summary() -> dict | None:
     erasure, and whether the API reads from it (else why not). None without replicas."""
     import redis
 
-    from config.db_router import ERASURE_LSN_KEY, replica_states, replicas_configured
+    from config.db_router import ERASURE_LSN_KEY, mark_key, replica_states, replicas_configured
 
     if not replicas_configured():
         return None
     try:
         from config.broker_redis import broker_redis
 
-        erasure_lsn = int(broker_redis().get(ERASURE_LSN_KEY) or 0)
+        erasure_lsn = int(broker_redis().get(mark_key(ERASURE_LSN_KEY)) or 0)
     except (redis.RedisError, OSError):
         erasure_lsn = None
     rows = []

@@ -40,9 +40,11 @@ _read_alias: ContextVar[str | None] = ContextVar("portrait_read_alias", default=
 # when a replica_reads handler answered it
 _writes: ContextVar[dict | None] = ContextVar("portrait_request_writes", default=None)
 
-ERASURE_LSN_KEY = "portrait:replicas:erasure-lsn"
-ERASURES_IN_FLIGHT_KEY = "portrait:replicas:erasures-in-flight"
-CLIENT_WRITE_KEY = "portrait:replicas:write-lsn:{client}"
+# WAL positions mean something only within one cluster: the keys carry the primary's system identifier
+# (a physical replica shares it), so clusters sharing one Redis never mix their marks
+ERASURE_LSN_KEY = "portrait:replicas:{cluster}:erasure-lsn"
+ERASURES_IN_FLIGHT_KEY = "portrait:replicas:{cluster}:erasures-in-flight"
+CLIENT_WRITE_KEY = "portrait:replicas:{cluster}:write-lsn:{client}"
 # an erasure that crashed between its start and its mark stops replica reads this long at most;
 # longer than any erasure, and than DATABASE_REPLICA_MAX_LAG_S, so a replica in use afterwards has it
 ERASURE_IN_FLIGHT_S = 600
@@ -188,14 +190,28 @@ def _redis():
     return broker_redis()
 
 
+_cluster_ids: dict[tuple, str] = {}
+
+
+def mark_key(template: str, *, client: str = "") -> str:
+    """A Redis key of the marks, in the primary cluster's namespace (asked once per process and server)."""
+    settings_dict = connections[DEFAULT_DB_ALIAS].settings_dict
+    server = (settings_dict.get("HOST"), settings_dict.get("PORT"), settings_dict.get("NAME"))
+    if server not in _cluster_ids:
+        with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+            cursor.execute("SELECT system_identifier FROM pg_control_system()")
+            _cluster_ids[server] = f"{cursor.fetchone()[0]}:{server[2]}"
+    return template.format(cluster=_cluster_ids[server], client=client)
+
+
 def read_barrier(*, client: str | None) -> int | None:
     """The WAL position a replica must have replayed to answer `client`: the last erasure's and the
     client's last write's, whichever is later. None while an erasure is in flight (the primary
     answers). Raises redis.RedisError when Redis does not answer."""
     pipe = _redis().pipeline(transaction=False)
-    pipe.get(ERASURE_LSN_KEY)
-    pipe.zcount(ERASURES_IN_FLIGHT_KEY, time.time(), "+inf")
-    pipe.get(CLIENT_WRITE_KEY.format(client=client) if client else ERASURE_LSN_KEY)
+    pipe.get(mark_key(ERASURE_LSN_KEY))
+    pipe.zcount(mark_key(ERASURES_IN_FLIGHT_KEY), time.time(), "+inf")
+    pipe.get(mark_key(CLIENT_WRITE_KEY, client=client) if client else mark_key(ERASURE_LSN_KEY))
     erasure_lsn, in_flight, client_lsn = pipe.execute()
     if in_flight:
         return None
@@ -245,7 +261,7 @@ def client_write_ttl_s() -> int:
 
 def client_write_record(*, client: str) -> None:
     """After a request of `client` wrote: its reads wait for a replica that has replayed this far."""
-    _position_record(CLIENT_WRITE_KEY.format(client=client), ttl_s=client_write_ttl_s())
+    _position_record(mark_key(CLIENT_WRITE_KEY, client=client), ttl_s=client_write_ttl_s())
 
 
 @contextmanager
@@ -257,21 +273,21 @@ def replica_reads_fenced():
     if not replicas_configured():
         yield
         return
-    member = uuid.uuid4().hex
+    member, in_flight = uuid.uuid4().hex, mark_key(ERASURES_IN_FLIGHT_KEY)
     client = _redis()
     # a Redis that does not answer stops the erasure before anything is deleted (it is retried)
-    client.zadd(ERASURES_IN_FLIGHT_KEY, {member: time.time() + ERASURE_IN_FLIGHT_S})
-    client.zremrangebyscore(ERASURES_IN_FLIGHT_KEY, "-inf", time.time())
+    client.zadd(in_flight, {member: time.time() + ERASURE_IN_FLIGHT_S})
+    client.zremrangebyscore(in_flight, "-inf", time.time())
 
     def committed():
-        _position_record(ERASURE_LSN_KEY)
-        client.zrem(ERASURES_IN_FLIGHT_KEY, member)
+        _position_record(mark_key(ERASURE_LSN_KEY))
+        client.zrem(in_flight, member)
 
     try:
         yield
     except BaseException:
         try:
-            client.zrem(ERASURES_IN_FLIGHT_KEY, member)
+            client.zrem(in_flight, member)
         except Exception:  # the mark expires by itself; the write's own error is the one to raise
             logger.exception("could not clear an in-flight erasure mark")
         raise

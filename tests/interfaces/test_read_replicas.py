@@ -18,7 +18,8 @@ from django.test.utils import CaptureQueriesContext
 
 from config.broker_redis import broker_redis
 from config.db_router import (
-    CLIENT_WRITE_KEY, ERASURE_LSN_KEY, ERASURES_IN_FLIGHT_KEY, primary_wal_lsn, replica_measure, replica_states_forget,
+    CLIENT_WRITE_KEY, ERASURE_LSN_KEY, ERASURES_IN_FLIGHT_KEY, mark_key, primary_wal_lsn, replica_measure,
+    replica_states_forget,
 )
 from config.embedded_db import embedded_replica_run, embedded_replica_start, embedded_replica_stop, postmaster_pid
 
@@ -63,8 +64,8 @@ def replica_server(django_db_setup):
 
 def _marks_clear():
     client = broker_redis()
-    client.delete(ERASURE_LSN_KEY, ERASURES_IN_FLIGHT_KEY)
-    stale = list(client.scan_iter(match=CLIENT_WRITE_KEY.format(client="*")))
+    client.delete(mark_key(ERASURE_LSN_KEY), mark_key(ERASURES_IN_FLIGHT_KEY))
+    stale = list(client.scan_iter(match=mark_key(CLIENT_WRITE_KEY, client="*")))
     if stale:
         client.delete(*stale)
 
@@ -268,7 +269,11 @@ def test_an_erased_subject_never_reappears_through_the_replica(replica, shop, ma
     assert _profile_reads(seen, "replica")
 
     _replay("pause", replica)
+    before = primary_wal_lsn()
     _erase(external_id, officer)
+    # its commit position is recorded, and no erasure is left in flight
+    assert int(broker_redis().get(mark_key(ERASURE_LSN_KEY))) > before
+    assert broker_redis().zcard(mark_key(ERASURES_IN_FLIGHT_KEY)) == 0
 
     # the replica still holds the subject (it has not replayed the erasure) and lags well within the limit …
     with psycopg.connect(host="127.0.0.1", port=replica["port"], user="postgres",
