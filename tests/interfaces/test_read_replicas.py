@@ -123,7 +123,7 @@ def _profile_reads(seen, side: str) -> int:
 def shop(make_shop):
     from profiles.models import Profile
 
-    make_shop(customers=60, events=2_000, seed=17)
+    make_shop(customers=30, events=800, seed=17)
     return Profile.objects.select_related("customer").order_by("customer_id")
 
 
@@ -287,7 +287,7 @@ def test_an_erased_subject_never_reappears_through_the_replica(replica, shop, ma
             assert reader.get(path).status_code == 404
         assert not seen["replica"]
     with _reads() as seen:
-        neighbours = reader.get(f"/api/v1/profiles/{other.customer.key}/similar?k=59").json()
+        neighbours = reader.get(f"/api/v1/profiles/{other.customer.key}/similar?k=29").json()
     assert subject.customer.key not in {n["key"] for n in neighbours} and not seen["replica"]
 
     _replay("resume", replica)
