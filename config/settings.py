@@ -328,9 +328,10 @@ TRAINING_TRAIN_DEFAULTS = {
 }
 # Data-parallel training (README "Scale-out"): the Celery task trains with this many processes on
 # its host (torchrun --standalone, DDP: gloo on CPU, NCCL with one GPU each); 1 trains in the worker.
-TRAINING_WORLD_SIZE = env.int("TRAINING_WORLD_SIZE", default=1)
-if TRAINING_WORLD_SIZE < 1:
-    raise ConfigurationError(f"TRAINING_WORLD_SIZE must be at least 1, not {TRAINING_WORLD_SIZE}")
+TRAINING_WORLD_SIZE = env.str("TRAINING_WORLD_SIZE", default="1")
+if not TRAINING_WORLD_SIZE.isdigit() or int(TRAINING_WORLD_SIZE) < 1:
+    raise ConfigurationError(f"TRAINING_WORLD_SIZE must be a whole number of processes, at least 1, not {TRAINING_WORLD_SIZE!r}")
+TRAINING_WORLD_SIZE = int(TRAINING_WORLD_SIZE)
 # A rank that waits longer than this in a collective (another rank died) fails instead of hanging.
 TRAINING_DIST_TIMEOUT_S = env.int("TRAINING_DIST_TIMEOUT_S", default=1800)
 

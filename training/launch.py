@@ -5,7 +5,9 @@ than one host: run the same command under torchrun on each (README "Scale-out").
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +39,14 @@ def training_run_command(*, run_id: int, world_size: int) -> list[str]:
             "--no-rebuild"]
 
 
+def _end_with_the_caller() -> None:
+    """In the launched torchrun, before it starts: on Linux it gets SIGTERM (and stops its ranks) when
+    the process waiting for it dies, so a killed worker leaves no orphan run behind to race the
+    redelivered task's launch."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def training_run_launch(*, run_id: int, world_size: int) -> tuple[TrainingRun | None, bool]:
     """Train a pending (or interrupted) run with `world_size` processes and wait for them. Returns
     (the run, whether its version went live), (None, False) when the run is finished already. A
@@ -45,7 +55,7 @@ def training_run_launch(*, run_id: int, world_size: int) -> tuple[TrainingRun | 
     if not TrainingRun.objects.filter(pk=run_id, status__in=[RunStatus.PENDING, RunStatus.RUNNING]).exists():
         return None, False
     done = subprocess.run(training_run_command(run_id=run_id, world_size=world_size), cwd=settings.BASE_DIR,
-                          env=ranks_environment(), check=False)
+                          env=ranks_environment(), check=False, preexec_fn=_end_with_the_caller)
     if done.returncode != 0:
         TrainingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(
             status=RunStatus.FAILED, finished_at=timezone.now(),

@@ -188,3 +188,35 @@ def test_the_training_task_launches_two_ranks_and_rank_0_alone_writes_the_regist
 
     # and a second delivery of the task (acks_late) finds the run done and launches nothing
     assert training_run_task(run.pk) is None
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_a_world_size_that_is_not_a_positive_whole_number_stops_start_up_naming_it(value):
+    environment = dict(os.environ, TRAINING_WORLD_SIZE=value, DJANGO_SETTINGS_MODULE="config.settings")
+
+    started = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, env=environment,
+                             capture_output=True, text=True, timeout=60)
+
+    assert started.returncode != 0
+    assert f"TRAINING_WORLD_SIZE must be a whole number of processes, at least 1, not {value!r}" in started.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_that_rank_0_refuses_is_recorded_failed_and_the_task_fails(settings, tmp_path, make_shop):
+    from training.models import ModelVersion, RunStatus, TrainingRun
+    from training.tasks import training_run_task
+
+    # given: a run whose configuration rank 0 refuses once it has claimed the run and read the events
+    settings.MODELS_DIR = tmp_path / "models"
+    settings.TRAINING_WORLD_SIZE = 2
+    make_shop(customers=40, events=800, seed=2, profiles=False)
+    run = TrainingRun.objects.create(arch="gru", config={"train": {"schedule": "sometimes"}})
+
+    # when: two ranks are launched for it
+    with pytest.raises(RuntimeError, match="2-process launch exited with status"):
+        training_run_task(run.pk)
+
+    # then: rank 0's error is on the run (not replaced by the launch's exit status), and no version
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and "schedule must be one of" in run.error
+    assert not ModelVersion.objects.exists()
