@@ -14,12 +14,20 @@ embedding. --withhold-items F makes a seeded fraction F of the items cold on pur
 removed from every training sequence (input and target) but stay in the test, and the test
 metrics are reported separately for users whose test item is cold and warm, so the run shows what
 content does for items nobody was seen with.
+
+--world-size W (W > 1) trains the same configuration again in the same invocation, data-parallel
+with W processes on this host (torchrun --standalone; DDP, gloo on CPU, NCCL with one GPU each;
+per-process batch = --batch-size / W, so the global batch is the same), and reports its epoch time
+and NDCG@10 beside the one-process run's under "data_parallel". Each process uses one torch thread
+unless OMP_NUM_THREADS says otherwise.
 """
 
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from training.ml import content, data  # noqa: E402
+from training.ml import content, data, distributed  # noqa: E402
 from training.ml.baselines import ItemKNN, popularity_scores  # noqa: E402
 from training.ml.config import EncoderConfig, TrainConfig  # noqa: E402
 from training.ml.metrics import ranking_metrics, target_ranks  # noqa: E402
@@ -62,6 +70,68 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     array = np.asarray(values, dtype="float64")
     return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+
+
+def _train_config(args, seed: int, exclude: bool) -> TrainConfig:
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                       seed=seed, weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup,
+                       exclude_seen=exclude, shift_windows=args.shift_windows)
+
+
+def _withheld(args, seed: int, n_items: int) -> np.ndarray | None:
+    if args.withhold_items <= 0:
+        return None
+    rng = np.random.default_rng(seed + 1)
+    return np.sort(rng.choice(np.arange(1, n_items + 1), size=int(args.withhold_items * n_items), replace=False))
+
+
+def _rank_main(args, seqs, split, config, n_items, item_content, exclude) -> None:
+    """One process of the --world-size launch: the same training, data-parallel; rank 0 writes
+    each seed's figures to --rank-report."""
+    here = distributed.init_from_env()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    runs = []
+    for seed in range(args.seed, args.seed + args.seeds):
+        started = time.perf_counter()
+        result = train(seqs=seqs, split=split, model_config=config, train_config=_train_config(args, seed, exclude),
+                       item_content=item_content, withheld_items=_withheld(args, seed, n_items),
+                       on_epoch=lambda h, seed=seed: print(f"[{here.size} processes] seed {seed} epoch {h['epoch']}: "
+                                                           f"loss {h['loss']:.3f} valid {h['valid']}", file=sys.stderr))
+        runs.append({"seed": seed, "test": result.test, "valid": result.best_valid, "epochs": len(result.history),
+                     "best_epoch": result.best_epoch, "train_s": time.perf_counter() - started,
+                     "epoch_s": float(np.mean([h["seconds"] for h in result.history])), "device": result.device,
+                     "loss": [h["loss"] for h in result.history]})
+    if here.writer:
+        args.rank_report.write_text(json.dumps({"world_size": here.size, "runs": runs}))
+    distributed.close()
+
+
+def _data_parallel(args, runs: list[dict]) -> dict:
+    """Launch this script under torchrun with --world-size processes; their figures beside `runs`."""
+    with tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "ranks.json"
+        env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+        launched = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                        str(args.world_size), "--max-restarts", "0", str(Path(__file__).resolve()), *sys.argv[1:],
+                        "--rank-report", str(report)], env=env, check=True)
+        wall_s = time.perf_counter() - launched
+        ranks = json.loads(report.read_text())
+    parallel = ranks["runs"]
+    out = {"world_size": ranks["world_size"], "batch_per_process": args.batch_size // args.world_size,
+           "device": parallel[0]["device"], "launch_wall_s": round(wall_s, 1)}
+    for metric in ("ndcg@10", "hr@10"):
+        values = [r["test"][metric] for r in parallel]
+        out[f"{metric}_mean"], out[metric] = round(float(np.mean(values)), 4), [round(v, 4) for v in values]
+    out["valid_ndcg@10"] = [round(r["valid"].get("ndcg@10", 0.0), 4) for r in parallel]
+    out["epochs"], out["best_epoch"] = [r["epochs"] for r in parallel], [r["best_epoch"] for r in parallel]
+    out["epoch_s"] = round(float(np.mean([r["epoch_s"] for r in parallel])), 2)
+    out["train_s"] = round(float(np.mean([r["train_s"] for r in parallel])), 1)
+    one_epoch_s = float(np.mean([r["epoch_s"] for r in runs]))
+    out["epoch_speedup"] = round(one_epoch_s / max(out["epoch_s"], 1e-9), 2)  # one process's epoch time / this one's
+    # the first epoch's loss of both: the same global batch, so they differ only by dropout masks and float order
+    out["first_epoch_loss"] = [round(r["loss"][0], 4) for r in parallel]
+    return out
 
 
 def main() -> None:
@@ -97,7 +167,12 @@ def main() -> None:
     parser.add_argument("--future-window", type=int, default=1, help="train on each of the next k items")
     parser.add_argument("--content", action="store_true", help="add pretrained title+genre vectors to item embeddings")
     parser.add_argument("--withhold-items", type=float, default=0.0, help="fraction of items made cold on purpose")
+    parser.add_argument("--world-size", type=int, default=1,
+                        help="also train data-parallel with this many processes (torchrun) and report it beside")
+    parser.add_argument("--rank-report", type=Path, help=argparse.SUPPRESS)  # where rank 0 of that launch writes
     args = parser.parse_args()
+    if args.world_size < 1 or args.batch_size % args.world_size:
+        parser.error("--world-size must be at least 1 and divide --batch-size")
     exclude = args.exclude_history == "yes"
 
     seqs, n_items, texts = load(args.data)
@@ -116,12 +191,11 @@ def main() -> None:
                            heads=args.heads, dropout=args.dropout, future_window=args.future_window,
                            long_term=args.long_term, aux_weight=args.aux_weight, repeat_bias=args.repeat_bias,
                            content_dim=content.CONTENT_DIM if args.content else 0)
+    if distributed.launched():  # one process of the --world-size launch
+        return _rank_main(args, seqs, split, config, n_items, item_content, exclude)
     runs, baselines = [], {}
     for seed in range(args.seed, args.seed + args.seeds):
-        withheld = None
-        if args.withhold_items > 0:
-            rng = np.random.default_rng(seed + 1)
-            withheld = np.sort(rng.choice(np.arange(1, n_items + 1), size=int(args.withhold_items * n_items), replace=False))
+        withheld = _withheld(args, seed, n_items)
         known = train_only if withheld is None else [np.where(np.isin(h, withheld), 0, h) for h in train_only]
         # the baselines must not see the cold items either; without withheld items they are the same every seed
         pop = ranking_metrics(target_ranks(popularity_scores(known, n_items, len(split.rows)), targets, seen))
@@ -135,9 +209,7 @@ def main() -> None:
             popularity_scores(known, n_items, len(split.rows)), targets, other_seen)))
         baselines.setdefault("other_itemknn", []).append(ranking_metrics(target_ranks(
             knn_model.scores(history), targets, other_seen)))
-        settings = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-                               seed=seed, weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup,
-                               exclude_seen=exclude, shift_windows=args.shift_windows)
+        settings = _train_config(args, seed, exclude)
         # The other protocol from the same training run: its own validation picks its epoch among
         # those run (the trajectory does not depend on the protocol; only where it stops does).
         other = {"best": -1.0, "epoch": -1, "test": {}, "stale": 0}
@@ -161,7 +233,7 @@ def main() -> None:
         run = {"seed": seed, "test": result.test, "valid": result.best_valid, "epochs": len(result.history),
                "best_epoch": result.best_epoch, "train_s": time.perf_counter() - started,
                "epoch_s": float(np.mean([h["seconds"] for h in result.history])), "device": result.device,
-               "other": other}
+               "other": other, "loss": [h["loss"] for h in result.history]}
         if args.refit:
             refitted = refit(seqs=seqs, split=split, model_config=config, train_config=settings,
                              epochs=result.best_epoch + 1, item_content=item_content, withheld_items=withheld)
@@ -218,6 +290,9 @@ def main() -> None:
         out["withheld_items"] = int(args.withhold_items * n_items)
     if content_s is not None:
         out["content_s"] = round(content_s, 1)
+    if args.world_size > 1:
+        out["first_epoch_loss"] = [round(r["loss"][0], 4) for r in runs]
+        out["data_parallel"] = _data_parallel(args, runs)
     out.update({
         "epochs": [r["epochs"] for r in runs], "best_epoch": [r["best_epoch"] for r in runs],
         "epoch_s": round(float(np.mean([r["epoch_s"] for r in runs])), 2),

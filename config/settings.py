@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from celery.schedules import crontab
 
-from config.env import BASE_DIR, VAR_DIR, dev_secret, env, keyring
+from config.env import BASE_DIR, VAR_DIR, ConfigurationError, dev_secret, env, keyring
 
 DEBUG = env.bool("DEBUG", default=False)
 # Outside DEBUG every key must come from the environment; DEBUG (local development, `make run`)
@@ -346,6 +346,14 @@ TRAINING_TRAIN_DEFAULTS = {
     "epochs": env.int("TRAINING_EPOCHS", default=30), "patience": env.int("TRAINING_PATIENCE", default=5),
     "batch_size": 64, "lr": 1e-3, "schedule": "cosine", "warmup": 0.05, "weight_decay": 0.0,
 }
+# Data-parallel training (README "Scale-out"): the Celery task trains with this many processes on
+# its host (torchrun --standalone, DDP: gloo on CPU, NCCL with one GPU each); 1 trains in the worker.
+TRAINING_WORLD_SIZE = env.str("TRAINING_WORLD_SIZE", default="1")
+if not TRAINING_WORLD_SIZE.isdigit() or int(TRAINING_WORLD_SIZE) < 1:
+    raise ConfigurationError(f"TRAINING_WORLD_SIZE must be a whole number of processes, at least 1, not {TRAINING_WORLD_SIZE!r}")
+TRAINING_WORLD_SIZE = int(TRAINING_WORLD_SIZE)
+# A rank that waits longer than this in a collective (another rank died) fails instead of hanging.
+TRAINING_DIST_TIMEOUT_S = env.int("TRAINING_DIST_TIMEOUT_S", default=1800)
 
 LOGGING = {
     "version": 1,

@@ -26,6 +26,7 @@ from profiles import builds as profile_builds
 from profiles import feature_sets as profile_feature_sets
 from segments import services as segment_services
 from segments.models import Segment, SegmentKind
+from training import launch as training_launch
 from training import services as training_services
 
 logger = logging.getLogger(__name__)
@@ -146,17 +147,23 @@ def model_version_switch(*, version, seqs=None) -> int:
     return written
 
 
-def training_run(*, run_id: int, progress=None, rebuild: bool = False):
+def training_run(*, run_id: int, progress=None, rebuild: bool = False, world_size: int = 1):
     """Train a run; a version that passes the gate is switched in, and with `rebuild` the profiles
     are rebuilt here (build + CLV refit) so their fused vectors take it in. Returns (run or None,
-    whether a version went live); the Celery path queues its rebuild instead."""
+    whether a version went live); the Celery path queues its rebuild instead. With `world_size` > 1
+    the run trains data-parallel in that many processes (training.launch), each of which calls
+    this function as one rank; their rank 0 switches the version in."""
     activated = []
 
     def activate(version, seqs):
         model_version_switch(version=version, seqs=seqs)
         activated.append(version.pk)
 
-    run = training_services.training_run_execute(run_id=run_id, activate=activate, progress=progress)
+    if world_size > 1:
+        run, went_live = training_launch.training_run_launch(run_id=run_id, world_size=world_size)
+        activated += [went_live] if went_live else []
+    else:
+        run = training_services.training_run_execute(run_id=run_id, activate=activate, progress=progress)
     if activated and rebuild and profile_feature_sets.feature_set_active() is not None:
         profiles_build()
     return run, bool(activated)

@@ -131,18 +131,31 @@ def training_run_execute(*, run_id: int, activate, progress=None) -> TrainingRun
     `progress(record, epochs)` is called once with record None before the first epoch and after
     every epoch (the command's progress bar). When the new version passes the gate,
     `activate(version, seqs)` puts it live (pipeline.flows.model_version_switch: the profiles'
-    vectors are an app above this one) before the run is marked succeeded."""
+    vectors are an app above this one) before the run is marked succeeded.
+
+    Data-parallel (every rank of a torchrun launch calls this, training.launch): rank 0 claims the
+    run, reads the dataset once and hands that snapshot and the configuration to the other ranks,
+    and alone writes (history, version, gate, activation, status); the others train and return
+    None without touching the database."""
+    from training.ml import distributed
     from training.ml.config import EncoderConfig, TrainConfig
     from training.ml.content import CONTENT_DIM
     from training.ml.data import leave_one_out
     from training.ml.trainer import BEST, train
 
+    if not distributed.ranks().writer:
+        plan = distributed.share()
+        if plan is not None:
+            train(**plan)
+        return None
     claimed = TrainingRun.objects.filter(pk=run_id, status__in=[RunStatus.PENDING, RunStatus.RUNNING]).update(
         status=RunStatus.RUNNING, started_at=timezone.now()
     )
     if not claimed:
+        distributed.share(None)
         return None
     run = TrainingRun.objects.get(pk=run_id)
+    plan = None
     try:
         seqs, item_ids, described = training_dataset_read()
         model_args = {**settings.TRAINING_MODEL_DEFAULTS, **run.config.get("model", {})}
@@ -174,8 +187,9 @@ def training_run_execute(*, run_id: int, activate, progress=None) -> TrainingRun
 
         if progress is not None:
             progress(None, train_config.epochs)
-        result = train(seqs=seqs, split=leave_one_out(seqs), model_config=model_config, train_config=train_config,
-                       checkpoint_dir=directory, on_epoch=on_epoch, item_content=item_content)
+        plan = distributed.share({"seqs": seqs, "split": leave_one_out(seqs), "model_config": model_config,
+                                  "train_config": train_config, "checkpoint_dir": directory, "item_content": item_content})
+        result = train(**plan, on_epoch=on_epoch)
         artifact = directory / BEST
         version = ModelVersion.objects.create(
             name=f"{run.arch}-{run.pk}", run=run, artifact_path=str(artifact), artifact_sha256=_sha256(artifact),
@@ -192,6 +206,8 @@ def training_run_execute(*, run_id: int, activate, progress=None) -> TrainingRun
             status=RunStatus.FAILED, finished_at=timezone.now(),
             error="".join(traceback.format_exception_only(exc)).strip()[:10_000],
         )
+        if plan is None:  # the other ranks still wait for the plan: let them go
+            distributed.share(None)
         raise
     return TrainingRun.objects.get(pk=run.pk)
 

@@ -2,6 +2,7 @@
 functions that queue them."""
 
 from celery import shared_task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
 from pipeline import flows
@@ -14,10 +15,11 @@ from training.models import ModelVersion
 def training_run_task(run_id: int) -> dict | None:
     """Train a run; a version that passes the gate goes live and a batch build is queued so the
     fused vectors take it in. A redelivery after a crash resumes from the run's last checkpoint; a
-    run that already finished is left alone."""
+    run that already finished is left alone. With TRAINING_WORLD_SIZE > 1 the run trains in that
+    many processes on this host (torchrun, DDP), this task waiting for them."""
     from profiles.tasks import profile_build_queue_unless_running
 
-    run, activated = flows.training_run(run_id=run_id)
+    run, activated = flows.training_run(run_id=run_id, world_size=settings.TRAINING_WORLD_SIZE)
     if activated:
         profile_build_queue_unless_running()
     return None if run is None else {"run_id": run.pk, "status": run.status}

@@ -141,14 +141,19 @@ class SequenceEncoder(nn.Module, abc.ABC):
         return logits + self.repeat * offsets
 
     def calculate_loss(self, batch: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
-                       unknown_items: torch.Tensor | None = None) -> torch.Tensor:
+                       unknown_items: torch.Tensor | None = None,
+                       denominators: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Cross-entropy of the target items at every position that has one (targets 0 are
         skipped), plus `aux_weight` × the auxiliary heads' cross-entropy on the next event's type
         and amount bucket. targets (see data.training_batch): "items" (B, L) next items or
         (B, L, k) each of the next k items, every (position, target) pair weighing the same;
         "event_types" and "prices" (B, L) of the next token, needed when `aux_weight` is set.
         `unknown_items` are left out of the softmax: items the model must not learn anything
-        about (not even as negatives), as a catalogue item added after training is."""
+        about (not even as negatives), as a catalogue item added after training is.
+
+        `denominators` (item targets, next-event targets) replace this batch's own counts in the two
+        means: a data-parallel rank passes the global batch's, so the ranks' losses add up to the
+        global batch's loss (distributed.py)."""
         items = targets["items"]
         if items.dim() == 2:
             items = items.unsqueeze(-1)
@@ -164,15 +169,17 @@ class SequenceEncoder(nn.Module, abc.ABC):
             log_p = F.log_softmax(logits, dim=-1)
             picked = items[keep]  # (T, k)
             valid = picked > 0
-            loss = loss + (-log_p.gather(1, picked) * valid).sum() / valid.sum()
+            loss = loss + (-log_p.gather(1, picked) * valid).sum() / (valid.sum() if denominators is None else denominators[0])
         if self.config.aux_weight:
             next_type, next_price = targets["event_types"], targets["prices"]
             has_next = next_type > 0
             if has_next.any():
-                aux = F.cross_entropy(self.next_event_type(states[has_next]).float(), next_type[has_next]) + F.cross_entropy(
-                    self.next_price(states[has_next]).float(), next_price[has_next]
+                mean = denominators is None
+                aux = F.cross_entropy(self.next_event_type(states[has_next]).float(), next_type[has_next],
+                                      reduction="mean" if mean else "sum") + F.cross_entropy(
+                    self.next_price(states[has_next]).float(), next_price[has_next], reduction="mean" if mean else "sum"
                 )
-                loss = loss + self.config.aux_weight * aux
+                loss = loss + self.config.aux_weight * (aux if mean else aux / denominators[1])
         return loss
 
 

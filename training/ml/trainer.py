@@ -1,7 +1,9 @@
 """The training loop: seeded, device chosen once (CUDA with bf16 autocast for training when
 present; evaluation scores in fp32), AdamW with warm-up and cosine decay, a checkpoint every epoch
 (plain dicts, loaded with weights_only=True), resume from the last one after a crash, early
-stopping on validation NDCG@10, full-ranking evaluation."""
+stopping on validation NDCG@10, full-ranking evaluation. The same loop trains data-parallel when
+started by torchrun (distributed.py: DDP, each rank a strided share of every global batch,
+evaluation split across the ranks, rank 0 alone writing checkpoints)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from training.ml import distributed
 from training.ml.config import EncoderConfig, TrainConfig
 from training.ml.data import (
     LeaveOneOut,
@@ -30,7 +33,7 @@ LAST, BEST = "last.pt", "best.pt"
 
 
 def device_choose() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return distributed.device_choose()
 
 
 def seed_everything(seed: int) -> None:
@@ -104,6 +107,28 @@ def _model_prepare(model_config: EncoderConfig, item_content, withheld_items, de
     return model, withheld
 
 
+class _LossOf(torch.nn.Module):
+    """The encoder's training loss as a module's forward: DDP synchronises gradients for what runs
+    through forward, and the encoder's forward is inference (user states)."""
+
+    def __init__(self, encoder: SequenceEncoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, inputs, targets, withheld, denominators):
+        return self.encoder.calculate_loss(inputs, targets, withheld, denominators=denominators)
+
+
+def _parallel(model: SequenceEncoder, device: torch.device) -> torch.nn.Module | None:
+    """The model wrapped in DistributedDataParallel when this process is one rank of several
+    (DDP broadcasts rank 0's weights, so every rank starts from the same ones), else None. Unused
+    parameters are allowed: a rank whose share has no next-event target skips the auxiliary heads."""
+    if distributed.ranks().size == 1:
+        return None
+    return torch.nn.parallel.DistributedDataParallel(
+        _LossOf(model), device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+
+
 def _optimizer(model: SequenceEncoder, settings: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; weight decay on matrices and embedding tables only (decaying a bias or a norm's
     gain pulls it towards 0, which is no prior anyone holds)."""
@@ -125,28 +150,47 @@ def learning_rate(settings: TrainConfig, progress: float) -> float:
     return settings.lr * 0.5 * (1.0 + math.cos(math.pi * min(max(decayed, 0.0), 1.0)))
 
 
-def _epoch_train(model, optimizer, settings: TrainConfig, epoch: int, seqs: Sequences, windows, device, withheld) -> float:
-    """One pass over the training windows in a random order; the mean batch loss."""
+def _epoch_train(model, optimizer, settings: TrainConfig, epoch: int, seqs: Sequences, windows, device, withheld,
+                 parallel: torch.nn.Module | None = None) -> float:
+    """One pass over the training windows in a random order; the mean batch loss. With `parallel`
+    (the DDP-wrapped loss), this rank trains on its share of every global batch of
+    `settings.batch_size` windows, and the loss returned is the global batches' (distributed.py)."""
     model.train()
     rows, ends, limits = windows
-    order = np.random.permutation(len(rows))
+    order = np.random.permutation(len(rows))  # the same on every rank: the NumPy state is shared
     starts = range(0, len(order), settings.batch_size)
+    here = distributed.ranks()
+    if parallel is not None:
+        torch.manual_seed(distributed.epoch_seed(settings.seed, epoch, here.rank))
     losses = []
     for step, start in enumerate(starts):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(settings, (epoch + step / len(starts)) / max(settings.epochs, 1))
         picked = order[start:start + settings.batch_size]
+        if parallel is not None:
+            picked, counted = distributed.batch_share(picked, here)
         inputs, targets = training_batch(seqs, rows[picked], ends[picked], limits[picked], model.config.max_len,
                                          model.config.future_window)
         inputs, targets = _to(inputs, device), _to(targets, device)
         inputs["items"], targets["items"] = _withhold(inputs["items"], withheld), _withhold(targets["items"], withheld)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = model.calculate_loss(inputs, targets, withheld)
+        if parallel is None:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = model.calculate_loss(inputs, targets, withheld)
+            reported = loss
+        else:
+            # the global batch's target counts, so each rank's loss is its part of the global mean
+            counts = torch.stack([(targets["items"] > 0).sum(), (targets["event_types"] > 0).sum()]).float() * counted
+            totals = distributed.all_reduce_sum(counts).clamp(min=1.0)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                reported = parallel(inputs, targets, withheld, (totals[0], totals[1])) * float(counted)
+            loss = reported * here.size  # DDP averages the ranks' gradients; this makes it their sum
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
-        losses.append(float(loss.detach()))
+        losses.append(float(reported.detach()))
+    if parallel is not None and losses:  # each global batch's loss: the ranks' parts added
+        losses = distributed.all_reduce_sum(torch.tensor(losses, dtype=torch.float64)).tolist()
     return float(np.mean(losses)) if losses else 0.0
 
 
@@ -155,7 +199,22 @@ def evaluate_ranks(model: SequenceEncoder, seqs: Sequences, rows, cut, targets, 
                    exclude_seen: bool = True) -> torch.Tensor:
     """Full-ranking rank of every target, one per row; the customer's earlier items are left out
     of the ranking when `exclude_seen`. Scored in fp32 even on GPU: under bf16 (3 significant
-    digits) many items tie, and a pessimistic rank counts every tie against the target."""
+    digits) many items tie, and a pessimistic rank counts every tie against the target.
+
+    Data-parallel, every rank must call it: each ranks every size-th row and all get all ranks,
+    in row order (the same tensor one process computes)."""
+    here = distributed.ranks()
+    if here.size > 1:
+        mine = np.arange(here.rank, len(rows), here.size)
+        local = _evaluate_ranks_here(model, seqs, np.asarray(rows)[mine], np.asarray(cut)[mine],
+                                     np.asarray(targets)[mine], device=device, batch_size=batch_size,
+                                     exclude_seen=exclude_seen)
+        return distributed.gather_strided(local.long(), len(rows))
+    return _evaluate_ranks_here(model, seqs, rows, cut, targets, device=device, batch_size=batch_size,
+                                exclude_seen=exclude_seen)
+
+
+def _evaluate_ranks_here(model, seqs, rows, cut, targets, *, device, batch_size, exclude_seen) -> torch.Tensor:
     model.eval()
     ranks = []
     for start in range(0, len(rows), batch_size):
@@ -190,24 +249,36 @@ def train(
     epoch's checkpoint is written: how tests simulate a worker dying mid-run. `train_before` (seconds
     since the epoch) keeps every customer's training input before that time, as a time split needs.
     `inspect(model, record)` sees the model after every epoch (a benchmark scores a second
-    protocol with it; it must not train or draw random numbers)."""
+    protocol with it; it must not train or draw random numbers).
+
+    Under torchrun (several ranks) every rank calls this with the same data and configuration:
+    rank 0 alone reads and writes the checkpoints (the other ranks get its state by broadcast, so
+    a checkpoint of any world size resumes under any other) and alone calls `on_epoch`; every
+    rank calls `inspect` (evaluation is collective) and returns the same result."""
     device = device or device_choose()
     seed_everything(train_config.seed)
     model, withheld = _model_prepare(model_config, item_content, withheld_items, device)
     optimizer = _optimizer(model, train_config)
     result = TrainResult(model=model, device=str(device))
     start_epoch, best_score, best_state, stale = 0, -float("inf"), None, 0
-    if checkpoint_dir is not None and (checkpoint_dir / LAST).exists():
-        state = torch.load(checkpoint_dir / LAST, map_location=device, weights_only=True)
+    here = distributed.ranks()
+    state = None
+    if checkpoint_dir is not None and here.writer and (checkpoint_dir / LAST).exists():
+        on = device if here.size == 1 else "cpu"
+        state = torch.load(checkpoint_dir / LAST, map_location=on, weights_only=True)
+        state["best"] = torch.load(checkpoint_dir / BEST, map_location=on, weights_only=True)["state_dict"]
+    state = distributed.share(state)
+    if state is not None:
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         result.history = state["history"]
         start_epoch, best_score, stale = state["epoch"] + 1, state["best_score"], state["stale"]
         result.best_epoch = state["best_epoch"]
-        best_state = torch.load(checkpoint_dir / BEST, map_location=device, weights_only=True)["state_dict"]
+        best_state = state["best"]
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(_numpy_state(state["numpy_rng"]))
         result.resumed_from_epoch = state["epoch"]
+    parallel = _parallel(model, device)  # after loading: the ranks start from the checkpoint's weights
     k, exclude = train_config.eval_k, train_config.exclude_seen
     for epoch in range(start_epoch, train_config.epochs):
         if stale >= train_config.patience:
@@ -215,11 +286,12 @@ def train(
         began = time.perf_counter()
         windows = _training_windows(seqs, split, model_config.max_len, before=train_before,
                                     shift_windows=train_config.shift_windows)
-        mean_loss = _epoch_train(model, optimizer, train_config, epoch, seqs, windows, device, withheld)
+        mean_loss = _epoch_train(model, optimizer, train_config, epoch, seqs, windows, device, withheld, parallel)
         has_split = len(split.rows) > 0
         valid = evaluate(model, seqs, split.rows, split.valid_cut, split.valid_item, k=k, device=device,
                          exclude_seen=exclude) if has_split else {}
-        record = {"epoch": epoch, "loss": mean_loss, "valid": valid, "seconds": round(time.perf_counter() - began, 3)}
+        record = {"epoch": epoch, "loss": mean_loss, "valid": valid, "seconds": round(time.perf_counter() - began, 3),
+                  **({"ranks": here.size} if here.size > 1 else {})}  # data-parallel: how many processes
         result.history.append(record)
         # Without items (CDNOW: amounts and dates only) there is nothing to rank: the auxiliary
         # heads' training loss is what stops early.
@@ -229,10 +301,11 @@ def train(
             best_state = {name: t.detach().clone() for name, t in model.state_dict().items()}
         else:
             stale += 1
-        if checkpoint_dir is not None:
+        if checkpoint_dir is not None and here.writer:
             _checkpoint(checkpoint_dir, model, optimizer, model_config, train_config, epoch, best_score, stale,
                         result, best_state)
-        if on_epoch:
+        distributed.barrier()  # no rank runs ahead of a checkpoint that is not written yet
+        if on_epoch and here.writer:
             on_epoch(record)
         if inspect:
             inspect(model, record)
@@ -259,13 +332,14 @@ def refit(
     seed_everything(train_config.seed)
     model, withheld = _model_prepare(model_config, item_content, withheld_items, device)
     optimizer = _optimizer(model, train_config)
+    parallel = _parallel(model, device)
     # the schedule of a run planned for `epochs` epochs (the count early stopping chose)
     settings = replace(train_config, epochs=epochs)
     result = TrainResult(model=model, device=str(device))
     for epoch in range(epochs):
         began = time.perf_counter()
         windows = _training_windows(seqs, split, model_config.max_len, upto="test", shift_windows=settings.shift_windows)
-        mean_loss = _epoch_train(model, optimizer, settings, epoch, seqs, windows, device, withheld)
+        mean_loss = _epoch_train(model, optimizer, settings, epoch, seqs, windows, device, withheld, parallel)
         result.history.append({"epoch": epoch, "loss": mean_loss, "valid": {},
                                "seconds": round(time.perf_counter() - began, 3)})
     result.best_epoch = epochs - 1

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
@@ -25,10 +26,15 @@ class Command(BaseCommand):
         parser.add_argument("--no-content", dest="content", action="store_false")
         parser.add_argument("--if-missing", action="store_true", help="do nothing when a model version is active")
         parser.add_argument("--no-rebuild", action="store_true", help="do not rebuild profiles after activation")
+        parser.add_argument("--run-id", type=int, default=None,
+                            help="train this pending run (what each rank runs under torchrun, see training.launch: "
+                                 "rank 0 writes the registry); the other options are the run's own")
         parser.add_argument("--queue", action="store_true",
                             help="queue the run for a worker on the training queue instead of training here")
 
     def handle(self, *args, **opts):
+        if opts["run_id"] is not None:
+            return self._rank(opts["run_id"], rebuild=not opts["no_rebuild"])
         if opts["if_missing"] and (ModelVersion.objects.filter(is_active=True).exists()
                                    or TrainingRun.objects.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING]).exists()):
             self.stdout.write("a model version is active or a run is pending; nothing to do")
@@ -66,6 +72,25 @@ class Command(BaseCommand):
                 bar.close()
         if run is None:
             raise CommandError("the run was taken by another worker")
+        self._summary(run)
+
+    def _rank(self, run_id: int, *, rebuild: bool):
+        """One rank of a data-parallel run (or the only process without torchrun)."""
+        from training.ml import distributed
+
+        here = distributed.init_from_env(timeout_s=settings.TRAINING_DIST_TIMEOUT_S)
+        try:
+            run, _ = flows.training_run(run_id=run_id, rebuild=rebuild)
+        finally:
+            distributed.close()
+        if not here.writer:
+            return
+        if run is None:
+            self.stdout.write(f"training run #{run_id} is finished or taken by another worker; nothing to do")
+            return
+        self._summary(run)
+
+    def _summary(self, run):
         version = run.model_version
         self.stdout.write(
             f"run #{run.pk} {run.status} on {run.device} in {run.duration_s:.1f}s: test {run.metrics}; "
