@@ -11,7 +11,7 @@ Mapping (README "Segment-Spec source"):
 - The e-commerce events of the spec become our event types (ECOMMERCE_EVENTS) with item, price,
   quantity and revenue; every other `track`, and `page` and `screen` calls, become `click` events
   with the name and properties in the context.
-- `identify` traits become a customer upsert (the visitor's, with only an `anonymousId`); an
+- `identify` traits (top-level, or in `context.traits` as RudderStack sends them) become a customer upsert (the visitor's, with only an `anonymousId`); an
   identify that carries both ids, and an `alias`, ask for an identity merge.
 - The message's own `context` (IP address, user agent, library) is not kept.
 """
@@ -286,7 +286,9 @@ def _message_translate(out: Translation, index: int, message, received_at: datet
         out.ignored += 1
         return
     if kind == "identify":
-        traits = _object(message, "traits")
+        # rudder-sdk-python sends identify traits in context.traits only; the Spec allows both
+        context_traits = _object(message, "context").get("traits")
+        traits = {**(context_traits if isinstance(context_traits, dict) else {}), **_object(message, "traits")}
         if customer:
             out.customers.append(traits_customer(traits, external_id=customer))
             out.customer_origins.append(index)

@@ -308,3 +308,12 @@ def test_the_schema_documents_the_segment_endpoints(client):
     for name in ("batch", "track", "identify", "page", "screen", "alias", "group"):
         operation = schema["paths"][f"/v1/{name}"]["post"]
         assert set(operation["responses"]) >= {"200", "400", "401", "413"}
+
+
+def test_identify_traits_may_come_in_the_context_as_rudderstack_sends_them():
+    message = {"type": "identify", "userId": "u-1", "context": {"traits": {"email": "a@example.com", "age": 20}},
+               "traits": {"age": 21}}
+
+    out = segment_spec.batch_translate([message], received_at=NOW)
+
+    assert out.customers == [{"external_id": "u-1", "email": "a@example.com", "age": 21}]
