@@ -145,19 +145,48 @@ _RESPONSES = {
     429: OpenApiResponse(_ERROR, description="Throttled; SDKs retry after Retry-After."),
     503: OpenApiResponse(description="Database away; SDKs retry after Retry-After."),
 }
-_MESSAGE = serializers.DictField(help_text="A Segment Spec message: userId or anonymousId, messageId, timestamp, ...")
+def _message_fields(message_type: str | None) -> dict:
+    fields = {
+        "userId": serializers.CharField(required=False, help_text="The customer's external id."),
+        "anonymousId": serializers.CharField(required=False, help_text="A visitor not yet identified."),
+        "messageId": serializers.CharField(required=False, help_text="Becomes the event id."),
+        "timestamp": serializers.CharField(required=False, help_text="ISO 8601; else originalTimestamp, else now."),
+        "context": serializers.DictField(required=False, help_text="Not kept (except context.traits on identify)."),
+        "writeKey": serializers.CharField(required=False, help_text="The write key, when not sent as HTTP Basic."),
+    }
+    if message_type is None:
+        fields["type"] = serializers.ChoiceField(segment_spec.MESSAGE_TYPES)
+    if message_type in (None, "track"):
+        fields["event"] = serializers.CharField(required=False, help_text="A track call's event name.")
+    if message_type in (None, "page", "screen"):
+        fields["name"] = serializers.CharField(required=False)
+    if message_type in (None, "track", "page", "screen"):
+        fields["properties"] = serializers.DictField(required=False)
+    if message_type in (None, "identify", "group"):
+        fields["traits"] = serializers.DictField(required=False)
+    if message_type in (None, "alias"):
+        fields["previousId"] = serializers.CharField(required=False, help_text="The id merged into userId.")
+    return fields
 
 
 def _spec_view(message_type: str | None, summary: str, description: str):
-    request = (inline_serializer("SpecBatch", {"batch": serializers.ListField(child=_MESSAGE),
-                                               "writeKey": serializers.CharField(required=False)})
-               if message_type is None else _MESSAGE)
-    view = type(f"Spec{(message_type or 'batch').title()}Api", (SpecApi,), {"message_type": message_type})
-    view.post = extend_schema(
-        summary=summary, description=description, request=request, responses=_RESPONSES, tags=["segment-spec"],
-        operation_id=f"segment_spec_{message_type or 'batch'}",
-    )(SpecApi.post)
-    return view
+    name = (message_type or "batch").title()
+    if message_type is None:
+        request = inline_serializer("SpecBatch", {
+            "batch": serializers.ListField(child=inline_serializer("SpecMessage", _message_fields(None))),
+            "writeKey": serializers.CharField(required=False),
+        })
+    else:
+        request = inline_serializer(f"Spec{name}", _message_fields(message_type))
+
+    def post(self, request):
+        return SpecApi.post(self, request)
+
+    return type(f"Spec{name}Api", (SpecApi,), {
+        "message_type": message_type,
+        "post": extend_schema(summary=summary, description=description, request=request, responses=_RESPONSES,
+                              tags=["segment-spec"], operation_id=f"segment_spec_{message_type or 'batch'}")(post),
+    })
 
 
 _COMMON = ("Write key: an API token with events:write, as the HTTP Basic user name (empty password) or "
