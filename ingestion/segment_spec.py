@@ -47,7 +47,9 @@ ORDER_EVENTS = ("Order Completed", "Order Refunded", "Order Cancelled")
 OTHER_EVENT_TYPE = "click"
 
 # Segment trait → our customer field (the rest go to the customer's attributes).
-TRAIT_FIELDS = {"email": "email", "name": "name", "phone": "phone", "age": "age", "region": "region"}
+TRAIT_FIELDS = {"email": "email", "name": "name", "phone": "phone", "age": "age", "region": "region",
+                "consent_profiling": "consent_profiling", "consent_marketing": "consent_marketing",
+                "is_loyalty_member": "is_loyalty_member"}
 GENDERS = {"f": "female", "female": "female", "woman": "female", "m": "male", "male": "male", "man": "male",
            "other": "other", "non-binary": "other", "nonbinary": "other"}
 
@@ -59,8 +61,7 @@ NATIVE_TO_SPEC = {
     "context": "properties", "event_type": "event", "session_id": "context", "channel": "context",
     "device": "context",
 }
-CUSTOMER_TO_SPEC = {"external_id": "userId", "signup_date": "traits.createdAt", "is_loyalty_member": "traits",
-                    "age_band": "traits", "consent_profiling": "traits", "consent_marketing": "traits",
+CUSTOMER_TO_SPEC = {"external_id": "userId", "signup_date": "traits.createdAt", "age_band": "traits",
                     "attributes": "traits"}
 
 

@@ -317,3 +317,46 @@ def test_identify_traits_may_come_in_the_context_as_rudderstack_sends_them():
     out = segment_spec.batch_translate([message], received_at=NOW)
 
     assert out.customers == [{"external_id": "u-1", "email": "a@example.com", "age": 21}]
+
+
+def test_a_throttled_write_key_gets_429_with_retry_after_which_the_sdks_retry(db):
+    _, key = api_token_create(name="slow shop", scopes=["events:write"], requests_per_minute=1)
+    body = {"batch": [_track("Product Viewed", {"product_id": "sku-1"})]}
+
+    first = _post(APIClient(), "/v1/batch", body, key)
+    second = _post(APIClient(), "/v1/batch", body, key)
+
+    assert first.status_code == 200
+    assert second.status_code == 429 and int(second["Retry-After"]) > 0
+    assert second.json()["success"] is False and second.json()["code"] == "throttled" and second.json()["message"]
+
+
+def test_consent_traits_are_the_customers_consent_and_a_restriction_still_wins(write_key, compliance_user):
+    from privacy import services as privacy
+
+    request = privacy.privacy_request_file(kind="restriction", source="default", external_id="objector",
+                                           actor=compliance_user)
+    privacy.privacy_request_verify(request=request, actor=compliance_user)
+    privacy.privacy_request_execute(request=request, actor=compliance_user)
+    body = {"batch": [
+        {"type": "identify", "userId": "shy", "traits": {"consent_profiling": False, "consent_marketing": True}},
+        {"type": "identify", "userId": "keen", "traits": {"consent_profiling": "yes-please"}},
+        {"type": "identify", "userId": "objector", "traits": {"consent_profiling": True, "region": "north"}},
+        {**_track("Product Viewed", {"product_id": "s"}), "userId": "objector"},
+    ]}
+
+    refused = _post(APIClient(), "/v1/batch", body, write_key)
+    body["batch"][1]["traits"]["consent_profiling"] = True
+    accepted = _post(APIClient(), "/v1/batch", body, write_key)
+
+    assert refused.status_code == 400
+    assert refused.json()["errors"] == [{"index": 1, "errors": {"traits.consent_profiling": ["Must be a valid boolean."]}}]
+    assert accepted.status_code == 200
+
+    def customer(external_id):
+        return Customer.objects.get(key=customer_key(source="default", external_id=external_id))
+
+    assert (customer("shy").consent_profiling, customer("shy").consent_marketing) == (False, True)
+    assert customer("keen").consent_profiling is True
+    assert (customer("objector").region, customer("objector").consent_profiling) == ("north", False)
+    assert _events("objector").count() == 1  # restricted, not suppressed: the events are kept
