@@ -94,8 +94,6 @@ class SpecApi(APIView):
                 raise exceptions.ValidationError({"batch": ["required: a list of messages"]})
             shared = {k: v for k, v in body.items() if k in ("context", "integrations")}
             return [{**shared, **m} if isinstance(m, dict) else m for m in batch]
-        if segment_spec.message_size(body) > segment_spec.MESSAGE_MAX_BYTES:
-            raise PayloadTooLarge(f"A message exceeds the Segment Spec's limit of {segment_spec.MESSAGE_MAX_BYTES} bytes.")
         return [{**body, "type": self.message_type}]
 
     def post(self, request):
