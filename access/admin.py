@@ -12,7 +12,11 @@ MAX_LIFETIME_DAYS = 366
 
 
 class ApiTokenCreateForm(forms.ModelForm):
-    scopes = forms.MultipleChoiceField(choices=Scope.choices, widget=forms.CheckboxSelectMultiple, label=_("scopes"))
+    scopes = forms.MultipleChoiceField(
+        choices=Scope.choices, widget=forms.CheckboxSelectMultiple, label=_("scopes"),
+        help_text=_("A token with events:write is also the write key of a shop's Segment or RudderStack SDK: "
+                    "set the SDK's host to this server and its write key to the token."),
+    )
     lifetime_days = forms.IntegerField(
         label=_("valid for (days)"), min_value=1, max_value=MAX_LIFETIME_DAYS,
         initial=lambda: settings.API_TOKEN_LIFETIME_DAYS,

@@ -13,3 +13,16 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):
             "scheme": "bearer",
             "description": "A client token from the admin (API tokens), sent as 'Authorization: Bearer pt_…'.",
         }
+
+
+class WriteKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "access.authentication.WriteKeyAuthentication"
+    name = "writeKey"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "basic",
+            "description": "The Segment Spec's write key: an API token with events:write as the user name, "
+                           "empty password (or `writeKey` in the body).",
+        }

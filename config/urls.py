@@ -21,6 +21,7 @@ urlpatterns = [
     path("api/v1/", include("segments.urls")),
     path("api/v1/", include("privacy.urls")),
     path("api/v1/", include("crm.urls")),
+    path("v1/", include("ingestion.segment_urls")),  # the Segment-Spec source (README "REST")
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[], authentication_classes=[]), name="schema"),
     path(
         "api/docs/",

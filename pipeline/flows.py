@@ -8,22 +8,31 @@ own app's tables and returns; what follows it across apps is written here, once.
     training run ─▶ training_run: train + gate (training) → model_version_switch
     model switch ─▶ model_version_switch: encode (training) → write vectors (profiles) → mark active (training)
     inline build ─▶ profiles_build: batch build (profiles) → clv_refit
+    Segment-Spec batch ─▶ segment_batch_ingest: events, customer upserts (ingestion) → identity merges (profiles)
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
+from django.db import transaction
 
 from crm import services as crm_services
 from crm.models import Audience
 from crm.selectors import customers_with_new_orders
+from ingestion import segment_spec
 from ingestion import selectors as ingestion_selectors
+from ingestion import services as ingestion_services
+from ingestion.pseudonyms import anonymous_source
+from ingestion.row_validation import CustomerRow
 from profiles import selectors as profile_selectors
 from profiles import services as profile_services
 from profiles import builds as profile_builds
 from profiles import feature_sets as profile_feature_sets
+from profiles import merges
 from segments import services as segment_services
 from segments.models import Segment, SegmentKind
 from training import launch as training_launch
@@ -167,3 +176,92 @@ def training_run(*, run_id: int, progress=None, rebuild: bool = False, world_siz
     if activated and rebuild and profile_feature_sets.feature_set_active() is not None:
         profiles_build()
     return run, bool(activated)
+
+
+@dataclass
+class SegmentBatchResult:
+    received: int  # messages
+    events: ingestion_services.BatchResult | None
+    customers_written: int
+    merges: int  # identify/alias links that merged (or had merged) two identities
+    merges_refused: int  # links refused: a suppressed subject, or one side already merged elsewhere
+    ignored: int  # messages with nothing for us (group calls, aliases of ids never seen)
+    customer_ids: list[int]  # customers whose profiles the batch changed, for events_landed
+
+
+def segment_batch_ingest(*, messages: list, source: str = "default", received_at: datetime) -> SegmentBatchResult:
+    """A Segment-Spec batch (ingestion.segment_spec) written through the native services in one
+    transaction: events (ingestion.services.events_ingest_batch: cleaning, suppression, event ids),
+    identify traits (customers_upsert: PII encrypted, suppression and restriction), then the identity
+    links (profiles.merges.identify_call / alias_call), so a visitor's events sent in the same batch
+    move with the merge. Either every message is valid and all of it is written, or BatchRejected
+    lists each bad message by index, fields named as the message spells them, and nothing is."""
+    translation = segment_spec.batch_translate(messages, received_at=received_at)
+    errors = list(translation.errors)
+    customers = _customer_rows(translation.customers, translation.customer_origins, errors)
+    visitors = _customer_rows(translation.visitors, translation.visitor_origins, errors)
+    visitor_source = anonymous_source(source)
+    with transaction.atomic():
+        events = None
+        if translation.events:  # validated whole before anything is written; rolled back below on any error
+            try:
+                events = ingestion_services.events_ingest_batch(rows=translation.events, source=source)
+            except ingestion_services.BatchRejected as rejected:
+                errors += segment_spec.errors_by_message(
+                    rejected.errors, translation.event_origins, segment_spec.NATIVE_TO_SPEC)
+        if errors:
+            raise ingestion_services.BatchRejected(_errors_merged(errors))
+        written = 0
+        if customers:
+            written += ingestion_services.customers_upsert(rows=customers, source=source)
+        if visitors:
+            written += ingestion_services.customers_upsert(rows=visitors, source=visitor_source)
+        merged, refused, unknown, survivors = 0, 0, 0, set()
+        links = [(merges.identify_call, {"anonymous_id": a, "customer_id": u}) for a, u in translation.identities]
+        links += [(merges.alias_call, {"previous_id": p, "user_id": u}) for p, u in translation.aliases]
+        for call, ids in links:
+            try:
+                merge = call(source=source, **ids)
+            except merges.AnonymousIdUnknown:
+                merge = None  # an identify of a visitor who sent no event yet: nothing to merge
+            except merges.IdentityMergeRefused:
+                refused += 1
+                continue
+            if merge is None:
+                unknown += 1
+            else:
+                merged += 1
+                survivors.add(merge.survivor_id)
+    customer_ids = set(events.customer_ids if events else [])
+    customer_ids |= set(ingestion_selectors.customer_ids_by_external_id(
+        source=source, external_ids=[row["external_id"] for row in customers]))
+    customer_ids |= set(ingestion_selectors.customer_ids_by_external_id(
+        source=visitor_source, external_ids=[row["external_id"] for row in visitors]))
+    return SegmentBatchResult(
+        received=len(messages), events=events, customers_written=written, merges=merged, merges_refused=refused,
+        ignored=translation.ignored + unknown,
+        customer_ids=sorted(customer_ids | survivors),
+    )
+
+
+def _customer_rows(rows: list[dict], origins: list[int], errors: list[dict]) -> list[dict]:
+    """Identify traits checked by the native customer row validator; errors named traits.<field>."""
+    if not rows:
+        return []
+    serializer = CustomerRow(data=rows, many=True)
+    if serializer.is_valid():
+        return serializer.validated_data
+    by_row = serializer.errors
+    by_row = by_row.items() if isinstance(by_row, dict) else enumerate(by_row)
+    names = {name: segment_spec.CUSTOMER_TO_SPEC.get(name, f"traits.{name}") for name in CustomerRow().fields}
+    errors.extend(segment_spec.errors_by_message(
+        [{"index": int(i), "errors": e} for i, e in by_row if e], origins, names))
+    return []
+
+
+def _errors_merged(errors: list[dict]) -> list[dict]:
+    merged: dict[int, dict] = {}
+    for error in errors:
+        for name, reasons in error["errors"].items():
+            merged.setdefault(error["index"], {}).setdefault(name, []).extend(reasons)
+    return [{"index": i, "errors": merged[i]} for i in sorted(merged)]

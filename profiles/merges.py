@@ -113,6 +113,34 @@ def identify_call(
         raise
 
 
+@transaction.atomic
+def alias_call(
+    *, source: str, previous_id: str, user_id: str, reason: str = "alias call", user=None
+) -> IdentityMerge | None:
+    """An app says `previous_id` is now `user_id` (the Segment Spec's alias). A `previous_id` that
+    events carried as an anonymous id is an identify call; one that names a known customer of
+    `source` merges that customer into `user_id` (created if new). Returns the merge, or None when
+    no event or customer ever carried `previous_id` (nothing to merge). Same suppression rule and
+    lock as identify_call; the same pair again returns the live merge."""
+    if customer_by_external_id(source=anonymous_source(source), external_id=previous_id) is not None:
+        return identify_call(source=source, anonymous_id=previous_id, customer_id=user_id, reason=reason, user=user)
+    with connection.cursor() as cursor:
+        ingest_guard(cursor)
+    if subject_is_suppressed(source=source, external_id=previous_id) or subject_is_suppressed(
+        source=source, external_id=user_id
+    ):
+        raise IdentitySuppressed()
+    previous = customer_by_external_id(source=source, external_id=previous_id)
+    if previous is None:
+        return None
+    survivor = merging.customer_get_or_create(source=source, external_id=user_id)
+    if existing := _live_merge(merged=previous, survivor=survivor):
+        return existing
+    return identities_merge(
+        merged=previous, survivor=survivor, method=MergeMethod.ALIAS, reason=reason, confidence=1.0, user=user
+    )
+
+
 def _live_merge(*, merged: Customer, survivor: Customer) -> IdentityMerge | None:
     return IdentityMerge.objects.filter(merged=merged, survivor=survivor, undone_at__isnull=True).first()
 

@@ -162,6 +162,7 @@ class ProfileBuild(models.Model):
 
 class MergeMethod(models.TextChoices):
     IDENTIFY = "identify", _("identify call")
+    ALIAS = "alias", _("alias call")
     MANUAL = "manual", _("manual")
 
 
