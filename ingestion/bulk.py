@@ -255,3 +255,19 @@ def social_edges_copy_insert(cursor, edges) -> int:
     inserted = cursor.rowcount
     cursor.execute("DROP TABLE edge_stage")
     return inserted
+
+
+_COPY_QUARANTINE = (
+    "COPY ingestion_quarantinedrow (job_id, line_number, raw_encrypted, subject_tokens, reason, created_at) FROM STDIN"
+)
+
+
+def quarantined_rows_copy(cursor, rows) -> int:
+    """rows: (job_id, line_number, raw_encrypted, subject_tokens, reason, created_at) tuples, written
+    with one COPY: a file whose every line is rejected costs about what one that lands does."""
+    count = 0
+    with cursor.copy(_COPY_QUARANTINE) as copy:
+        for row in rows:
+            copy.write_row(row)
+            count += 1
+    return count

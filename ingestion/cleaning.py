@@ -17,6 +17,7 @@ import pandas as pd
 
 from ingestion.event_ids import UUID_PATTERN, time_ordered_hex, uuid5_hex
 from ingestion.models import EventFlag, EventType
+from ingestion.normalise import currency_normalise
 
 FIELDS = (
     "event_id",
@@ -56,7 +57,6 @@ EVENT_TYPE_ALIASES: dict[str, int] = {
 NOISY_TYPES = (EventType.VIEW, EventType.CLICK, EventType.SEARCH)
 ITEM_REQUIRED_TYPES = (EventType.VIEW, EventType.ADD_TO_CART, EventType.REMOVE_FROM_CART, EventType.RATING)
 VALUE_REQUIRED_TYPES = (EventType.PURCHASE, EventType.REFUND)
-CURRENCY_SYMBOLS = {"$": "USD", "US$": "USD", "€": "EUR", "£": "GBP", "¥": "CNY", "￥": "CNY", "RMB": "CNY"}
 TEXT_LIMITS = {"customer_id": 256, "item_id": 128, "session_id": 64, "channel": 16, "device": 16, "order_id": 64}
 EARLIEST = pd.Timestamp("1990-01-01", tz="UTC")
 _OFFSET_RE = r"(?:Z|[+-]\d{2}:?\d{2})$"
@@ -106,11 +106,18 @@ class _Problems:
     def __init__(self, n: int):
         self.n = n
         self.items: list[tuple[np.ndarray, str, str]] = []
+        self._settled: dict[str, np.ndarray] = {}  # rows whose field already has its reason
 
-    def add(self, mask, field_name: str, message: str) -> None:
+    def add(self, mask, field_name: str, message: str, *, settles: bool = False) -> None:
+        """`settles`: this reason is the field's whole story for these rows (a value the value map
+        lacks is not also "required" once the map has emptied it)."""
         mask = np.asarray(mask, dtype=bool)
+        if not settles and field_name in self._settled:
+            mask = mask & ~self._settled[field_name]
         if mask.any():
             self.items.append((mask, field_name, message))
+            if settles:
+                self._settled[field_name] = self._settled.get(field_name, np.zeros(self.n, dtype=bool)) | mask
 
     def any_mask(self) -> np.ndarray:
         out = np.zeros(self.n, dtype=bool)
@@ -267,12 +274,16 @@ def _event_ids(cols: _Columns, cleaned: pd.DataFrame, rules: CleaningRules, prob
     return ids
 
 
-def events_clean(frame: pd.DataFrame, *, rules: CleaningRules) -> CleanedEvents:
-    """Validate and normalise one chunk. Rows keep their order; `_line` identifies each one."""
+def events_clean(frame: pd.DataFrame, *, rules: CleaningRules, prior: list | None = None) -> CleanedEvents:
+    """Validate and normalise one chunk. Rows keep their order; `_line` identifies each one.
+    `prior`: (row mask, field, message) problems found before cleaning (value maps, customer
+    columns of the same rows), so such a row is refused whole with every reason."""
     frame = frame.reset_index(drop=True)
     cols = _Columns(frame)
     n = len(frame)
     problems = _Problems(n)
+    for mask, field_name, message in prior or ():
+        problems.add(mask, field_name, message, settles=True)
     counts: Counter = Counter()
     out = pd.DataFrame(index=frame.index)
     out["_line"] = frame["_line"].astype("int64")
@@ -309,7 +320,7 @@ def events_clean(frame: pd.DataFrame, *, rules: CleaningRules) -> CleanedEvents:
     out["value"] = value.round(2)
 
     currency_text = cols.text("currency")
-    currency = currency_text.str.upper().replace(CURRENCY_SYMBOLS)
+    currency = currency_normalise(currency_text)
     counts["currency_defaulted"] += int((currency.isna() & value.notna()).sum())
     currency = currency.where(currency.notna() | value.isna(), rules.default_currency)
     problems.add((currency.notna() & ~currency.str.fullmatch(r"[A-Z]{3}", na=False)).to_numpy(), "currency", "not an ISO 4217 code")
