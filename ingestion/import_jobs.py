@@ -25,7 +25,7 @@ from ingestion.cleaning import (
     RowError,
     events_clean,
 )
-from ingestion.pseudonyms import customer_key, pii_encrypt_bytes
+from ingestion.pseudonyms import customer_key, pii_encrypt_many
 from ingestion.selectors import customer_keys_resolve
 from ingestion.importers.sources import (
     EventSource,
@@ -95,14 +95,14 @@ class _ChunkOutcome:
     read: int
     cleaned: CleanedEvents
     malformed: list[RowError]
-    raw_for_rejected: list[str]
-    subjects_of_rejected: list[list[str]]  # the external ids each rejected row names
     blank_lines: int
     progress_done: int
     payload: bytes
     rows: int  # events in the payload
     refused: int  # rows of suppressed subjects, dropped before any customer was created
     external_ids: list[str]  # customers of the payload, re-checked against suppression at store time
+    quarantine: bytes = b""  # the rejected and malformed rows, encrypted, as COPY text
+    quarantined: int = 0
 
 
 def mapped_chunk_check(frame: pd.DataFrame, event_source: EventSource) -> tuple[pd.DataFrame, list]:
@@ -118,7 +118,7 @@ def mapped_chunk_check(frame: pd.DataFrame, event_source: EventSource) -> tuple[
 
 
 def _prepare_chunk(frame: pd.DataFrame, chunk, event_source: EventSource, references: bulk.ReferenceIds,
-                   attributes: "LatestCustomerAttributes") -> _ChunkOutcome:
+                   attributes: "LatestCustomerAttributes", job_id: int) -> _ChunkOutcome:
     # before cleaning, so a suppressed subject's rejected row is not quarantined (kept verbatim)
     frame, refused_raw = without_suppressed_subjects(frame, references.source)
     frame, prior = mapped_chunk_check(frame, event_source)
@@ -128,25 +128,30 @@ def _prepare_chunk(frame: pd.DataFrame, chunk, event_source: EventSource, refere
     refused += refused_raw
     payload = bulk.events_payload(events=events, references=references) if len(events) else b""
     raw, subjects = [], []
-    if cleaned.rejected:
-        lines = np.fromiter((r.line for r in cleaned.rejected), dtype=np.int64, count=len(cleaned.rejected))
-        order = np.argsort(frame["_line"].to_numpy(), kind="stable")
-        positions = order[np.searchsorted(frame["_line"].to_numpy()[order], lines)]
+    if len(cleaned.rejected_lines):
+        order = np.argsort(chunk.frame["_line"].to_numpy(), kind="stable")
+        positions = order[np.searchsorted(chunk.frame["_line"].to_numpy()[order], cleaned.rejected_lines)]
         raw = chunk.raw(positions)
-        named = frame["customer_id"].iloc[positions] if "customer_id" in frame else pd.Series([None] * len(positions))
-        subjects = [[str(e)] if isinstance(e, str) and e.strip() else [] for e in named]
+        subjects = cleaned.rejected_customer_ids
+    # encrypted here, in the reading thread, so the writers only send it (and hold no GIL meanwhile)
+    quarantine, quarantined = _quarantine_payload(
+        job_id=job_id, source=references.source,
+        lines=[r.line for r in chunk.malformed] + cleaned.rejected_lines.tolist(),
+        raws=[r.raw for r in chunk.malformed] + raw,
+        reasons=[r.reason for r in chunk.malformed] + cleaned.rejected_reasons(),
+        subjects=[None] * len(chunk.malformed) + list(subjects))
     return _ChunkOutcome(
         read=len(frame) + len(chunk.malformed),
         cleaned=cleaned,
         malformed=chunk.malformed,
-        raw_for_rejected=raw,
-        subjects_of_rejected=subjects,
         blank_lines=chunk.blank_lines,
         progress_done=chunk.bytes_done,
         payload=payload,
         rows=len(events),
         refused=refused,
         external_ids=[str(e) for e in events["customer_id"].unique()] if len(events) else [],
+        quarantine=quarantine,
+        quarantined=quarantined,
     )
 
 
@@ -199,10 +204,11 @@ def customer_attributes_store(*, source: str, attributes: LatestCustomerAttribut
         report["customers_updated_from_lines"] += len(rows)
 
 
-def _quarantine_rows(*, job_id: int, source: str, entries) -> list[tuple]:
-    """Rejected rows ready for `bulk.quarantined_rows_copy`: each row encrypted under the PII key,
-    with the customer tokens of the subjects it names (erasure's key); `entries` are
-    (line, raw text, reason, external ids named) tuples."""
+def _quarantine_payload(*, job_id: int, source: str, lines: list[int], raws: list[str], reasons: list[str],
+                        subjects: list) -> tuple[bytes, int]:
+    """Rejected rows as COPY text for `bulk.quarantined_rows_copy`, and how many: each row encrypted
+    under the PII key, with the customer tokens of the subjects it names (erasure's key). Per row,
+    `subjects` holds None, an external id, or a list of them."""
     tokens: dict[str, str] = {}  # per call only: raw external ids are not kept beyond it
 
     def token(external_id: str) -> str:
@@ -210,11 +216,12 @@ def _quarantine_rows(*, job_id: int, source: str, entries) -> list[tuple]:
             tokens[external_id] = customer_suppression_token(customer_key=customer_key(source=source, external_id=external_id))
         return tokens[external_id]
 
-    now = timezone.now()
-    return [
-        (job_id, line, pii_encrypt_bytes(raw.encode()), sorted({token(s) for s in subjects}), _storable(reason), now)
-        for line, raw, reason, subjects in entries
-    ]
+    named = ["" if not s else token(s) if isinstance(s, str) else ",".join(sorted({token(x) for x in s}))
+             for s in subjects]
+    payload = bulk.quarantined_rows_payload(
+        job_id=job_id, lines=lines, encrypted=pii_encrypt_many([raw.encode() for raw in raws]), subject_tokens=named,
+        reasons=[_storable(r) if "\x00" in r else r for r in reasons], created_at=timezone.now())
+    return payload, len(lines)
 
 
 def _storable(text: str) -> str:
@@ -245,12 +252,7 @@ def _store_chunk(
                 " AND NOT EXISTS (SELECT 1 FROM ingestion_event e WHERE e.customer_id = c.id)",
                 [late_ids],
             )
-        quarantine = _quarantine_rows(job_id=job_id, source=references.source, entries=[
-            *((r.line, r.raw, r.reason, ()) for r in outcome.malformed),
-            *((r.line, raw, r.reason, subjects) for r, raw, subjects in zip(
-                outcome.cleaned.rejected, outcome.raw_for_rejected, outcome.subjects_of_rejected, strict=True)),
-        ])
-        bulk.quarantined_rows_copy(cursor, quarantine)
+        bulk.quarantined_rows_copy(cursor, outcome.quarantine)
         with report_lock:
             report.update(outcome.cleaned.counts)
             report["malformed_line"] += len(outcome.malformed)
@@ -265,7 +267,7 @@ def _store_chunk(
             rows_read=F("rows_read") + outcome.read,
             rows_inserted=F("rows_inserted") + merged.inserted,
             rows_duplicate=F("rows_duplicate") + outcome.cleaned.duplicates + merged.conflicts,
-            rows_rejected=F("rows_rejected") + len(quarantine),
+            rows_rejected=F("rows_rejected") + outcome.quarantined,
             rows_flagged=F("rows_flagged") + outcome.cleaned.flagged,
             rows_removed=F("rows_removed") + outcome.cleaned.removed,
             progress_done=Greatest(F("progress_done"), outcome.progress_done),
@@ -372,7 +374,7 @@ def _import_job_execute(
         )
         try:
             for frame, chunk in event_source.chunks:
-                writers.put(_prepare_chunk(frame, chunk, event_source, references, attributes))
+                writers.put(_prepare_chunk(frame, chunk, event_source, references, attributes, job_id))
                 if on_progress:
                     job.refresh_from_db()
                     on_progress(job)
@@ -472,16 +474,19 @@ def _catalogue_chunk_store(job: ImportJob, chunk, renames: dict, validator, upse
     """One transaction per chunk: the valid rows upserted, the rejected ones quarantined with one COPY."""
     valid, rejected, frame = _catalogue_rows_check(job.options, chunk, renames, validator)
     raws = chunk.raw([position for position, *_ in rejected]) if rejected else []
-    entries = [(line, raw, reason, subjects) for (_, line, reason, subjects, _), raw in zip(rejected, raws, strict=True)]
-    entries += [(r.line, r.raw, r.reason, ()) for r in chunk.malformed]
-    quarantine = _quarantine_rows(job_id=job.pk, source=job.source, entries=entries)
+    quarantine, quarantined = _quarantine_payload(
+        job_id=job.pk, source=job.source,
+        lines=[line for _, line, *_ in rejected] + [r.line for r in chunk.malformed],
+        raws=raws + [r.raw for r in chunk.malformed],
+        reasons=[reason for _, _, reason, *_ in rejected] + [r.reason for r in chunk.malformed],
+        subjects=[subjects for _, _, _, subjects, _ in rejected] + [None] * len(chunk.malformed))
     with transaction.atomic(), connection.cursor() as cursor:
         written = upsert(valid) if valid else 0
         bulk.quarantined_rows_copy(cursor, quarantine)
         ImportJob.objects.filter(pk=job.pk).update(
             rows_read=F("rows_read") + len(frame) + len(chunk.malformed),
             rows_inserted=F("rows_inserted") + written,
-            rows_rejected=F("rows_rejected") + len(quarantine),
+            rows_rejected=F("rows_rejected") + quarantined,
             progress_done=chunk.bytes_done,
             heartbeat_at=timezone.now(),
         )
