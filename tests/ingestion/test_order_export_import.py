@@ -189,3 +189,17 @@ def test_a_customers_file_takes_the_same_spellings_and_keeps_one_row_per_custome
     assert (customer("a").gender, customer("a").is_loyalty_member, customer("a").age_band) == ("male", False, "25-34")
     assert (customer("b").gender, customer("b").is_loyalty_member, customer("b").age_band) == ("female", False, "65+")
     assert Customer.objects.count() == 2
+
+
+def test_dry_run_of_a_customers_file_shows_its_rows_and_errors_and_writes_nothing(tmp_path, capsys):
+    path = tmp_path / "customers.csv"
+    path.write_text("id,gender,loyal\na,Male,Yes\nb,Robot,No\n")
+
+    call_command("import_events", str(path), "--format", "csv", "--kind", "customers", "--dry-run",
+                 "--map", "external_id=id", "--map", "gender=gender", "--map", "is_loyalty_member=loyal")
+
+    out = capsys.readouterr().out
+    assert "2 lines looked at (the first chunk); 1 would be quarantined." in out
+    assert "2\ta\tmale\tTrue" in out
+    assert "gender: 'Robot' is not a gender we know (male, female, other): 1" in out
+    assert Customer.objects.count() == 0 and ImportJob.objects.count() == 0

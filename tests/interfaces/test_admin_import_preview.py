@@ -92,3 +92,12 @@ def test_preview_is_translated(admin_client, media):
 
     html = response.content.decode()
     assert "预览" in html and "枚举列的取值" in html and "值映射" in html
+
+
+def test_a_mapping_the_file_cannot_satisfy_is_said_in_the_preview(admin_client, media):
+    response = admin_client.post("/admin/ingestion/importjob/add/", form_data(
+        _preview="1", column__events__gender="Sex", upload=SimpleUploadedFile("orders.csv", EXPORT.encode())))
+
+    assert "mapped column(s) not in the file header" in response.context["import_preview_error"]
+    assert "Sex" in response.content.decode()
+    assert ImportJob.objects.count() == 0
