@@ -84,7 +84,9 @@ class Command(BaseCommand):
         parser.add_argument("--source", help="namespace of external ids (default: the format's, or 'default')")
         parser.add_argument("--kind", default="events", choices=["events", "customers", "items", "edges"],
                             help="what the file holds (customers/items/edges: csv, jsonl or parquet)")
-        parser.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN", help="column mapping")
+        parser.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
+                            help="column mapping; an event file may also map customer columns (age, gender, "
+                                 "is_loyalty_member, …): each customer keeps the values of their latest line")
         parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="constant for a field")
         parser.add_argument("--value-map", action="append", default=[], metavar="FIELD=[COLUMN:]SOURCE=OURS,...",
                             help='our value for each of the file\'s values of a field, e.g. event_type="Order Status":'
