@@ -5,7 +5,11 @@ Generates N synthetic events to a CSV file, then in one run measures
   2. the same COPY into a table with the event table's indexes: the floor for keeping them, and
   3. the full import path (streamed read, cleaning, pseudonymisation, staging COPY, merge into the
      indexed event table, customer/item creation, quarantine and job accounting).
-Prints one JSON line last.
+With --bad-share S, the same file again with a share S of its lines spoiled (a third each: an
+unknown event type, an unreadable timestamp, a negative quantity), so that they are quarantined
+(encrypted, one COPY per chunk), and a customers file of the same share of bad rows (a gender
+nobody spells so) through `--kind customers`: `rejected_rows_per_s` against the clean import of
+the same run. Prints one JSON line last.
 """
 
 import argparse
@@ -56,15 +60,61 @@ def raw_copy(path: Path, *, indexed: bool = False) -> float:
     return elapsed
 
 
+def spoil(path: Path, target: Path, *, share: float, seed: int) -> int:
+    """A copy of the generated CSV with `share` of its lines made invalid; returns how many."""
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    rng = np.random.default_rng(seed)
+    bad = rng.random(len(frame)) < share
+    kind = rng.integers(0, 3, len(frame))
+    frame.loc[bad & (kind == 0), "event_type"] = "teleport"
+    frame.loc[bad & (kind == 1), "timestamp"] = "not-a-date"
+    frame.loc[bad & (kind == 2), "quantity"] = "-1"
+    frame.to_csv(target, index=False)
+    return int(bad.sum())
+
+
+def customers_file(target: Path, *, rows: int, share: float, seed: int) -> int:
+    """A customers CSV as a shop exports it (Male/Female, Yes/No), `share` of its rows with a gender
+    that cannot be normalised; returns the bad rows."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    bad = rng.random(rows) < share
+    frame = pd.DataFrame({
+        "Customer ID": [f"k{n}" for n in range(rows)],
+        "Age": rng.integers(18, 80, rows).astype(str),
+        "Gender": np.where(bad, "Robot", np.where(rng.random(rows) < 0.5, "Male", "Female")),
+        "Loyalty Member": np.where(rng.random(rows) < 0.3, "Yes", "No"),
+        "Email": [f"k{n}@example.com" for n in range(rows)],
+    })
+    frame.to_csv(target, index=False)
+    return int(bad.sum())
+
+
+def timed_import(path: Path, **kwargs):
+    from ingestion.import_jobs import import_job_create, import_job_run
+
+    job = import_job_create(path=path, fmt="csv", **kwargs)
+    started = time.perf_counter()
+    job = import_job_run(job_id=job.pk)
+    return job, time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--customers", type=int, default=None, help="default: events / 50")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--bad-share", type=float, default=None,
+                        help="also import a copy with this share of lines invalid (0 < S <= 1) and a customers file alike")
+    parser.add_argument("--customers-rows", type=int, default=50_000, help="rows of the customers file (--bad-share)")
     args = parser.parse_args()
     django_ready()
     from ingestion.management.commands.generate_events import write_events_csv
-    from ingestion.import_jobs import import_job_create, import_job_run
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "events.csv"
@@ -75,11 +125,31 @@ def main() -> None:
         raw_s = raw_copy(path)
         indexed_s = raw_copy(path, indexed=True)
 
-        job = import_job_create(path=path, fmt="csv", source="bench")
-        started = time.perf_counter()
-        job = import_job_run(job_id=job.pk)
-        import_s = time.perf_counter() - started
+        job, import_s = timed_import(path, source="bench")
         size_mb = path.stat().st_size / 1e6
+        bad_run = {}
+        if args.bad_share:
+            spoiled = Path(tmp) / "spoiled.csv"
+            spoil(path, spoiled, share=args.bad_share, seed=args.seed)
+            bad_job, bad_s = timed_import(spoiled, source="bench")
+            people = Path(tmp) / "customers.csv"
+            customers_file(people, rows=args.customers_rows, share=args.bad_share, seed=args.seed)
+            people_job, people_s = timed_import(people, source="bench", options={
+                "kind": "customers", "mapping": {"external_id": "Customer ID", "age": "Age", "gender": "Gender",
+                                                 "is_loyalty_member": "Loyalty Member", "email": "Email"}})
+            bad_run = {
+                "bad_share": args.bad_share,
+                "rejected_rows": bad_job.rows_rejected,
+                "rejected_rows_per_s": round(bad_job.rows_rejected / bad_s),
+                "bad_file_rows_per_s": round(bad_job.rows_read / bad_s),
+                "bad_file_import_s": round(bad_s, 2),
+                "rejected_over_clean": round(bad_job.rows_rejected / bad_s / (written / import_s), 3),
+                "customers_rows": people_job.rows_read,
+                "customers_rejected": people_job.rows_rejected,
+                "customers_rows_per_s": round(people_job.rows_read / people_s),
+                "customers_rejected_rows_per_s": round(people_job.rows_rejected / people_s),
+                "customers_import_s": round(people_s, 2),
+            }
 
     result = {
         "events": written,
@@ -94,6 +164,7 @@ def main() -> None:
         "rejected": job.rows_rejected,
         "file_mb": round(size_mb, 1),
         "generate_s": round(generate_s, 2),
+        **bad_run,
     }
     print(json.dumps(result))
 

@@ -5,7 +5,9 @@ from pathlib import Path
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
+from django.core import signing
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect, StreamingHttpResponse
@@ -18,7 +20,8 @@ from config.celery import BrokerUnavailable
 from ingestion import import_jobs, selectors
 from ingestion.tasks import import_job_queue
 from ingestion.pseudonyms import pii_decrypt
-from ingestion.importers.sources import SourceError
+from ingestion.importers.sources import EVENT_FILE_FIELDS, SourceError
+from ingestion.normalise import value_map_parse
 from ingestion.models import (
     Customer,
     CustomerGroundTruth,
@@ -163,10 +166,9 @@ class QuarantinedRowInline(admin.TabularInline):
 def _mapping_targets() -> dict[str, tuple[str, ...]]:
     """The fields a file of each kind can fill, in the order the upload form lists them."""
     from ingestion import row_validation
-    from ingestion.cleaning import FIELDS
 
     return {
-        "events": FIELDS,
+        "events": EVENT_FILE_FIELDS,  # the event fields, then the customer columns an order export carries
         "customers": tuple(row_validation.CustomerRow().fields),
         "items": tuple(row_validation.ItemRow().fields),
         "edges": tuple(row_validation.SocialEdgeRow().fields),
@@ -188,8 +190,38 @@ def _constant_field(kind: str, target: str) -> str:
     return f"constant__{kind}__{target}"
 
 
+def _value_map_field(kind: str, target: str) -> str:
+    return f"valuemap__{kind}__{target}"
+
+
+STAGED_UPLOAD_SALT = "ingestion.import-upload"
+STAGED_UPLOAD_MAX_AGE_S = 24 * 3600
+
+
+def staged_upload_path(token: str) -> Path | None:
+    """The file a preview saved, from the signed token the form carries; None if the token is
+    forged, expired, or names a file outside the upload area or gone."""
+    try:
+        path = Path(signing.loads(token, salt=STAGED_UPLOAD_SALT, max_age=STAGED_UPLOAD_MAX_AGE_S))
+    except signing.BadSignature:
+        return None
+    root = (Path(settings.MEDIA_ROOT) / "imports").resolve()
+    return path if path.is_file() and root in path.resolve().parents else None
+
+
+def upload_store(upload) -> Path:
+    directory = Path(settings.MEDIA_ROOT) / "imports"
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{uuid.uuid4().hex}_{Path(upload.name).name}"
+    with open(target, "wb") as handle:
+        for piece in upload.chunks():
+            handle.write(piece)
+    return target
+
+
 class ImportUploadForm(forms.ModelForm):
-    upload = forms.FileField(label=_("file"))
+    upload = forms.FileField(label=_("file"), required=False)
+    staged_upload = forms.CharField(required=False, widget=forms.HiddenInput)
     kind = forms.ChoiceField(label=_("contents"), choices=IMPORT_KINDS)
     mapping_json = forms.CharField(
         label=_("column mapping (JSON)"), required=False, widget=forms.Textarea(attrs={"rows": 4}),
@@ -212,13 +244,17 @@ class ImportUploadForm(forms.ModelForm):
                 if kind in KINDS_WITH_CONSTANTS:
                     self.fields[_constant_field(kind, target)] = forms.CharField(
                         label=target, required=False, max_length=200)
+                self.fields[_value_map_field(kind, target)] = forms.CharField(
+                    label=target, required=False, max_length=2000,
+                    widget=forms.TextInput(attrs={"placeholder": _("file value=ours, …")}))
 
     def mapping_sections(self) -> list[dict]:
         """For the template: per kind, one row per target with its bound inputs."""
         return [
             {"kind": kind, "label": label, "has_constants": kind in KINDS_WITH_CONSTANTS,
              "rows": [{"target": target, "column": self[_column_field(kind, target)],
-                       "constant": self[_constant_field(kind, target)] if kind in KINDS_WITH_CONSTANTS else None}
+                       "constant": self[_constant_field(kind, target)] if kind in KINDS_WITH_CONSTANTS else None,
+                       "value_map": self[_value_map_field(kind, target)]}
                       for target in MAPPING_TARGETS[kind]]}
             for kind, label in IMPORT_KINDS
         ]
@@ -237,7 +273,22 @@ class ImportUploadForm(forms.ModelForm):
             part = value.get(key, {})
             if not isinstance(part, dict) or not all(isinstance(v, str) for v in part.values()):
                 raise forms.ValidationError(_('"%(key)s" must be an object of field names to strings.') % {"key": key})
+        maps = value.get("value_maps", {})
+        if not isinstance(maps, dict) or not all(
+                isinstance(m, dict) and m and all(isinstance(k, str) and isinstance(v, str) for k, v in m.items())
+                for m in maps.values()):
+            raise forms.ValidationError(_('"value_maps" must be an object of field names to objects of file values '
+                                          'to ours (strings).'))
         return value
+
+    def clean_staged_upload(self):
+        token = self.cleaned_data["staged_upload"]
+        if not token:
+            return None
+        path = staged_upload_path(token)
+        if path is None:
+            raise forms.ValidationError(_("The previewed file is no longer available; choose it again."))
+        return path
 
     def clean_format(self):
         fmt = self.cleaned_data["format"]
@@ -253,10 +304,13 @@ class ImportUploadForm(forms.ModelForm):
         advanced = data.get("mapping_json")
         if kind is None or advanced is None:
             return data
+        if not data.get("upload") and not data.get("staged_upload") and "staged_upload" not in self.errors:
+            self.add_error("upload", _("Choose the file to import."))
         targets = MAPPING_TARGETS[kind]
         mapping = dict(advanced.get("mapping") or {})
         constants = dict(advanced.get("constants") or {})
-        unknown = sorted((set(mapping) | set(constants)) - set(targets))
+        value_maps = {name: dict(table) for name, table in (advanced.get("value_maps") or {}).items()}
+        unknown = sorted((set(mapping) | set(constants) | set(value_maps)) - set(targets))
         if unknown:
             self.add_error("mapping_json", _("Unknown target field(s) for a %(kind)s file: %(unknown)s. Known: %(known)s.")
                            % {"kind": kind, "unknown": ", ".join(unknown), "known": ", ".join(targets)})
@@ -264,7 +318,7 @@ class ImportUploadForm(forms.ModelForm):
             self.add_error("mapping_json", _("Constants apply to event files only."))
         for other_kind, other_targets in MAPPING_TARGETS.items():
             for target in other_targets:
-                names = [_column_field(other_kind, target)]
+                names = [_column_field(other_kind, target), _value_map_field(other_kind, target)]
                 if other_kind in KINDS_WITH_CONSTANTS:
                     names.append(_constant_field(other_kind, target))
                 for name in names:
@@ -274,6 +328,13 @@ class ImportUploadForm(forms.ModelForm):
                     if other_kind != kind:
                         self.add_error(name, _("Only for %(other)s files; this upload is %(kind)s. Clear it or change "
                                                "the contents.") % {"other": other_kind, "kind": kind})
+                        continue
+                    if name.startswith("valuemap__"):
+                        try:
+                            value_maps.setdefault(target, {}).update(value_map_parse(value))
+                        except ValueError as exc:
+                            self.add_error(name, _("Write the value map as file value=ours, separated by commas "
+                                                   "(%(error)s).") % {"error": exc})
                         continue
                     chosen = mapping if name.startswith("column__") else constants
                     if target in chosen and chosen[target] != value:
@@ -286,15 +347,30 @@ class ImportUploadForm(forms.ModelForm):
             field = _constant_field(kind, target)
             self.add_error(field if field in self.fields else "mapping_json",
                            _("%(target)s is given both a column and a constant; choose one.") % {"target": target})
-        options = {k: v for k, v in advanced.items() if k not in ("mapping", "constants", "kind")}
+        options = {k: v for k, v in advanced.items() if k not in ("mapping", "constants", "value_maps", "kind")}
         if mapping:
             options["mapping"] = mapping
         if constants:
             options["constants"] = constants
+        if value_maps:
+            options["value_maps"] = value_maps
         if kind != "events":
             options["kind"] = kind
         data["options"] = options
         return data
+
+
+def preview_table(preview) -> dict:
+    """The preview shaped for the template: one cell per field with its errors."""
+    return {
+        "fields": preview.fields, "sampled": preview.sampled, "rejected": preview.rejected,
+        "rows": [{"line": row["line"], "errors": [f"{f}: {'; '.join(m)}" for f, m in row["errors"].items()],
+                  "cells": [{"value": row["values"][f], "errors": row["errors"].get(f, [])} for f in preview.fields]}
+                 for row in preview.rows],
+        "error_counts": [(f, reason, count) for f, reasons in preview.error_counts.items()
+                         for reason, count in reasons.items()],
+        "value_counts": list(preview.value_counts.items()),
+    }
 
 
 @admin.register(ImportJob)
@@ -314,12 +390,12 @@ class ImportJobAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ("format", "kind", "source", "upload", "mapping_json")
+            return ("format", "kind", "source", "upload", "staged_upload", "mapping_json")
         return self.readonly_fields
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:
-            return [(None, {"fields": ("format", "kind", "source", "upload")}),
+            return [(None, {"fields": ("format", "kind", "source", "upload", "staged_upload")}),
                     (_("Advanced"), {"fields": ("mapping_json",), "classes": ("collapse",)})]
         return super().get_fieldsets(request, obj)
 
@@ -361,12 +437,7 @@ class ImportJobAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         upload = form.cleaned_data["upload"]
-        directory = Path(settings.MEDIA_ROOT) / "imports"
-        directory.mkdir(parents=True, exist_ok=True)
-        target = directory / f"{uuid.uuid4().hex}_{Path(upload.name).name}"
-        with open(target, "wb") as handle:
-            for piece in upload.chunks():
-                handle.write(piece)
+        target = upload_store(upload) if upload else form.cleaned_data["staged_upload"]
         options = form.cleaned_data["options"]
         with transaction.atomic():
             job = import_jobs.import_job_create(
@@ -379,11 +450,47 @@ class ImportJobAdmin(admin.ModelAdmin):
         self.message_user(request, _("Import #%(id)s queued.") % {"id": job.pk}, messages.SUCCESS)
 
     def add_view(self, request, form_url="", extra_context=None):
+        if request.method == "POST" and "_preview" in request.POST:
+            return self.preview_view(request, form_url)
         try:
             return super().add_view(request, form_url, extra_context)
         except (BrokerUnavailable, SourceError) as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return HttpResponseRedirect(reverse("admin:ingestion_importjob_changelist"))
+
+    def preview_view(self, request, form_url=""):
+        """The add form again, with what the import would make of the file's first lines (the
+        mapping, value maps and normalisation applied), the errors by field and the values of the
+        enumerated columns. The file is kept in the upload area and the form carries a signed
+        token for it, so "Save" imports the file previewed without a second upload."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form_class = self.get_form(request, None)
+        form = form_class(request.POST, request.FILES)
+        preview = preview_error = None
+        if form.is_valid():
+            path = upload_store(form.cleaned_data["upload"]) if form.cleaned_data["upload"] else form.cleaned_data["staged_upload"]
+            try:
+                preview = import_jobs.import_preview(path=path, fmt=form.cleaned_data["format"],
+                                                     source=form.cleaned_data["source"] or None,
+                                                     options=form.cleaned_data["options"])
+            except SourceError as exc:
+                preview_error = str(exc)
+            data = request.POST.copy()
+            data["staged_upload"] = signing.dumps(str(path), salt=STAGED_UPLOAD_SALT)
+            form = form_class(data)
+            form.is_valid()
+        fieldsets = self.get_fieldsets(request, None)
+        admin_form = helpers.AdminForm(form, list(fieldsets), {}, (), model_admin=self)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Add %(name)s") % {"name": self.opts.verbose_name},
+            "subtitle": None, "adminform": admin_form, "object_id": None, "original": None, "is_popup": False,
+            "to_field": None, "media": self.media + admin_form.media, "inline_admin_formsets": [],
+            "errors": helpers.AdminErrorList(form, []), "preserved_filters": self.get_preserved_filters(request),
+            "import_preview": preview_table(preview) if preview else None, "import_preview_error": preview_error,
+        }
+        return self.render_change_form(request, context, add=True, form_url=form_url)
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         context["auto_refresh"] = bool(obj and obj.status in (ImportStatus.PENDING, ImportStatus.RUNNING))

@@ -7,6 +7,7 @@ so an event never waits for (or loses to) a late catalogue feed.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -255,3 +256,35 @@ def social_edges_copy_insert(cursor, edges) -> int:
     inserted = cursor.rowcount
     cursor.execute("DROP TABLE edge_stage")
     return inserted
+
+
+_COPY_QUARANTINE = (
+    "COPY ingestion_quarantinedrow (job_id, line_number, raw_encrypted, subject_tokens, reason, created_at) FROM STDIN"
+)
+_BASE64URL = re.compile(rb"[A-Za-z0-9_=-]+")
+# COPY's text format: a backslash, tab, newline or carriage return inside a value is escaped
+_COPY_TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def quarantined_rows_payload(*, job_id: int, lines: list[int], encrypted: list[bytes], subject_tokens: list[str],
+                             reasons: list[str], created_at) -> bytes:
+    """Rejected rows as the text of one COPY into the quarantine (parallel lists, one item per
+    row: no per-row containers, which on a big heap cost more in garbage collection than the rest),
+    built apart from the COPY so that an import's reading thread builds it and its writers only
+    send it. `encrypted` are Fernet tokens, URL-safe base64, so they pass as bytea's escape format
+    unchanged; `subject_tokens` are comma-separated hex digests and need no quoting."""
+    if not _BASE64URL.fullmatch(b"".join(encrypted) or b"="):
+        raise ValueError("quarantined rows must be Fernet tokens (URL-safe base64)")
+    stamp = created_at.isoformat()
+    return "".join([
+        f"{job_id:d}\t{line:d}\t{sealed.decode('ascii')}\t{{{tokens}}}\t{reason.translate(_COPY_TEXT_ESCAPES)}\t{stamp}\n"
+        for line, sealed, tokens, reason in zip(lines, encrypted, subject_tokens, reasons, strict=True)
+    ]).encode()
+
+
+def quarantined_rows_copy(cursor, payload: bytes) -> None:
+    """One COPY of a `quarantined_rows_payload`: a file whose every line is rejected costs about
+    what one that lands does."""
+    if payload:
+        with cursor.copy(_COPY_QUARANTINE) as copy:
+            copy.write(payload)

@@ -10,6 +10,7 @@ path except for the (few) rejected rows and JSON contexts.
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -17,6 +18,7 @@ import pandas as pd
 
 from ingestion.event_ids import UUID_PATTERN, time_ordered_hex, uuid5_hex
 from ingestion.models import EventFlag, EventType
+from ingestion.normalise import currency_normalise
 
 FIELDS = (
     "event_id",
@@ -56,7 +58,6 @@ EVENT_TYPE_ALIASES: dict[str, int] = {
 NOISY_TYPES = (EventType.VIEW, EventType.CLICK, EventType.SEARCH)
 ITEM_REQUIRED_TYPES = (EventType.VIEW, EventType.ADD_TO_CART, EventType.REMOVE_FROM_CART, EventType.RATING)
 VALUE_REQUIRED_TYPES = (EventType.PURCHASE, EventType.REFUND)
-CURRENCY_SYMBOLS = {"$": "USD", "US$": "USD", "€": "EUR", "£": "GBP", "¥": "CNY", "￥": "CNY", "RMB": "CNY"}
 TEXT_LIMITS = {"customer_id": 256, "item_id": 128, "session_id": 64, "channel": 16, "device": 16, "order_id": 64}
 EARLIEST = pd.Timestamp("1990-01-01", tz="UTC")
 _OFFSET_RE = r"(?:Z|[+-]\d{2}:?\d{2})$"
@@ -93,11 +94,30 @@ class RowError:
 @dataclass
 class CleanedEvents:
     events: pd.DataFrame
-    rejected: list[RowError] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
     duplicates: int = 0  # exact repeats of an event id inside the batch
     removed: int = 0  # near-duplicates and repeated order lines dropped as noise
     flagged: int = 0
+    rejected_positions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # in the input
+    rejected_lines: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    rejected_customer_ids: list = field(default_factory=list)  # the external id each names, or None
+    problems: "_Problems | None" = None
+
+    @cached_property
+    def rejected(self) -> list[RowError]:
+        """Every refused row with its errors by field (API answers, previews)."""
+        if not len(self.rejected_positions):
+            return []
+        by_row = self.problems.errors_for(self.rejected_positions)
+        return [RowError(line=int(line), errors=by_row[int(p)])
+                for p, line in zip(self.rejected_positions, self.rejected_lines, strict=True)]
+
+    def rejected_reasons(self) -> list[str]:
+        """The reason of each refused row as RowError.reason words it, built column-wise: a file
+        whose every line is bad costs no per-row dictionaries."""
+        if not len(self.rejected_positions):
+            return []
+        return self.problems.reasons_for(self.rejected_positions)
 
 
 class _Problems:
@@ -106,17 +126,44 @@ class _Problems:
     def __init__(self, n: int):
         self.n = n
         self.items: list[tuple[np.ndarray, str, str]] = []
+        self._settled: dict[str, np.ndarray] = {}  # rows whose field already has its reason
 
-    def add(self, mask, field_name: str, message: str) -> None:
+    def add(self, mask, field_name: str, message: str, *, settles: bool = False) -> None:
+        """`settles`: this reason is the field's whole story for these rows (a value the value map
+        lacks is not also "required" once the map has emptied it)."""
         mask = np.asarray(mask, dtype=bool)
+        if not settles and field_name in self._settled:
+            mask = mask & ~self._settled[field_name]
         if mask.any():
             self.items.append((mask, field_name, message))
+            if settles:
+                self._settled[field_name] = self._settled.get(field_name, np.zeros(self.n, dtype=bool)) | mask
 
     def any_mask(self) -> np.ndarray:
         out = np.zeros(self.n, dtype=bool)
         for mask, _, _ in self.items:
             out |= mask
         return out
+
+    def reasons_for(self, positions: np.ndarray) -> list[str]:
+        """"field: message, message; field: message" per position, fields in the order first met."""
+        by_field: dict[str, pd.Series] = {}
+        for mask, field_name, message in self.items:
+            hit = mask[positions]
+            if not hit.any():
+                continue
+            current = by_field.get(field_name)
+            if current is None:
+                by_field[field_name] = pd.Series(np.where(hit, message, None), dtype="object")
+            else:
+                joined = current.where(current.isna(), current + ", " + message).where(~current.isna(), message)
+                by_field[field_name] = joined.where(hit, current)
+        reason = pd.Series(np.full(len(positions), None), dtype="object")
+        for field_name, messages in by_field.items():
+            part = field_name + ": " + messages
+            joined = reason.where(reason.isna(), reason + "; " + part).where(~reason.isna(), part)
+            reason = joined.where(messages.notna(), reason)
+        return reason.tolist()
 
     def errors_for(self, positions: np.ndarray) -> dict[int, dict[str, list[str]]]:
         result: dict[int, dict[str, list[str]]] = {int(p): {} for p in positions}
@@ -267,12 +314,16 @@ def _event_ids(cols: _Columns, cleaned: pd.DataFrame, rules: CleaningRules, prob
     return ids
 
 
-def events_clean(frame: pd.DataFrame, *, rules: CleaningRules) -> CleanedEvents:
-    """Validate and normalise one chunk. Rows keep their order; `_line` identifies each one."""
+def events_clean(frame: pd.DataFrame, *, rules: CleaningRules, prior: list | None = None) -> CleanedEvents:
+    """Validate and normalise one chunk. Rows keep their order; `_line` identifies each one.
+    `prior`: (row mask, field, message) problems found before cleaning (value maps, customer
+    columns of the same rows), so such a row is refused whole with every reason."""
     frame = frame.reset_index(drop=True)
     cols = _Columns(frame)
     n = len(frame)
     problems = _Problems(n)
+    for mask, field_name, message in prior or ():
+        problems.add(mask, field_name, message, settles=True)
     counts: Counter = Counter()
     out = pd.DataFrame(index=frame.index)
     out["_line"] = frame["_line"].astype("int64")
@@ -309,7 +360,7 @@ def events_clean(frame: pd.DataFrame, *, rules: CleaningRules) -> CleanedEvents:
     out["value"] = value.round(2)
 
     currency_text = cols.text("currency")
-    currency = currency_text.str.upper().replace(CURRENCY_SYMBOLS)
+    currency = currency_normalise(currency_text)
     counts["currency_defaulted"] += int((currency.isna() & value.notna()).sum())
     currency = currency.where(currency.notna() | value.isna(), rules.default_currency)
     problems.add((currency.notna() & ~currency.str.fullmatch(r"[A-Z]{3}", na=False)).to_numpy(), "currency", "not an ISO 4217 code")
@@ -339,17 +390,15 @@ def events_clean(frame: pd.DataFrame, *, rules: CleaningRules) -> CleanedEvents:
     out["event_id"] = _event_ids(cols, out, rules, problems)
 
     rejected_mask = problems.any_mask()
-    rejected = []
-    if rejected_mask.any():
-        positions = np.flatnonzero(rejected_mask)
-        by_row = problems.errors_for(positions)
-        lines = out["_line"].to_numpy()
-        rejected = [RowError(line=int(lines[p]), errors=by_row[int(p)]) for p in positions]
-        for mask, field_name, message in problems.items:
-            counts[f"rejected: {field_name} {message}"] += int(mask.sum())
+    positions = np.flatnonzero(rejected_mask)
+    for mask, field_name, message in problems.items:
+        counts[f"rejected: {field_name} {message}"] += int(mask.sum())
     clean = out.loc[~rejected_mask].reset_index(drop=True)
     clean["flags"] = np.zeros(len(clean), dtype="int16")
-    result = CleanedEvents(events=clean, rejected=rejected, counts=counts)
+    named = customer.iloc[positions]
+    result = CleanedEvents(events=clean, counts=counts, rejected_positions=positions,
+                           rejected_lines=out["_line"].to_numpy()[positions], problems=problems,
+                           rejected_customer_ids=named.astype("object").where(named.notna(), None).tolist())
     _drop_repeats(result, rules)
     _flag_outliers(result, rules)
     return result

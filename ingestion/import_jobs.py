@@ -17,22 +17,23 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
+from rest_framework import serializers
 
-from ingestion import bulk
+from ingestion import bulk, normalise
 from ingestion.services import customers_upsert, items_upsert, social_edges_upsert, without_suppressed_subjects
 from ingestion.cleaning import (
     CleanedEvents,
-    CleaningRules,
     RowError,
     events_clean,
 )
-from ingestion.pseudonyms import customer_key, pii_encrypt_bytes
+from ingestion.pseudonyms import customer_key, pii_encrypt_many
 from ingestion.selectors import customer_keys_resolve
 from ingestion.importers.sources import (
     EventSource,
     SourceError,
     cleaning_rules,
     open_event_source,
+    value_maps_check,
 )
 from ingestion.models import (
     Customer,
@@ -95,50 +96,133 @@ class _ChunkOutcome:
     read: int
     cleaned: CleanedEvents
     malformed: list[RowError]
-    raw_for_rejected: list[str]
-    subjects_of_rejected: list[list[str]]  # the external ids each rejected row names
     blank_lines: int
     progress_done: int
     payload: bytes
     rows: int  # events in the payload
     refused: int  # rows of suppressed subjects, dropped before any customer was created
     external_ids: list[str]  # customers of the payload, re-checked against suppression at store time
+    quarantine: bytes = b""  # the rejected and malformed rows, encrypted, as COPY text
+    quarantined: int = 0
 
 
-def _prepare_chunk(frame: pd.DataFrame, chunk, rules: CleaningRules, references: bulk.ReferenceIds) -> _ChunkOutcome:
+def mapped_chunk_check(frame: pd.DataFrame, event_source: EventSource) -> tuple[pd.DataFrame, list]:
+    """Value maps, then the built-in normalisation of the customer columns, on a mapped chunk:
+    the frame with our values, and the problems (row mask, field, message) of the rows to refuse."""
+    if not event_source.value_maps and not event_source.customer_fields:
+        return frame, []
+    frame = frame.copy()
+    problems = normalise.value_maps_apply(frame, event_source.value_maps)
+    if event_source.customer_fields:
+        problems += normalise.customer_fields_normalise(frame)
+    return frame, problems
+
+
+def _prepare_chunk(frame: pd.DataFrame, chunk, event_source: EventSource, references: bulk.ReferenceIds,
+                   attributes: "LatestCustomerAttributes", job_id: int) -> _ChunkOutcome:
     # before cleaning, so a suppressed subject's rejected row is not quarantined (kept verbatim)
     frame, refused_raw = without_suppressed_subjects(frame, references.source)
-    cleaned = events_clean(frame, rules=rules)
+    frame, prior = mapped_chunk_check(frame, event_source)
+    cleaned = events_clean(frame, rules=event_source.rules, prior=prior)
+    attributes.add(frame, cleaned.events)
     events, refused = without_suppressed_subjects(cleaned.events, references.source)
     refused += refused_raw
     payload = bulk.events_payload(events=events, references=references) if len(events) else b""
     raw, subjects = [], []
-    if cleaned.rejected:
-        position_of_line = pd.Series(np.arange(len(frame)), index=frame["_line"].to_numpy())
-        positions = [int(position_of_line[r.line]) for r in cleaned.rejected]
+    if len(cleaned.rejected_lines):
+        order = np.argsort(chunk.frame["_line"].to_numpy(), kind="stable")
+        positions = order[np.searchsorted(chunk.frame["_line"].to_numpy()[order], cleaned.rejected_lines)]
         raw = chunk.raw(positions)
-        named = frame["customer_id"].iloc[positions] if "customer_id" in frame else pd.Series([None] * len(positions))
-        subjects = [[str(e)] if isinstance(e, str) and e.strip() else [] for e in named]
+        subjects = cleaned.rejected_customer_ids
+    # encrypted here, in the reading thread, so the writers only send it (and hold no GIL meanwhile)
+    quarantine, quarantined = _quarantine_payload(
+        job_id=job_id, source=references.source,
+        lines=[r.line for r in chunk.malformed] + cleaned.rejected_lines.tolist(),
+        raws=[r.raw for r in chunk.malformed] + raw,
+        reasons=[r.reason for r in chunk.malformed] + cleaned.rejected_reasons(),
+        subjects=[None] * len(chunk.malformed) + list(subjects))
     return _ChunkOutcome(
         read=len(frame) + len(chunk.malformed),
         cleaned=cleaned,
         malformed=chunk.malformed,
-        raw_for_rejected=raw,
-        subjects_of_rejected=subjects,
         blank_lines=chunk.blank_lines,
         progress_done=chunk.bytes_done,
         payload=payload,
         rows=len(events),
         refused=refused,
         external_ids=[str(e) for e in events["customer_id"].unique()] if len(events) else [],
+        quarantine=quarantine,
+        quarantined=quarantined,
     )
 
 
-def _quarantined(*, job_id: int, line: int, raw: str, reason: str, source: str, subjects=()) -> QuarantinedRow:
-    """A rejected row, encrypted, with the customer tokens of the subjects it names (erasure's key)."""
-    tokens = sorted({customer_suppression_token(customer_key=customer_key(source=source, external_id=s)) for s in subjects})
-    return QuarantinedRow(job_id=job_id, line_number=line, raw_encrypted=pii_encrypt_bytes(raw.encode()),
-                          subject_tokens=tokens, reason=_storable(reason))
+class LatestCustomerAttributes:
+    """The customer columns of an event file, one value per customer and attribute: the value on the
+    customer's latest line by event time (a tie: the later line) among the lines that landed as
+    events; an empty cell gives no value, so an older line's value stands. Kept per import as one
+    row per (customer, attribute), written once the events are in."""
+
+    def __init__(self, fields: tuple[str, ...]):
+        self.fields = fields
+        self.rows = 0  # lines that carried customer attributes
+        self._latest: pd.DataFrame | None = None
+
+    def add(self, frame: pd.DataFrame, events: pd.DataFrame) -> None:
+        present = [f for f in self.fields if f in frame]
+        if not present or events.empty:
+            return
+        kept = events[["_line", "customer_id", "occurred_at"]]
+        rows = frame[["_line", *present]].merge(kept, on="_line")
+        self.rows += len(rows)
+        long = rows.melt(id_vars=["_line", "customer_id", "occurred_at"], value_vars=present,
+                         var_name="field", value_name="value").dropna(subset=["value"])
+        if self._latest is not None:
+            long = pd.concat([self._latest, long], ignore_index=True)
+        self._latest = (long.sort_values(["occurred_at", "_line"], kind="stable")
+                        .drop_duplicates(["customer_id", "field"], keep="last"))
+
+    def customer_rows(self) -> list[dict]:
+        """Rows for customers_upsert: {external_id, attribute: value, ...} per customer."""
+        if self._latest is None or self._latest.empty:
+            return []
+        rows: dict[str, dict] = {}
+        for customer, field_name, value in self._latest[["customer_id", "field", "value"]].itertuples(index=False):
+            if field_name == "age":
+                value = int(value)
+            elif field_name in normalise.BOOLEAN_FIELDS:
+                value = bool(value)
+            rows.setdefault(customer, {"external_id": customer})[field_name] = value
+        return list(rows.values())
+
+
+def customer_attributes_store(*, source: str, attributes: LatestCustomerAttributes, report: Counter) -> None:
+    """Upsert the customers an event file described, in batches (one transaction each)."""
+    rows = attributes.customer_rows()
+    for start in range(0, len(rows), CATALOGUE_BATCH_ROWS):
+        customers_upsert(rows=rows[start:start + CATALOGUE_BATCH_ROWS], source=source)
+    if attributes.rows:
+        report["customer_attribute_lines"] += attributes.rows
+        report["customers_updated_from_lines"] += len(rows)
+
+
+def _quarantine_payload(*, job_id: int, source: str, lines: list[int], raws: list[str], reasons: list[str],
+                        subjects: list) -> tuple[bytes, int]:
+    """Rejected rows as COPY text for `bulk.quarantined_rows_copy`, and how many: each row encrypted
+    under the PII key, with the customer tokens of the subjects it names (erasure's key). Per row,
+    `subjects` holds None, an external id, or a list of them."""
+    tokens: dict[str, str] = {}  # per call only: raw external ids are not kept beyond it
+
+    def token(external_id: str) -> str:
+        if external_id not in tokens:
+            tokens[external_id] = customer_suppression_token(customer_key=customer_key(source=source, external_id=external_id))
+        return tokens[external_id]
+
+    named = ["" if not s else token(s) if isinstance(s, str) else ",".join(sorted({token(x) for x in s}))
+             for s in subjects]
+    payload = bulk.quarantined_rows_payload(
+        job_id=job_id, lines=lines, encrypted=pii_encrypt_many([raw.encode() for raw in raws]), subject_tokens=named,
+        reasons=[_storable(r) if "\x00" in r else r for r in reasons], created_at=timezone.now())
+    return payload, len(lines)
 
 
 def _storable(text: str) -> str:
@@ -169,15 +253,7 @@ def _store_chunk(
                 " AND NOT EXISTS (SELECT 1 FROM ingestion_event e WHERE e.customer_id = c.id)",
                 [late_ids],
             )
-        quarantine = [
-            _quarantined(job_id=job_id, line=r.line, raw=r.raw, reason=r.reason, source=references.source)
-            for r in outcome.malformed
-        ] + [
-            _quarantined(job_id=job_id, line=r.line, raw=raw, reason=r.reason, source=references.source, subjects=subjects)
-            for r, raw, subjects in zip(outcome.cleaned.rejected, outcome.raw_for_rejected, outcome.subjects_of_rejected,
-                                        strict=True)
-        ]
-        QuarantinedRow.objects.bulk_create(quarantine, batch_size=5000)
+        bulk.quarantined_rows_copy(cursor, outcome.quarantine)
         with report_lock:
             report.update(outcome.cleaned.counts)
             report["malformed_line"] += len(outcome.malformed)
@@ -192,7 +268,7 @@ def _store_chunk(
             rows_read=F("rows_read") + outcome.read,
             rows_inserted=F("rows_inserted") + merged.inserted,
             rows_duplicate=F("rows_duplicate") + outcome.cleaned.duplicates + merged.conflicts,
-            rows_rejected=F("rows_rejected") + len(quarantine),
+            rows_rejected=F("rows_rejected") + outcome.quarantined,
             rows_flagged=F("rows_flagged") + outcome.cleaned.flagged,
             rows_removed=F("rows_removed") + outcome.cleaned.removed,
             progress_done=Greatest(F("progress_done"), outcome.progress_done),
@@ -293,17 +369,21 @@ def _import_job_execute(
         event_source = open_source()
         catalogue_upsert(source=job.source, event_source=event_source, report=report)
         references = bulk.ReferenceIds(job.source)
+        attributes = LatestCustomerAttributes(event_source.customer_fields)
         writers = _StoreThreads(
             STORE_THREADS, lambda outcome: _store_chunk(job_id, references, outcome, report, report_lock)
         )
         try:
             for frame, chunk in event_source.chunks:
-                writers.put(_prepare_chunk(frame, chunk, event_source.rules, references))
+                writers.put(_prepare_chunk(frame, chunk, event_source, references, attributes, job_id))
                 if on_progress:
                     job.refresh_from_db()
                     on_progress(job)
         finally:
             writers.close()
+        customer_attributes_store(source=job.source, attributes=attributes, report=report)
+        if attributes.rows:
+            ImportJob.objects.filter(pk=job_id).update(report=dict(sorted(report.items())))
     return job
 
 
@@ -311,31 +391,43 @@ CATALOGUE_KINDS = ("customers", "items", "edges")
 CATALOGUE_BATCH_ROWS = 5000
 
 
+def _catalogue_validator(kind: str):
+    from ingestion import row_validation
+
+    validators = {"customers": row_validation.CustomerRow, "items": row_validation.ItemRow,
+                  "edges": row_validation.SocialEdgeRow}
+    if kind not in validators:
+        raise SourceError(f"unknown kind {kind!r}; one of events, {', '.join(CATALOGUE_KINDS)}")
+    return validators[kind]
+
+
+def _catalogue_chunks(*, path: Path, fmt: str, options: dict):
+    from ingestion.importers import readers
+
+    value_maps_check(options.get("value_maps"))
+    chunks = {
+        "csv": lambda: readers.read_delimited(path, delimiter=options.get("delimiter", ","), block_bytes=1 << 20),
+        "jsonl": lambda: readers.read_jsonl(path, chunk_rows=CATALOGUE_BATCH_ROWS),
+        "parquet": lambda: readers.read_parquet(path, chunk_rows=CATALOGUE_BATCH_ROWS),
+    }.get(fmt)
+    if chunks is None:
+        raise SourceError(f"{options['kind']} files must be csv, jsonl or parquet, not {fmt}")
+    return chunks()
+
+
 def _catalogue_job_execute(job: ImportJob, on_progress: Callable[[ImportJob], None] | None) -> ImportJob:
     """A file of customers, items or social edges: each row validated like the API's, invalid rows
     quarantined with line and field errors, valid ones upserted in batches (one transaction each)."""
-    from ingestion import row_validation
-    from ingestion.importers import readers
-
     kind = job.options["kind"]
-    validator, upsert = {
-        "customers": (row_validation.CustomerRow, lambda rows: customers_upsert(rows=rows, source=job.source)),
-        "items": (row_validation.ItemRow, lambda rows: items_upsert(rows=rows)),
-        "edges": (row_validation.SocialEdgeRow, lambda rows: social_edges_upsert(rows=rows, source=job.source)),
-    }.get(kind, (None, None))
+    upsert = {
+        "customers": lambda rows: customers_upsert(rows=rows, source=job.source),
+        "items": lambda rows: items_upsert(rows=rows),
+        "edges": lambda rows: social_edges_upsert(rows=rows, source=job.source),
+    }.get(kind)
     with _job_outcome_recorded(job, on_progress):
-        if validator is None:
-            raise SourceError(f"unknown kind {kind!r}; one of events, {', '.join(CATALOGUE_KINDS)}")
-        path = Path(job.file_path)
-        chunks = {
-            "csv": lambda: readers.read_delimited(path, delimiter=job.options.get("delimiter", ","), block_bytes=1 << 20),
-            "jsonl": lambda: readers.read_jsonl(path, chunk_rows=CATALOGUE_BATCH_ROWS),
-            "parquet": lambda: readers.read_parquet(path, chunk_rows=CATALOGUE_BATCH_ROWS),
-        }.get(job.format)
-        if chunks is None:
-            raise SourceError(f"{kind} files must be csv, jsonl or parquet, not {job.format}")
+        validator = _catalogue_validator(kind)
         renames = {column: field_name for field_name, column in (job.options.get("mapping") or {}).items()}
-        for chunk in chunks():
+        for chunk in _catalogue_chunks(path=Path(job.file_path), fmt=job.format, options=job.options):
             _catalogue_chunk_store(job, chunk, renames, validator, upsert)
             if on_progress:
                 job.refresh_from_db()
@@ -343,39 +435,63 @@ def _catalogue_job_execute(job: ImportJob, on_progress: Callable[[ImportJob], No
     return job
 
 
-def _catalogue_chunk_store(job: ImportJob, chunk, renames: dict, validator, upsert) -> None:
+def _catalogue_rows_check(options: dict, chunk, renames: dict, validator) -> tuple[list[dict], list[tuple], pd.DataFrame]:
+    """Value maps and (customers) the built-in normalisation first, then each remaining row
+    validated as the API does: the valid rows, the rejected ones as (position, line, reason,
+    external ids named, field errors), and the mapped frame."""
     import json
 
-    records = chunk.frame.rename(columns=renames).to_dict("records")
-    valid, quarantine = [], []
-    for position, record in enumerate(records):
+    frame = chunk.frame.rename(columns=renames).reset_index(drop=True)
+    problems = normalise.value_maps_apply(frame, options.get("value_maps") or {})
+    if options.get("kind") == "customers":
+        problems += normalise.customer_fields_normalise(frame)
+    refused: dict[int, dict[str, list[str]]] = {}
+    for mask, field_name, message in problems:
+        for position in np.flatnonzero(mask):
+            refused.setdefault(int(position), {}).setdefault(field_name, []).append(message)
+    valid, rejected = [], []
+    # one serializer for every row (as a ListSerializer does): a new one per row deep-copies its
+    # fields each time, which cost ~4 ms a row
+    checker = validator()
+    for position, record in enumerate(frame.to_dict("records")):
         line = int(record.pop("_line"))
         row = {k: v for k, v in record.items() if not (v is None or v == "" or (isinstance(v, float) and np.isnan(v)))}
-        errors: dict = {}
-        if isinstance(row.get("attributes"), str):
+        errors: dict = dict(refused.get(position, {}))
+        if not errors and isinstance(row.get("attributes"), str):
             try:
                 row["attributes"] = json.loads(row["attributes"])
             except ValueError:
                 errors["attributes"] = ["not valid JSON"]
-        serializer = validator(data=row)
-        if not errors and serializer.is_valid():
-            valid.append(serializer.validated_data)
-            continue
-        errors.update({f: [str(m) for m in messages] for f, messages in (serializer.errors if not errors else {}).items()})
+        if not errors:
+            try:
+                valid.append(checker.run_validation(row))
+                continue
+            except serializers.ValidationError as exc:
+                errors = {f: [str(m) for m in (messages if isinstance(messages, list) else [messages])]
+                          for f, messages in exc.detail.items()}
         reason = "; ".join(f"{f}: {', '.join(m)}" for f, m in errors.items())
         subjects = [str(row[f]) for f in ("external_id", "source_id", "target_id") if str(row.get(f, "")).strip()]
-        quarantine.append(_quarantined(job_id=job.pk, line=line, raw=chunk.raw([position])[0], reason=reason,
-                                       source=job.source, subjects=subjects))
-    quarantine += [
-        _quarantined(job_id=job.pk, line=r.line, raw=r.raw, reason=r.reason, source=job.source) for r in chunk.malformed
-    ]
-    with transaction.atomic():
+        rejected.append((position, line, reason, subjects, errors))
+    return valid, rejected, frame
+
+
+def _catalogue_chunk_store(job: ImportJob, chunk, renames: dict, validator, upsert) -> None:
+    """One transaction per chunk: the valid rows upserted, the rejected ones quarantined with one COPY."""
+    valid, rejected, frame = _catalogue_rows_check(job.options, chunk, renames, validator)
+    raws = chunk.raw([position for position, *_ in rejected]) if rejected else []
+    quarantine, quarantined = _quarantine_payload(
+        job_id=job.pk, source=job.source,
+        lines=[line for _, line, *_ in rejected] + [r.line for r in chunk.malformed],
+        raws=raws + [r.raw for r in chunk.malformed],
+        reasons=[reason for _, _, reason, *_ in rejected] + [r.reason for r in chunk.malformed],
+        subjects=[subjects for _, _, _, subjects, _ in rejected] + [None] * len(chunk.malformed))
+    with transaction.atomic(), connection.cursor() as cursor:
         written = upsert(valid) if valid else 0
-        QuarantinedRow.objects.bulk_create(quarantine)
+        bulk.quarantined_rows_copy(cursor, quarantine)
         ImportJob.objects.filter(pk=job.pk).update(
-            rows_read=F("rows_read") + len(records) + len(chunk.malformed),
+            rows_read=F("rows_read") + len(frame) + len(chunk.malformed),
             rows_inserted=F("rows_inserted") + written,
-            rows_rejected=F("rows_rejected") + len(quarantine),
+            rows_rejected=F("rows_rejected") + quarantined,
             progress_done=chunk.bytes_done,
             heartbeat_at=timezone.now(),
         )
@@ -386,6 +502,106 @@ def catalogue_upsert(*, source: str, event_source: EventSource, report: Counter)
         report["customers_upserted"] += customers_upsert(rows=event_source.catalogue.customers, source=source)
     if event_source.catalogue.items:
         report["items_upserted"] += items_upsert(rows=event_source.catalogue.items)
+
+
+# --- Preview ------------------------------------------------------------------------------------
+
+PREVIEW_SAMPLE_ROWS = 10_000
+
+
+@dataclass
+class ImportPreview:
+    """What an import would make of a file's first lines; nothing is written to make it."""
+
+    fields: list[str]  # the fields the mapping fills, in the order shown
+    rows: list[dict]  # the first lines: {"line", "values": {field: our value}, "errors": {field: [reasons]}}
+    sampled: int  # lines looked at (the first chunk, at most PREVIEW_SAMPLE_ROWS)
+    rejected: int  # of those, lines the import would quarantine
+    error_counts: dict[str, dict[str, int]]  # field → reason → lines
+    value_counts: dict[str, list[tuple[str, str, int]]]  # enumerated field → (file's value, ours or "", lines)
+
+
+def _value_counts(raw: pd.DataFrame, mapped: pd.DataFrame, fields) -> dict[str, list[tuple[str, str, int]]]:
+    from ingestion.cleaning import EVENT_TYPE_ALIASES
+    from ingestion.models import EventType
+
+    out = {}
+    for field_name in fields:
+        if field_name not in raw or field_name not in mapped:
+            continue
+        ours = mapped[field_name]
+        if field_name == "event_type":
+            codes = ours.map(lambda v: EVENT_TYPE_ALIASES.get(str(v).strip().lower()) if isinstance(v, str) else None)
+            ours = codes.map(lambda c: EventType(int(c)).name.lower() if c is not None and c == c else None)
+        pairs = pd.DataFrame({"file": raw[field_name].astype("str").str.strip().fillna(""),
+                              "ours": ours.map(lambda v: "" if v is None or v != v else str(v))})
+        counts = pairs.value_counts(sort=True)
+        out[field_name] = [(str(f), str(o), int(n)) for (f, o), n in counts.head(50).items()]
+    return out
+
+
+def _errors_by_field(rejected: list[tuple[int, dict[str, list[str]]]]) -> dict[str, dict[str, int]]:
+    counts: dict[str, Counter] = {}
+    for _, errors in rejected:
+        for field_name, messages in errors.items():
+            for message in messages:
+                counts.setdefault(field_name, Counter())[message] += 1
+    return {f: dict(c.most_common()) for f, c in counts.items()}
+
+
+def _shown_value(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return ""
+    return str(value)
+
+
+def import_preview(*, path: str | Path, fmt: str, source: str | None = None, options: dict,
+                   rows: int = 20) -> ImportPreview:
+    """The first lines of a file with the mapping, value maps and normalisation applied, each
+    line's field errors, the errors counted by field and the values of the enumerated columns
+    counted (the file's value beside ours) over the first chunk. Reads only: no job, customer,
+    item, event or quarantined row is created."""
+    from ingestion.importers.sources import DEFAULT_SOURCES
+
+    path = Path(path)
+    if not path.exists():
+        raise SourceError(f"no such file: {path}")
+    source = source or DEFAULT_SOURCES.get(fmt, "default")
+    kind = options.get("kind", "events")
+    if kind != "events":
+        validator = _catalogue_validator(kind)
+        renames = {column: field_name for field_name, column in (options.get("mapping") or {}).items()}
+        chunk = next(iter(_catalogue_chunks(path=path, fmt=fmt, options={**options, "kind": kind})), None)
+        if chunk is None:
+            return ImportPreview([], [], 0, 0, {}, {})
+        chunk.frame = chunk.frame.head(PREVIEW_SAMPLE_ROWS)
+        raw = chunk.frame.rename(columns=renames).reset_index(drop=True)
+        _, rejected, mapped = _catalogue_rows_check({**options, "kind": kind}, chunk, renames, validator)
+        fields = [c for c in mapped.columns if c != "_line" and c in validator().fields]
+        errors = [(line, field_errors) for _, line, _, _, field_errors in rejected]
+    else:
+        event_source = open_event_source(path=path, fmt=fmt, source=source, options=options)
+        first = next(iter(event_source.chunks), None)
+        if first is None:
+            return ImportPreview([], [], 0, 0, {}, {})
+        raw = first[0].head(PREVIEW_SAMPLE_ROWS).reset_index(drop=True)
+        raw, _ = without_suppressed_subjects(raw, source)
+        raw = raw.reset_index(drop=True)
+        mapped, prior = mapped_chunk_check(raw, event_source)
+        cleaned = events_clean(mapped, rules=event_source.rules, prior=prior)
+        fields = [c for c in mapped.columns if c != "_line"]
+        errors = [(r.line, r.errors) for r in cleaned.rejected]
+    by_line = dict(errors)
+    shown = [
+        {"line": int(record["_line"]), "values": {f: _shown_value(record.get(f)) for f in fields},
+         "errors": by_line.get(int(record["_line"]), {})}
+        for record in mapped.head(rows).to_dict("records")
+    ]
+    return ImportPreview(
+        fields=fields, rows=shown, sampled=len(mapped), rejected=len(errors),
+        error_counts=_errors_by_field(errors),
+        value_counts=_value_counts(raw, mapped, [f for f in normalise.ENUMERATED_FIELDS if f in fields]),
+    )
 
 
 # --- Synthetic shop ----------------------------------------------------------------------------

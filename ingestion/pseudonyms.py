@@ -1,8 +1,12 @@
 """Pseudonymous customer keys (keyed HMAC-SHA256 under the PSEUDONYM_KEYS ring) and encryption of PII
 at rest (Fernet)."""
 
+import base64
 import hashlib
 import hmac
+import os
+import struct
+import time
 from functools import cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -65,6 +69,49 @@ def pii_decrypt(token: bytes | memoryview | None) -> str | None:
 def pii_encrypt_bytes(data: bytes) -> bytes:
     """A whole file's bytes under the PII key (access exports at rest)."""
     return _fernet().encrypt(data)
+
+
+def pii_encrypt_many(values: list[bytes]) -> list[bytes]:
+    """Each value encrypted under the newest PII key, as `pii_encrypt_bytes` would: one standard
+    Fernet token per value (github.com/fernet/spec: 0x80, time, a random IV, AES-128-CBC with PKCS7
+    padding, HMAC-SHA256, URL-safe base64), which any Fernet decrypts.
+
+    Made for the thousands of rejected rows of one import chunk, where Fernet.encrypt costs ~40 µs a
+    row, most of it building a new cipher context per token. Here CBC runs across all the values
+    at once: values of the same length in blocks form a matrix, and block j of every value is
+    C_j = AES(P_j xor C_(j-1)) (C_0 the value's own IV) with one AES-ECB context over the whole
+    column. That is exactly CBC, value by value (tests compare it with the library's CBC mode);
+    only the order in which blocks go through AES differs."""
+    import numpy as np
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    if not values:
+        return []
+    key = base64.urlsafe_b64decode(settings.PII_ENCRYPTION_KEYS[0])
+    signing_key, encryption_key = key[:16], key[16:]
+    header = b"\x80" + struct.pack(">Q", int(time.time()))
+    ivs = os.urandom(16 * len(values))
+    blocks_of = [len(v) // 16 + 1 for v in values]  # PKCS7 always adds 1..16 bytes
+    groups: dict[int, list[int]] = {}
+    for index, blocks in enumerate(blocks_of):
+        groups.setdefault(blocks, []).append(index)
+    aes = Cipher(algorithms.AES(encryption_key), modes.ECB()).encryptor()  # noqa: S305 (CBC built on it, see above)
+    tokens: list[bytes] = [b""] * len(values)
+    for blocks, members in groups.items():
+        padded = b"".join(values[i] + bytes((16 * blocks - len(values[i]),)) * (16 * blocks - len(values[i]))
+                          for i in members)
+        plain = np.frombuffer(padded, dtype=np.uint8).reshape(len(members), blocks, 16)
+        previous = np.frombuffer(b"".join(ivs[16 * i:16 * i + 16] for i in members), dtype=np.uint8).reshape(-1, 16)
+        cipher = np.empty_like(plain)
+        for j in range(blocks):
+            previous = np.frombuffer(aes.update(np.bitwise_xor(plain[:, j, :], previous).tobytes()),
+                                     dtype=np.uint8).reshape(-1, 16)
+            cipher[:, j, :] = previous
+        for row, i in enumerate(members):
+            parts = header + ivs[16 * i:16 * i + 16] + cipher[row].tobytes()
+            tokens[i] = base64.urlsafe_b64encode(parts + hmac.digest(signing_key, parts, "sha256"))
+    aes.finalize()
+    return tokens
 
 
 def pii_decrypt_bytes(token: bytes) -> bytes:

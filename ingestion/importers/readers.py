@@ -36,8 +36,11 @@ class SourceChunk:
         if self.raw_lines is not None:
             return [self.raw_lines[p] for p in positions]
         columns = [c for c in self.frame.columns if c != "_line"]
-        rows = self.frame.iloc[list(positions)][columns]
-        return [self.delimiter.join("" if pd.isna(v) else str(v) for v in row) for row in rows.itertuples(index=False)]
+        if not columns or not len(positions):
+            return [""] * len(positions)
+        rows = self.frame.iloc[np.asarray(positions, dtype=np.int64)]
+        texts = [rows[c].astype("str").where(rows[c].notna(), "").reset_index(drop=True) for c in columns]
+        return texts[0].str.cat(texts[1:], sep=self.delimiter).tolist() if len(texts) > 1 else texts[0].tolist()
 
 
 class Utf8LineGuard(io.RawIOBase):

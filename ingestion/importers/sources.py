@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ingestion.cleaning import FIELDS, CleaningRules
+from ingestion.normalise import CUSTOMER_FIELDS
 from ingestion.importers import readers
 from ingestion.importers.readers import SourceChunk
 
@@ -33,6 +34,8 @@ class EventSource:
     bytes_total: int
     chunks: Iterator[tuple[pd.DataFrame, SourceChunk]]
     catalogue: CatalogueRows = field(default_factory=CatalogueRows)
+    value_maps: dict[str, dict[str, str]] = field(default_factory=dict)  # field → {source value: ours}
+    customer_fields: tuple[str, ...] = ()  # customer attributes the rows carry beside their events
 
 
 def file_identity(path: Path) -> str:
@@ -53,10 +56,24 @@ def _canonical(chunk: SourceChunk, mapping: dict[str, str], constants: dict[str,
     return frame
 
 
-def _check_mapping(mapping: dict[str, str], constants: dict[str, str]) -> None:
-    unknown = (set(mapping) | set(constants)) - set(FIELDS)
+EVENT_FILE_FIELDS = (*FIELDS, *CUSTOMER_FIELDS)  # what a column of an event file can fill
+
+
+def _check_mapping(mapping: dict[str, str], constants: dict[str, str], value_maps: dict | None = None) -> None:
+    unknown = (set(mapping) | set(constants) | set(value_maps or {})) - set(EVENT_FILE_FIELDS)
     if unknown:
-        raise SourceError(f"unknown target field(s) {sorted(unknown)}; known: {', '.join(FIELDS)}")
+        raise SourceError(f"unknown target field(s) {sorted(unknown)}; known: {', '.join(EVENT_FILE_FIELDS)}")
+    value_maps_check(value_maps)
+
+
+def value_maps_check(value_maps) -> None:
+    """A value map is an object of strings to strings per field."""
+    if not isinstance(value_maps or {}, dict):
+        raise SourceError("value_maps must be an object: field → {source value: our value}")
+    for name, table in (value_maps or {}).items():
+        if not isinstance(table, dict) or not table or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
+            raise SourceError(f"the value map of {name} must be a non-empty object of source values to ours (strings)")
 
 
 def cleaning_rules(*, source: str, options: dict, **overrides) -> CleaningRules:
@@ -82,7 +99,8 @@ def generic_source(path: Path, fmt: str, source: str, options: dict) -> EventSou
     mapping = {f: f for f in FIELDS}
     mapping.update(options.get("mapping") or {})
     constants = dict(options.get("constants") or {})
-    _check_mapping(mapping, constants)
+    value_maps = dict(options.get("value_maps") or {})
+    _check_mapping(mapping, constants, value_maps)
     if fmt == "csv":
         delimiter = options.get("delimiter", ",")
         with open(path, encoding="utf-8", errors="replace") as handle:
@@ -104,6 +122,8 @@ def generic_source(path: Path, fmt: str, source: str, options: dict) -> EventSou
         rules=rules,
         bytes_total=path.stat().st_size,
         chunks=((_canonical(c, mapping, constants), c) for c in raw_chunks),
+        value_maps=value_maps,
+        customer_fields=tuple(f for f in CUSTOMER_FIELDS if f in mapping or f in constants),
     )
 
 
