@@ -155,13 +155,17 @@ def celery_worker(transactional_db):
 
 
 @contextlib.contextmanager
-def celery_worker_running(env: dict, *, queues: str, log: Path):
-    """A `celery worker` process (solo pool) with this environment, ready when entered, stopped on
-    exit; its output goes to `log`."""
+def celery_worker_running(env: dict, *, queues: str, log: Path, pool: str = "solo", include: str | None = None,
+                          beat: bool = False):
+    """A `celery worker` process (one task at a time; solo pool unless told) with this environment,
+    ready when entered, stopped on exit; its output goes to `log`. `include`: more task modules to
+    load (tests' own tasks); `beat`: run Celery beat inside it (its schedule file under var/)."""
     log.parent.mkdir(exist_ok=True)
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues, "-c", "1",
-         "--pool", "solo", "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+         "--pool", pool, "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+         *(["--include", include] if include else []),
+         *(["--beat", "--schedule", str(log.with_suffix(".beat-schedule"))] if beat else [])],
         cwd=settings.BASE_DIR, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
     )
     try:
