@@ -148,6 +148,26 @@ def customer_value_summary() -> dict | None:
     return {"fit": fit, "evaluation": evaluation, "audiences": audiences}
 
 
+def reliability_summary() -> dict:
+    """What needs an operator after a fault: tasks given up on (dead letters), imports whose worker
+    died (no heartbeat for IMPORT_STALE_SECONDS) and refreshes waiting in the outbox for the broker."""
+    from django.conf import settings
+    from django.db.models import Count
+
+    from ingestion.models import RefreshOutbox
+    from ingestion.selectors import import_jobs_stale
+    from pipeline.models import DeadLetter
+
+    outbox = RefreshOutbox.objects.aggregate(entries=Count("id"), oldest=Min("created_at"), attempts=Max("attempts"))
+    return {
+        "dead_letters": DeadLetter.objects.count(),
+        "dead_letters_recent": list(DeadLetter.objects.order_by("-created_at")[:RECENT_ROWS]),
+        "stuck_imports": import_jobs_stale(),
+        "stale_minutes": max(1, settings.IMPORT_STALE_SECONDS // 60),
+        "outbox": outbox,
+    }
+
+
 def dashboard_summary(*, now: datetime | None = None) -> dict:
     """Everything the dashboard shows, in one dict."""
     from profiles.models import FeatureSet
@@ -169,4 +189,5 @@ def dashboard_summary(*, now: datetime | None = None) -> dict:
         "privacy_requests_open": open_requests.count(),
         "privacy_requests_recent": list(open_requests.order_by("-id")[:RECENT_ROWS]),
         "customer_value": customer_value_summary(),
+        "reliability": reliability_summary(),
     }
