@@ -237,9 +237,10 @@ PROFILE_REBUILD_HOUR_UTC = env.int("PROFILE_REBUILD_HOUR_UTC", default=3)
 # Weekly retraining of the user encoder (day 0 = Sunday), after that night's profile build.
 TRAINING_RETRAIN_WEEKDAY = env.int("TRAINING_RETRAIN_WEEKDAY", default=0)
 TRAINING_RETRAIN_HOUR_UTC = env.int("TRAINING_RETRAIN_HOUR_UTC", default=4)
-# A task delivered more than this many times (retries and redeliveries after a lost worker alike) is
+# A task delivered more than this many times (retries and redeliveries after a lost worker alike; above
+# every task's max_retries + 1, so a retry budget is never cut short) is
 # not run again but dead-lettered (pipeline.DeadLetter, shown in the admin).
-TASK_MAX_DELIVERIES = env.int("TASK_MAX_DELIVERIES", default=5)
+TASK_MAX_DELIVERIES = env.int("TASK_MAX_DELIVERIES", default=10)
 # Profile refreshes owed by stored events wait in an outbox (ingestion.RefreshOutbox) until they are
 # on the broker; beat drains it this often, this many entries per transaction.
 REFRESH_OUTBOX_DRAIN_SECONDS = env.int("REFRESH_OUTBOX_DRAIN_SECONDS", default=60)
