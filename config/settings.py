@@ -231,6 +231,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # queues it again every IMPORT_WATCHDOG_SECONDS and another worker claims it.
 IMPORT_STALE_SECONDS = env.int("IMPORT_STALE_SECONDS", default=300)
 IMPORT_WATCHDOG_SECONDS = env.int("IMPORT_WATCHDOG_SECONDS", default=60)
+# A running profile build (one heartbeat per chunk) or training run (one per epoch) silent this long
+# is shown as stuck on the admin dashboard.
+JOB_STUCK_MINUTES = env.int("JOB_STUCK_MINUTES", default=30)
 # Nightly batch build: ages (recency, lifecycle stage) move on for customers without new events,
 # and the feature set is refitted on the current population.
 PROFILE_REBUILD_HOUR_UTC = env.int("PROFILE_REBUILD_HOUR_UTC", default=3)
