@@ -337,6 +337,11 @@ def customers_erase(*, customer_ids: list[int]) -> dict[str, int]:
         cursor.execute("UPDATE ingestion_customer SET merged_into_id = NULL WHERE merged_into_id = ANY(%s)", [customer_ids])
         cursor.execute("DELETE FROM ingestion_customer WHERE id = ANY(%s)", [customer_ids])
         counts["customers"] = cursor.rowcount
+        # no refresh owed in the outbox names an erased customer any more
+        cursor.execute(
+            "UPDATE ingestion_refreshoutbox SET customer_ids = ARRAY(SELECT unnest(customer_ids) EXCEPT "
+            "SELECT unnest(%s::bigint[]) ORDER BY 1) WHERE customer_ids && %s::bigint[]", [customer_ids, customer_ids])
+        cursor.execute("DELETE FROM ingestion_refreshoutbox WHERE cardinality(customer_ids) = 0")
     return counts
 
 
