@@ -113,7 +113,8 @@ class PortraitTask(Task):
         from django.conf import settings
 
         task_id = self.request.id
-        if task_id is None or self.request.is_eager or self.request.called_directly:
+        # Celery's own tasks (chord_unlock polls by retrying, as often as it takes) are not counted
+        if task_id is None or self.request.is_eager or self.request.called_directly or self.name.startswith("celery."):
             return super().__call__(*args, **kwargs)
         try:
             client = _broker_redis()
