@@ -182,6 +182,36 @@ def _settings_of(alias: str) -> dict:
     return connections[alias].settings_dict
 
 
+def reliability_summary() -> dict:
+    """What needs an operator after a fault: tasks given up on (dead letters), imports whose worker
+    died (no heartbeat for IMPORT_STALE_SECONDS), profile builds and training runs silent for
+    JOB_STUCK_MINUTES, and refreshes waiting in the outbox for the broker."""
+    from django.conf import settings
+    from django.db.models import Count
+
+    from ingestion.models import RefreshOutbox
+    from ingestion.selectors import import_jobs_stale
+    from pipeline.models import DeadLetter
+    from profiles.models import BuildStatus, ProfileBuild
+    from training.models import RunStatus, TrainingRun
+
+    stuck_since = timezone.now() - timedelta(minutes=settings.JOB_STUCK_MINUTES)
+    outbox = RefreshOutbox.objects.aggregate(entries=Count("id"), oldest=Min("created_at"), attempts=Max("attempts"))
+    stuck_builds = list(ProfileBuild.objects.filter(status=BuildStatus.RUNNING, heartbeat_at__lt=stuck_since).order_by("pk"))
+    stuck_runs = list(TrainingRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=stuck_since).order_by("pk"))
+    return {
+        "dead_letters": DeadLetter.objects.count(),
+        "dead_letters_recent": list(DeadLetter.objects.order_by("-created_at")[:RECENT_ROWS]),
+        "stuck_imports": import_jobs_stale(),
+        "stale_minutes": max(1, settings.IMPORT_STALE_SECONDS // 60),
+        "stuck_builds": stuck_builds,
+        "stuck_training_runs": stuck_runs,
+        "stuck_jobs": len(stuck_builds) + len(stuck_runs),
+        "stuck_minutes": settings.JOB_STUCK_MINUTES,
+        "outbox": outbox,
+    }
+
+
 def dashboard_summary(*, now: datetime | None = None) -> dict:
     """Everything the dashboard shows, in one dict."""
     from profiles.models import FeatureSet
@@ -204,4 +234,5 @@ def dashboard_summary(*, now: datetime | None = None) -> dict:
         "privacy_requests_recent": list(open_requests.order_by("-id")[:RECENT_ROWS]),
         "customer_value": customer_value_summary(),
         "replicas": replicas_summary(),
+        "reliability": reliability_summary(),
     }

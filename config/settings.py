@@ -238,13 +238,45 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = False
+# A task unacknowledged this long (its worker was killed) is handed to another worker by Redis; a
+# task that runs longer is delivered twice, which every task tolerates (claims, upserts).
+# Each worker sweeps for such tasks every quarter of the timeout (at most every 10 s).
+TASK_VISIBILITY_TIMEOUT_S = env.int("TASK_VISIBILITY_TIMEOUT_S", default=3600)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": TASK_VISIBILITY_TIMEOUT_S,
+    "unacked_restore_interval": max(1, min(10, TASK_VISIBILITY_TIMEOUT_S // 4)),
+    "unacked_restore_throttle": 1,
+}
+# A running import whose heartbeat (one per stored chunk) is older than this is presumed dead: beat
+# queues it again every IMPORT_WATCHDOG_SECONDS and another worker claims it.
+IMPORT_STALE_SECONDS = env.int("IMPORT_STALE_SECONDS", default=300)
+IMPORT_WATCHDOG_SECONDS = env.int("IMPORT_WATCHDOG_SECONDS", default=60)
+# A running profile build (one heartbeat per chunk) or training run (one per epoch) silent this long
+# is shown as stuck on the admin dashboard.
+JOB_STUCK_MINUTES = env.int("JOB_STUCK_MINUTES", default=30)
 # Nightly batch build: ages (recency, lifecycle stage) move on for customers without new events,
 # and the feature set is refitted on the current population.
 PROFILE_REBUILD_HOUR_UTC = env.int("PROFILE_REBUILD_HOUR_UTC", default=3)
 # Weekly retraining of the user encoder (day 0 = Sunday), after that night's profile build.
 TRAINING_RETRAIN_WEEKDAY = env.int("TRAINING_RETRAIN_WEEKDAY", default=0)
 TRAINING_RETRAIN_HOUR_UTC = env.int("TRAINING_RETRAIN_HOUR_UTC", default=4)
+# A task delivered more than this many times (retries and redeliveries after a lost worker alike; above
+# every task's max_retries + 1, so a retry budget is never cut short) is
+# not run again but dead-lettered (pipeline.DeadLetter, shown in the admin).
+TASK_MAX_DELIVERIES = env.int("TASK_MAX_DELIVERIES", default=10)
+# Profile refreshes owed by stored events wait in an outbox (ingestion.RefreshOutbox) until they are
+# on the broker; beat drains it this often, this many entries per transaction.
+REFRESH_OUTBOX_DRAIN_SECONDS = env.int("REFRESH_OUTBOX_DRAIN_SECONDS", default=60)
+REFRESH_OUTBOX_DRAIN_BATCH = env.int("REFRESH_OUTBOX_DRAIN_BATCH", default=100)
 CELERY_BEAT_SCHEDULE = {
+    "stale-imports-requeue": {
+        "task": "ingestion.tasks.import_jobs_stale_requeue_task",
+        "schedule": float(IMPORT_WATCHDOG_SECONDS),
+    },
+    "refresh-outbox-drain": {
+        "task": "profiles.tasks.refresh_outbox_drain_task",
+        "schedule": float(REFRESH_OUTBOX_DRAIN_SECONDS),
+    },
     "nightly-profile-build": {
         "task": "profiles.tasks.profile_build_task",
         "schedule": crontab(minute=0, hour=PROFILE_REBUILD_HOUR_UTC),
@@ -285,6 +317,9 @@ PII_ENCRYPTION_KEYS = env.list("PII_ENCRYPTION_KEYS", default=[]) or [
 # Ingestion limits and cleaning thresholds (documented in README, 'Ingestion').
 API_MAX_BATCH_EVENTS = env.int("API_MAX_BATCH_EVENTS", default=10_000)
 INGEST_CHUNK_ROWS = env.int("INGEST_CHUNK_ROWS", default=100_000)
+# A CSV import reads, cleans and commits its file this many bytes at a time (one transaction and
+# one heartbeat each): what a killed worker's successor finds committed, and memory per chunk.
+INGEST_CSV_BLOCK_BYTES = env.int("INGEST_CSV_BLOCK_BYTES", default=4 * 1024 * 1024)
 INGEST_DEFAULT_CURRENCY = env.str("INGEST_DEFAULT_CURRENCY", default="USD")
 INGEST_NEAR_DUPLICATE_SECONDS = env.int("INGEST_NEAR_DUPLICATE_SECONDS", default=5)
 INGEST_BOT_EVENTS_PER_MINUTE = env.int("INGEST_BOT_EVENTS_PER_MINUTE", default=60)

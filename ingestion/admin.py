@@ -31,6 +31,7 @@ from ingestion.models import (
     ImportStatus,
     Item,
     QuarantinedRow,
+    RefreshOutbox,
     SocialEdge,
 )
 from ingestion.pii import customer_pii_reveal
@@ -520,3 +521,25 @@ class ImportJobAdmin(admin.ModelAdmin):
         response = StreamingHttpResponse(selectors.import_job_rejects_csv(job=job, clear=clear), content_type="text/csv")
         response["Content-Disposition"] = f'attachment; filename="import-{job.pk}-rejects.csv"'
         return response
+
+
+@admin.register(RefreshOutbox)
+class RefreshOutboxAdmin(admin.ModelAdmin):
+    """Read-only: what the broker's absence held back; it drains by itself when Redis answers."""
+
+    list_display = ("pk", "customers", "bulk", "attempts", "last_error", "created_at")
+    readonly_fields = ("customer_ids", "bulk", "attempts", "last_error", "created_at")
+    fields = readonly_fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description=_("customers"))
+    def customers(self, obj):
+        return len(obj.customer_ids)

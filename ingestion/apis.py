@@ -21,7 +21,7 @@ from access.models import Scope
 from ingestion import row_validation
 from ingestion import selectors, services
 from ingestion.cleaning import EVENT_TYPE_ALIASES
-from profiles.tasks import events_landed_queue
+from profiles.tasks import refresh_outbox_queue
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -134,7 +134,10 @@ class EventBatchApi(BatchApi):
             result = services.events_ingest_batch(rows=rows)
         except services.BatchRejected as rejected:
             raise InvalidBatch(rejected.errors) from rejected
-        transaction.on_commit(lambda: events_landed_queue(customer_ids=result.customer_ids, bulk=False))
+        if result.outbox_id is not None:
+            # the refresh is owed in the outbox, stored with the events: queued now if the broker
+            # answers, else by the next drain (README "Reliability")
+            transaction.on_commit(lambda: refresh_outbox_queue(ids=[result.outbox_id]))
         return Response(self.OutputSerializer(result).data)
 
 
@@ -177,7 +180,9 @@ class CustomerUpsertApi(RowUpsertApi):
         written = services.customers_upsert(rows=rows, source="default")
         # attributes are traits too: refresh the profiles of the customers that have one
         ids = selectors.customer_ids_by_external_id(source="default", external_ids=[r["external_id"] for r in rows])
-        transaction.on_commit(lambda: events_landed_queue(customer_ids=ids, bulk=False))
+        outbox_id = services.refresh_outbox_add(customer_ids=ids)
+        if outbox_id is not None:
+            transaction.on_commit(lambda: refresh_outbox_queue(ids=[outbox_id]))
         return written
 
 

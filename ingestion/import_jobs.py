@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Greatest
@@ -45,8 +46,6 @@ from ingestion.models import (
 )
 from privacy.suppression_tokens import customer_suppression_token
 
-# A running job whose heartbeat is older than this is presumed dead and may be claimed again.
-STALE_JOB_SECONDS = 300
 # Database writer threads per import; with one more thread preparing chunks this fills 2 cores.
 STORE_THREADS = 2
 
@@ -77,7 +76,8 @@ def import_job_create(
 def _import_job_claim(job_id: int) -> bool:
     """Atomically move a job to running; a dead worker's job (stale heartbeat) may be reclaimed.
     Counters restart at zero: rows landed by the dead attempt then count as duplicates."""
-    stale = timezone.now() - timezone.timedelta(seconds=STALE_JOB_SECONDS)
+    # a running job whose heartbeat is older than IMPORT_STALE_SECONDS is presumed dead
+    stale = timezone.now() - timezone.timedelta(seconds=settings.IMPORT_STALE_SECONDS)
     with transaction.atomic():
         claimed = ImportJob.objects.filter(
             Q(status=ImportStatus.PENDING) | Q(status=ImportStatus.RUNNING, heartbeat_at__lt=stale), pk=job_id

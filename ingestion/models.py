@@ -237,6 +237,27 @@ class QuarantinedRow(models.Model):
         return f"#{self.job_id}:{self.line_number}"
 
 
+class RefreshOutbox(models.Model):
+    """Customers whose new events (or attributes) still owe a profile refresh: written in the same
+    transaction as the events, deleted once the refresh is on the broker. A batch stored while the
+    broker (Redis) is away stays here until a drain queues it (profiles.tasks.refresh_outbox_queue:
+    the next batch, the worker's start, Celery beat)."""
+
+    customer_ids = ArrayField(models.BigIntegerField(), verbose_name=_("customers"))
+    bulk = models.BooleanField(_("bulk"), default=False, help_text=_("Came from a file import"))
+    created_at = models.DateTimeField(_("created at"), db_default=Now(), editable=False, db_index=True)
+    attempts = models.PositiveIntegerField(_("failed attempts to queue"), default=0)
+    last_error = models.TextField(_("last error"), blank=True, db_default="")
+
+    class Meta:
+        verbose_name = _("refresh outbox entry")
+        verbose_name_plural = _("refresh outbox")
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} ({len(self.customer_ids)})"
+
+
 class CustomerGroundTruth(models.Model):
     """What the synthetic generator made a customer be, so tests can check profiles recover it."""
 

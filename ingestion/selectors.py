@@ -7,7 +7,7 @@ from config.csv_stream import csv_lines
 from django.conf import settings
 
 from ingestion.pseudonyms import customer_key, customer_keys, pii_decrypt
-from ingestion.models import Customer, QuarantinedRow
+from ingestion.models import Customer, ImportJob, ImportStatus, QuarantinedRow
 
 
 def customer_keys_resolve(*, source: str, external_ids) -> dict[str, str]:
@@ -79,3 +79,15 @@ def import_job_customer_ids(*, import_job_id: int) -> list[int]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT DISTINCT customer_id FROM ingestion_event WHERE import_job_id = %s", [import_job_id])
         return [row[0] for row in cursor.fetchall()]
+
+
+def import_jobs_stale(*, seconds: int | None = None) -> list[ImportJob]:
+    """Running imports whose heartbeat is older than `seconds` (IMPORT_STALE_SECONDS): their worker
+    died (or hangs); one may claim them again."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    seconds = settings.IMPORT_STALE_SECONDS if seconds is None else seconds
+    stale = timezone.now() - timedelta(seconds=seconds)
+    return list(ImportJob.objects.filter(status=ImportStatus.RUNNING, heartbeat_at__lt=stale).order_by("pk"))

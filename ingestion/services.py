@@ -7,6 +7,7 @@ from datetime import date
 
 import pandas as pd
 from django.db import connection, transaction
+from django.db.models import F
 
 from ingestion import bulk
 from ingestion.cleaning import (
@@ -22,6 +23,7 @@ from ingestion.importers.sources import (
 from ingestion.models import (
     Customer,
     Item,
+    RefreshOutbox,
     SocialRelation,
 )
 
@@ -44,6 +46,7 @@ class BatchResult:
     flagged: int
     customer_ids: list[int]  # internal ids of the customers that got new events, sorted
     refused: int = 0  # rows of suppressed subjects: not stored, no customer created
+    outbox_id: int | None = None  # the refresh these customers are owed (RefreshOutbox), None if none
 
 
 def without_suppressed_subjects(events: pd.DataFrame, source: str) -> tuple[pd.DataFrame, int]:
@@ -140,6 +143,7 @@ def events_ingest_batch(*, rows: list, source: str = "default") -> BatchResult:
         result = bulk.events_merge_payload(
             payload=payload, rows=sum(len(events) for events, _ in allowed), import_job_id=None, report_customers=True,
         )
+        outbox_id = refresh_outbox_add(customer_ids=result.customer_ids)
     return BatchResult(
         received=len(rows),
         inserted=result.inserted,
@@ -148,7 +152,37 @@ def events_ingest_batch(*, rows: list, source: str = "default") -> BatchResult:
         flagged=sum(cleaned.flagged for cleaned, _ in groups),
         customer_ids=result.customer_ids,
         refused=refused,
+        outbox_id=outbox_id,
     )
+
+
+# --- The refresh outbox ----------------------------------------------------------------------------
+
+def refresh_outbox_add(*, customer_ids: list[int], bulk: bool = False) -> int | None:
+    """Record, inside the caller's transaction (the one that stores the events), that these
+    customers owe a profile refresh. Returns the entry's id, None when there are no customers."""
+    if not customer_ids:
+        return None
+    return RefreshOutbox.objects.create(customer_ids=sorted({int(c) for c in customer_ids}), bulk=bulk).pk
+
+
+def refresh_outbox_claim(*, ids: list[int] | None = None, limit: int = 100) -> list[RefreshOutbox]:
+    """Inside a transaction: lock up to `limit` outbox entries (these ids, or the oldest), skipping
+    those another drain holds, so two drains never queue the same entry at once."""
+    entries = RefreshOutbox.objects.order_by("pk")
+    if ids is not None:
+        entries = entries.filter(pk__in=ids)
+    return list(entries.select_for_update(skip_locked=True)[:limit])
+
+
+def refresh_outbox_delete(*, ids: list[int]) -> int:
+    """The entries' refreshes are on the broker: forget them. Returns how many were deleted."""
+    return RefreshOutbox.objects.filter(pk__in=ids).delete()[0]
+
+
+def refresh_outbox_failed(*, ids: list[int], error: str) -> int:
+    """Queueing these entries failed (the broker is away): count the attempt and keep the reason."""
+    return RefreshOutbox.objects.filter(pk__in=ids).update(attempts=F("attempts") + 1, last_error=error[:2000])
 
 
 def _scalar_text(value) -> str:
@@ -303,6 +337,11 @@ def customers_erase(*, customer_ids: list[int]) -> dict[str, int]:
         cursor.execute("UPDATE ingestion_customer SET merged_into_id = NULL WHERE merged_into_id = ANY(%s)", [customer_ids])
         cursor.execute("DELETE FROM ingestion_customer WHERE id = ANY(%s)", [customer_ids])
         counts["customers"] = cursor.rowcount
+        # no refresh owed in the outbox names an erased customer any more
+        cursor.execute(
+            "UPDATE ingestion_refreshoutbox SET customer_ids = ARRAY(SELECT unnest(customer_ids) EXCEPT "
+            "SELECT unnest(%s::bigint[]) ORDER BY 1) WHERE customer_ids && %s::bigint[]", [customer_ids, customer_ids])
+        cursor.execute("DELETE FROM ingestion_refreshoutbox WHERE cardinality(customer_ids) = 0")
     return counts
 
 

@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.db import InterfaceError, OperationalError, transaction
 
 from config.celery import IDEMPOTENT_TASK
-from ingestion import import_jobs, services
+from ingestion import import_jobs, selectors, services
 from ingestion.models import ImportJob
 
 
@@ -42,6 +42,16 @@ def import_job_run_task(self, job_id: int) -> dict | None:
 
         profiles_refresh_after_import_task.delay(job.pk)
     return {"job_id": job.pk, "status": job.status, "inserted": job.rows_inserted, "rejected": job.rows_rejected}
+
+
+@shared_task(**IDEMPOTENT_TASK)
+def import_jobs_stale_requeue_task() -> list[int]:
+    """Celery beat: queue again each running import whose worker died (no heartbeat for
+    IMPORT_STALE_SECONDS). The job is claimed atomically, so a copy that finds it taken does nothing."""
+    ids = [job.pk for job in selectors.import_jobs_stale()]
+    for job_id in ids:
+        import_job_run_task.delay(job_id)
+    return ids
 
 
 def import_job_queue(*, job: ImportJob) -> None:

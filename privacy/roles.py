@@ -30,6 +30,8 @@ OPERATOR_PERMISSIONS = [
     ("crm", "clvfit", "view_clvfit"), ("crm", "clvfit", "add_clvfit"),
     ("crm", "customerprediction", "view_customerprediction"),
     ("crm", "demandforecast", "view_demandforecast"), ("crm", "categorydemand", "view_categorydemand"),
+    ("pipeline", "deadletter", "view_deadletter"), ("pipeline", "deadletter", "delete_deadletter"),
+    ("ingestion", "refreshoutbox", "view_refreshoutbox"),
 ]
 
 

@@ -73,7 +73,7 @@ def _customer_id_ranges(chunk_customers: int) -> tuple[list[tuple[int, int]], in
 def profile_build_start(*, created_by=None, chunk_customers: int | None = None, sample_size: int | None = None) -> ProfileBuild:
     """Fit a new feature set and plan the chunks. Run them with `profile_build_chunk` (inline) or
     `profiles.tasks.profile_build_queue` (Celery)."""
-    build = ProfileBuild.objects.create(created_by=created_by)
+    build = ProfileBuild.objects.create(created_by=created_by, heartbeat_at=timezone.now())
     try:
         feature_set = feature_set_fit(sample_size=sample_size)
     except Exception as exc:
@@ -109,6 +109,7 @@ def profile_build_chunk(*, build_id: int, index: int, first_id: int, last_id: in
         ids = [row[0] for row in cursor.fetchall()]
     written = profiles_store(customer_ids=ids, feature_set=build.feature_set)
     ProfileBuild.objects.filter(pk=build_id).exclude(done_chunks__contains=[index]).update(
+        heartbeat_at=timezone.now(),
         chunks_done=F("chunks_done") + 1,
         profiles_written=F("profiles_written") + written,
         done_chunks=Func(F("done_chunks"), Value(index, output_field=IntegerField()), function="array_append"),

@@ -146,6 +146,8 @@ class ProfileBuild(models.Model):
     )
     started_at = models.DateTimeField(_("started at"), auto_now_add=True)
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    heartbeat_at = models.DateTimeField(_("last progress at"), null=True, blank=True,
+                                        help_text=_("Start and each chunk done; the dashboard shows a build silent too long as stuck"))
 
     class Meta:
         verbose_name = _("profile build")

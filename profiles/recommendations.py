@@ -11,12 +11,14 @@ than that many items share a top-level category (greedy, in score order), for va
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connections, router, transaction
+from redis import RedisError
 
 from ingestion.models import Event, EventType, Item
 from profiles.models import Profile
@@ -85,7 +87,10 @@ def _by_embedding(profile: Profile, exclude: list[int], limit: int) -> list[tupl
 def popular_items() -> dict:
     """Purchase counts over the store's last POPULAR_DAYS: the top items overall and per top-level
     category. Cached for POPULAR_CACHE_SECONDS (one aggregate over recent events, not per request)."""
-    cached = cache.get("recommendations:popular")
+    try:
+        cached = cache.get("recommendations:popular")
+    except RedisError:  # the cache is away: compute it (README "Reliability")
+        cached = None
     if cached is not None:
         return cached
     with _reading().cursor() as cursor:
@@ -113,7 +118,8 @@ def popular_items() -> dict:
     popular = {"overall": [(i, n / total) for i, n, _ in rows[:POPULAR_PER_CATEGORY]], "by_category": {}}
     for item_id, n, category in rows:
         popular["by_category"].setdefault(category, []).append((item_id, n / total))
-    cache.set("recommendations:popular", popular, POPULAR_CACHE_SECONDS)
+    with contextlib.suppress(RedisError):
+        cache.set("recommendations:popular", popular, POPULAR_CACHE_SECONDS)
     return popular
 
 

@@ -1,13 +1,15 @@
 """Celery tasks of the profiles app (queue `profiles`): thin, idempotent callers of services and
 pipeline flows, and the functions that queue them."""
 
+import contextlib
 import logging
 
-from celery import chord, shared_task
+from celery import chord, shared_task, signals
 from django.conf import settings
 from django.db import transaction
 
-from config.celery import IDEMPOTENT_TASK
+from config.celery import BROKER_ERRORS, IDEMPOTENT_TASK
+from ingestion import services as ingestion_services
 from ingestion.selectors import import_job_customer_ids
 from pipeline import flows
 from profiles import builds, feature_sets, services
@@ -102,20 +104,55 @@ def profile_build_queue_unless_running(*, require_profiles: bool = True):
 def profiles_refresh_queue(*, customer_ids) -> int:
     """Queue refreshes for customers with new events (API batches, identify), coalescing bursts
     (profiles.services.refresh_pending_mark). Returns how many customers were queued. Call after
-    the events are committed."""
-    import redis
-    from kombu.exceptions import OperationalError as BrokerError
-
+    the events are committed. Raises one of config.celery.BROKER_ERRORS when the broker is away,
+    having cleared the marks of the customers it could not queue (so a later try queues them)."""
     if feature_sets.feature_set_active() is None:
         return 0
-    try:
-        fresh = services.refresh_pending_mark(customer_ids=customer_ids)
-        batch = settings.PROFILE_REFRESH_BATCH_CUSTOMERS
-        for i in range(0, len(fresh), batch):
+    fresh = services.refresh_pending_mark(customer_ids=customer_ids)
+    batch = settings.PROFILE_REFRESH_BATCH_CUSTOMERS
+    for i in range(0, len(fresh), batch):
+        try:
             profiles_refresh_task.delay(fresh[i:i + batch])
-    except (redis.RedisError, BrokerError) as exc:
-        # The events are stored; only their profiles wait, until the next batch build.
-        logger.error("profile refresh not queued for %d customers: broker unavailable (%s)",
-                     len(set(customer_ids)), exc)
-        return 0
+        except BROKER_ERRORS:
+            with contextlib.suppress(*BROKER_ERRORS):  # marks left behind only delay by their TTL
+                services.refresh_pending_clear(customer_ids=fresh[i:])
+            raise
     return len(fresh)
+
+
+def refresh_outbox_queue(*, ids: list[int] | None = None, limit: int | None = None) -> int:
+    """Queue the refreshes that stored events are owed (ingestion.models.RefreshOutbox): these
+    entries, or every entry, `limit` at a time; each entry is deleted in the transaction that
+    queued it. Stops at the first broker error, leaving the rest (and the failed batch, its attempt
+    counted) for the next drain; a refresh queued twice is harmless. Returns the entries queued."""
+    limit = limit or settings.REFRESH_OUTBOX_DRAIN_BATCH
+    queued = 0
+    while True:
+        claimed: list[int] = []
+        try:
+            with transaction.atomic():
+                entries = ingestion_services.refresh_outbox_claim(ids=ids, limit=limit)
+                claimed = [entry.pk for entry in entries]
+                for entry in entries:
+                    events_landed_queue(customer_ids=entry.customer_ids, bulk=entry.bulk)
+                ingestion_services.refresh_outbox_delete(ids=claimed)
+        except BROKER_ERRORS as exc:
+            logger.warning("%d profile refresh(es) left in the outbox: broker unavailable (%s)", len(claimed), exc)
+            ingestion_services.refresh_outbox_failed(ids=claimed, error=f"{exc.__class__.__name__}: {exc}")
+            return queued
+        queued += len(claimed)
+        if ids is not None or len(claimed) < limit:
+            return queued
+
+
+@shared_task(**IDEMPOTENT_TASK)
+def refresh_outbox_drain_task() -> int:
+    """Celery beat (and every worker's start): queue what the outbox still holds."""
+    return refresh_outbox_queue()
+
+
+@signals.worker_ready.connect
+def _refresh_outbox_drain_at_worker_start(sender=None, **kwargs):
+    """A worker that (re)connected drains what batches stored while the broker was away still owe."""
+    with contextlib.suppress(*BROKER_ERRORS):
+        refresh_outbox_drain_task.delay()

@@ -129,10 +129,9 @@ celery_app.conf.broker_url = celery_app.conf.result_backend = TEST_BROKER_URL
 settings.CACHES["default"]["LOCATION"] = os.environ.get("TEST_CACHE_URL", "redis://127.0.0.1:6379/14")
 
 
-@pytest.fixture
-def celery_worker(transactional_db):
-    """A real `celery worker` process on the test database and a test-only Redis database, so a
-    developer's running `make run` worker never steals the test's tasks."""
+def process_env(**overrides: str) -> dict:
+    """The environment of a worker or web process a test starts: the test database, the test-only
+    Redis databases (broker and cache) and models directory, then `overrides`."""
     database = settings.DATABASES["default"]
     env = dict(os.environ, CELERY_BROKER_URL=TEST_BROKER_URL, CELERY_RESULT_BACKEND=TEST_BROKER_URL,
                CACHE_URL=settings.CACHES["default"]["LOCATION"], MODELS_DIR=str(settings.MODELS_DIR))
@@ -141,6 +140,14 @@ def celery_worker(transactional_db):
         env["DATABASE_URL"] = f"{base}/{database['NAME']}"
     else:
         env["EMBEDDED_DATABASE_NAME"] = database["NAME"]
+    return {**env, **overrides}
+
+
+@pytest.fixture
+def celery_worker(transactional_db):
+    """A real `celery worker` process on the test database and a test-only Redis database, so a
+    developer's running `make run` worker never steals the test's tasks."""
+    env = process_env()
     celery_app.control.purge()  # tasks left by an earlier, interrupted run
     with celery_worker_running(env, queues="default,ingest,profiles,segments,training",
                                log=Path(settings.BASE_DIR) / "var" / "test-worker.log") as process:
@@ -148,13 +155,17 @@ def celery_worker(transactional_db):
 
 
 @contextlib.contextmanager
-def celery_worker_running(env: dict, *, queues: str, log: Path):
-    """A `celery worker` process (solo pool) with this environment, ready when entered, stopped on
-    exit; its output goes to `log`."""
+def celery_worker_running(env: dict, *, queues: str, log: Path, pool: str = "solo", include: str | None = None,
+                          beat: bool = False):
+    """A `celery worker` process (one task at a time; solo pool unless told) with this environment,
+    ready when entered, stopped on exit; its output goes to `log`. `include`: more task modules to
+    load (tests' own tasks); `beat`: run Celery beat inside it (its schedule file under var/)."""
     log.parent.mkdir(exist_ok=True)
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues, "-c", "1",
-         "--pool", "solo", "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+         "--pool", pool, "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+         *(["--include", include] if include else []),
+         *(["--beat", "--schedule", str(log.with_suffix(".beat-schedule"))] if beat else [])],
         cwd=settings.BASE_DIR, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
     )
     try:
@@ -168,5 +179,49 @@ def celery_worker_running(env: dict, *, queues: str, log: Path):
         process.terminate()
         try:
             process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def web_server_running(env: dict, *, workers: int, log: Path):
+    """gunicorn (sync workers, as production runs it) on a free loopback port with this environment;
+    yields its base URL once /healthz answers 200, stopped on exit; its output goes to `log`."""
+    import urllib.request
+
+    log.parent.mkdir(exist_ok=True)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(workers),
+         "--timeout", "120", "--access-logfile", "-"],
+        cwd=settings.BASE_DIR, env=dict(env, ALLOWED_HOSTS="127.0.0.1"), stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, f"gunicorn exited early:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"gunicorn not up in 60 s:\n{log.read_text()[-3000:]}"
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()

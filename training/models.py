@@ -33,6 +33,8 @@ class TrainingRun(models.Model):
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     started_at = models.DateTimeField(_("started at"), null=True, blank=True)
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    heartbeat_at = models.DateTimeField(_("last progress at"), null=True, blank=True,
+                                        help_text=_("Start and each epoch; the dashboard shows a run silent too long as stuck"))
 
     class Meta:
         verbose_name = _("training run")

@@ -149,7 +149,7 @@ def training_run_execute(*, run_id: int, activate, progress=None) -> TrainingRun
             train(**plan)
         return None
     claimed = TrainingRun.objects.filter(pk=run_id, status__in=[RunStatus.PENDING, RunStatus.RUNNING]).update(
-        status=RunStatus.RUNNING, started_at=timezone.now()
+        status=RunStatus.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()
     )
     if not claimed:
         distributed.share(None)
@@ -181,7 +181,8 @@ def training_run_execute(*, run_id: int, activate, progress=None) -> TrainingRun
         )
 
         def on_epoch(record):
-            TrainingRun.objects.filter(pk=run.pk).update(history=[*TrainingRun.objects.get(pk=run.pk).history, record])
+            TrainingRun.objects.filter(pk=run.pk).update(history=[*TrainingRun.objects.get(pk=run.pk).history, record],
+                                                         heartbeat_at=timezone.now())
             if progress is not None:
                 progress(record, train_config.epochs)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from django.conf import settings
 
 from ingestion.cleaning import FIELDS, CleaningRules
 from ingestion.normalise import CUSTOMER_FIELDS
@@ -109,7 +110,7 @@ def generic_source(path: Path, fmt: str, source: str, options: dict) -> EventSou
         missing = {c: m for c, m in (options.get("mapping") or {}).items() if m not in header}
         if missing:
             raise SourceError(f"mapped column(s) not in the file header: {missing}; header: {header}")
-        raw_chunks = readers.read_delimited(path, delimiter=delimiter)
+        raw_chunks = readers.read_delimited(path, delimiter=delimiter, block_bytes=settings.INGEST_CSV_BLOCK_BYTES)
     elif fmt == "jsonl":
         raw_chunks = readers.read_jsonl(path)
     elif fmt == "parquet":

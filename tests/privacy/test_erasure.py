@@ -251,3 +251,17 @@ def test_erasure_during_ingestion_of_the_same_subject_leaves_no_row(seeded, comp
     assert not Customer.objects.filter(key=seeded["key"]).exists()
     assert not Event.objects.filter(customer__key=seeded["key"]).exists()
     assert ImportJob.objects.exists()
+
+
+def test_erasure_takes_the_subject_out_of_refreshes_still_owed_in_the_outbox(seeded, compliance_user):
+    from ingestion.models import RefreshOutbox
+
+    subject_id = seeded["customer"].pk
+    other_id = Customer.objects.exclude(pk=subject_id).exclude(merged_into=subject_id).first().pk
+    shared = RefreshOutbox.objects.create(customer_ids=sorted([subject_id, other_id]))
+    alone = RefreshOutbox.objects.create(customer_ids=[subject_id])
+
+    assert _erase(compliance_user).state == RequestState.COMPLETED
+
+    assert RefreshOutbox.objects.get(pk=shared.pk).customer_ids == [other_id]
+    assert not RefreshOutbox.objects.filter(pk=alone.pk).exists()
