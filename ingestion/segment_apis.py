@@ -23,7 +23,7 @@ from ingestion import segment_spec
 from ingestion.apis import _LONE_SURROGATE, BoundedJSONParser, PayloadTooLarge
 from ingestion.services import BatchRejected
 from pipeline.flows import segment_batch_ingest
-from profiles.tasks import events_landed_queue
+from profiles.tasks import refresh_outbox_queue
 
 API_SOURCE = "default"  # the same namespace as POST /api/v1/events: a userId is a customer_id
 
@@ -104,7 +104,8 @@ class SpecApi(APIView):
             raise PayloadTooLarge(f"Message(s) {oversize[:10]} exceed the Segment Spec's limit of "
                                   f"{segment_spec.MESSAGE_MAX_BYTES} bytes each.")
         result = segment_batch_ingest(messages=messages, source=API_SOURCE, received_at=timezone.now())
-        transaction.on_commit(lambda: events_landed_queue(customer_ids=result.customer_ids, bulk=False))
+        if result.outbox_ids:  # queued now if the broker answers, else by the next drain
+            transaction.on_commit(lambda: refresh_outbox_queue(ids=result.outbox_ids))
         events = result.events
         return Response({
             "success": True,

@@ -187,6 +187,7 @@ class SegmentBatchResult:
     merges_refused: int  # links refused: a suppressed subject, or one side already merged elsewhere
     ignored: int  # messages with nothing for us (group calls, aliases of ids never seen)
     customer_ids: list[int]  # customers whose profiles the batch changed, for events_landed
+    outbox_ids: list[int]  # their refreshes, owed in the outbox with the batch (README "Reliability")
 
 
 def segment_batch_ingest(*, messages: list, source: str = "default", received_at: datetime) -> SegmentBatchResult:
@@ -232,15 +233,21 @@ def segment_batch_ingest(*, messages: list, source: str = "default", received_at
             else:
                 merged += 1
                 survivors.add(merge.survivor_id)
-    customer_ids = set(events.customer_ids if events else [])
-    customer_ids |= set(ingestion_selectors.customer_ids_by_external_id(
-        source=source, external_ids=[row["external_id"] for row in customers]))
-    customer_ids |= set(ingestion_selectors.customer_ids_by_external_id(
-        source=visitor_source, external_ids=[row["external_id"] for row in visitors]))
+        event_customer_ids = set(events.customer_ids if events else [])
+        customer_ids = set(event_customer_ids) | survivors
+        customer_ids |= set(ingestion_selectors.customer_ids_by_external_id(
+            source=source, external_ids=[row["external_id"] for row in customers]))
+        customer_ids |= set(ingestion_selectors.customer_ids_by_external_id(
+            source=visitor_source, external_ids=[row["external_id"] for row in visitors]))
+        # the events' own entry (events_ingest_batch) covers their customers; the rest owe one too,
+        # in this transaction, so a broker that is away loses no refresh
+        outbox_ids = [i for i in (
+            events.outbox_id if events else None,
+            ingestion_services.refresh_outbox_add(customer_ids=sorted(customer_ids - event_customer_ids)),
+        ) if i is not None]
     return SegmentBatchResult(
         received=len(messages), events=events, customers_written=written, merges=merged, merges_refused=refused,
-        ignored=translation.ignored + unknown,
-        customer_ids=sorted(customer_ids | survivors),
+        ignored=translation.ignored + unknown, customer_ids=sorted(customer_ids), outbox_ids=outbox_ids,
     )
 
 

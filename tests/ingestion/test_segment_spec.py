@@ -360,3 +360,31 @@ def test_consent_traits_are_the_customers_consent_and_a_restriction_still_wins(w
     assert customer("keen").consent_profiling is True
     assert (customer("objector").region, customer("objector").consent_profiling) == ("north", False)
     assert _events("objector").count() == 1  # restricted, not suppressed: the events are kept
+
+
+def test_with_the_broker_away_a_batch_is_stored_and_every_refresh_it_owes_waits_in_the_outbox(
+    write_key, monkeypatch, django_capture_on_commit_callbacks
+):
+    from config.celery import app as celery_app
+    from ingestion.models import RefreshOutbox
+    from profiles.builds import profiles_build
+
+    earlier = {"batch": [_track(e, {"product_id": "sku-0"}, messageId=f"early-{i}", userId=f"u-{i}")
+                         for i, e in enumerate(["Product Viewed", "Product Added", "Product Viewed", "Product Viewed"])]}
+    assert _post(APIClient(), "/v1/batch", earlier, write_key).status_code == 200
+    profiles_build()  # an active feature set: landed events now owe refreshes
+    earlier_entries = list(RefreshOutbox.objects.values_list("pk", flat=True))  # their queueing never ran here
+    monkeypatch.setattr(celery_app.conf, "broker_url", "redis://127.0.0.1:1/0")  # nothing listens there
+    body = {"batch": [
+        _track("Product Viewed", {"product_id": "sku-1"}),
+        {"type": "identify", "userId": "u-2", "messageId": "id-2", "traits": {"email": "u2@example.com"}},
+    ]}
+
+    with django_capture_on_commit_callbacks(execute=True) as queued:  # the queueing after commit runs, and fails
+        response = _post(APIClient(), "/v1/batch", body, write_key)
+
+    assert response.status_code == 200 and response.json()["inserted"] == 1
+    assert len(queued) == 1
+    owed = sorted(c for entry in RefreshOutbox.objects.exclude(pk__in=earlier_entries) for c in entry.customer_ids)
+    buyer, identified = (Customer.objects.get(key=customer_key(source="default", external_id=u)).pk for u in ("u-1", "u-2"))
+    assert owed == sorted([buyer, identified])  # the event's customer and the identified one, each once
