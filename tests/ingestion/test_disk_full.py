@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from ingestion.import_jobs import ImportOutOfSpace, import_job_create, import_job_run
@@ -109,6 +110,10 @@ def test_import_out_of_disk_fails_clearly_keeps_whole_chunks_and_completes_when_
     assert stored == job.rows_inserted == job.rows_read
     assert not QuarantinedRow.objects.filter(job=job).exists()
     print(f"failed after {job.rows_read} of {ROWS} rows: {job.error}")
+
+    # the command says the same, as a one-line error rather than a traceback
+    with pytest.raises(CommandError, match=r"^Out of disk space: .* 0 rows read, 0 events stored"):
+        call_command("import_events", str(events_file), "--format", "jsonl", "--source", "shop")
 
     small_events_disk()  # space returns
     rerun = import_job_run(job_id=_import(events_file, "shop").pk)

@@ -9,7 +9,7 @@ from ingestion.importers.sources import SourceError
 from ingestion.models import ImportFormat
 from ingestion.selectors import import_job_customer_ids
 from pipeline import flows
-from ingestion.import_jobs import import_job_create, import_job_run
+from ingestion.import_jobs import ImportOutOfSpace, import_job_create, import_job_run
 
 
 def _pairs(values: list[str], flag: str, known: tuple[str, ...]) -> dict[str, str]:
@@ -79,6 +79,9 @@ class Command(BaseCommand):
             job = import_job_run(job_id=job.pk, on_progress=on_progress)
         except SourceError as exc:
             raise CommandError(str(exc)) from exc
+        except ImportOutOfSpace as exc:  # the job's error says what was committed and what to do
+            job.refresh_from_db()
+            raise CommandError(job.error) from exc
         finally:
             bar.close()
         self.stdout.write(
