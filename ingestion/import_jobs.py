@@ -1,6 +1,7 @@
 """The import-job engine: a file (or a generated shop) read in chunks, cleaned, stored by writer
 threads with its quarantine and counters, resumable after a dead worker."""
 
+import errno
 import queue
 import threading
 import traceback
@@ -331,16 +332,50 @@ class _StoreThreads:
             raise self._errors[0]
 
 
+class ImportOutOfSpace(Exception):
+    """The database server (or the file system under the import) ran out of disk space. Not an
+    OperationalError: retrying cannot help until someone frees space, so the task must not retry."""
+
+
+def _out_of_space(exc: BaseException) -> bool:
+    """PostgreSQL's disk_full (SQLSTATE 53100: "could not extend file …: No space left on device")
+    or an OSError ENOSPC, anywhere in the exception's chain."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        if getattr(seen, "sqlstate", None) == "53100":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _out_of_space_message(job_id: int, exc: BaseException) -> str:
+    job = ImportJob.objects.get(pk=job_id)
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (
+        f"Out of disk space: {detail}. Whole chunks committed before it: {job.rows_read} rows read, "
+        f"{job.rows_inserted} events stored; nothing of the chunk that failed was kept. Free disk space on the "
+        f"database server, then import the file again (rows already stored count as duplicates)."
+    )
+
+
 @contextmanager
 def _job_outcome_recorded(job: ImportJob, on_progress: Callable[[ImportJob], None] | None):
-    """Record how a claimed job ends: succeeded; failed with the error; or, when the database went
-    away, pending again so the task's retry resumes it."""
+    """Record how a claimed job ends: succeeded; failed with the error (out of disk space says so
+    and what was committed); or, when the database went away, pending again so the task's retry
+    resumes it."""
     try:
         yield
-    except (OperationalError, InterfaceError) as exc:
-        ImportJob.objects.filter(pk=job.pk).update(status=ImportStatus.PENDING, error=f"retrying after: {exc}"[:10_000])
-        raise
     except Exception as exc:
+        if _out_of_space(exc):
+            ImportJob.objects.filter(pk=job.pk).update(
+                status=ImportStatus.FAILED, finished_at=timezone.now(), error=_out_of_space_message(job.pk, exc)[:10_000],
+            )
+            raise ImportOutOfSpace(str(exc)) from exc
+        if isinstance(exc, (OperationalError, InterfaceError)):
+            ImportJob.objects.filter(pk=job.pk).update(status=ImportStatus.PENDING, error=f"retrying after: {exc}"[:10_000])
+            raise
         ImportJob.objects.filter(pk=job.pk).update(
             status=ImportStatus.FAILED, finished_at=timezone.now(),
             error="".join(traceback.format_exception_only(exc)).strip()[:10_000],

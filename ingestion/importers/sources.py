@@ -102,6 +102,8 @@ def generic_source(path: Path, fmt: str, source: str, options: dict) -> EventSou
     constants = dict(options.get("constants") or {})
     value_maps = dict(options.get("value_maps") or {})
     _check_mapping(mapping, constants, value_maps)
+    # JSONL and Parquet: rows per chunk (one transaction each) when a job asks (CSV chunks by bytes, pyarrow's blocks)
+    sized = {"chunk_rows": int(options["chunk_rows"])} if options.get("chunk_rows") else {}
     if fmt == "csv":
         delimiter = options.get("delimiter", ",")
         with open(path, encoding="utf-8", errors="replace") as handle:
@@ -112,9 +114,9 @@ def generic_source(path: Path, fmt: str, source: str, options: dict) -> EventSou
             raise SourceError(f"mapped column(s) not in the file header: {missing}; header: {header}")
         raw_chunks = readers.read_delimited(path, delimiter=delimiter, block_bytes=settings.INGEST_CSV_BLOCK_BYTES)
     elif fmt == "jsonl":
-        raw_chunks = readers.read_jsonl(path)
+        raw_chunks = readers.read_jsonl(path, **sized)
     elif fmt == "parquet":
-        raw_chunks = readers.read_parquet(path)
+        raw_chunks = readers.read_parquet(path, **sized)
     else:
         raise SourceError(f"unknown format {fmt!r}")
     identity = options.get("file_identity") or file_identity(path)

@@ -9,7 +9,7 @@ from ingestion.normalise import value_map_option_parse
 from ingestion.models import ImportFormat
 from ingestion.selectors import import_job_customer_ids
 from pipeline import flows
-from ingestion.import_jobs import ImportPreview, import_job_create, import_job_run, import_preview
+from ingestion.import_jobs import ImportOutOfSpace, ImportPreview, import_job_create, import_job_run, import_preview
 
 
 def _pairs(values: list[str], flag: str, known: tuple[str, ...]) -> dict[str, str]:
@@ -139,6 +139,9 @@ class Command(BaseCommand):
             job = import_job_run(job_id=job.pk, on_progress=on_progress)
         except SourceError as exc:
             raise CommandError(str(exc)) from exc
+        except ImportOutOfSpace as exc:  # the job's error says what was committed and what to do
+            job.refresh_from_db()
+            raise CommandError(job.error) from exc
         finally:
             bar.close()
         self.stdout.write(
