@@ -42,7 +42,8 @@ def _events_frame(*, customer_ids: list[int] | None = None, before=None) -> pd.D
         where.append("e.occurred_at < %s")
         params.append(before)
     buffer = io.BytesIO()
-    with connection.cursor() as cursor, cursor.copy(_EVENTS_COPY.format(where=" AND ".join(where)), params) as copy:
+    # psycopg's own cursor: Django's debug wrapper (DEBUG=1, as `make run` runs) takes no COPY parameters
+    with connection.cursor() as cursor, cursor.cursor.copy(_EVENTS_COPY.format(where=" AND ".join(where)), params) as copy:
         for block in copy:
             buffer.write(block)
     buffer.seek(0)

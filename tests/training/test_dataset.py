@@ -44,3 +44,14 @@ def test_same_instant_events_are_read_in_event_id_order_whatever_order_they_were
         assert read[1:] == by_id and sorted(read[1:]) == SKUS
     again, vocabulary_again, _ = training_dataset_read()
     assert [a.tolist() for a in again.items] == [a.tolist() for a in seqs.items] and vocabulary_again == vocabulary
+
+
+def test_the_read_works_under_debug_as_make_run_runs_it(settings):
+    """DEBUG wraps cursors in Django's debug wrapper, whose COPY takes no parameters: `make run`'s
+    worker (DEBUG=1) failed its training run on the first read."""
+    settings.DEBUG = True
+    _post("debugged", SKUS[:2])
+
+    seqs, vocabulary, described = training_dataset_read()
+
+    assert described["events"] == 3 and _read_skus(seqs, vocabulary, "debugged")[0] == "film-z"
