@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_CUSTOMERS ?= 5000
 DEMO_EVENTS ?= 300000
-DEMO_TRAIN_EPOCHS ?= 5
+DEMO_TRAIN_EPOCHS ?= 3
 
 .PHONY: run test install redis test-tools migrate demo serve bench db-stop clean
 

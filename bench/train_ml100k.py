@@ -66,6 +66,17 @@ def load(path: Path) -> tuple[data.Sequences, int, list[str]]:
     return seqs, int(item_codes.max()) + 1, texts
 
 
+def without_last_item(seqs: data.Sequences) -> data.Sequences:
+    """The same sequences less each customer's last item token and what follows it: leave-one-out
+    on these tests on the second-last item and validates on the third-last (the second split)."""
+    cuts = [int(np.flatnonzero(items > 0)[-1]) if (items > 0).any() else len(items) for items in seqs.items]
+    return data.Sequences(
+        customers=seqs.customers, price_edges=seqs.price_edges,
+        **{name: [values[:cut] for values, cut in zip(getattr(seqs, name), cuts, strict=True)]
+           for name in ("items", "event_types", "gaps", "prices", "times")},
+    )
+
+
 def _mean_sd(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     array = np.asarray(values, dtype="float64")
@@ -170,12 +181,17 @@ def main() -> None:
     parser.add_argument("--world-size", type=int, default=1,
                         help="also train data-parallel with this many processes (torchrun) and report it beside")
     parser.add_argument("--rank-report", type=Path, help=argparse.SUPPRESS)  # where rank 0 of that launch writes
+    parser.add_argument("--split", choices=["last", "second-last"], default="last",
+                        help="test on each user's last item (validation: second-last), or, the second split, on the "
+                             "second-last (validation: third-last; the last item is dropped from everything)")
     args = parser.parse_args()
     if args.world_size < 1 or args.batch_size % args.world_size:
         parser.error("--world-size must be at least 1 and divide --batch-size")
     exclude = args.exclude_history == "yes"
 
     seqs, n_items, texts = load(args.data)
+    if args.split == "second-last":
+        seqs = without_last_item(seqs)
     split = data.leave_one_out(seqs)
     seen = data.seen_items(seqs, split.rows, split.test_cut) if exclude else None
     targets = torch.as_tensor(split.test_item)
@@ -253,7 +269,7 @@ def main() -> None:
                           "best_epoch": result.best_epoch}), file=sys.stderr)
         runs.append(run)
 
-    out = {"arch": args.arch, "exclude_history": args.exclude_history, "seeds": [r["seed"] for r in runs]}
+    out = {"arch": args.arch, "exclude_history": args.exclude_history, "split": args.split, "seeds": [r["seed"] for r in runs]}
     for metric in ("ndcg@10", "hr@10", "mrr"):
         values = [r["test"][metric] for r in runs]
         mean, sd = _mean_sd(values)

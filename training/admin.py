@@ -149,6 +149,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
         verdict = _("passed") if gate.get("passed") else _("held back")
         text = format_html("{}: {} {} · {} {} · {}", gate.get("metric", ""), _("this version"), number(gate.get("candidate")),
                            _("active version then"), number(gate.get("active")), verdict)
+        if gate.get("basis") == "same data":
+            text = format_html("{} · {}", text, _("both scored on this version's validation data (%(customers)d customers)")
+                               % {"customers": gate.get("customers", 0)})
+        elif gate.get("basis") == "stored":
+            text = format_html("{} · {}", text, _("stored figures: a model could not be read"))
         if gate.get("unlearning"):
             text = format_html("{} ({})", text, gate["unlearning"])
         return text

@@ -42,7 +42,8 @@ def _events_frame(*, customer_ids: list[int] | None = None, before=None) -> pd.D
         where.append("e.occurred_at < %s")
         params.append(before)
     buffer = io.BytesIO()
-    with connection.cursor() as cursor, cursor.copy(_EVENTS_COPY.format(where=" AND ".join(where)), params) as copy:
+    # psycopg's own cursor: Django's debug wrapper (DEBUG=1, as `make run` runs) takes no COPY parameters
+    with connection.cursor() as cursor, cursor.cursor.copy(_EVENTS_COPY.format(where=" AND ".join(where)), params) as copy:
         for block in copy:
             buffer.write(block)
     buffer.seek(0)
@@ -72,6 +73,13 @@ def _sequences(frame: pd.DataFrame, vocabulary: np.ndarray, price_edges=None):
 def training_dataset_read():
     """Every live customer's events as sequences, with the item vocabulary (index i ↔ item_ids[i-1])
     and a description of the snapshot. One COPY, no ORM objects."""
+    seqs, vocabulary, described, _ = _training_read()
+    return seqs, vocabulary, described
+
+
+def _training_read():
+    """training_dataset_read's sequences, vocabulary and description, and the flat frame they came
+    from (the gate scores the active version on the same events)."""
     read_at = timezone.now()
     frame = _events_frame()
     vocabulary = np.unique(frame["item"][frame["item"] > 0].to_numpy("int64"))
@@ -83,7 +91,7 @@ def training_dataset_read():
                  # the manifest of who is not in it: erased subjects (their rows are gone) and opt-outs
                  "erased_subjects_excluded": ErasureLedger.objects.filter(erased_at__lte=read_at).count(),
                  "opted_out_excluded": Customer.objects.filter(consent_profiling=False).count()}
-    return seqs, vocabulary.tolist(), described
+    return seqs, vocabulary.tolist(), described, frame
 
 
 def _item_texts(item_ids: list[int]) -> dict[int, str]:
@@ -129,24 +137,29 @@ def training_run_execute(*, run_id: int, activate, progress=None) -> TrainingRun
     the run's last checkpoint when a previous attempt died.
 
     `progress(record, epochs)` is called once with record None before the first epoch and after
-    every epoch (the command's progress bar). When the new version passes the gate,
-    `activate(version, seqs)` puts it live (pipeline.flows.model_version_switch: the profiles'
+    every epoch (the command's progress bar). The epochs early stopping chose are then trained
+    again on every event, the validation and test items included (TRAINING_REFIT): that refit is
+    the version's artifact, what goes live; its metrics stay those of the held-out run, whose
+    checkpoint the gate scores (metrics["selection_artifact"]). When the new version passes the
+    gate, `activate(version, seqs)` puts it live (pipeline.flows.model_version_switch: the profiles'
     vectors are an app above this one) before the run is marked succeeded.
 
     Data-parallel (every rank of a torchrun launch calls this, training.launch): rank 0 claims the
     run, reads the dataset once and hands that snapshot and the configuration to the other ranks,
-    and alone writes (history, version, gate, activation, status); the others train and return
-    None without touching the database."""
+    and alone writes (history, version, gate, activation, status); the others train (and refit:
+    every collective needs every rank) and return None without touching the database."""
     from training.ml import distributed
     from training.ml.config import EncoderConfig, TrainConfig
     from training.ml.content import CONTENT_DIM
     from training.ml.data import leave_one_out
-    from training.ml.trainer import BEST, train
+    from training.ml.trainer import BEST, model_save, refit, train
 
     if not distributed.ranks().writer:
         plan = distributed.share()
         if plan is not None:
-            train(**plan)
+            result = train(**_train_args(plan))
+            if plan["refit"] and result.best_epoch >= 0:  # the same epochs as rank 0's (early stopping is shared)
+                refit(**_refit_args(plan), epochs=result.best_epoch + 1, upto="all")
         return None
     claimed = TrainingRun.objects.filter(pk=run_id, status__in=[RunStatus.PENDING, RunStatus.RUNNING]).update(
         status=RunStatus.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()
@@ -157,7 +170,7 @@ def training_run_execute(*, run_id: int, activate, progress=None) -> TrainingRun
     run = TrainingRun.objects.get(pk=run_id)
     plan = None
     try:
-        seqs, item_ids, described = training_dataset_read()
+        seqs, item_ids, described, frame = _training_read()
         model_args = {**settings.TRAINING_MODEL_DEFAULTS, **run.config.get("model", {})}
         use_content = bool(model_args.pop("content", False)) or bool(model_args.get("content_dim"))
         model_args.pop("content_dim", None)
@@ -188,15 +201,26 @@ def training_run_execute(*, run_id: int, activate, progress=None) -> TrainingRun
 
         if progress is not None:
             progress(None, train_config.epochs)
-        plan = distributed.share({"seqs": seqs, "split": leave_one_out(seqs), "model_config": model_config,
-                                  "train_config": train_config, "checkpoint_dir": directory, "item_content": item_content})
-        result = train(**plan, on_epoch=on_epoch)
-        artifact = directory / BEST
+        split = leave_one_out(seqs)
+        refit_after = bool(settings.TRAINING_REFIT and len(split.rows))
+        plan = distributed.share({"seqs": seqs, "split": split, "model_config": model_config, "train_config": train_config,
+                                  "checkpoint_dir": directory, "item_content": item_content, "refit": refit_after})
+        result = train(**_train_args(plan), on_epoch=on_epoch)
+        selection = directory / BEST
+        metrics = {"valid": result.best_valid, "test": result.test, "best_epoch": result.best_epoch,
+                   "selection_artifact": str(selection), "selection_sha256": _sha256(selection)}
+        artifact = selection
+        if refit_after and result.best_epoch >= 0:
+            refitted = refit(**_refit_args(plan), epochs=result.best_epoch + 1, upto="all")
+            artifact = directory / "refit.pt"
+            model_save(refitted.model, model_config, artifact)
+            metrics["refit"] = {"epochs": result.best_epoch + 1, "tokens": refitted.trained_tokens,
+                                "seconds": round(sum(h["seconds"] for h in refitted.history), 3)}
         version = ModelVersion.objects.create(
             name=f"{run.arch}-{run.pk}", run=run, artifact_path=str(artifact), artifact_sha256=_sha256(artifact),
-            item_ids=item_ids, metrics={"valid": result.best_valid, "test": result.test, "best_epoch": result.best_epoch},
+            item_ids=item_ids, metrics=metrics,
         )
-        if model_version_gate(version=version):
+        if model_version_gate(version=version, frame=frame, exclude_seen=train_config.exclude_seen):
             activate(version, seqs)
         TrainingRun.objects.filter(pk=run.pk).update(  # last: "succeeded" means gated and, if passed, live
             status=RunStatus.SUCCEEDED, finished_at=timezone.now(), device=result.device, metrics=result.test,
@@ -225,17 +249,36 @@ def training_run_create_if_idle(*, arch: str | None = None, config: dict | None 
         return training_run_create(arch=arch or settings.TRAINING_DEFAULT_ARCH, config=config, user=user)
 
 
+def _train_args(plan: dict) -> dict:
+    return {k: v for k, v in plan.items() if k != "refit"}
+
+
+def _refit_args(plan: dict) -> dict:
+    return {k: plan[k] for k in ("seqs", "split", "model_config", "train_config", "item_content")}
+
+
 GATE_METRIC = "ndcg@10"
 
 
-def model_version_gate(*, version: ModelVersion) -> bool:
+def model_version_gate(*, version: ModelVersion, frame: pd.DataFrame | None = None, exclude_seen: bool = True) -> bool:
     """A new version may become active only if it is not worse than the active one on validation
-    NDCG@10. Records the decision on the version."""
+    NDCG@10, both scored here on the same data: the candidate's validation split of `frame` (the
+    candidate run's own read; the store now when not given), same customers, same targets, same
+    protocol. Each version is scored with its held-out model (the checkpoint early stopping chose,
+    trained without the validation items; its artifact when it has no such checkpoint), and a
+    target outside a version's vocabulary counts as a miss. Where either model cannot be loaded
+    (no artifact, retired), the stored figures decide, as the record says. Records the decision on
+    the version."""
     from privacy.models import ErasureLedger
 
     active = ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).first()
-    mine = version.metrics.get("valid", {}).get(GATE_METRIC, 0.0)
-    theirs = active.metrics.get("valid", {}).get(GATE_METRIC, 0.0) if active else None
+    stored = {"candidate": version.metrics.get("valid", {}).get(GATE_METRIC, 0.0),
+              "active": active.metrics.get("valid", {}).get(GATE_METRIC, 0.0) if active else None}
+    mine, theirs, basis = stored["candidate"], stored["active"], "stored"
+    if active is not None:
+        scored = _versions_score(candidate=version, active=active, frame=frame, exclude_seen=exclude_seen)
+        if scored is not None:
+            mine, theirs, basis = scored["candidate"], scored["active"], scored
     # a version owed to the unlearning policy (trained on an erased subject) never blocks the
     # version that replaces it, or it would stay active past its deadline
     owed = active is not None and ErasureLedger.objects.filter(
@@ -243,9 +286,48 @@ def model_version_gate(*, version: ModelVersion) -> bool:
     passed = theirs is None or mine >= theirs or owed
     version.gate = {"metric": f"valid {GATE_METRIC}", "candidate": mine, "active": theirs,
                     "active_version": active.pk if active else None, "passed": passed,
+                    "basis": "same data" if isinstance(basis, dict) else "stored",
+                    "stored": stored,
+                    **({"customers": basis["customers"], "exclude_seen": exclude_seen} if isinstance(basis, dict) else {}),
                     **({"unlearning": "the active version was trained on an erased subject's data"} if owed else {})}
     version.save(update_fields=["gate"])
     return passed
+
+
+def _selection_model(version: ModelVersion):
+    """The version's held-out model (see model_version_gate), or None when it cannot be read."""
+    from training.ml.trainer import model_load
+
+    path = version.metrics.get("selection_artifact") or version.artifact_path
+    checksum = version.metrics.get("selection_sha256") if version.metrics.get("selection_artifact") else version.artifact_sha256
+    if not path or not Path(path).is_file() or _sha256(Path(path)) != checksum:
+        return None
+    return model_load(Path(path))
+
+
+def _versions_score(*, candidate: ModelVersion, active: ModelVersion, frame, exclude_seen: bool) -> dict | None:
+    """Both versions' validation NDCG@10 on the candidate's validation split of `frame`."""
+    from training.ml.data import leave_one_out
+    from training.ml.trainer import evaluate
+
+    models = {"candidate": _selection_model(candidate), "active": _selection_model(active)}
+    if any(m is None for m in models.values()):
+        return None
+    frame = _events_frame() if frame is None else frame
+    vocabularies = {"candidate": np.asarray(candidate.item_ids, dtype="int64"),
+                    "active": np.asarray(active.item_ids, dtype="int64")}
+    seqs = {name: _sequences(frame, vocabularies[name], price_edges=models[name].config.price_edges) for name in models}
+    split = leave_one_out(seqs["candidate"])  # the same rows: both read the same frame in the same order
+    if not len(split.rows):
+        return None
+    # the candidate's targets as item ids, then as the active version's indices (0: not in its vocabulary, a miss)
+    target_ids = vocabularies["candidate"][split.valid_item - 1]
+    targets = {"candidate": split.valid_item, "active": _item_index(target_ids, vocabularies["active"])}
+    out = {"customers": int(len(split.rows))}
+    for name, model in models.items():
+        out[name] = evaluate(model, seqs[name], split.rows, split.valid_cut, targets[name], k=10,
+                             device=next(model.parameters()).device, exclude_seen=exclude_seen)[GATE_METRIC]
+    return out
 
 
 def model_version_encode(*, version: ModelVersion, customer_ids, seqs=None, batch_customers: int = 2048):

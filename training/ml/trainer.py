@@ -51,6 +51,7 @@ class TrainResult:
     test: dict = field(default_factory=dict)
     device: str = "cpu"
     resumed_from_epoch: int | None = None
+    trained_tokens: int = 0  # tokens the last epoch's windows could read (refit: its training manifest)
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -73,7 +74,8 @@ def _training_windows(seqs: Sequences, split: LeaveOneOut, max_len: int, *, upto
     [0, max_len) per customer (they overlap the newest by that much), so their boundaries differ
     from epoch to epoch."""
     limit = np.array([len(i) for i in seqs.items], dtype="int64")
-    limit[split.rows] = split.valid_cut if upto == "valid" else split.test_cut
+    if upto != "all":  # "all": every event, the validation and test items too (the product's refit)
+        limit[split.rows] = split.valid_cut if upto == "valid" else split.test_cut
     if before is not None:  # a time split: nobody trains on what happened after it
         limit = np.minimum(limit, [int(np.searchsorted(t, before, side="left")) for t in seqs.times])
     rows, ends = [], []
@@ -323,11 +325,13 @@ def train(
 def refit(
     *, seqs: Sequences, split: LeaveOneOut, model_config: EncoderConfig, train_config: TrainConfig, epochs: int,
     device: torch.device | None = None, item_content: np.ndarray | None = None, withheld_items: np.ndarray | None = None,
+    upto: str = "test",
 ) -> TrainResult:
     """Train a fresh model for a fixed number of epochs (the count early stopping chose) on
     everything but the test items, validation items included, and evaluate it on the test items:
     the usual last step once model selection is done, and what a production retrain does with the
-    newest interactions."""
+    newest interactions. `upto="all"` trains on every event, the test items too (what the product
+    activates); there is nothing held out to evaluate then."""
     device = device or device_choose()
     seed_everything(train_config.seed)
     model, withheld = _model_prepare(model_config, item_content, withheld_items, device)
@@ -338,12 +342,14 @@ def refit(
     result = TrainResult(model=model, device=str(device))
     for epoch in range(epochs):
         began = time.perf_counter()
-        windows = _training_windows(seqs, split, model_config.max_len, upto="test", shift_windows=settings.shift_windows)
+        windows = _training_windows(seqs, split, model_config.max_len, upto=upto, shift_windows=settings.shift_windows)
+        rows, _, limits = windows
+        result.trained_tokens = int(limits[np.unique(rows, return_index=True)[1]].sum())
         mean_loss = _epoch_train(model, optimizer, settings, epoch, seqs, windows, device, withheld, parallel)
         result.history.append({"epoch": epoch, "loss": mean_loss, "valid": {},
                                "seconds": round(time.perf_counter() - began, 3)})
     result.best_epoch = epochs - 1
-    if len(split.rows):
+    if len(split.rows) and upto != "all":
         result.test = evaluate(model, seqs, split.rows, split.test_cut, split.test_item, k=train_config.eval_k, device=device,
                                exclude_seen=train_config.exclude_seen)
     return result
@@ -367,6 +373,13 @@ def _checkpoint(directory: Path, model, optimizer, model_config, train_config, e
     (directory / (BEST + ".tmp")).replace(directory / BEST)
     torch.save(state, directory / (LAST + ".tmp"))
     (directory / (LAST + ".tmp")).replace(directory / LAST)  # atomic: a crash never leaves half a file
+
+
+def model_save(model: SequenceEncoder, model_config: EncoderConfig, path: Path) -> None:
+    """A trained encoder as a best.pt-shaped checkpoint (what model_load reads), written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model_args": model_config.as_dict(), "state_dict": model.state_dict()}, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
 
 
 def model_load(path: Path, device: torch.device | None = None) -> SequenceEncoder:
