@@ -126,17 +126,23 @@ def primary_wal_lsn() -> int:
 
 def replica_measure(alias: str, *, primary_lsn: int | None = None) -> ReplicaState:
     """Look at one replica now: its replay position against the primary's WAL position, and how far
-    behind it is in seconds (pg_last_xact_replay_timestamp() when it has not replayed everything)."""
+    behind it is in seconds. Behind the primary but streaming, with everything it received replayed
+    (the WAL is on its way): the time since it last heard from the primary, about 0 while WAL
+    flows. Otherwise (replay paused or slow, or no WAL receiver): the time since its last replayed
+    commit, which overstates an idle primary's gap but never understates a stuck replica's."""
     if primary_lsn is None:
         primary_lsn = primary_wal_lsn()
     try:
         with connections[alias].cursor() as cursor:
             cursor.execute(
                 "SELECT pg_is_in_recovery(), (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint,"
+                " (pg_last_wal_receive_lsn() - '0/0'::pg_lsn)::bigint,"
                 " extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8,"
-                " pg_is_in_recovery() AND pg_is_wal_replay_paused()"
+                " pg_is_in_recovery() AND pg_is_wal_replay_paused(),"
+                " (SELECT status = 'streaming' FROM pg_stat_wal_receiver),"
+                " (SELECT extract(epoch FROM clock_timestamp() - last_msg_receipt_time)::float8 FROM pg_stat_wal_receiver)"
             )
-            standby, replay_lsn, behind_s, paused = cursor.fetchone()
+            standby, replay_lsn, receive_lsn, behind_s, paused, streaming, silent_s = cursor.fetchone()
     except DatabaseError as error:
         try:
             connections[alias].close()
@@ -149,6 +155,8 @@ def replica_measure(alias: str, *, primary_lsn: int | None = None) -> ReplicaSta
             lag = None
         elif replay_lsn >= primary_lsn:
             lag = 0.0
+        elif streaming and not paused and receive_lsn is not None and receive_lsn <= replay_lsn and silent_s is not None:
+            lag = max(0.0, silent_s)
         else:
             lag = max(0.0, behind_s) if behind_s is not None else math.inf
         state = ReplicaState(alias=alias, reachable=True, standby=bool(standby), replay_lsn=replay_lsn, lag_s=lag,
