@@ -66,7 +66,7 @@ SELECT customer_id,
        count(*) FILTER (WHERE event_type = {EventType.CANCEL}),
        count(*) FILTER (WHERE event_type = {EventType.REFUND} AND context->>'reason' = 'chargeback'),
        min(occurred_at) FILTER (WHERE event_type = {EventType.PURCHASE}),
-       (array_agg(value ORDER BY occurred_at) FILTER (WHERE event_type = {EventType.PURCHASE}))[1]::float8
+       (array_agg(value ORDER BY occurred_at, arrival) FILTER (WHERE event_type = {EventType.PURCHASE}))[1]::float8
 FROM ingestion_event
 WHERE customer_id = ANY(%s)
   AND event_type IN ({EventType.PURCHASE}, {EventType.REFUND}, {EventType.CANCEL})

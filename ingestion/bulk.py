@@ -29,7 +29,8 @@ _STAGE_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS ingest_stage_event (
     event_id uuid, customer_id bigint, item_id bigint, event_type smallint, occurred_us bigint,
     quantity integer, value numeric(14, 2), currency text, rating double precision, session_id text,
-    channel text, device text, order_id text, context jsonb, flags smallint
+    channel text, device text, order_id text, context jsonb, flags smallint,
+    position bigserial  -- filled by COPY in payload order: the file's line order, or the batch's
 ) ON COMMIT DELETE ROWS
 """
 
@@ -59,13 +60,15 @@ ON CONFLICT (sku) DO NOTHING
 _MERGE_EVENTS = """
 INSERT INTO ingestion_event (
     event_id, customer_id, item_id, event_type, occurred_at, quantity, value, currency, rating,
-    session_id, channel, device, order_id, context, flags, import_job_id
+    session_id, channel, device, order_id, context, flags, import_job_id, arrival
 )
 SELECT s.event_id, s.customer_id, s.item_id, s.event_type,
        -- microseconds since the epoch: exact, and ~8x cheaper to serialise than timestamp text
        timestamptz 'epoch' + s.occurred_us * interval '1 microsecond', s.quantity, s.value, s.currency,
-       s.rating, s.session_id, s.channel, s.device, s.order_id, s.context, s.flags, %s
-FROM ingest_stage_event s
+       s.rating, s.session_id, s.channel, s.device, s.order_id, s.context, s.flags, %s, s.arrival
+-- arrival numbers drawn in line order (PostgreSQL evaluates a volatile output column after the
+-- subquery's ORDER BY), so same-instant events keep the order of the file or batch
+FROM (SELECT *, nextval('ingestion_event_arrival_seq') AS arrival FROM ingest_stage_event ORDER BY position) s
 ORDER BY s.event_id  -- primary-key order: neighbouring index pages are written together
 ON CONFLICT (event_id) DO NOTHING
 """

@@ -86,6 +86,10 @@ class EventFlag(models.IntegerChoices):
     PRICE_OUTLIER = 2, _("unit price outside the plausible range")
 
 
+ARRIVAL_SEQUENCE = "ingestion_event_arrival_seq"
+ARRIVAL_NEXT = models.Func(models.Value(ARRIVAL_SEQUENCE), function="nextval", output_field=models.BigIntegerField())
+
+
 class Event(models.Model):
     """One behavioural event. `event_id` is deterministic so every re-import is idempotent.
 
@@ -120,6 +124,10 @@ class Event(models.Model):
         "ImportJob", on_delete=models.SET_NULL, null=True, blank=True, db_index=False, db_constraint=False
     )
     ingested_at = models.DateTimeField(_("ingested at"), db_default=Now(), editable=False)
+    # Arrival order, from a database sequence: the bulk import draws it in file-line order and the
+    # API in batch order, so events at the same instant keep the order they came in (the training
+    # read orders by customer, time, arrival). Moving an event between customers keeps it.
+    arrival = models.BigIntegerField(_("arrival"), db_default=ARRIVAL_NEXT, editable=False)
 
     class Meta:
         verbose_name = _("event")

@@ -88,7 +88,7 @@ def _merge_history(customer: Customer) -> list[dict]:
 
 def _events_csv(customer: Customer) -> tuple[str, int]:
     names = dict(EventType.choices)
-    events = (Event.objects.filter(customer=customer).select_related("item").order_by("occurred_at")
+    events = (Event.objects.filter(customer=customer).select_related("item").order_by("occurred_at", "arrival")
               .iterator(chunk_size=5000))
     count = 0
 

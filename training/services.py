@@ -25,9 +25,10 @@ COPY (
     -- live customers who consent to profiling (an opt-out leaves every later training run)
     JOIN ingestion_customer c ON c.id = e.customer_id AND c.merged_into_id IS NULL AND c.consent_profiling
     WHERE {where}
-    -- a total order: events at the same instant (MovieLens rates many films in one second) keep the
-    -- same order in every read, so a run, its resume and a re-encode see the same sequences
-    ORDER BY e.customer_id, e.occurred_at, e.event_id
+    -- a total order: events at the same instant (MovieLens rates many films in one second) come in
+    -- the order they arrived (file line, batch position), the same in every read, so a run, its
+    -- resume and a re-encode see the same sequences
+    ORDER BY e.customer_id, e.occurred_at, e.arrival
 ) TO STDOUT (FORMAT csv)
 """
 
