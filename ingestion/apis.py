@@ -21,7 +21,7 @@ from access.models import Scope
 from ingestion import row_validation
 from ingestion import selectors, services
 from ingestion.cleaning import EVENT_TYPE_ALIASES
-from profiles.tasks import refresh_outbox_queue
+from profiles.tasks import refresh_outbox_queue_on_commit
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -46,6 +46,10 @@ class BoundedJSONParser(JSONParser):
         body = stream.read(limit + 1)
         if len(body) > limit:
             raise PayloadTooLarge(f"Body exceeds the limit of {limit} bytes.")
+        return self.json_parse(body, media_type, parser_context)
+
+    def json_parse(self, body: bytes, media_type=None, parser_context=None):
+        """JSON of a body already read and bounded."""
         # JSON may escape half of a UTF-16 surrogate pair ("\ud800"); Python accepts it, but no
         # UTF-8 text (and so no database) can hold it.
         if _LONE_SURROGATE.search(body):
@@ -134,10 +138,8 @@ class EventBatchApi(BatchApi):
             result = services.events_ingest_batch(rows=rows)
         except services.BatchRejected as rejected:
             raise InvalidBatch(rejected.errors) from rejected
-        if result.outbox_id is not None:
-            # the refresh is owed in the outbox, stored with the events: queued now if the broker
-            # answers, else by the next drain (README "Reliability")
-            transaction.on_commit(lambda: refresh_outbox_queue(ids=[result.outbox_id]))
+        # the refresh is owed in the outbox, stored with the events (README "Reliability")
+        refresh_outbox_queue_on_commit(ids=[result.outbox_id])
         return Response(self.OutputSerializer(result).data)
 
 
@@ -180,9 +182,7 @@ class CustomerUpsertApi(RowUpsertApi):
         written = services.customers_upsert(rows=rows, source="default")
         # attributes are traits too: refresh the profiles of the customers that have one
         ids = selectors.customer_ids_by_external_id(source="default", external_ids=[r["external_id"] for r in rows])
-        outbox_id = services.refresh_outbox_add(customer_ids=ids)
-        if outbox_id is not None:
-            transaction.on_commit(lambda: refresh_outbox_queue(ids=[outbox_id]))
+        refresh_outbox_queue_on_commit(ids=[services.refresh_outbox_add(customer_ids=ids)])
         return written
 
 

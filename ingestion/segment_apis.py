@@ -7,10 +7,8 @@ and `message`: rudder-sdk-python reads both and retries a 4xx whose body lacks t
 network had failed."""
 
 import gzip
-import io
 import zlib
 
-from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
@@ -20,10 +18,10 @@ from rest_framework.views import APIView
 from access.authentication import ApiTokenAuthentication, WriteKeyAuthentication
 from access.models import Scope
 from ingestion import segment_spec
-from ingestion.apis import _LONE_SURROGATE, BoundedJSONParser, PayloadTooLarge
+from ingestion.apis import BoundedJSONParser, PayloadTooLarge
 from ingestion.services import BatchRejected
 from pipeline.flows import segment_batch_ingest
-from profiles.tasks import refresh_outbox_queue
+from profiles.tasks import refresh_outbox_queue_on_commit
 
 API_SOURCE = "default"  # the same namespace as POST /api/v1/events: a userId is a customer_id
 
@@ -44,9 +42,7 @@ class SpecJSONParser(BoundedJSONParser):
             raise exceptions.UnsupportedMediaType(f"Content-Encoding {encoding}")
         if len(body) > self.limit:
             raise PayloadTooLarge(f"Body exceeds the Segment Spec's limit of {self.limit} bytes.")
-        if _LONE_SURROGATE.search(body):
-            raise exceptions.ParseError("JSON contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff).")
-        return super(BoundedJSONParser, self).parse(io.BytesIO(body), media_type, parser_context)
+        return self.json_parse(body, media_type, parser_context)
 
     def _inflated(self, head: bytes, stream) -> bytes:
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip header and trailer
@@ -104,8 +100,7 @@ class SpecApi(APIView):
             raise PayloadTooLarge(f"Message(s) {oversize[:10]} exceed the Segment Spec's limit of "
                                   f"{segment_spec.MESSAGE_MAX_BYTES} bytes each.")
         result = segment_batch_ingest(messages=messages, source=API_SOURCE, received_at=timezone.now())
-        if result.outbox_ids:  # queued now if the broker answers, else by the next drain
-            transaction.on_commit(lambda: refresh_outbox_queue(ids=result.outbox_ids))
+        refresh_outbox_queue_on_commit(ids=result.outbox_ids)
         events = result.events
         return Response({
             "success": True,

@@ -145,6 +145,14 @@ def refresh_outbox_queue(*, ids: list[int] | None = None, limit: int | None = No
             return queued
 
 
+def refresh_outbox_queue_on_commit(*, ids: list[int | None]) -> None:
+    """Once the caller's transaction (the one that stored the entries) commits, queue these outbox
+    entries: now if the broker answers, else the next drain does. None ids (nothing owed) are skipped."""
+    owed = [i for i in ids if i is not None]
+    if owed:
+        transaction.on_commit(lambda: refresh_outbox_queue(ids=owed))
+
+
 @shared_task(**IDEMPOTENT_TASK)
 def refresh_outbox_drain_task() -> int:
     """Celery beat (and every worker's start): queue what the outbox still holds."""
