@@ -176,11 +176,16 @@ def celery_worker_running(env: dict, *, queues: str, log: Path, pool: str = "sol
             time.sleep(0.2)
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        process_stop(process, timeout=20)
+
+
+def process_stop(process: subprocess.Popen, *, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def free_port() -> int:
@@ -220,8 +225,4 @@ def web_server_running(env: dict, *, workers: int, log: Path):
             time.sleep(0.3)
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        process_stop(process, timeout=30)
