@@ -283,6 +283,22 @@ def embedded_server_stop(pgdata: Path | str) -> None:
         _pg_ctl(server, "-w", "-m", "fast", "stop")
 
 
+def embedded_server_restart(pgdata: Path | str, *, down_s: float = 0.0) -> None:
+    """Restart the server of `pgdata` as an operator would (fast shutdown: sessions are cut, open
+    transactions roll back), staying down `down_s` seconds. The start lock is held throughout, so
+    processes that lost their connection and try to heal the server wait for this start instead of
+    racing it. The fault tests and bench/chaos.py inject a database restart with it."""
+    pgdata = Path(pgdata).resolve()
+    pg = _pgserver()
+    with _start_lock(pgdata):
+        server = pg.get_server(pgdata, cleanup_mode=None, start=False)
+        if postmaster_pid(pgdata) is not None:
+            _pg_ctl(server, "-w", "-m", "fast", "stop")
+        time.sleep(down_s)
+        socket_dir = pg.utils.find_suitable_socket_dir(pgdata, server.runtime_path)
+        _pg_ctl(server, "-w", "-t", str(START_TIMEOUT_S), "-l", str(server.log), "-o", f'-h "" -k {socket_dir}', "start")
+
+
 # --- Streaming replicas of the embedded server (README "Scale-out"; tests and bench/api_load.py) ----
 
 
