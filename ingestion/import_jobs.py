@@ -4,6 +4,7 @@ threads with its quarantine and counters, resumable after a dead worker."""
 import errno
 import queue
 import threading
+import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
@@ -17,7 +18,7 @@ import pandas as pd
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
-from django.db.models.functions import Greatest
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 from rest_framework import serializers
 
@@ -40,6 +41,7 @@ from ingestion.importers.sources import (
 from ingestion.models import (
     Customer,
     CustomerGroundTruth,
+    ImportChunk,
     ImportFormat,
     ImportJob,
     ImportStatus,
@@ -76,20 +78,31 @@ def import_job_create(
 
 def _import_job_claim(job_id: int) -> bool:
     """Atomically move a job to running; a dead worker's job (stale heartbeat) may be reclaimed.
-    Counters restart at zero: rows landed by the dead attempt then count as duplicates."""
+    Counters, quarantined rows and the chunk records stay: they were committed together, chunk by
+    chunk, and the resumed run goes on from them (`_chunks_committed`)."""
     # a running job whose heartbeat is older than IMPORT_STALE_SECONDS is presumed dead
     stale = timezone.now() - timezone.timedelta(seconds=settings.IMPORT_STALE_SECONDS)
-    with transaction.atomic():
-        claimed = ImportJob.objects.filter(
-            Q(status=ImportStatus.PENDING) | Q(status=ImportStatus.RUNNING, heartbeat_at__lt=stale), pk=job_id
-        ).update(
-            status=ImportStatus.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now(), finished_at=None,
-            rows_read=0, rows_inserted=0, rows_duplicate=0, rows_rejected=0, rows_flagged=0, rows_removed=0,
-            progress_done=0, report={}, error="",
-        )
-        if claimed:
-            QuarantinedRow.objects.filter(job_id=job_id).delete()
+    claimed = ImportJob.objects.filter(
+        Q(status=ImportStatus.PENDING) | Q(status=ImportStatus.RUNNING, heartbeat_at__lt=stale), pk=job_id
+    ).update(status=ImportStatus.RUNNING, started_at=Coalesce(F("started_at"), timezone.now()),
+             heartbeat_at=timezone.now(), finished_at=None)
     return bool(claimed)
+
+
+def _import_job_restart(job_id: int) -> None:
+    """Forget a job's committed chunks and counts, for a resumed run that finds the file cut into
+    other chunks than before (a changed file or block size): it reads the file from the start, and
+    the events already stored count as duplicates."""
+    with transaction.atomic():
+        ImportJob.objects.filter(pk=job_id).update(
+            rows_read=0, rows_inserted=0, rows_duplicate=0, rows_rejected=0, rows_flagged=0, rows_removed=0,
+            progress_done=0, report={})
+        QuarantinedRow.objects.filter(job_id=job_id).delete()
+        ImportChunk.objects.filter(job_id=job_id).delete()
+
+
+class _ChunkingChanged(Exception):
+    pass
 
 
 @dataclass
@@ -103,6 +116,9 @@ class _ChunkOutcome:
     rows: int  # events in the payload
     refused: int  # rows of suppressed subjects, dropped before any customer was created
     external_ids: list[str]  # customers of the payload, re-checked against suppression at store time
+    number: int = 0  # the chunk's place in the file, from 0
+    signature: tuple[int, int] = (0, 0)  # _chunk_signature
+    created: Counter | None = None  # customers and items this chunk's references created
     quarantine: bytes = b""  # the rejected and malformed rows, encrypted, as COPY text
     quarantined: int = 0
 
@@ -120,7 +136,8 @@ def mapped_chunk_check(frame: pd.DataFrame, event_source: EventSource) -> tuple[
 
 
 def _prepare_chunk(frame: pd.DataFrame, chunk, event_source: EventSource, references: bulk.ReferenceIds,
-                   attributes: "LatestCustomerAttributes", job_id: int) -> _ChunkOutcome:
+                   attributes: "LatestCustomerAttributes", job_id: int, number: int) -> _ChunkOutcome:
+    signature = _chunk_signature(frame, chunk)
     # before cleaning, so a suppressed subject's rejected row is not quarantined (kept verbatim)
     frame, refused_raw = without_suppressed_subjects(frame, references.source)
     frame, prior = mapped_chunk_check(frame, event_source)
@@ -128,7 +145,10 @@ def _prepare_chunk(frame: pd.DataFrame, chunk, event_source: EventSource, refere
     attributes.add(frame, cleaned.events)
     events, refused = without_suppressed_subjects(cleaned.events, references.source)
     refused += refused_raw
+    customers_before, items_before = references.customers_created, references.items_created
     payload = bulk.events_payload(events=events, references=references) if len(events) else b""
+    created = Counter(customers_created_from_events=references.customers_created - customers_before,
+                      items_created_from_events=references.items_created - items_before)
     raw, subjects = [], []
     if len(cleaned.rejected_lines):
         order = np.argsort(chunk.frame["_line"].to_numpy(), kind="stable")
@@ -152,6 +172,9 @@ def _prepare_chunk(frame: pd.DataFrame, chunk, event_source: EventSource, refere
         rows=len(events),
         refused=refused,
         external_ids=[str(e) for e in events["customer_id"].unique()] if len(events) else [],
+        number=number,
+        signature=signature,
+        created=created,
         quarantine=quarantine,
         quarantined=quarantined,
     )
@@ -255,15 +278,14 @@ def _store_chunk(
                 [late_ids],
             )
         bulk.quarantined_rows_copy(cursor, outcome.quarantine)
+        counts = Counter(outcome.cleaned.counts)
+        counts.update(malformed_line=len(outcome.malformed), blank_line_skipped=outcome.blank_lines,
+                      duplicate_already_stored=merged.conflicts, refused_suppressed_subject=refused)
+        counts.update(outcome.created or {})
+        ImportChunk.objects.create(job_id=job_id, number=outcome.number, last_line=outcome.signature[0],
+                                   lines=outcome.signature[1], report=dict(counts))
         with report_lock:
-            report.update(outcome.cleaned.counts)
-            report["malformed_line"] += len(outcome.malformed)
-            report["blank_line_skipped"] += outcome.blank_lines
-            report["duplicate_already_stored"] += merged.conflicts
-            if refused:
-                report["refused_suppressed_subject"] += refused
-            report["customers_created_from_events"] = references.customers_created
-            report["items_created_from_events"] = references.items_created
+            report.update(counts)
             report_snapshot = dict(sorted(report.items()))
         ImportJob.objects.filter(pk=job_id).update(
             rows_read=F("rows_read") + outcome.read,
@@ -284,6 +306,7 @@ def import_job_run(*, job_id: int, on_progress: Callable[[ImportJob], None] | No
         return None
     job = ImportJob.objects.get(pk=job_id)
     if job.options.get("kind", "events") != "events":
+        _import_job_restart(job_id)  # catalogue rows are upserts: a rerun counts from zero
         return _catalogue_job_execute(job, on_progress)
     return _import_job_execute(
         job,
@@ -364,7 +387,7 @@ def _out_of_space_message(job_id: int, exc: BaseException) -> str:
 def _job_outcome_recorded(job: ImportJob, on_progress: Callable[[ImportJob], None] | None):
     """Record how a claimed job ends: succeeded; failed with the error (out of disk space says so
     and what was committed); or, when the database went away, pending again so the task's retry
-    resumes it."""
+    resumes it from its last committed chunk."""
     try:
         yield
     except Exception as exc:
@@ -374,7 +397,7 @@ def _job_outcome_recorded(job: ImportJob, on_progress: Callable[[ImportJob], Non
             )
             raise ImportOutOfSpace(str(exc)) from exc
         if isinstance(exc, (OperationalError, InterfaceError)):
-            ImportJob.objects.filter(pk=job.pk).update(status=ImportStatus.PENDING, error=f"retrying after: {exc}"[:10_000])
+            _job_pending_again(job.pk, f"retrying after: {exc}")
             raise
         ImportJob.objects.filter(pk=job.pk).update(
             status=ImportStatus.FAILED, finished_at=timezone.now(),
@@ -387,6 +410,39 @@ def _job_outcome_recorded(job: ImportJob, on_progress: Callable[[ImportJob], Non
         on_progress(job)
 
 
+def _job_pending_again(job_id: int, error: str) -> None:
+    """Hand a job whose database went away back to the queue's retry: on a fresh connection, waiting
+    up to DATABASE_RECONNECT_WAIT_S for a restarting server. If the server stays away, the job keeps
+    its running status and stale heartbeat, and beat's stale-import sweep queues it later."""
+    deadline = time.monotonic() + settings.DATABASE_RECONNECT_WAIT_S
+    pause = 0.5
+    while True:
+        connection.close()
+        try:
+            ImportJob.objects.filter(pk=job_id, status=ImportStatus.RUNNING).update(
+                status=ImportStatus.PENDING, error=error[:10_000])
+            return
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + pause > deadline:
+                return
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+
+def _chunks_committed(job_id: int) -> dict[int, tuple[int, int]]:
+    """The signature of each chunk a previous run of the job committed, by chunk number."""
+    return {number: (last_line, lines) for number, last_line, lines
+            in ImportChunk.objects.filter(job_id=job_id).values_list("number", "last_line", "lines")}
+
+
+def _chunk_signature(frame: pd.DataFrame, chunk) -> tuple[int, int]:
+    """Which lines a chunk holds: its last line number and how many lines (rows and malformed lines).
+    Not the byte offset: the CSV reader reads ahead, so the offset after a chunk is not where it ends."""
+    numbers = [int(frame["_line"].max())] if len(frame) else []
+    numbers += [r.line for r in chunk.malformed]
+    return (max(numbers, default=-1), len(frame) + len(chunk.malformed))
+
+
 def _import_job_execute(
     job: ImportJob, open_source: Callable[[], EventSource], on_progress: Callable[[ImportJob], None] | None
 ) -> ImportJob:
@@ -397,29 +453,52 @@ def _import_job_execute(
     is one transaction, so a crash leaves whole chunks; re-running is safe because every event id
     is deterministic.
     """
+    with _job_outcome_recorded(job, on_progress):
+        try:
+            _import_job_stream(job, open_source, on_progress, committed=_chunks_committed(job.pk))
+        except _ChunkingChanged:
+            _import_job_restart(job.pk)
+            _import_job_stream(job, open_source, on_progress, committed={})
+    return job
+
+
+def _import_job_stream(job: ImportJob, open_source: Callable[[], EventSource],
+                       on_progress: Callable[[ImportJob], None] | None, *, committed: dict[int, int]) -> None:
+    """One pass over the source. A chunk in `committed` (a previous run of this job stored it) is
+    read but not stored again; its customer columns still count for the latest attributes."""
     job_id = job.pk
     report: Counter = Counter()
+    for counts in ImportChunk.objects.filter(job_id=job_id).values_list("report", flat=True):
+        report.update(counts)
+    if committed:
+        report["chunks_resumed"] = len(committed)
     report_lock = threading.Lock()
-    with _job_outcome_recorded(job, on_progress):
-        event_source = open_source()
-        catalogue_upsert(source=job.source, event_source=event_source, report=report)
-        references = bulk.ReferenceIds(job.source)
-        attributes = LatestCustomerAttributes(event_source.customer_fields)
-        writers = _StoreThreads(
-            STORE_THREADS, lambda outcome: _store_chunk(job_id, references, outcome, report, report_lock)
-        )
-        try:
-            for frame, chunk in event_source.chunks:
-                writers.put(_prepare_chunk(frame, chunk, event_source, references, attributes, job_id))
-                if on_progress:
-                    job.refresh_from_db()
-                    on_progress(job)
-        finally:
-            writers.close()
-        customer_attributes_store(source=job.source, attributes=attributes, report=report)
-        if attributes.rows:
-            ImportJob.objects.filter(pk=job_id).update(report=dict(sorted(report.items())))
-    return job
+    event_source = open_source()
+    catalogue_upsert(source=job.source, event_source=event_source, report=report)
+    references = bulk.ReferenceIds(job.source)
+    attributes = LatestCustomerAttributes(event_source.customer_fields)
+    writers = _StoreThreads(
+        STORE_THREADS, lambda outcome: _store_chunk(job_id, references, outcome, report, report_lock)
+    )
+    try:
+        for number, (frame, chunk) in enumerate(event_source.chunks):
+            if number in committed:
+                if committed[number] != _chunk_signature(frame, chunk):
+                    raise _ChunkingChanged(number)
+                if attributes.fields:
+                    attributes_only = without_suppressed_subjects(frame, references.source)[0]
+                    attributes_only, prior = mapped_chunk_check(attributes_only, event_source)
+                    attributes.add(attributes_only,
+                                   events_clean(attributes_only, rules=event_source.rules, prior=prior).events)
+                continue
+            writers.put(_prepare_chunk(frame, chunk, event_source, references, attributes, job_id, number))
+            if on_progress:
+                job.refresh_from_db()
+                on_progress(job)
+    finally:
+        writers.close()
+    customer_attributes_store(source=job.source, attributes=attributes, report=report)
+    ImportJob.objects.filter(pk=job_id).update(report=dict(sorted(report.items())))
 
 
 CATALOGUE_KINDS = ("customers", "items", "edges")

@@ -222,6 +222,24 @@ class ImportJob(models.Model):
         return None
 
 
+class ImportChunk(models.Model):
+    """A chunk of an import file, recorded in the transaction that stored its events, quarantined
+    rows and counts: a job resumed after its worker or database went away skips the chunks it finds
+    here (same number, same lines) instead of storing them again."""
+
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="chunks")
+    number = models.PositiveIntegerField(_("chunk"))
+    last_line = models.BigIntegerField(_("last line"))
+    lines = models.PositiveIntegerField(_("lines"))
+    report = models.JSONField(_("counts"), default=dict)
+    committed_at = models.DateTimeField(_("committed at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("import chunk")
+        verbose_name_plural = _("import chunks")
+        constraints = [models.UniqueConstraint(fields=["job", "number"], name="import_chunk_once")]
+
+
 class QuarantinedRow(models.Model):
     """A row an import refused, with its line number and the reason. The row itself can hold
     personal data, so it is kept only encrypted under the PII key (clear for Compliance alone) and

@@ -226,3 +226,31 @@ def web_server_running(env: dict, *, workers: int, log: Path):
         yield base
     finally:
         process_stop(process, timeout=30)
+
+
+def manage_py(env: dict, *args: str, timeout: float = 180) -> str:
+    """Run `manage.py args` in a process with this environment; its stdout (fails on a non-zero exit)."""
+    done = subprocess.run([sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done.stdout
+
+
+@contextlib.contextmanager
+def private_embedded_server(pgdata: Path, *, database: str):
+    """A migrated embedded server of its own (EMBEDDED_DATABASE_DIR `pgdata`), for tests that kill or
+    restart it without touching the suite's database. Yields {"pgdata", "url", "env"}: `env` points
+    processes (manage.py, gunicorn, Celery) at it and at the test-only Redis databases."""
+    from config.embedded_db import embedded_database_url, embedded_server_stop
+
+    url = embedded_database_url(pgdata, database=database)
+    env = dict(os.environ, EMBEDDED_DATABASE_DIR=str(pgdata), EMBEDDED_DATABASE_NAME=database,
+               CELERY_BROKER_URL=TEST_BROKER_URL, CELERY_RESULT_BACKEND=TEST_BROKER_URL,
+               CACHE_URL=settings.CACHES["default"]["LOCATION"])
+    env.pop("DATABASE_URL", None)
+    env.pop("PORTRAIT_EMBEDDED_PGDATA", None)
+    manage_py(env, "migrate", "--noinput", "-v", "0")
+    try:
+        yield {"pgdata": pgdata, "url": url, "env": env}
+    finally:
+        embedded_server_stop(pgdata)

@@ -23,8 +23,8 @@ import pytest
 from django.conf import settings
 
 from config.celery import app as celery_app
-from config.embedded_db import embedded_database_url, postmaster_pid
-from tests.conftest import TEST_BROKER_URL, celery_worker_running
+from config.embedded_db import postmaster_pid
+from tests.conftest import TEST_BROKER_URL, celery_worker_running, manage_py, private_embedded_server
 
 ROOT = Path(settings.BASE_DIR)
 DATABASE = "portrait_heal"
@@ -33,25 +33,11 @@ DATABASE = "portrait_heal"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A migrated embedded server in its own data directory, with a row to find after each kill."""
-    pgdata = tmp_path_factory.mktemp("healing") / "pgdata"
-    url = embedded_database_url(pgdata, database=DATABASE)
-    env = dict(os.environ, EMBEDDED_DATABASE_DIR=str(pgdata), EMBEDDED_DATABASE_NAME=DATABASE)
-    env.pop("DATABASE_URL", None)
-    env.pop("PORTRAIT_EMBEDDED_PGDATA", None)
-    manage(env, "migrate", "--noinput", "-v", "0")
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS heal_marker (note text)")
-        conn.execute("INSERT INTO heal_marker VALUES ('written before the kill')")
-    yield {"pgdata": pgdata, "url": url, "env": env}
-    subprocess.run([sys.executable, "-c", f"from config.embedded_db import embedded_server_stop as s; s({str(pgdata)!r})"],
-                   cwd=ROOT, env=env, timeout=120)
-
-
-def manage(env, *args, timeout=180) -> str:
-    done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    return done.stdout
+    with private_embedded_server(tmp_path_factory.mktemp("healing") / "pgdata", database=DATABASE) as server:
+        with psycopg.connect(server["url"], autocommit=True) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS heal_marker (note text)")
+            conn.execute("INSERT INTO heal_marker VALUES ('written before the kill')")
+        yield server
 
 
 def kill_postmaster(pgdata: Path) -> int:
@@ -83,7 +69,7 @@ def test_a_killed_server_with_a_busy_orphan_backend_is_restarted_by_the_next_man
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(server["url"], connect_timeout=3).close()
 
-    out = manage(server["env"], "shell", "-c", SHELL_READ)
+    out = manage_py(server["env"], "shell", "-c", SHELL_READ)
 
     assert "written before the kill" in out
     assert postmaster_pid(server["pgdata"]) not in (None, killed)
@@ -97,7 +83,7 @@ def test_a_pid_file_naming_another_live_process_does_not_keep_the_server_down(se
     lines[0] = str(os.getpid())  # the dead postmaster's pid reused by an unrelated process
     pid_file.write_text("\n".join(lines) + "\n")
 
-    out = manage(server["env"], "shell", "-c", SHELL_READ)
+    out = manage_py(server["env"], "shell", "-c", SHELL_READ)
 
     assert "written before the kill" in out
 
@@ -107,7 +93,7 @@ def web(server):
     port = _free_port()
     env = dict(server["env"], DEBUG="false", ALLOWED_HOSTS="127.0.0.1", DB_CONN_MAX_AGE="60",
                CELERY_BROKER_URL=TEST_BROKER_URL, CACHE_URL="redis://127.0.0.1:6379/14")
-    token = manage(env, "shell", "-c", "from access.services import api_token_create as c; "
+    token = manage_py(env, "shell", "-c", "from access.services import api_token_create as c; "
                    "print(c(name='healing test', scopes=['profiles:read'])[1])").strip().splitlines()[-1]
     log = ROOT / "var" / "test-healing-web.log"
     process = subprocess.Popen(

@@ -5,7 +5,6 @@ again and finishes once, and the store ends with exactly the events of a clean r
 And a task that outlives the visibility timeout is delivered twice: the second delivery does nothing."""
 
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,26 +15,13 @@ from ingestion.import_jobs import import_job_create, import_job_run
 from ingestion.models import Event, ImportJob, ImportStatus
 from ingestion.tasks import import_job_queue
 from tests.conftest import celery_worker_running, process_env
+from tests.ingestion.event_files import distinct_events_file
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 ROWS = 60_000
 BLOCK_BYTES = 64 * 1024  # ~1,400 rows a chunk, ~45 chunks
 QUEUES = "default,ingest,profiles,segments,training"
-
-
-def _events_file(path: Path) -> Path:
-    """ROWS distinct, valid events (and two bad rows): 600 customers, each event minutes apart."""
-    lines = ["customer_id,item_id,event_type,timestamp,value"]
-    start = datetime(2025, 1, 1, tzinfo=UTC)
-    for i in range(ROWS):
-        # one event a minute across the store (ten hours apart per customer): no cleaning rule fires
-        stamp = (start + timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        kind, value = ("purchase", f"{5 + i % 50}.00") if i % 4 == 0 else ("view", "")
-        lines.append(f"k{i % 600},sku-{i % 97},{kind},{stamp},{value}")
-    lines += ["k1,sku-1,view,not-a-date,", "k2,sku-2,teleport,2025-01-01T00:00:00Z,"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def _wait(predicate, timeout: float, what: str, log: Path | None = None):
@@ -56,7 +42,7 @@ def _counts(job: ImportJob) -> dict:
 def clean_run(tmp_path, settings):
     """The same file imported inline, undisturbed, under another source (its own customers)."""
     settings.INGEST_CSV_BLOCK_BYTES = BLOCK_BYTES
-    path = _events_file(tmp_path / "events.csv")
+    path = distinct_events_file(tmp_path / "events.csv", ROWS)
     job = import_job_run(job_id=import_job_create(path=path, fmt="csv", source="clean").pk)
     assert job.status == ImportStatus.SUCCEEDED, job.error
     return path, _counts(job)
@@ -93,6 +79,8 @@ def test_an_import_whose_worker_is_killed_finishes_once_on_another_worker(clean_
     assert finished.status == ImportStatus.SUCCEEDED, finished.error
     assert ImportJob.objects.filter(source="shop").count() == 1
     assert _counts(ImportJob.objects.get(pk=job.pk)) == clean
+    # resumed after the dead worker's last committed chunk: no chunk stored twice
+    assert finished.rows_duplicate == 0 and finished.report["chunks_resumed"] > 0
     assert Event.objects.filter(import_job=job).values("event_id").distinct().count() == clean["stored"]
     runs = [line for line in log.read_text().splitlines() if "import_job_run_task[" in line and "succeeded" in line]
     assert any(line.endswith(": None") for line in runs), runs  # the early redelivery: job still held
@@ -109,7 +97,7 @@ def test_an_import_that_outlives_the_visibility_timeout_is_delivered_twice_and_t
                       INGEST_CSV_BLOCK_BYTES=str(BLOCK_BYTES))
     var = Path(settings.BASE_DIR) / "var"
     logs = [var / "test-visibility-worker-1.log", var / "test-visibility-worker-2.log"]
-    job = import_job_create(path=_events_file(tmp_path / "events.csv"), fmt="csv", source="shop")
+    job = import_job_create(path=distinct_events_file(tmp_path / "events.csv", ROWS), fmt="csv", source="shop")
 
     with celery_worker_running(env, queues=QUEUES, log=logs[0]), celery_worker_running(env, queues=QUEUES, log=logs[1]):
         import_job_queue(job=job)
