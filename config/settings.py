@@ -120,6 +120,13 @@ else:
 DATABASES["default"]["ENGINE"] = "django.db.backends.postgresql"
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A backend whose client died (a worker killed with SIGKILL) is noticed within this many
+# milliseconds even while it waits on a lock or runs a long query, so its transaction rolls back
+# and its locks go instead of holding up whoever runs the work again (0: PostgreSQL's default, off).
+DATABASE_CLIENT_CHECK_MS = env.int("DATABASE_CLIENT_CHECK_MS", default=5000)
+if DATABASE_CLIENT_CHECK_MS:
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options["options"] = f'{_options.get("options", "")} -c client_connection_check_interval={DATABASE_CLIENT_CHECK_MS}'.strip()
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_portrait")}
 # Read replicas (README "Scale-out"): streaming replicas of the primary, comma-separated URLs, zero or
 # more. The read-only API endpoints read from one (config.db_router) while it has replayed every
@@ -251,6 +258,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # queues it again every IMPORT_WATCHDOG_SECONDS and another worker claims it.
 IMPORT_STALE_SECONDS = env.int("IMPORT_STALE_SECONDS", default=300)
 IMPORT_WATCHDOG_SECONDS = env.int("IMPORT_WATCHDOG_SECONDS", default=60)
+# How long a worker whose database went away waits for it to come back before giving the job
+# back to beat's stale sweep (a restart takes seconds).
+DATABASE_RECONNECT_WAIT_S = env.float("DATABASE_RECONNECT_WAIT_S", default=30.0)
+# Privacy requests: beat retries the ones left partially failed, and the ones still executing after
+# PRIVACY_EXECUTION_STALE_SECONDS (the process running them died), every PRIVACY_RETRY_SECONDS.
+PRIVACY_RETRY_SECONDS = env.int("PRIVACY_RETRY_SECONDS", default=15 * 60)
+PRIVACY_EXECUTION_STALE_SECONDS = env.int("PRIVACY_EXECUTION_STALE_SECONDS", default=300)
 # A running profile build (one heartbeat per chunk) or training run (one per epoch) silent this long
 # is shown as stuck on the admin dashboard.
 JOB_STUCK_MINUTES = env.int("JOB_STUCK_MINUTES", default=30)
@@ -289,7 +303,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "privacy.tasks.unlearning_retire_task",
         "schedule": crontab(minute=30, hour=PROFILE_REBUILD_HOUR_UTC),
     },
-    "privacy-requests-retry": {"task": "privacy.tasks.privacy_requests_retry_task", "schedule": 15 * 60.0},
+    "privacy-requests-retry": {"task": "privacy.tasks.privacy_requests_retry_task", "schedule": float(PRIVACY_RETRY_SECONDS)},
     "access-exports-expire": {"task": "privacy.tasks.access_exports_expire_task", "schedule": 60 * 60.0},
     "quarantine-purge": {"task": "ingestion.tasks.quarantined_rows_purge_task", "schedule": 60 * 60.0},
     "weekly-retraining": {

@@ -1,9 +1,14 @@
 """Reads of the privacy app."""
 
 from collections.abc import Iterable
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
 
 from privacy.suppression_tokens import customer_suppression_tokens, suppression_tokens
-from privacy.models import RestrictedSubject, SuppressedSubject
+from privacy.models import PrivacyRequest, RequestState, RestrictedSubject, SuppressedSubject
 
 # Every check matches a token under any key of the SUPPRESSION_KEYS ring (privacy.suppression_tokens):
 # a subject suppressed under an older key stays suppressed after a new key is put first.
@@ -56,3 +61,12 @@ def privacy_request_audit(*, request) -> list:
 
     return list(AuditEntry.objects.filter(target_type=request._meta.label_lower, target_id=str(request.pk))
                 .order_by("at", "id"))
+
+
+def privacy_requests_retryable() -> list:
+    """Requests to execute again: partially failed ones, and executing ones whose process died
+    (executing for longer than PRIVACY_EXECUTION_STALE_SECONDS); each at most 5 attempts."""
+    stale = timezone.now() - timedelta(seconds=settings.PRIVACY_EXECUTION_STALE_SECONDS)
+    return list(PrivacyRequest.objects.filter(
+        Q(state=RequestState.PARTIALLY_FAILED) | Q(state=RequestState.EXECUTING, executed_at__lt=stale),
+        attempts__lt=5).order_by("pk"))

@@ -1,8 +1,11 @@
 """Writes of the privacy app: the suppression list and privacy requests (the ingest lock is
 privacy.guard)."""
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from config.db_router import replica_reads_fenced
@@ -101,8 +104,11 @@ def privacy_request_execute(*, request, actor=None):
     if actor is not None and not _may_execute(actor):
         audit_record(action="privacy_request.execute_refused", actor=actor, target=request)
         raise NotAllowed("only the compliance group may execute privacy requests")
+    # an execution still marked executing is taken over only once it is stale: its process died
+    stale = timezone.now() - timedelta(seconds=settings.PRIVACY_EXECUTION_STALE_SECONDS)
     claimed = PrivacyRequest.objects.filter(
-        pk=request.pk, state__in=[RequestState.VERIFIED, RequestState.PARTIALLY_FAILED, RequestState.EXECUTING],
+        Q(state__in=[RequestState.VERIFIED, RequestState.PARTIALLY_FAILED])
+        | Q(state=RequestState.EXECUTING, executed_at__lt=stale), pk=request.pk,
     ).update(state=RequestState.EXECUTING, executed_by=actor_label(actor), executed_at=timezone.now(),
              attempts=F("attempts") + 1)
     request.refresh_from_db()

@@ -32,15 +32,18 @@ def access_exports_expire_task() -> int:
 
 @shared_task(**IDEMPOTENT_TASK)
 def privacy_requests_retry_task() -> int:
-    """Requests left partially failed (a crash, a lost connection) are executed again."""
-    from privacy.models import PrivacyRequest, RequestState
-    from privacy.services import privacy_request_execute
+    """Requests left partially failed (an error, a lost connection) or still executing long after
+    their process died (a SIGKILL, a lost machine) are executed again."""
+    from privacy.selectors import privacy_requests_retryable
+    from privacy.services import RequestError, privacy_request_execute
 
     retried = 0
-    for request in PrivacyRequest.objects.filter(state=RequestState.PARTIALLY_FAILED, attempts__lt=5):
+    for request in privacy_requests_retryable():
         try:
             privacy_request_execute(request=request)
             retried += 1
+        except RequestError:  # another process took it meanwhile
+            continue
         except Exception:  # recorded on the request; the next run tries again
             continue
     return retried

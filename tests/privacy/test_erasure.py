@@ -11,19 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 from django.db import connection
 
-from ingestion.pseudonyms import customer_key
-from ingestion.models import Customer, Event, ImportJob
 from ingestion.import_jobs import import_job_create, import_job_run
+from ingestion.models import Customer, Event, ImportJob
+from ingestion.pseudonyms import customer_key
 from ingestion.services import customers_upsert, events_ingest_batch, social_edges_upsert
 from privacy import services
 from privacy.models import AuditEntry, ErasureLedger, PrivacyRequest, RequestState, SuppressedSubject
+from profiles.builds import profiles_build
 from profiles.merges import identify_call
 from profiles.models import Profile
-from profiles.builds import profiles_build
 from profiles.tasks import profiles_refresh_queue
+from tests.privacy.residue import residue_found
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SUBJECT = "subject-7f3a"
@@ -39,8 +39,8 @@ def _events(customer: str, day: int, n: int = 3, **extra) -> list[dict]:
 @pytest.fixture
 def seeded(settings, tmp_path):
     """The subject in every store, among 30 other customers."""
-    from segments.services import segment_create_rule, segment_refresh
     from pipeline.flows import training_run
+    from segments.services import segment_create_rule, segment_refresh
     from training.services import training_run_create
 
     settings.MEDIA_ROOT = str(tmp_path / "media")
@@ -79,60 +79,14 @@ def _erase(actor) -> PrivacyRequest:
     return services.privacy_request_execute(request=request, actor=actor)
 
 
-def _residue(needles: list[str], settings) -> list[str]:
-    """Every place any needle still appears: database columns of text, JSON and bytes types in every
-    table, Redis keys and values (broker and cache databases), files under media and models."""
-    found = []
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = 'public'"
-            " AND data_type IN ('text', 'character varying', 'json', 'jsonb', 'bytea', 'ARRAY', 'USER-DEFINED')"
-        )
-        for table, column, data_type in cursor.fetchall():
-            text = f'convert_from("{column}", \'UTF8\')' if data_type == "bytea" else f'"{column}"::text'
-            for needle in needles:
-                try:
-                    cursor.execute(f'SELECT count(*) FROM "{table}" WHERE position(%s IN {text}) > 0', [needle])
-                except Exception:  # bytea that is not UTF-8 (ciphertext): compare the bytes instead
-                    connection.rollback() if not connection.in_atomic_block else None
-                    cursor.execute(f'SELECT count(*) FROM "{table}" WHERE position(convert_to(%s, \'UTF8\') IN "{column}") > 0',
-                                   [needle])
-                if cursor.fetchone()[0]:
-                    found.append(f"{table}.{column}: {needle}")
-    for url in {settings.CELERY_BROKER_URL, settings.CACHES["default"]["LOCATION"]}:
-        from config.celery import app
-
-        client = redis.Redis.from_url(app.conf.broker_url if url == settings.CELERY_BROKER_URL else url)
-        for key in client.scan_iter():
-            kind = client.type(key)
-            values = [key]
-            if kind == b"string":
-                values.append(client.get(key) or b"")
-            elif kind == b"list":
-                values += client.lrange(key, 0, -1)
-            elif kind == b"hash":
-                values += list(client.hgetall(key).values())
-            elif kind == b"set":
-                values += list(client.smembers(key))
-            for needle in needles:
-                if any(needle.encode() in v for v in values):
-                    found.append(f"redis {key!r}: {needle}")
-    for root in (Path(settings.MEDIA_ROOT), Path(settings.MODELS_DIR)):
-        for path in root.rglob("*"):
-            if path.is_file():
-                data = path.read_bytes()
-                found += [f"{path}: {n}" for n in needles if n.encode() in data]
-    return found
-
-
 def test_erasure_leaves_no_trace_in_any_store_and_vectors_never_return(seeded, compliance_user, settings):
     needles = [SUBJECT, EMAIL, PHONE, seeded["key"], "visitor-9"]
-    assert _residue(needles, settings), "the scan must find the subject before the erasure"
+    assert residue_found(needles, settings), "the scan must find the subject before the erasure"
 
     request = _erase(compliance_user)
 
     assert request.state == RequestState.COMPLETED, request.error
-    assert _residue(needles, settings) == []
+    assert residue_found(needles, settings) == []
     stores = request.receipt["stores"]
     assert stores["events"]["removed"] == 8 and stores["customers"]["removed"] == 2
     assert stores["social_edges"]["removed"] == 2 and stores["quarantined_rows"]["removed"] == 1
@@ -180,7 +134,7 @@ def test_erasure_is_idempotent_and_a_failed_attempt_is_completed_by_the_retry(se
     assert retried.state == RequestState.COMPLETED and retried.attempts == 2
     assert retried.receipt["stores"]["customers"]["removed"] == 0  # nothing left to remove
     assert retried.receipt["stores"]["import_files"]["removed"] == 1
-    assert _residue([SUBJECT, EMAIL, PHONE, seeded["key"]], settings) == []
+    assert residue_found([SUBJECT, EMAIL, PHONE, seeded["key"]], settings) == []
     with pytest.raises(services.RequestError):
         services.privacy_request_execute(request=retried, actor=compliance_user)
     actions = list(AuditEntry.objects.filter(target_id=str(request.pk)).order_by("id").values_list("action", flat=True))
@@ -220,7 +174,7 @@ def test_a_suppressed_subject_is_refused_at_every_entrance(seeded, compliance_us
     assert late.report["refused_suppressed_subject"] == 2 and late.rows_inserted == 1
     assert late.rows_rejected == 0  # the subject's bad line is refused, not quarantined
     assert not Customer.objects.filter(key=seeded["key"]).exists()
-    assert _residue([SUBJECT, EMAIL, seeded["key"]], settings) == []
+    assert residue_found([SUBJECT, EMAIL, seeded["key"]], settings) == []
 
 
 def test_erasure_during_ingestion_of_the_same_subject_leaves_no_row(seeded, compliance_user):
