@@ -185,13 +185,15 @@ def _settings_of(alias: str) -> dict:
 def reliability_summary() -> dict:
     """What needs an operator after a fault: tasks given up on (dead letters), imports whose worker
     died (no heartbeat for IMPORT_STALE_SECONDS), profile builds and training runs silent for
-    JOB_STUCK_MINUTES, and refreshes waiting in the outbox for the broker."""
+    JOB_STUCK_MINUTES, privacy requests whose execution died or failed five times, and refreshes
+    waiting in the outbox for the broker."""
     from django.conf import settings
     from django.db.models import Count
 
     from ingestion.models import RefreshOutbox
     from ingestion.selectors import import_jobs_stale
     from pipeline.models import DeadLetter
+    from privacy.selectors import privacy_requests_stuck
     from profiles.models import BuildStatus, ProfileBuild
     from training.models import RunStatus, TrainingRun
 
@@ -208,6 +210,8 @@ def reliability_summary() -> dict:
         "stuck_training_runs": stuck_runs,
         "stuck_jobs": len(stuck_builds) + len(stuck_runs),
         "stuck_minutes": settings.JOB_STUCK_MINUTES,
+        "stuck_privacy_requests": privacy_requests_stuck(),
+        "privacy_retry_minutes": max(1, settings.PRIVACY_RETRY_SECONDS // 60),
         "outbox": outbox,
     }
 

@@ -63,10 +63,21 @@ def privacy_request_audit(*, request) -> list:
                 .order_by("at", "id"))
 
 
-def privacy_requests_retryable() -> list:
-    """Requests to execute again: partially failed ones, and executing ones whose process died
-    (executing for longer than PRIVACY_EXECUTION_STALE_SECONDS); each at most 5 attempts."""
+def _executing_stale() -> Q:
+    """Executing for longer than PRIVACY_EXECUTION_STALE_SECONDS: the process running it died."""
     stale = timezone.now() - timedelta(seconds=settings.PRIVACY_EXECUTION_STALE_SECONDS)
+    return Q(state=RequestState.EXECUTING, executed_at__lt=stale)
+
+
+def privacy_requests_retryable() -> list:
+    """Requests to execute again: partially failed ones, and executing ones whose process died;
+    each at most 5 attempts."""
+    return list(PrivacyRequest.objects.filter(Q(state=RequestState.PARTIALLY_FAILED) | _executing_stale(),
+                                              attempts__lt=5).order_by("pk"))
+
+
+def privacy_requests_stuck() -> list:
+    """Requests an operator must look at: executing long after their process died, or failed five
+    times (beat's sweep stops retrying them)."""
     return list(PrivacyRequest.objects.filter(
-        Q(state=RequestState.PARTIALLY_FAILED) | Q(state=RequestState.EXECUTING, executed_at__lt=stale),
-        attempts__lt=5).order_by("pk"))
+        _executing_stale() | Q(state=RequestState.PARTIALLY_FAILED, attempts__gte=5)).order_by("pk"))

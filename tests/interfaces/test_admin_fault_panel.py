@@ -1,5 +1,6 @@
-"""The dashboard's "Faults to handle" panel: dead-lettered tasks, imports with no heartbeat and
-refreshes waiting in the outbox, each counted and each with what to do, in English and Chinese."""
+"""The dashboard's "Faults to handle" panel: dead-lettered tasks, imports with no heartbeat, privacy
+requests whose execution died or failed five times, and refreshes waiting in the outbox, each counted
+and each with what to do, in English and Chinese."""
 
 from datetime import timedelta
 
@@ -8,6 +9,7 @@ from django.utils import timezone
 
 from ingestion.models import ImportJob, ImportStatus, RefreshOutbox
 from pipeline.services import dead_letter_record
+from privacy.models import PrivacyRequest, RequestState
 from profiles.models import BuildStatus, ProfileBuild
 from training.models import RunStatus, TrainingRun
 
@@ -28,6 +30,13 @@ def faults(settings):
     ProfileBuild.objects.create(status=BuildStatus.RUNNING, heartbeat_at=now - timedelta(minutes=45))
     ProfileBuild.objects.create(status=BuildStatus.RUNNING, heartbeat_at=now - timedelta(minutes=5))  # alive
     TrainingRun.objects.create(arch="gru", status=RunStatus.RUNNING, heartbeat_at=now - timedelta(hours=2))
+    settings.PRIVACY_EXECUTION_STALE_SECONDS = 300
+    PrivacyRequest.objects.create(kind="erasure", source="default", subject_token="t-dead", state=RequestState.EXECUTING,
+                                  executed_at=now - timedelta(minutes=20), attempts=1)
+    PrivacyRequest.objects.create(kind="erasure", source="default", subject_token="t-live", state=RequestState.EXECUTING,
+                                  executed_at=now - timedelta(minutes=1), attempts=1)  # still running
+    PrivacyRequest.objects.create(kind="erasure", source="default", subject_token="t-failed",
+                                  state=RequestState.PARTIALLY_FAILED, attempts=5, error="OSError: disk went away")
     return stuck
 
 
@@ -44,6 +53,8 @@ def test_the_dashboard_lists_dead_letters_stuck_imports_and_the_outbox_with_what
     assert "profile build #" in text and "training run #" in text and "No chunk or epoch finished for 30 minutes" in text
     assert "Profile refreshes waiting for the broker</a>: 1" in text
     assert "up to 2 failed attempts" in text and "Check that Redis is running" in text
+    assert "Stuck privacy requests</a>: 2" in text and "1 attempt<" in text and "5 attempts<" in text
+    assert "executed again by Celery beat every 15 minutes" in text
 
 
 def test_the_fault_panel_in_simplified_chinese(admin_client, faults):
@@ -52,6 +63,7 @@ def test_the_fault_panel_in_simplified_chinese(admin_client, faults):
     assert "待处理的故障" in text and "死信任务</a>: 1" in text and "卡住的导入</a>: 1" in text
     assert "卡住的画像构建和训练: 2" in text and "已有 30 分钟没有完成任何分块或训练轮次" in text
     assert "等待消息代理的画像刷新</a>: 1" in text and "请检查 Redis 是否在运行" in text
+    assert "卡住的隐私请求</a>: 2" in text
 
 
 def test_an_empty_fault_panel_says_zero_and_gives_no_instructions(admin_client):
@@ -59,6 +71,7 @@ def test_an_empty_fault_panel_says_zero_and_gives_no_instructions(admin_client):
 
     assert "Dead-lettered tasks</a>: 0" in text and "Stuck imports</a>: 0" in text
     assert "Profile refreshes waiting for the broker</a>: 0" in text and "Stuck profile builds and training runs: 0" in text
+    assert "Stuck privacy requests</a>: 0" in text and "executed again by Celery beat" not in text
     assert "fix the cause" not in text and "No progress for" not in text and "No chunk or epoch" not in text
 
 
