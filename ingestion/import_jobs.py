@@ -450,8 +450,9 @@ def _import_job_execute(
 
     The calling thread reads, cleans and serialises chunks; STORE_THREADS writers (each with its
     own connection) COPY and merge them meanwhile, so Python and PostgreSQL use both cores. A chunk
-    is one transaction, so a crash leaves whole chunks; re-running is safe because every event id
-    is deterministic.
+    is one transaction with its ImportChunk record, so a crash leaves whole chunks and the next run
+    of the job stores only the others; were a chunk stored twice, its deterministic event ids would
+    add nothing.
     """
     with _job_outcome_recorded(job, on_progress):
         try:
@@ -463,7 +464,8 @@ def _import_job_execute(
 
 
 def _import_job_stream(job: ImportJob, open_source: Callable[[], EventSource],
-                       on_progress: Callable[[ImportJob], None] | None, *, committed: dict[int, int]) -> None:
+                       on_progress: Callable[[ImportJob], None] | None, *,
+                       committed: dict[int, tuple[int, int]]) -> None:
     """One pass over the source. A chunk in `committed` (a previous run of this job stored it) is
     read but not stored again; its customer columns still count for the latest attributes."""
     job_id = job.pk
