@@ -24,7 +24,7 @@ the first 10-s window, wholly after the fault was undone (the process started ag
 up), whose p95 of successful client requests is within 1.5x `steady_p95_ms` (the p95 of
 successful requests before the first fault).
 One JSON line last: the soak's keys plus faults_injected, events_lost, stuck_jobs, profiles_behind,
-recovery_s, steady_p95_ms, retried_503, unavailable_reads, targets.
+recovery_s, steady_p95_ms, retried_503, unavailable_reads, dead_letters, segments_failed, targets.
 """
 
 import json
@@ -212,6 +212,16 @@ def profiles_behind(live_keys: list[str]) -> int:
             .annotate(stored=Count("events")).filter(stored__gt=F("profile__events_included")).count())
 
 
+def task_failures(since) -> dict[str, int]:
+    """Work that failed rather than waited: tasks dead-lettered since `since` (pipeline.DeadLetter)
+    and segments whose last refresh failed."""
+    from pipeline.models import DeadLetter
+    from segments.models import Segment, SegmentStatus
+
+    return {"dead_letters": DeadLetter.objects.filter(created_at__gte=since).count(),
+            "segments_failed": Segment.objects.filter(status=SegmentStatus.FAILED).count()}
+
+
 def main() -> None:
     parser = parser_build(__doc__)
     parser.set_defaults(minutes=10.0)
@@ -224,6 +234,7 @@ def main() -> None:
     try:
         shop_ready(args)
         from django.db import connections
+        from django.utils import timezone
 
         port = free_port()
         server = server_start(port, args.workers)
@@ -232,12 +243,14 @@ def main() -> None:
         log(f"chaos: {args.minutes} min, {args.clients} clients + operator + lag probe, {len(shop.readable):,} "
             f"readable profiles; redis-server of its own on port {REDIS_PORT}")
         load = Load(args, shop, port, processes, ride_out_faults=True, lag_timeout_s=120.0)
+        load_began = timezone.now()
         faults = Faults(load, redis_server, beat_schedule)
         load.run(faults.run)
         connections.close_all()
         left, drained_s = drain()
         result = load.result()
         behind = profiles_behind(list(shop.live_keys.values()))
+        failures = task_failures(load_began)
     finally:
         if server is not None:
             server.terminate()
@@ -258,6 +271,7 @@ def main() -> None:
         stuck_jobs=left,
         drain_s=drained_s,
         profiles_behind=behind,
+        **failures,
         steady_p95_ms=steady_p95,
         recovery_s=recovered,
         retried_503=load.counts["retried_503"],
