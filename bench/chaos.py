@@ -33,6 +33,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 
 os.environ.setdefault("EMBEDDED_DATABASE_NAME", "portrait_chaos")
@@ -96,6 +97,9 @@ class Faults:
         self.load, self.redis_server, self.beat_schedule = load, redis_server, beat_schedule
         self.injected: list[dict] = []
         self.skipped: list[dict] = []
+        self.crashes: list[dict] = []  # worker exits nobody injected, each restarted by `supervise`
+        self.worker_lock = threading.Lock()  # one of worker_kill and supervise replaces the worker at a time
+        self.done = threading.Event()
 
     def plan(self) -> list[tuple[float, str]]:
         length = self.load.args.minutes * 60
@@ -121,14 +125,34 @@ class Faults:
             log(f"  {kind} undone at {self.injected[-1]['restored_s']:.0f} s")
 
     def worker_kill(self) -> dict:
-        worker = self.load.processes["worker"]
-        os.killpg(worker.pid, signal.SIGKILL)  # own session: main process, pool processes and beat
-        worker.wait()
+        with self.worker_lock:
+            worker = self.load.processes["worker"]
+            os.killpg(worker.pid, signal.SIGKILL)  # own session: main process, pool processes and beat
+            worker.wait()
+            return self.worker_restart()
+
+    def worker_restart(self) -> dict:
+        """What a supervisor (systemd, Restart=always) does: start the worker again after a pause."""
         time.sleep(WORKER_DOWN_S)
         restarted_at = self.since_start()
         self.load.processes["worker"] = worker_start(QUEUES, concurrency=2, beat_schedule=self.beat_schedule)
-        return {"down_s": WORKER_DOWN_S, "worker_ready_s": self.since_start(),
-                "restarted_at_s": restarted_at}
+        return {"down_s": WORKER_DOWN_S, "restarted_at_s": restarted_at, "worker_ready_s": self.since_start()}
+
+    def supervise(self) -> None:
+        """Until `done`: a worker that exits by itself (a crash the faults caused) is restarted as
+        a supervisor would, and recorded in `crashes`."""
+        while not self.done.wait(1.0):
+            with self.worker_lock:
+                worker = self.load.processes["worker"]
+                if worker.poll() is None:
+                    continue
+                crashed_at = self.since_start()
+                log(f"  the worker exited by itself at {crashed_at:.0f} s (rc {worker.returncode}); restarting it")
+                try:
+                    os.killpg(worker.pid, signal.SIGKILL)  # pool processes it may have left
+                except ProcessLookupError:
+                    pass
+                self.crashes.append({"at_s": crashed_at, "rc": worker.returncode, **self.worker_restart()})
 
     def postgres_restart(self) -> dict:
         from django.conf import settings
@@ -212,14 +236,14 @@ def profiles_behind(live_keys: list[str]) -> int:
             .annotate(stored=Count("events")).filter(stored__gt=F("profile__events_included")).count())
 
 
-def task_failures(since) -> dict[str, int]:
+def task_failures(since, segments: list[int]) -> dict[str, int]:
     """Work that failed rather than waited: tasks dead-lettered since `since` (pipeline.DeadLetter)
-    and segments whose last refresh failed."""
+    and the run's segments whose last refresh failed."""
     from pipeline.models import DeadLetter
     from segments.models import Segment, SegmentStatus
 
     return {"dead_letters": DeadLetter.objects.filter(created_at__gte=since).count(),
-            "segments_failed": Segment.objects.filter(status=SegmentStatus.FAILED).count()}
+            "segments_failed": Segment.objects.filter(pk__in=segments, status=SegmentStatus.FAILED).count()}
 
 
 def main() -> None:
@@ -228,7 +252,7 @@ def main() -> None:
     args = parser.parse_args()
     redis_server = RedisServer(REDIS_PORT)
     redis_server.start()
-    server = None
+    server = faults = None
     processes: dict = {}
     beat_schedule = os.path.join(tempfile.mkdtemp(prefix="chaos-beat-"), "schedule")
     try:
@@ -245,13 +269,18 @@ def main() -> None:
         load = Load(args, shop, port, processes, ride_out_faults=True, lag_timeout_s=120.0)
         load_began = timezone.now()
         faults = Faults(load, redis_server, beat_schedule)
+        supervisor = threading.Thread(target=faults.supervise)
+        supervisor.start()
         load.run(faults.run)
         connections.close_all()
         left, drained_s = drain()
         result = load.result()
         behind = profiles_behind(list(shop.live_keys.values()))
-        failures = task_failures(load_began)
+        failures = task_failures(load_began, shop.segments)
     finally:
+        if faults is not None:
+            faults.done.set()
+            supervisor.join()
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
@@ -267,6 +296,7 @@ def main() -> None:
     result.update(
         faults_injected=faults.injected,
         faults_skipped=faults.skipped,
+        worker_crashes=faults.crashes,
         events_lost=result["events_sent"] - result["events_stored"],
         stuck_jobs=left,
         drain_s=drained_s,
