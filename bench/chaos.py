@@ -152,7 +152,10 @@ class Faults:
                     os.killpg(worker.pid, signal.SIGKILL)  # pool processes it may have left
                 except ProcessLookupError:
                     pass
-                self.crashes.append({"at_s": crashed_at, "rc": worker.returncode, **self.worker_restart()})
+                try:
+                    self.crashes.append({"at_s": crashed_at, "rc": worker.returncode, **self.worker_restart()})
+                except RuntimeError as exc:  # did not come up (worker_start stopped it): the next round tries again
+                    log(f"  the restarted worker did not come up: {exc}")
 
     def postgres_restart(self) -> dict:
         from django.conf import settings

@@ -97,7 +97,11 @@ def rss_by_process(root_pid: int) -> dict[int, float]:
     import psutil
 
     out = {}
-    for child in psutil.Process(root_pid).children(recursive=True):
+    try:
+        children = psutil.Process(root_pid).children(recursive=True)
+    except psutil.NoSuchProcess:  # a worker that died just now (bench/chaos.py restarts it)
+        return out
+    for child in children:
         try:
             out[child.pid] = child.memory_info().rss / 2**20
         except psutil.NoSuchProcess:
