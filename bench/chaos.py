@@ -13,7 +13,9 @@ The clients ride the faults out as API clients should (soak.Load with ride_out_f
 batch that gets 503 or a connection error is sent again, same batch and event ids, after
 Retry-After, until stored; a read that gets 503 is counted, not an error; a 500 or any other
 unexpected status is an error. Tasks are redelivered after TASK_VISIBILITY_TIMEOUT_S (set short
-here, as the fault tests do, so a killed worker's tasks come back within the run).
+here, as the fault tests do, so a killed worker's tasks come back within the run). A worker that
+exits by itself (kombu can crash it when Redis goes away) is restarted as a supervisor would and
+listed in `worker_crashes`.
 
 After the load, up to DRAIN_S for the system to settle: the refresh outbox empty, the broker's
 queues empty, no import job, training run, profile build or privacy request left unfinished.
@@ -24,7 +26,8 @@ the first 10-s window, wholly after the fault was undone (the process started ag
 up), whose p95 of successful client requests is within 1.5x `steady_p95_ms` (the p95 of
 successful requests before the first fault).
 One JSON line last: the soak's keys plus faults_injected, events_lost, stuck_jobs, profiles_behind,
-recovery_s, steady_p95_ms, retried_503, unavailable_reads, dead_letters, segments_failed, targets.
+recovery_s, steady_p95_ms, retried_503, unavailable_reads, worker_crashes, dead_letters, segments_failed,
+targets.
 """
 
 import json
@@ -46,10 +49,9 @@ os.environ["SOAK_BROKER_URL"] = f"redis://127.0.0.1:{REDIS_PORT}/0"
 os.environ["CACHE_URL"] = f"redis://127.0.0.1:{REDIS_PORT}/1"
 os.environ.setdefault("TASK_VISIBILITY_TIMEOUT_S", "60")
 
+from api_load import server_start  # noqa: E402
 from build_profiles import log, worker_start, worker_stop  # noqa: E402
 from soak import Load, parser_build, percentile, shop_ready, shop_seed  # noqa: E402
-
-from api_load import server_start  # noqa: E402
 
 WORKER_DOWN_S = 5.0
 POSTGRES_DOWN_S = 5.0
