@@ -34,23 +34,28 @@ def broker_empty() -> None:
     redis.Redis.from_url(BENCH_BROKER).flushdb()
 
 
-def worker_start(queues: str, concurrency: int = 2) -> subprocess.Popen:
+def worker_start(queues: str, concurrency: int = 2, *, beat_schedule: str | None = None) -> subprocess.Popen:
     """A Celery worker on the bench database; returns once it answers a ping. Own process group,
-    so `worker_stop` can end its pool processes too."""
-    from config.celery import app
+    so `worker_stop` can end its pool processes too. With `beat_schedule` (a file) it runs beat
+    too (-B), as a deployment's periodic tasks need (the refresh outbox's drain, the import watchdog)."""
+    from config.celery import BROKER_ERRORS, app
 
+    beat = ["-B", "-s", beat_schedule] if beat_schedule else []
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues, "-c", str(concurrency),
          "--pool", "prefork", "-n", f"bench-{os.getpid()}@%h", "-l", "warning",
-         "--without-gossip", "--without-mingle", "--without-heartbeat"],
+         "--without-gossip", "--without-mingle", "--without-heartbeat", *beat],
         cwd=ROOT, env=dict(os.environ), start_new_session=True, stdout=sys.stderr,  # stdout is the JSON's
     )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if worker.poll() is not None:
             raise RuntimeError(f"celery worker exited during start-up (rc {worker.returncode})")
-        if app.control.ping(timeout=1.0):  # only this worker listens on the bench database
-            return worker
+        try:
+            if app.control.ping(timeout=1.0):  # only this worker listens on the bench database
+                return worker
+        except BROKER_ERRORS:  # the broker is (re)starting too (bench/chaos.py): the worker waits for it
+            time.sleep(1.0)
     worker_stop(worker)
     raise RuntimeError("celery worker did not answer a ping within 90 s")
 

@@ -29,6 +29,7 @@ import random
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 os.environ.setdefault("EMBEDDED_DATABASE_NAME", "portrait_soak")
@@ -45,6 +46,9 @@ from ingest_api import free_port  # noqa: E402
 
 LAG_TIMEOUT_S = 30.0
 POLL_S = 0.05
+EVENTS_PATH = "/api/v1/events"
+RETRY_FOR_S = 300.0  # a client riding out faults gives a write up after retrying this long (an error)
+RETRY_AFTER_CAP_S = 5.0
 
 
 def iso(moment: datetime) -> str:
@@ -56,6 +60,8 @@ class Client:
         self.port = port
         self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self.retry_after: float | None = None  # the last reply's Retry-After, seconds
+        self.retried = False  # Load.call retried the last call's request
 
     def request(self, method: str, path: str, body=None) -> tuple[int | str, dict]:
         try:
@@ -63,6 +69,8 @@ class Client:
                                     headers=self.headers)
             response = self.connection.getresponse()
             payload = response.read()
+            retry_after = response.getheader("Retry-After")
+            self.retry_after = float(retry_after) if retry_after and retry_after.isdigit() else None
             try:
                 data = json.loads(payload) if payload else {}
             except ValueError:
@@ -89,7 +97,11 @@ def rss_by_process(root_pid: int) -> dict[int, float]:
     import psutil
 
     out = {}
-    for child in psutil.Process(root_pid).children(recursive=True):
+    try:
+        children = psutil.Process(root_pid).children(recursive=True)
+    except psutil.NoSuchProcess:  # a worker that died just now (bench/chaos.py restarts it)
+        return out
+    for child in children:
         try:
             out[child.pid] = child.memory_info().rss / 2**20
         except psutil.NoSuchProcess:
@@ -117,8 +129,8 @@ def prepare(args) -> None:
                         start=(datetime.now(UTC) - timedelta(days=365)).replace(microsecond=0))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def parser_build(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=3, help="threads sending the mixed requests")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
@@ -129,10 +141,11 @@ def main() -> None:
     parser.add_argument("--operator-every", type=float, default=6.0, help="seconds between segment refresh + erasure")
     parser.add_argument("--reuse", action="store_true", help="keep the shop already in the soak database")
     parser.add_argument("--seed", type=int, default=18)
-    args = parser.parse_args()
-    import redis
+    return parser
 
-    redis.Redis.from_url(SOAK_BROKER).flushdb()
+
+def shop_ready(args) -> None:
+    """The database migrated, with the synthetic shop in it (kept with --reuse when it is there)."""
     reuse = False
     if args.reuse:
         django_ready(empty=False)
@@ -142,8 +155,26 @@ def main() -> None:
     if not reuse:
         django_ready(empty=True)
         prepare(args)
+
+
+@dataclass
+class Shop:
+    """What the load needs to know of the run's shop: its token, items, customers and segments."""
+
+    token: str
+    skus: list[str]
+    live: list[str]  # external ids of the API customers the clients send events for
+    erasable: list[str]  # external ids of API customers set aside to be erased, read by no other thread
+    live_keys: dict[str, str]
+    readable: list[str]  # customer keys with a profile, erasable ones excluded
+    segments: list[int]
+
+
+def shop_seed(args, port: int) -> Shop:
+    """Through the running server: the run's API customers with a short history, profiled by a
+    batch build, and two rule segments of the run's own."""
     from access.services import api_token_create
-    from ingestion.models import Customer, Event, Item
+    from ingestion.models import Item
     from ingestion.pseudonyms import customer_key
     from profiles.builds import profiles_build
     from profiles.selectors import profiles_visible
@@ -155,203 +186,273 @@ def main() -> None:
     run_tag = uuid.uuid4().hex[:8]
     live = [f"soak-{run_tag}-{i:05d}" for i in range(args.api_customers)]
     erasable = [f"soak-{run_tag}-erase-{i:05d}" for i in range(args.erasable)]
+    seeding = Client(port, token)
+    now = datetime.now(UTC)
+    history = [event(e, skus, rng, now - timedelta(hours=1, seconds=rng.uniform(0, 30 * 86400)))
+               for e in live + erasable for _ in range(4)]
+    for start in range(0, len(history), 2000):
+        status, body = seeding.request("POST", "/api/v1/events", {"events": history[start:start + 2000]})
+        assert status == 200, (status, body)
+    log(f"{len(history):,} history events for {len(live) + len(erasable)} API customers; building profiles")
+    build = profiles_build()
+    log(f"  build #{build.pk} {build.status}: {build.profiles_written:,} profiles")
+    segments = []
+    for name, rule in (("soak-buyers", "frequency >= 1"), ("soak-spenders", "monetary >= 100")):
+        status, body = seeding.request("POST", "/api/v1/segments", {"name": f"{name}-{run_tag}", "kind": "rule", "rule": rule})
+        assert status == 201, (status, body)
+        segments.append(body["id"])
+    erasable_keys = {customer_key(source="default", external_id=e) for e in erasable}
+    readable = [k for k in profiles_visible().values_list("customer__key", flat=True) if k not in erasable_keys]
+    live_keys = {e: customer_key(source="default", external_id=e) for e in live}
+    return Shop(token=token, skus=skus, live=live, erasable=erasable, live_keys=live_keys, readable=readable,
+                segments=segments)
+
+
+class Load:
+    """The mixed load of one run: `args.clients` client threads, the operator, the lag probe and the
+    RSS sampler, and what they measured.
+
+    The soak expects every request to succeed: anything but the expected status is an error. With
+    `ride_out_faults` (bench/chaos.py) the threads behave as API clients should while faults are
+    injected: a 503 or a connection error on an event batch is retried, the same batch with the same
+    event ids (the API is idempotent), after Retry-After, until it is stored; an operator's write that
+    gets 503 is retried the same way; a read that gets 503 is counted (`unavailable_reads`), not an
+    error. A 500 or any other status stays an error."""
+
+    def __init__(self, args, shop: Shop, port: int, processes: dict, *, ride_out_faults: bool = False,
+                 lag_timeout_s: float = LAG_TIMEOUT_S):
+        self.args, self.shop, self.port = args, shop, port
+        self.processes = processes  # "web", "worker": Popen objects whose children are sampled (chaos swaps the worker)
+        self.ride_out_faults = ride_out_faults
+        self.lag_timeout_s = lag_timeout_s
+        self.lock = threading.Lock()
+        self.samples: list[tuple[float, float, bool]] = []  # (seconds since start, latency, succeeded) of the clients' requests
+        self.errors: list[str] = []
+        self.posted_ids: list[str] = []
+        self.lags: list[float] = []
+        self.counts = {"erasures": 0, "segment_refreshes": 0, "lag_probes": 0, "removed_by_cleaning": 0,
+                       "retried_503": 0, "retried_connection": 0, "unavailable_reads": 0}
+        self.rss: dict[str, dict] = {}
+        self.started = self.stop_at = 0.0
+
+    def failed(self, what: str, status) -> None:
+        with self.lock:
+            self.errors.append(f"{what}: {status}")
+            if len(self.errors) <= 5:
+                log(f"  error {what}: {status}")
+
+    def call(self, client: Client, what: str, method: str, path: str, body=None, *, ok: int = 200,
+             retry: bool = False, sample: bool = False) -> tuple[int | str, dict]:
+        """One request (more while a write is retried); an unexpected status is recorded as an error
+        and returned. `sample`: the clients' requests, whose latencies make the percentiles."""
+        give_up_at = time.monotonic() + RETRY_FOR_S
+        client.retried = False
+        while True:
+            sent = time.monotonic()
+            status, reply = client.request(method, path, body)
+            if sample:
+                with self.lock:
+                    self.samples.append((sent - self.started, time.monotonic() - sent, status == ok))
+            if status == ok:
+                return status, reply
+            unavailable = status == 503 or (isinstance(status, str) and method == "POST" and path == EVENTS_PATH)
+            if not (self.ride_out_faults and unavailable):
+                self.failed(what, (status, reply.get("error")) if isinstance(reply, dict) and reply else status)
+                return status, reply
+            if not retry:
+                with self.lock:
+                    self.counts["unavailable_reads"] += 1
+                return status, reply
+            if time.monotonic() > give_up_at:
+                self.failed(what, f"still {status} after retrying for {RETRY_FOR_S:.0f} s")
+                return status, reply
+            client.retried = True
+            with self.lock:
+                self.counts["retried_503" if status == 503 else "retried_connection"] += 1
+            time.sleep(min(RETRY_AFTER_CAP_S, client.retry_after or 1.0))
+
+    def post_events(self, client: Client, rows: list[dict], *, sample: bool = False) -> bool:
+        with self.lock:  # counted as sent before the first try: a lost reply may still have stored them
+            self.posted_ids.extend(r["event_id"] for r in rows)
+        status, body = self.call(client, "POST /api/v1/events", "POST", EVENTS_PATH, {"events": rows},
+                                 retry=True, sample=sample)
+        if status != 200:
+            return False
+        # cleaning may drop a near-duplicate view (a random mix makes a few): not stored by design, so
+        # counted apart; anything else the API did not store is an error. A retried batch may find
+        # its events stored by a try whose reply was lost: duplicates then count as stored.
+        removed = body.get("removed", 0)
+        stored = body.get("inserted", 0)
+        if client.retried:
+            stored += body.get("duplicates", 0)
+        if stored != len(rows) - removed:
+            self.failed("POST /api/v1/events", f"inserted {body.get('inserted')} of {len(rows)}: {body}")
+        with self.lock:
+            self.counts["removed_by_cleaning"] += removed
+        return True
+
+    def client_loop(self, index: int) -> None:
+        local = random.Random(self.args.seed * 100 + index)
+        client = Client(self.port, self.shop.token)
+        while time.monotonic() < self.stop_at:
+            pick = local.random()
+            if pick < 0.4:
+                self.call(client, "GET profile", "GET", f"/api/v1/profiles/{local.choice(self.shop.readable)}", sample=True)
+            elif pick < 0.75:
+                self.call(client, "GET similar", "GET", f"/api/v1/profiles/{local.choice(self.shop.readable)}/similar?k=10",
+                          sample=True)
+            else:
+                moment = datetime.now(UTC)
+                rows = [event(local.choice(self.shop.live), self.shop.skus, local,
+                              moment - timedelta(seconds=local.uniform(0, 60))) for _ in range(5)]
+                self.post_events(client, rows, sample=True)
+
+    def operator_loop(self) -> None:
+        local = random.Random(self.args.seed * 1000)
+        client = Client(self.port, self.shop.token)
+        pending = list(self.shop.erasable)
+        while time.monotonic() < self.stop_at:
+            segment = local.choice(self.shop.segments)
+            status, _ = self.call(client, "POST segment refresh", "POST", f"/api/v1/segments/{segment}/refresh",
+                                  ok=202, retry=True)
+            if status == 202:
+                self.counts["segment_refreshes"] += 1
+            if pending:
+                subject = pending.pop()
+                status, filed = self.call(client, "POST privacy request", "POST", "/api/v1/privacy/requests",
+                                          {"kind": "erasure", "external_id": subject, "note": "soak"}, ok=201, retry=True)
+                if status == 201:
+                    for step in ("verify", "execute"):
+                        status, _ = self.call(client, f"POST privacy {step}", "POST",
+                                              f"/api/v1/privacy/requests/{filed['id']}/{step}", retry=True)
+                        if status != 200:
+                            break
+                    else:
+                        self.counts["erasures"] += 1
+            time.sleep(self.args.operator_every)
+
+    def lag_loop(self) -> None:
+        local = random.Random(self.args.seed * 10_000)
+        client = Client(self.port, self.shop.token)
+        while time.monotonic() < self.stop_at - LAG_TIMEOUT_S:
+            external = local.choice(self.shop.live)
+            path = f"/api/v1/profiles/{self.shop.live_keys[external]}"
+            status, body = self.call(client, "GET profile (lag probe)", "GET", path)
+            if status != 200:
+                time.sleep(1)
+                continue
+            before = body["events_included"]
+            if not self.post_events(client, [event(external, self.shop.skus, local, datetime.now(UTC))]):
+                continue
+            posted = time.monotonic()
+            while True:
+                status, body = client.request("GET", path)
+                if status == 200 and body["events_included"] > before:
+                    with self.lock:
+                        self.lags.append(time.monotonic() - posted)
+                        self.counts["lag_probes"] += 1
+                    break
+                if time.monotonic() - posted > self.lag_timeout_s:
+                    self.failed("refresh lag", f"{external} not refreshed within {self.lag_timeout_s:.0f} s")
+                    break
+                time.sleep(POLL_S)
+            time.sleep(0.5)
+
+    def rss_loop(self) -> None:
+        first_at = self.started + min(60.0, self.args.minutes * 60 / 2)
+        while time.monotonic() < first_at:
+            time.sleep(0.5)
+        self.rss["web_first"] = rss_by_process(self.processes["web"].pid)
+        self.rss["worker_first"] = rss_by_process(self.processes["worker"].pid)
+
+    def run(self, *alongside) -> None:
+        """Every thread, and one for each of `alongside` (callables: chaos's fault injector), for
+        --minutes; a progress line each minute. RSS sampled at the end too."""
+        self.started = time.monotonic()
+        self.stop_at = self.started + self.args.minutes * 60
+        threads = [threading.Thread(target=self.client_loop, args=(i,)) for i in range(self.args.clients)]
+        threads += [threading.Thread(target=loop) for loop in (self.operator_loop, self.lag_loop, self.rss_loop, *alongside)]
+        for thread in threads:
+            thread.start()
+        last_report = self.started
+        while any(t.is_alive() for t in threads):
+            time.sleep(1)
+            if time.monotonic() - last_report >= 60:
+                last_report = time.monotonic()
+                with self.lock:
+                    log(f"  {(last_report - self.started) / 60:.0f} min: {len(self.samples):,} requests, "
+                        f"{len(self.errors)} errors, {len(self.posted_ids):,} events posted, {self.counts}")
+        for thread in threads:
+            thread.join()
+        self.rss["web_last"] = rss_by_process(self.processes["web"].pid)
+        self.rss["worker_last"] = rss_by_process(self.processes["worker"].pid)
+
+    def result(self) -> dict:
+        """The soak's JSON keys, counted against the store."""
+        from ingestion.models import Customer, Event
+        from ingestion.pseudonyms import customer_key
+
+        stored = 0
+        for start in range(0, len(self.posted_ids), 5000):
+            stored += Event.objects.filter(event_id__in=self.posted_ids[start:start + 5000]).count()
+        erased = self.shop.erasable[len(self.shop.erasable) - self.counts["erasures"]:]
+        erased_left = Customer.objects.filter(key__in=[customer_key(source="default", external_id=e) for e in erased]).count()
+        minutes = self.args.minutes
+        last_minute_from = max(0.0, minutes * 60 - 60)
+        samples, rss = self.samples, self.rss
+        result = {
+            "minutes": minutes,
+            "requests": len(samples),
+            "errors": len(self.errors),
+            "p95_ms_first_minute": percentile([x for t, x, _ in samples if t < 60], 0.95),
+            "p95_ms_last_minute": percentile([x for t, x, _ in samples if t >= last_minute_from], 0.95),
+            "web_rss_growth_mb": growth(rss.get("web_first", {}), rss["web_last"]),
+            "worker_rss_growth_mb": growth(rss.get("worker_first", {}), rss["worker_last"]),
+            # posted by the clients, less those the API's cleaning dropped as near-duplicates (reported apart)
+            "events_sent": len(self.posted_ids) - self.counts["removed_by_cleaning"],
+            "events_stored": stored,
+            "refresh_lag_p95_ms": percentile(self.lags, 0.95),
+            "refresh_lag_p50_ms": percentile(self.lags, 0.50),
+            "events_posted": len(self.posted_ids),
+            "events_removed_by_cleaning": self.counts["removed_by_cleaning"],
+            "lag_probes": self.counts["lag_probes"],
+            "erasures": self.counts["erasures"],
+            "erased_customers_left": erased_left,
+            "segment_refreshes": self.counts["segment_refreshes"],
+            "web_processes_replaced": len(rss.get("web_first", {}).keys() - rss["web_last"].keys()),
+            "worker_processes_replaced": len(rss.get("worker_first", {}).keys() - rss["worker_last"].keys()),
+            "clients": self.args.clients,
+            "cores": os.cpu_count(),
+        }
+        if result["p95_ms_first_minute"] and result["p95_ms_last_minute"]:
+            result["p95_ratio_last_to_first"] = round(result["p95_ms_last_minute"] / result["p95_ms_first_minute"], 2)
+        if self.errors:
+            log(f"{len(self.errors)} errors, first: {self.errors[:3]}")
+        return result
+
+
+def main() -> None:
+    args = parser_build(__doc__).parse_args()
+    import redis
+
+    redis.Redis.from_url(SOAK_BROKER).flushdb()
+    shop_ready(args)
     port = free_port()
     server = worker = None
     try:
         server = server_start(port, args.workers)
         worker = worker_start("default,ingest,profiles,segments", concurrency=2)
-        seeding = Client(port, token)
-        now = datetime.now(UTC)
-        history = [event(e, skus, rng, now - timedelta(hours=1, seconds=rng.uniform(0, 30 * 86400)))
-                   for e in live + erasable for _ in range(4)]
-        for start in range(0, len(history), 2000):
-            status, body = seeding.request("POST", "/api/v1/events", {"events": history[start:start + 2000]})
-            assert status == 200, (status, body)
-        log(f"{len(history):,} history events for {len(live) + len(erasable)} API customers; building profiles")
-        build = profiles_build()
-        log(f"  build #{build.pk} {build.status}: {build.profiles_written:,} profiles")
-        segments = []
-        for name, rule in (("soak-buyers", "frequency >= 1"), ("soak-spenders", "monetary >= 100")):
-            status, body = seeding.request("POST", "/api/v1/segments", {"name": f"{name}-{run_tag}", "kind": "rule", "rule": rule})
-            assert status == 201, (status, body)
-            segments.append(body["id"])
-        erasable_keys = {customer_key(source="default", external_id=e) for e in erasable}
-        readable = [k for k in profiles_visible().values_list("customer__key", flat=True) if k not in erasable_keys]
-        live_keys = {e: customer_key(source="default", external_id=e) for e in live}
-        log(f"soak: {args.minutes} min, {args.clients} clients + operator + lag probe, {len(readable):,} readable profiles")
-
-        lock = threading.Lock()
-        samples: list[tuple[float, float]] = []  # (seconds since start, latency) of the clients' requests
-        errors: list[str] = []
-        posted_ids: list[str] = []
-        lags: list[float] = []
-        counts = {"erasures": 0, "segment_refreshes": 0, "lag_probes": 0, "removed_by_cleaning": 0}
-        started = time.monotonic()
-        stop_at = started + args.minutes * 60
-        rss: dict[str, dict] = {}
-
-        def failed(what: str, status) -> None:
-            with lock:
-                errors.append(f"{what}: {status}")
-                if len(errors) <= 5:
-                    log(f"  error {what}: {status}")
-
-        def post_events(client: Client, rows: list[dict]) -> bool:
-            status, body = client.request("POST", "/api/v1/events", {"events": rows})
-            if status != 200:
-                failed("POST /api/v1/events", status)
-                return False
-            # cleaning may drop a near-duplicate view (a random mix makes a few): not stored by design, so
-            # counted apart; anything else the API did not store is an error
-            removed = body.get("removed", 0)
-            if body.get("inserted") != len(rows) - removed:
-                failed("POST /api/v1/events", f"inserted {body.get('inserted')} of {len(rows)}: {body}")
-            with lock:
-                posted_ids.extend(r["event_id"] for r in rows)
-                counts["removed_by_cleaning"] += removed
-            return True
-
-        def client_loop(index: int) -> None:
-            local = random.Random(args.seed * 100 + index)
-            client = Client(port, token)
-            while (now := time.monotonic()) < stop_at:
-                pick = local.random()
-                if pick < 0.4:
-                    what = "GET profile"
-                    status, _ = client.request("GET", f"/api/v1/profiles/{local.choice(readable)}")
-                elif pick < 0.75:
-                    what = "GET similar"
-                    status, _ = client.request("GET", f"/api/v1/profiles/{local.choice(readable)}/similar?k=10")
-                else:
-                    what = "POST events"
-                    moment = datetime.now(UTC)
-                    rows = [event(local.choice(live), skus, local, moment - timedelta(seconds=local.uniform(0, 60)))
-                            for _ in range(5)]
-                    status = 200 if post_events(client, rows) else None
-                elapsed = time.monotonic() - now
-                with lock:
-                    samples.append((now - started, elapsed))
-                if status not in (200, None):
-                    failed(what, status)
-
-        def operator_loop() -> None:
-            local = random.Random(args.seed * 1000)
-            client = Client(port, token)
-            pending = list(erasable)
-            while time.monotonic() < stop_at:
-                segment = local.choice(segments)
-                status, _ = client.request("POST", f"/api/v1/segments/{segment}/refresh")
-                if status != 202:
-                    failed("POST segment refresh", status)
-                else:
-                    counts["segment_refreshes"] += 1
-                if pending:
-                    subject = pending.pop()
-                    status, filed = client.request("POST", "/api/v1/privacy/requests",
-                                                   {"kind": "erasure", "external_id": subject, "note": "soak"})
-                    if status != 201:
-                        failed("POST privacy request", status)
-                    else:
-                        for step in ("verify", "execute"):
-                            status, body = client.request("POST", f"/api/v1/privacy/requests/{filed['id']}/{step}")
-                            if status != 200:
-                                failed(f"POST privacy {step}", (status, body.get("error")))
-                                break
-                        else:
-                            counts["erasures"] += 1
-                time.sleep(args.operator_every)
-
-        def lag_loop() -> None:
-            local = random.Random(args.seed * 10_000)
-            client = Client(port, token)
-            while time.monotonic() < stop_at - LAG_TIMEOUT_S:
-                external = local.choice(live)
-                status, body = client.request("GET", f"/api/v1/profiles/{live_keys[external]}")
-                if status != 200:
-                    failed("GET profile (lag probe)", status)
-                    time.sleep(1)
-                    continue
-                before = body["events_included"]
-                if not post_events(client, [event(external, skus, local, datetime.now(UTC))]):
-                    continue
-                posted = time.monotonic()
-                while True:
-                    status, body = client.request("GET", f"/api/v1/profiles/{live_keys[external]}")
-                    if status == 200 and body["events_included"] > before:
-                        with lock:
-                            lags.append(time.monotonic() - posted)
-                            counts["lag_probes"] += 1
-                        break
-                    if time.monotonic() - posted > LAG_TIMEOUT_S:
-                        failed("refresh lag", f"{external} not refreshed within {LAG_TIMEOUT_S:.0f} s")
-                        break
-                    time.sleep(POLL_S)
-                time.sleep(0.5)
-
-        def rss_loop() -> None:
-            first_at = started + min(60.0, args.minutes * 30)
-            while time.monotonic() < first_at:
-                time.sleep(0.5)
-            rss["web_first"], rss["worker_first"] = rss_by_process(server.pid), rss_by_process(worker.pid)
-
-        threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(args.clients)]
-        threads += [threading.Thread(target=operator_loop), threading.Thread(target=lag_loop), threading.Thread(target=rss_loop)]
-        for thread in threads:
-            thread.start()
-        last_report = started
-        while any(t.is_alive() for t in threads):
-            time.sleep(1)
-            if time.monotonic() - last_report >= 60:
-                last_report = time.monotonic()
-                with lock:
-                    log(f"  {(last_report - started) / 60:.0f} min: {len(samples):,} requests, {len(errors)} errors, "
-                        f"{len(posted_ids):,} events posted, {counts}")
-        for thread in threads:
-            thread.join()
-        web_last, worker_last = rss_by_process(server.pid), rss_by_process(worker.pid)
+        shop = shop_seed(args, port)
+        log(f"soak: {args.minutes} min, {args.clients} clients + operator + lag probe, {len(shop.readable):,} readable profiles")
+        load = Load(args, shop, port, {"web": server, "worker": worker})
+        load.run()
     finally:
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
         if worker is not None:
             worker_stop(worker)
-
-    stored = 0
-    for start in range(0, len(posted_ids), 5000):
-        stored += Event.objects.filter(event_id__in=posted_ids[start:start + 5000]).count()
-    erased_left = Customer.objects.filter(key__in=[customer_key(source="default", external_id=e)
-                                                   for e in erasable[len(erasable) - counts["erasures"]:]]).count()
-    minutes = args.minutes
-    last_minute_from = max(0.0, minutes * 60 - 60)
-    result = {
-        "minutes": minutes,
-        "requests": len(samples),
-        "errors": len(errors),
-        "p95_ms_first_minute": percentile([x for t, x in samples if t < 60], 0.95),
-        "p95_ms_last_minute": percentile([x for t, x in samples if t >= last_minute_from], 0.95),
-        "web_rss_growth_mb": growth(rss.get("web_first", {}), web_last),
-        "worker_rss_growth_mb": growth(rss.get("worker_first", {}), worker_last),
-        # posted by the clients, less those the API's cleaning dropped as near-duplicates (reported apart)
-        "events_sent": len(posted_ids) - counts["removed_by_cleaning"],
-        "events_stored": stored,
-        "refresh_lag_p95_ms": percentile(lags, 0.95),
-        "refresh_lag_p50_ms": percentile(lags, 0.50),
-        "events_posted": len(posted_ids),
-        "events_removed_by_cleaning": counts["removed_by_cleaning"],
-        "lag_probes": counts["lag_probes"],
-        "erasures": counts["erasures"],
-        "erased_customers_left": erased_left,
-        "segment_refreshes": counts["segment_refreshes"],
-        "web_processes_replaced": len(rss.get("web_first", {}).keys() - web_last.keys()),
-        "worker_processes_replaced": len(rss.get("worker_first", {}).keys() - worker_last.keys()),
-        "clients": args.clients,
-        "cores": os.cpu_count(),
-    }
-    if result["p95_ms_first_minute"] and result["p95_ms_last_minute"]:
-        result["p95_ratio_last_to_first"] = round(result["p95_ms_last_minute"] / result["p95_ms_first_minute"], 2)
-    if errors:
-        log(f"{len(errors)} errors, first: {errors[:3]}")
-    print(json.dumps(result))
+    print(json.dumps(load.result()))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from privacy.guard import ingest_guard
 from profiles import selectors as profile_selectors
 from segments.models import Segment, SegmentKind, SegmentSnapshot, SegmentStatus
 from segments.rules import rule_canonical, rule_parse, rule_to_q
@@ -156,6 +157,10 @@ def _lookalike_members(segment: Segment) -> list[tuple[int, float]]:
 def _materialise(segment: Segment, members: tuple[str, list] | list[tuple[int, float]]) -> None:
     """Swap in a member set given as SQL (customer_id, score) or as pairs, then describe it."""
     with transaction.atomic(), connection.cursor() as cursor:
+        # memberships name customers: as a writer of subject data, wait out an erasure in progress and
+        # keep the next one waiting until this commits, so an erased customer is never inserted
+        # (else the foreign key fails at commit)
+        ingest_guard(cursor)
         Segment.objects.select_for_update().filter(pk=segment.pk).first()
         cursor.execute("DROP TABLE IF EXISTS segment_members")  # a caller's transaction may hold the last one
         cursor.execute("CREATE TEMP TABLE segment_members (customer_id bigint PRIMARY KEY, score float8) ON COMMIT DROP")
