@@ -195,19 +195,20 @@ def time_explained(cursor, queries: np.ndarray, *, dim: int, ef_search: int) -> 
 
 
 def faiss_reference(vectors: np.ndarray, queries: np.ndarray, exact: np.ndarray, *, m: int, ef_construction: int,
-                    target_recall: float) -> dict:
+                    target_recall: float, build_threads: int = 1) -> dict:
     """The same graph in memory: FAISS IndexHNSWFlat, inner product on the same unit vectors (= cosine),
-    the same M and efConstruction, one thread. efSearch is raised to the lowest value whose recall@K
+    the same M and efConstruction, searched on one thread (built on `build_threads`). efSearch is raised to the lowest value whose recall@K
     reaches `target_recall` (doubling, then bisection, on batch searches), then timed one query at a
     time as the product's query is."""
     import faiss
 
-    faiss.omp_set_num_threads(1)
+    faiss.omp_set_num_threads(build_threads)
     index = faiss.IndexHNSWFlat(vectors.shape[1], m, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = ef_construction
     started = time.perf_counter()
     index.add(vectors)
     build_s = time.perf_counter() - started
+    faiss.omp_set_num_threads(1)
     index_bytes = len(faiss.serialize_index(index))
 
     def recall(ef: int) -> float:
@@ -237,6 +238,7 @@ def faiss_reference(vectors: np.ndarray, queries: np.ndarray, exact: np.ndarray,
         "p50_ms": round(percentile(latencies, 0.50), 3),
         "p99_ms": round(percentile(latencies, 0.99), 3),
         "build_s": round(build_s, 1),
+        "build_threads": build_threads,
         "index_mb": round(index_bytes / 2**20),
     }
 
@@ -265,6 +267,7 @@ def main() -> None:
                         help="for the shared_buffers lever (0: table + index + 25 %%, in 128 MB steps)")
     parser.add_argument("--explain-queries", type=int, default=100)
     parser.add_argument("--no-reference", action="store_true", help="skip the FAISS reference")
+    parser.add_argument("--reference-build-threads", type=int, default=1, help="threads building the FAISS graph (it searches on one)")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--keep", action="store_true", help="leave the table and index in place")
     args = parser.parse_args()
@@ -360,13 +363,15 @@ def main() -> None:
 
         if not args.no_reference:
             log("FAISS IndexHNSWFlat, one thread")
-            reference = faiss_reference(vectors, queries, exact, m=m, ef_construction=ef_c, target_recall=chosen["recall@10"])
+            reference = faiss_reference(vectors, queries, exact, m=m, ef_construction=ef_c, target_recall=chosen["recall@10"],
+                                        build_threads=args.reference_build_threads)
             log(f"  reference: {reference}")
             result.update({
                 "reference_p50_ms": reference["p50_ms"], "reference_p99_ms": reference["p99_ms"],
                 "reference_recall@10": reference["recall@10"], "reference_ef_search": reference["ef_search"],
                 "slowdown": round(chosen["p50_ms"] / reference["p50_ms"], 2),
-                "reference_build_s": reference["build_s"], "reference_index_mb": reference["index_mb"],
+                "reference_build_s": reference["build_s"], "reference_build_threads": reference["build_threads"],
+                "reference_index_mb": reference["index_mb"],
                 "reference_matched_recall": reference["matched"],
             })
         result["levers"] = {}
@@ -376,132 +381,137 @@ def main() -> None:
                 figures["slowdown"] = round(figures["p50_ms"] / result["reference_p50_ms"], 2)
             return figures
 
-        if "binding" in levers:
-            # the product's Django connection binds on the client (the vector goes inline as text, and every
-            # query is parsed and planned afresh); psycopg binds on the server, and prepares a statement it
-            # has run 5 times unless told otherwise
-            client = psycopg.ClientCursor(db)
-            setup = (f"SET hnsw.ef_search = {ef}",)
-            binding = {
-                "client_side": timed_pass(client, sql, lambda q: (q,), queries, exact, setup=setup),
-                "server_side_unprepared": timed_pass(cursor, sql, lambda q: (q,), queries, exact, prepare=False, setup=setup),
-                "prepared": timed_pass(cursor, sql, lambda q: (q,), queries, exact, prepare=True, setup=setup),
-            }
-            client.close()
-            result["levers"]["binding"] = {name: slowdown(figures) for name, figures in binding.items()}
-            log(f"binding at ef_search {ef}: {result['levers']['binding']}")
+        try:
+            if "binding" in levers:
+                # the product's Django connection binds on the client (the vector goes inline as text, and every
+                # query is parsed and planned afresh); psycopg binds on the server, and prepares a statement it
+                # has run 5 times unless told otherwise
+                client = psycopg.ClientCursor(db)
+                setup = (f"SET hnsw.ef_search = {ef}",)
+                binding = {
+                    "client_side": timed_pass(client, sql, lambda q: (q,), queries, exact, setup=setup),
+                    "server_side_unprepared": timed_pass(cursor, sql, lambda q: (q,), queries, exact, prepare=False, setup=setup),
+                    "prepared": timed_pass(cursor, sql, lambda q: (q,), queries, exact, prepare=True, setup=setup),
+                }
+                client.close()
+                result["levers"]["binding"] = {name: slowdown(figures) for name, figures in binding.items()}
+                log(f"binding at ef_search {ef}: {result['levers']['binding']}")
 
-        if "halfvec" in levers:
-            name = f"{TABLE}_halfvec"
-            log("building the halfvec expression index")
-            built_half = index_build(cursor, notices, name=name, expression=f"embedding::halfvec({dim})",
-                                     opclass="halfvec_cosine_ops", m=m, ef_construction=ef_c, workers=args.build_workers)
-            half_sql = f"SELECT id FROM {TABLE} ORDER BY embedding::halfvec({dim}) <=> %s::vector({dim})::halfvec({dim}) LIMIT {K}"
-            plan_uses(cursor, half_sql, (queries[0],), name)
-            timed_pass(cursor, half_sql, lambda q: (q,), queries, exact, setup=(f"SET hnsw.ef_search = {max(sweep_values)}",))
-            half = {**built_half, "sweep": []}
-            for ef_search in sweep_values:
-                figures = timed_pass(cursor, half_sql, lambda q: (q,), queries, exact, setup=(f"SET hnsw.ef_search = {ef_search}",))
-                half["sweep"].append(slowdown({"ef_search": ef_search, **figures}))
-            cursor.execute(f"DROP INDEX {name}")
-            result["levers"]["halfvec"] = half
-            log(f"halfvec: {half}")
+            if "filtered" in levers:
+                # the filter keeps 1/segments of the rows; truth is the exact top-K among those rows
+                value = 7
+                kept = np.flatnonzero(segments == value)
+                filtered_exact, _ = exact_top(vectors[kept], queries)
+                filtered_exact = kept[filtered_exact]
+                filter_sql = f"SELECT id FROM {TABLE} WHERE segment = {value} ORDER BY embedding <=> %s::vector({dim}) LIMIT {K}"
+                cursor.execute(f"EXPLAIN {filter_sql}", (queries[0],))
+                planner_plan = "\n".join(r[0] for r in cursor.fetchall())
+                filtered = {"segment": value, "rows": len(kept), "fraction": round(len(kept) / args.profiles, 4), "ef_search": ef,
+                            "max_scan_tuples": MAX_SCAN_TUPLES, "planner_picks_index": f"{TABLE}_hnsw" in planner_plan}
+                # what the planner does unforced (on a small table it scans and sorts exactly), then the index walk forced:
+                # without an iterative scan, with each of pgvector 0.8's two
+                filtered["planner"] = timed_pass(cursor, filter_sql, lambda q: (q,), queries, filtered_exact,
+                                                 setup=(f"SET hnsw.ef_search = {ef}", "SET hnsw.iterative_scan = relaxed_order",
+                                                        f"SET hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}"))
+                log(f"filtered ({len(kept):,} rows), as planned: {filtered['planner']}")
+                cursor.execute("SET enable_seqscan = off")
+                plan_uses(cursor, filter_sql, (queries[0],), f"{TABLE}_hnsw")
+                for mode in ("off", "relaxed_order", "strict_order"):
+                    setup = (f"SET hnsw.ef_search = {ef}", f"SET hnsw.iterative_scan = {mode}",
+                             f"SET hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}")
+                    timed_pass(cursor, filter_sql, lambda q: (q,), queries[:100], filtered_exact[:100], setup=setup)
+                    filtered[mode] = timed_pass(cursor, filter_sql, lambda q: (q,), queries, filtered_exact, setup=setup)
+                    log(f"filtered ({len(kept):,} rows), index forced, iterative scan {mode}: {filtered[mode]}")
+                cursor.execute("RESET enable_seqscan")
+                cursor.execute("SET hnsw.iterative_scan = off")
+                result["filtered"] = {**filtered, **{k: filtered["relaxed_order"][k] for k in ("recall@10", "p50_ms", "p99_ms")}}
 
-        if "binary" in levers:
-            name = f"{TABLE}_binary"
-            log("building the binary-quantised index")
-            code = f"binary_quantize(embedding)::bit({dim})"
-            built_bits = index_build(cursor, notices, name=name, expression=code, opclass="bit_hamming_ops",
-                                     m=m, ef_construction=ef_c, workers=args.build_workers)
-            binary = {**built_bits, "candidates": []}
-            for n in (int(v) for v in args.binary_candidates.split(",") if v.strip()):
-                # the index walk yields at most ef_search rows, so it must reach the N candidates
-                rerank_sql = (f"SELECT id FROM (SELECT id, embedding FROM {TABLE} ORDER BY {code} <~> "
-                              f"binary_quantize(%s::vector({dim}))::bit({dim}) LIMIT {n}) candidates "
-                              f"ORDER BY embedding <=> %s::vector({dim}) LIMIT {K}")
-                plan_uses(cursor, rerank_sql, (queries[0], queries[0]), name)
-                setup = (f"SET hnsw.ef_search = {n}",)
-                timed_pass(cursor, rerank_sql, lambda q: (q, q), queries[:100], exact[:100], setup=setup)
-                figures = timed_pass(cursor, rerank_sql, lambda q: (q, q), queries, exact, setup=setup)
-                binary["candidates"].append(slowdown({"n": n, "ef_search": n, **figures}))
-            cursor.execute(f"DROP INDEX {name}")
-            result["levers"]["binary"] = binary
-            log(f"binary: {binary}")
+            if "shared_buffers" in levers:
+                if getattr(settings, "EMBEDDED_DATABASE_DIR", None) is None:
+                    log("shared_buffers lever skipped: not the embedded server")
+                else:
+                    from config.embedded_db import _TUNING, embedded_server_restart
 
-        if "filtered" in levers:
-            # the filter keeps 1/segments of the rows; truth is the exact top-K among those rows
-            value = 7
-            kept = np.flatnonzero(segments == value)
-            filtered_exact, _ = exact_top(vectors[kept], queries)
-            filtered_exact = kept[filtered_exact]
-            filter_sql = f"SELECT id FROM {TABLE} WHERE segment = {value} ORDER BY embedding <=> %s::vector({dim}) LIMIT {K}"
-            cursor.execute(f"EXPLAIN {filter_sql}", (queries[0],))
-            planner_plan = "\n".join(r[0] for r in cursor.fetchall())
-            filtered = {"segment": value, "rows": len(kept), "fraction": round(len(kept) / args.profiles, 4), "ef_search": ef,
-                        "max_scan_tuples": MAX_SCAN_TUPLES, "planner_picks_index": f"{TABLE}_hnsw" in planner_plan}
-            # what the planner does unforced (on a small table it scans and sorts exactly), then the index walk forced:
-            # without an iterative scan, with each of pgvector 0.8's two
-            filtered["planner"] = timed_pass(cursor, filter_sql, lambda q: (q,), queries, filtered_exact,
-                                             setup=(f"SET hnsw.ef_search = {ef}", "SET hnsw.iterative_scan = relaxed_order",
-                                                    f"SET hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}"))
-            log(f"filtered ({len(kept):,} rows), as planned: {filtered['planner']}")
-            cursor.execute("SET enable_seqscan = off")
-            plan_uses(cursor, filter_sql, (queries[0],), f"{TABLE}_hnsw")
-            for mode in ("off", "relaxed_order", "strict_order"):
-                setup = (f"SET hnsw.ef_search = {ef}", f"SET hnsw.iterative_scan = {mode}",
-                         f"SET hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}")
-                timed_pass(cursor, filter_sql, lambda q: (q,), queries[:100], filtered_exact[:100], setup=setup)
-                filtered[mode] = timed_pass(cursor, filter_sql, lambda q: (q,), queries, filtered_exact, setup=setup)
-                log(f"filtered ({len(kept):,} rows), index forced, iterative scan {mode}: {filtered[mode]}")
-            cursor.execute("RESET enable_seqscan")
-            cursor.execute("SET hnsw.iterative_scan = off")
-            result["filtered"] = {**filtered, **{k: filtered["relaxed_order"][k] for k in ("recall@10", "p50_ms", "p99_ms")}}
-
-        if "shared_buffers" in levers:
-            if getattr(settings, "EMBEDDED_DATABASE_DIR", None) is None:
-                log("shared_buffers lever skipped: not the embedded server")
-            else:
-                from config.embedded_db import _TUNING, embedded_server_restart
-
-                cursor.execute("SELECT setting::bigint * 8 / 1024 FROM pg_settings WHERE name = 'shared_buffers'")
-                wanted_mb = args.shared_buffers_mb or max(
-                    cursor.fetchone()[0], 128 * math.ceil((table_mb + built["index_mb"]) * 1.25 / 128))
-                log(f"shared_buffers {shared_buffers} -> {wanted_mb}MB (restart)")
-                cursor.execute(f"ALTER SYSTEM SET shared_buffers = '{wanted_mb}MB'")
-                db.close()
-                try:
-                    embedded_server_restart(settings.EMBEDDED_DATABASE_DIR)
-                    db, cursor = connect()
-                    cursor.execute("SHOW shared_buffers")
-                    now = cursor.fetchone()[0]
-                    hnsw_pass(cursor, queries, exact, max(sweep_values), dim=dim)  # warm-up into the larger buffers
-                    bigger = {"shared_buffers": now, "sweep": []}
-                    for ef_search in sweep_values:
-                        bigger["sweep"].append(slowdown(hnsw_pass(cursor, queries, exact, ef_search, dim=dim)))
-                    bigger["explain"] = time_explained(cursor, queries[:args.explain_queries], dim=dim, ef_search=ef)
-                    result["levers"]["shared_buffers"] = bigger
-                    log(f"shared_buffers {now}: {bigger}")
-                finally:
-                    # back to what the product ships (config.embedded_db._TUNING)
-                    with contextlib.suppress(psycopg.Error):
-                        db.close()
-                    db, cursor = connect()
-                    cursor.execute(f"ALTER SYSTEM SET shared_buffers = '{_TUNING['shared_buffers']}'")
+                    cursor.execute("SELECT setting::bigint * 8 / 1024 FROM pg_settings WHERE name = 'shared_buffers'")
+                    wanted_mb = args.shared_buffers_mb or max(
+                        cursor.fetchone()[0], 128 * math.ceil((table_mb + built["index_mb"]) * 1.25 / 128))
+                    log(f"shared_buffers {shared_buffers} -> {wanted_mb}MB (restart)")
+                    cursor.execute(f"ALTER SYSTEM SET shared_buffers = '{wanted_mb}MB'")
                     db.close()
-                    embedded_server_restart(settings.EMBEDDED_DATABASE_DIR)
-                    db, cursor = connect()
+                    try:
+                        embedded_server_restart(settings.EMBEDDED_DATABASE_DIR)
+                        db, cursor = connect()
+                        cursor.execute("SHOW shared_buffers")
+                        now = cursor.fetchone()[0]
+                        hnsw_pass(cursor, queries, exact, max(sweep_values), dim=dim)  # warm-up into the larger buffers
+                        bigger = {"shared_buffers": now, "sweep": []}
+                        for ef_search in sweep_values:
+                            bigger["sweep"].append(slowdown(hnsw_pass(cursor, queries, exact, ef_search, dim=dim)))
+                        bigger["explain"] = time_explained(cursor, queries[:args.explain_queries], dim=dim, ef_search=ef)
+                        result["levers"]["shared_buffers"] = bigger
+                        log(f"shared_buffers {now}: {bigger}")
+                    finally:
+                        # back to what the product ships (config.embedded_db._TUNING)
+                        with contextlib.suppress(psycopg.Error):
+                            db.close()
+                        db, cursor = connect()
+                        cursor.execute(f"ALTER SYSTEM SET shared_buffers = '{_TUNING['shared_buffers']}'")
+                        db.close()
+                        embedded_server_restart(settings.EMBEDDED_DATABASE_DIR)
+                        db, cursor = connect()
 
-        if "build_workers" in levers:
-            workers = 0 if args.build_workers else 1
-            log(f"rebuilding the index with {workers} parallel worker(s)")
-            cursor.execute(f"DROP INDEX {TABLE}_hnsw")
-            rebuilt = index_build(cursor, notices, name=f"{TABLE}_hnsw", expression="embedding", opclass="vector_cosine_ops",
-                                  m=m, ef_construction=ef_c, workers=workers)
-            hnsw_pass(cursor, queries, exact, ef, dim=dim)
-            rebuilt.update(slowdown(hnsw_pass(cursor, queries, exact, ef, dim=dim)))
-            result["levers"]["build_workers"] = {str(args.build_workers): {
-                k: result[k] for k in ("build_s", "index_mb", "recall@10", "p50_ms", "p99_ms")}, str(workers): rebuilt}
-            log(f"build workers: {result['levers']['build_workers']}")
+            if "halfvec" in levers:
+                name = f"{TABLE}_halfvec"
+                log("building the halfvec expression index")
+                built_half = index_build(cursor, notices, name=name, expression=f"embedding::halfvec({dim})",
+                                         opclass="halfvec_cosine_ops", m=m, ef_construction=ef_c, workers=args.build_workers)
+                half_sql = f"SELECT id FROM {TABLE} ORDER BY embedding::halfvec({dim}) <=> %s::vector({dim})::halfvec({dim}) LIMIT {K}"
+                plan_uses(cursor, half_sql, (queries[0],), name)
+                timed_pass(cursor, half_sql, lambda q: (q,), queries, exact, setup=(f"SET hnsw.ef_search = {max(sweep_values)}",))
+                half = {**built_half, "sweep": []}
+                for ef_search in sweep_values:
+                    figures = timed_pass(cursor, half_sql, lambda q: (q,), queries, exact, setup=(f"SET hnsw.ef_search = {ef_search}",))
+                    half["sweep"].append(slowdown({"ef_search": ef_search, **figures}))
+                cursor.execute(f"DROP INDEX {name}")
+                result["levers"]["halfvec"] = half
+                log(f"halfvec: {half}")
+
+            if "binary" in levers:
+                name = f"{TABLE}_binary"
+                log("building the binary-quantised index")
+                code = f"binary_quantize(embedding)::bit({dim})"
+                built_bits = index_build(cursor, notices, name=name, expression=code, opclass="bit_hamming_ops",
+                                         m=m, ef_construction=ef_c, workers=args.build_workers)
+                binary = {**built_bits, "candidates": []}
+                for n in (int(v) for v in args.binary_candidates.split(",") if v.strip()):
+                    # the index walk yields at most ef_search rows, so it must reach the N candidates
+                    rerank_sql = (f"SELECT id FROM (SELECT id, embedding FROM {TABLE} ORDER BY {code} <~> "
+                                  f"binary_quantize(%s::vector({dim}))::bit({dim}) LIMIT {n}) candidates "
+                                  f"ORDER BY embedding <=> %s::vector({dim}) LIMIT {K}")
+                    plan_uses(cursor, rerank_sql, (queries[0], queries[0]), name)
+                    setup = (f"SET hnsw.ef_search = {n}",)
+                    timed_pass(cursor, rerank_sql, lambda q: (q, q), queries[:100], exact[:100], setup=setup)
+                    figures = timed_pass(cursor, rerank_sql, lambda q: (q, q), queries, exact, setup=setup)
+                    binary["candidates"].append(slowdown({"n": n, "ef_search": n, **figures}))
+                cursor.execute(f"DROP INDEX {name}")
+                result["levers"]["binary"] = binary
+                log(f"binary: {binary}")
+
+            if "build_workers" in levers:
+                workers = 0 if args.build_workers else 1
+                log(f"rebuilding the index with {workers} parallel worker(s)")
+                cursor.execute(f"DROP INDEX {TABLE}_hnsw")
+                rebuilt = index_build(cursor, notices, name=f"{TABLE}_hnsw", expression="embedding", opclass="vector_cosine_ops",
+                                      m=m, ef_construction=ef_c, workers=workers)
+                hnsw_pass(cursor, queries, exact, ef, dim=dim)
+                rebuilt.update(slowdown(hnsw_pass(cursor, queries, exact, ef, dim=dim)))
+                result["levers"]["build_workers"] = {str(args.build_workers): {
+                    k: result[k] for k in ("build_s", "index_mb", "recall@10", "p50_ms", "p99_ms")}, str(workers): rebuilt}
+                log(f"build workers: {result['levers']['build_workers']}")
+        except KeyboardInterrupt:
+            # a run cut short (timeout -s INT) still reports what it measured
+            result["interrupted"] = True
+            log("interrupted: reporting what was measured")
     finally:
         if not args.keep:
             cursor.execute(f"DROP TABLE IF EXISTS {TABLE}")
@@ -512,3 +522,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
