@@ -359,30 +359,30 @@ def main() -> None:
             "shared_buffers": shared_buffers, "sweep": sweep,
         })
 
-        result["explain"] = time_explained(cursor, queries[:args.explain_queries], dim=dim, ef_search=ef)
-        log(f"where the time goes: {result['explain']}")
-
-        if not args.no_reference:
-            log("FAISS IndexHNSWFlat, one thread")
-            reference = faiss_reference(vectors, queries, exact, m=m, ef_construction=ef_c, target_recall=chosen["recall@10"],
-                                        build_threads=args.reference_build_threads)
-            log(f"  reference: {reference}")
-            result.update({
-                "reference_p50_ms": reference["p50_ms"], "reference_p99_ms": reference["p99_ms"],
-                "reference_recall@10": reference["recall@10"], "reference_ef_search": reference["ef_search"],
-                "slowdown": round(chosen["p50_ms"] / reference["p50_ms"], 2),
-                "reference_build_s": reference["build_s"], "reference_build_threads": reference["build_threads"],
-                "reference_index_mb": reference["index_mb"],
-                "reference_matched_recall": reference["matched"],
-            })
-        result["levers"] = {}
-
-        def slowdown(figures: dict) -> dict:
-            if "reference_p50_ms" in result:
-                figures["slowdown"] = round(figures["p50_ms"] / result["reference_p50_ms"], 2)
-            return figures
-
         try:
+            result["explain"] = time_explained(cursor, queries[:args.explain_queries], dim=dim, ef_search=ef)
+            log(f"where the time goes: {result['explain']}")
+
+            if not args.no_reference:
+                log("FAISS IndexHNSWFlat, one thread")
+                reference = faiss_reference(vectors, queries, exact, m=m, ef_construction=ef_c, target_recall=chosen["recall@10"],
+                                            build_threads=args.reference_build_threads)
+                log(f"  reference: {reference}")
+                result.update({
+                    "reference_p50_ms": reference["p50_ms"], "reference_p99_ms": reference["p99_ms"],
+                    "reference_recall@10": reference["recall@10"], "reference_ef_search": reference["ef_search"],
+                    "slowdown": round(chosen["p50_ms"] / reference["p50_ms"], 2),
+                    "reference_build_s": reference["build_s"], "reference_build_threads": reference["build_threads"],
+                    "reference_index_mb": reference["index_mb"],
+                    "reference_matched_recall": reference["matched"],
+                })
+            result["levers"] = {}
+
+            def slowdown(figures: dict) -> dict:
+                if "reference_p50_ms" in result:
+                    figures["slowdown"] = round(figures["p50_ms"] / result["reference_p50_ms"], 2)
+                return figures
+
             if "binding" in levers:
                 # the product's Django connection binds on the client (the vector goes inline as text, and every
                 # query is parsed and planned afresh); psycopg binds on the server, and prepares a statement it
