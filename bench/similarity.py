@@ -455,6 +455,7 @@ def main() -> None:
                     cursor.execute("SELECT setting::bigint * 8 / 1024 FROM pg_settings WHERE name = 'shared_buffers'")
                     wanted_mb = args.shared_buffers_mb or max(
                         cursor.fetchone()[0], 128 * math.ceil((table_mb + built["index_mb"]) * 1.25 / 128))
+                    before = slowdown(hnsw_pass(cursor, queries, exact, ef, dim=dim))
                     log(f"shared_buffers {shared_buffers} -> {wanted_mb}MB (restart)")
                     cursor.execute(f"ALTER SYSTEM SET shared_buffers = '{wanted_mb}MB'")
                     db.close()
@@ -464,7 +465,7 @@ def main() -> None:
                         cursor.execute("SHOW shared_buffers")
                         now = cursor.fetchone()[0]
                         hnsw_pass(cursor, queries, exact, max(sweep_values), dim=dim)  # warm-up into the larger buffers
-                        bigger = {"shared_buffers": now, "sweep": []}
+                        bigger = {"shared_buffers": now, "baseline": before, "sweep": []}
                         for ef_search in sweep_values:
                             bigger["sweep"].append(slowdown(hnsw_pass(cursor, queries, exact, ef_search, dim=dim)))
                         bigger["explain"] = time_explained(cursor, queries[:args.explain_queries], dim=dim, ef_search=ef)
@@ -479,6 +480,12 @@ def main() -> None:
                         db.close()
                         embedded_server_restart(settings.EMBEDDED_DATABASE_DIR)
                         db, cursor = connect()
+                    if "shared_buffers" in result["levers"]:
+                        hnsw_pass(cursor, queries, exact, max(sweep_values), dim=dim)  # warm-up after the restart
+                        result["levers"]["shared_buffers"]["baseline_after"] = slowdown(
+                            hnsw_pass(cursor, queries, exact, ef, dim=dim))
+                        result["levers"]["shared_buffers"]["explain_after"] = time_explained(
+                            cursor, queries[:args.explain_queries], dim=dim, ef_search=ef)
 
             if "halfvec" in levers:
                 name = f"{TABLE}_halfvec"
@@ -488,7 +495,8 @@ def main() -> None:
                 half_sql = f"SELECT id FROM {TABLE} ORDER BY embedding::halfvec({dim}) <=> %s::vector({dim})::halfvec({dim}) LIMIT {K}"
                 plan_uses(cursor, half_sql, (queries[0],), name)
                 timed_pass(cursor, half_sql, lambda q: (q,), queries, exact, setup=(f"SET hnsw.ef_search = {max(sweep_values)}",))
-                half = {**built_half, "sweep": []}
+                # the product's query again, just before: on a shared machine the load moves between passes
+                half = {**built_half, "baseline": slowdown(hnsw_pass(cursor, queries, exact, ef, dim=dim)), "sweep": []}
                 for ef_search in sweep_values:
                     figures = timed_pass(cursor, half_sql, lambda q: (q,), queries, exact, setup=(f"SET hnsw.ef_search = {ef_search}",))
                     half["sweep"].append(slowdown({"ef_search": ef_search, **figures}))
@@ -502,7 +510,7 @@ def main() -> None:
                 code = f"binary_quantize(embedding)::bit({dim})"
                 built_bits = index_build(cursor, notices, name=name, expression=code, opclass="bit_hamming_ops",
                                          m=m, ef_construction=ef_c, workers=args.build_workers)
-                binary = {**built_bits, "candidates": []}
+                binary = {**built_bits, "baseline": slowdown(hnsw_pass(cursor, queries, exact, ef, dim=dim)), "candidates": []}
                 for n in (int(v) for v in args.binary_candidates.split(",") if v.strip()):
                     # the index walk yields at most ef_search rows, so it must reach the N candidates
                     rerank_sql = (f"SELECT id FROM (SELECT id, embedding FROM {TABLE} ORDER BY {code} <~> "
