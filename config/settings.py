@@ -7,6 +7,9 @@ from celery.schedules import crontab
 from config.env import BASE_DIR, VAR_DIR, ConfigurationError, dev_secret, env, keyring
 
 DEBUG = env.bool("DEBUG", default=False)
+# A Server-Timing header (app and database milliseconds) on every response: off by default, since it
+# tells any caller how long the server worked (config.server_timing)
+SERVER_TIMING = env.bool("SERVER_TIMING", default=False)
 # Outside DEBUG every key must come from the environment; DEBUG (local development, `make run`)
 # generates missing ones once under var/secrets/.
 SECRET_KEY = dev_secret("SECRET_KEY", VAR_DIR / "secrets" / "django_secret_key", generate=DEBUG)
@@ -54,6 +57,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # first, so its app time covers every other middleware (config.server_timing; off unless SERVER_TIMING)
+    "config.server_timing.server_timing_middleware",
     "django.middleware.security.SecurityMiddleware",
     # 503 + Retry-After while the database is away (config.db_unavailable)
     "config.db_unavailable.DatabaseUnavailableMiddleware",
