@@ -63,7 +63,7 @@ def privacy_request_audit(*, request) -> list:
                 .order_by("at", "id"))
 
 
-def _executing_stale() -> Q:
+def executing_stale() -> Q:
     """Executing for longer than PRIVACY_EXECUTION_STALE_SECONDS: the process running it died."""
     stale = timezone.now() - timedelta(seconds=settings.PRIVACY_EXECUTION_STALE_SECONDS)
     return Q(state=RequestState.EXECUTING, executed_at__lt=stale)
@@ -72,7 +72,7 @@ def _executing_stale() -> Q:
 def privacy_requests_retryable() -> list:
     """Requests to execute again: partially failed ones, and executing ones whose process died;
     each at most 5 attempts."""
-    return list(PrivacyRequest.objects.filter(Q(state=RequestState.PARTIALLY_FAILED) | _executing_stale(),
+    return list(PrivacyRequest.objects.filter(Q(state=RequestState.PARTIALLY_FAILED) | executing_stale(),
                                               attempts__lt=5).order_by("pk"))
 
 
@@ -80,4 +80,4 @@ def privacy_requests_stuck() -> list:
     """Requests an operator must look at: executing long after their process died, or failed five
     times (beat's sweep stops retrying them)."""
     return list(PrivacyRequest.objects.filter(
-        _executing_stale() | Q(state=RequestState.PARTIALLY_FAILED, attempts__gte=5)).order_by("pk"))
+        executing_stale() | Q(state=RequestState.PARTIALLY_FAILED, attempts__gte=5)).order_by("pk"))

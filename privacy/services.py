@@ -1,9 +1,6 @@
 """Writes of the privacy app: the suppression list and privacy requests (the ingest lock is
 privacy.guard)."""
 
-from datetime import timedelta
-
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -12,7 +9,7 @@ from config.db_router import replica_reads_fenced
 from ingestion.selectors import customer_key_resolve
 from privacy.suppression_tokens import customer_suppression_token, suppression_key_id, suppression_token
 from privacy.models import SuppressedSubject
-from privacy.selectors import suppressed_subject_get
+from privacy.selectors import executing_stale, suppressed_subject_get
 
 
 def subject_suppress(*, source: str, external_id: str, reason: str) -> SuppressedSubject:
@@ -105,10 +102,8 @@ def privacy_request_execute(*, request, actor=None):
         audit_record(action="privacy_request.execute_refused", actor=actor, target=request)
         raise NotAllowed("only the compliance group may execute privacy requests")
     # an execution still marked executing is taken over only once it is stale: its process died
-    stale = timezone.now() - timedelta(seconds=settings.PRIVACY_EXECUTION_STALE_SECONDS)
     claimed = PrivacyRequest.objects.filter(
-        Q(state__in=[RequestState.VERIFIED, RequestState.PARTIALLY_FAILED])
-        | Q(state=RequestState.EXECUTING, executed_at__lt=stale), pk=request.pk,
+        Q(state__in=[RequestState.VERIFIED, RequestState.PARTIALLY_FAILED]) | executing_stale(), pk=request.pk,
     ).update(state=RequestState.EXECUTING, executed_by=actor_label(actor), executed_at=timezone.now(),
              attempts=F("attempts") + 1)
     request.refresh_from_db()

@@ -254,3 +254,13 @@ def private_embedded_server(pgdata: Path, *, database: str):
         yield {"pgdata": pgdata, "url": url, "env": env}
     finally:
         embedded_server_stop(pgdata)
+
+
+def wait_until(predicate, timeout: float, what: str, log: Path | None = None, *, poll_s: float = 0.05):
+    """Poll `predicate` until it returns something true and return that; fail after `timeout`
+    seconds saying `what` was not reached, with the tail of `log` (a worker's output) if given."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"{what} not reached in {timeout}s\n{log.read_text()[-3000:] if log else ''}"
+        time.sleep(poll_s)
+    return value

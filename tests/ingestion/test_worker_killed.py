@@ -14,7 +14,7 @@ from config.celery import app as celery_app
 from ingestion.import_jobs import import_job_create, import_job_run
 from ingestion.models import Event, ImportJob, ImportStatus
 from ingestion.tasks import import_job_queue
-from tests.conftest import celery_worker_running, process_env
+from tests.conftest import celery_worker_running, process_env, wait_until
 from tests.ingestion.event_files import distinct_events_file
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
@@ -22,14 +22,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 ROWS = 60_000
 BLOCK_BYTES = 64 * 1024  # ~1,400 rows a chunk, ~45 chunks
 QUEUES = "default,ingest,profiles,segments,training"
-
-
-def _wait(predicate, timeout: float, what: str, log: Path | None = None):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"{what} not reached in {timeout}s\n{log.read_text()[-3000:] if log else ''}"
-        time.sleep(0.05)
-    return value
 
 
 def _counts(job: ImportJob) -> dict:
@@ -62,7 +54,7 @@ def test_an_import_whose_worker_is_killed_finishes_once_on_another_worker(clean_
     with celery_worker_running(env, queues=QUEUES, log=var / "test-killed-worker-1.log") as first:
         import_job_queue(job=job)
         # mid-import: some chunks committed, more to come
-        _wait(lambda: (j := ImportJob.objects.get(pk=job.pk)).status == ImportStatus.RUNNING and 0 < j.rows_read < ROWS,
+        wait_until(lambda: (j := ImportJob.objects.get(pk=job.pk)).status == ImportStatus.RUNNING and 0 < j.rows_read < ROWS,
               60, "import under way", var / "test-killed-worker-1.log")
         first.kill()  # SIGKILL: no clean-up, no ack
         first.wait(timeout=10)
@@ -72,7 +64,7 @@ def test_an_import_whose_worker_is_killed_finishes_once_on_another_worker(clean_
 
     log = var / "test-killed-worker-2.log"
     with celery_worker_running(env, queues=QUEUES, log=log, beat=True):
-        finished = _wait(lambda: (j := ImportJob.objects.get(pk=job.pk)).status in (ImportStatus.SUCCEEDED, ImportStatus.FAILED) and j,
+        finished = wait_until(lambda: (j := ImportJob.objects.get(pk=job.pk)).status in (ImportStatus.SUCCEEDED, ImportStatus.FAILED) and j,
                          180, "the import finished on the new worker", log)
         time.sleep(4)  # a later copy (another sweep) would have run by now
 
@@ -101,7 +93,7 @@ def test_an_import_that_outlives_the_visibility_timeout_is_delivered_twice_and_t
 
     with celery_worker_running(env, queues=QUEUES, log=logs[0]), celery_worker_running(env, queues=QUEUES, log=logs[1]):
         import_job_queue(job=job)
-        finished = _wait(lambda: (j := ImportJob.objects.get(pk=job.pk)).status in (ImportStatus.SUCCEEDED, ImportStatus.FAILED) and j,
+        finished = wait_until(lambda: (j := ImportJob.objects.get(pk=job.pk)).status in (ImportStatus.SUCCEEDED, ImportStatus.FAILED) and j,
                          180, "the import finished", logs[0])
         time.sleep(3)
 

@@ -22,7 +22,7 @@ from ingestion.services import customers_upsert, events_ingest_batch
 from privacy import services
 from privacy.models import AuditEntry, ErasureLedger, PrivacyRequest, RequestState
 from profiles.builds import profiles_build
-from tests.conftest import celery_worker_running, process_env
+from tests.conftest import celery_worker_running, process_env, wait_until
 from tests.privacy.residue import residue_found
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
@@ -30,14 +30,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 SUBJECT, EMAIL = "subject-kill-9", "killed.mid.erasure@example.com"
 VAR = Path(settings.BASE_DIR) / "var"
 STALE_S = 2
-
-
-def _wait(predicate, timeout: float, what: str, log: Path | None = None):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"{what} not reached in {timeout}s\n{log.read_text()[-3000:] if log else ''}"
-        time.sleep(0.1)
-    return value
 
 
 def _erasures_waiting_on_a_lock(url: str) -> int:
@@ -73,10 +65,10 @@ def test_an_erasure_killed_twice_mid_transaction_completes_once(compliance_user,
          "from privacy import services; from privacy.models import PrivacyRequest; "
          f"services.privacy_request_execute(request=PrivacyRequest.objects.get(pk={request.pk}))"],
         cwd=settings.BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait(lambda: _erasures_waiting_on_a_lock(url) == 1, 60, "the first execution blocked mid-erasure")
+    wait_until(lambda: _erasures_waiting_on_a_lock(url) == 1, 60, "the first execution blocked mid-erasure")
     executor.kill()
     executor.wait(timeout=10)
-    _wait(lambda: _erasures_waiting_on_a_lock(url) == 0, 30, "the killed client's backend gone")
+    wait_until(lambda: _erasures_waiting_on_a_lock(url) == 0, 30, "the killed client's backend gone")
     assert PrivacyRequest.objects.get(pk=request.pk).state == RequestState.EXECUTING  # left behind
     assert Customer.objects.filter(pk=subject.pk).exists()  # its transaction rolled back
 
@@ -86,11 +78,11 @@ def test_an_erasure_killed_twice_mid_transaction_completes_once(compliance_user,
     with celery_worker_running(env, queues="default", log=first_log) as first:
         time.sleep(STALE_S)
         celery_app.send_task("privacy.tasks.privacy_requests_retry_task", queue="default")
-        _wait(lambda: PrivacyRequest.objects.get(pk=request.pk).attempts == 2 and _erasures_waiting_on_a_lock(url) == 1,
+        wait_until(lambda: PrivacyRequest.objects.get(pk=request.pk).attempts == 2 and _erasures_waiting_on_a_lock(url) == 1,
               60, "the sweep's execution blocked mid-erasure", first_log)
         first.kill()
         first.wait(timeout=10)
-    _wait(lambda: _erasures_waiting_on_a_lock(url) == 0, 30, "the killed worker's backend gone")
+    wait_until(lambda: _erasures_waiting_on_a_lock(url) == 0, 30, "the killed worker's backend gone")
     assert Customer.objects.filter(pk=subject.pk).exists()
     blocker.rollback()
     blocker.close()
@@ -98,7 +90,7 @@ def test_an_erasure_killed_twice_mid_transaction_completes_once(compliance_user,
     # 3. a new worker gets the unacknowledged sweep again (and beat's next ones) and completes the erasure
     second_log = VAR / "test-erasure-killed-worker-2.log"
     with celery_worker_running(env, queues="default", log=second_log, beat=True):
-        done = _wait(lambda: (r := PrivacyRequest.objects.get(pk=request.pk)).state == RequestState.COMPLETED and r,
+        done = wait_until(lambda: (r := PrivacyRequest.objects.get(pk=request.pk)).state == RequestState.COMPLETED and r,
                      90, "the erasure completed", second_log)
         time.sleep(STALE_S + 3)  # later sweeps (and any late copy) run meanwhile
         assert PrivacyRequest.objects.get(pk=request.pk).attempts == done.attempts == 3

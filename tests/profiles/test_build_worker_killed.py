@@ -14,19 +14,11 @@ from ingestion.import_jobs import synthetic_shop_load
 from ingestion.models import Customer
 from profiles.models import BuildStatus, Profile, ProfileBuild
 from profiles.tasks import profile_build_queue
-from tests.conftest import celery_worker_running, process_env
+from tests.conftest import celery_worker_running, process_env, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 QUEUES = "default,ingest,profiles,segments,training"
-
-
-def _wait(predicate, timeout: float, what: str, log: Path):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"{what} not reached in {timeout}s\n{log.read_text()[-3000:]}"
-        time.sleep(0.05)
-    return value
 
 
 def test_a_build_whose_worker_is_killed_mid_chord_finishes_once_on_another_worker():
@@ -39,7 +31,7 @@ def test_a_build_whose_worker_is_killed_mid_chord_finishes_once_on_another_worke
     with celery_worker_running(env, queues=QUEUES, log=first_log) as first:
         build = profile_build_queue(chunk_customers=75)  # fitted here; 20 chunk tasks go to the worker
         assert build.chunks_total >= 10
-        _wait(lambda: 2 <= ProfileBuild.objects.get(pk=build.pk).chunks_done < build.chunks_total - 2,
+        wait_until(lambda: 2 <= ProfileBuild.objects.get(pk=build.pk).chunks_done < build.chunks_total - 2,
               120, "build under way", first_log)
         first.kill()  # SIGKILL, mid-chunk or between chunks
         first.wait(timeout=10)
@@ -47,7 +39,7 @@ def test_a_build_whose_worker_is_killed_mid_chord_finishes_once_on_another_worke
     assert interrupted.status == BuildStatus.RUNNING and interrupted.chunks_done < build.chunks_total
 
     with celery_worker_running(env, queues=QUEUES, log=second_log):
-        finished = _wait(lambda: (b := ProfileBuild.objects.get(pk=build.pk)).status != BuildStatus.RUNNING and b,
+        finished = wait_until(lambda: (b := ProfileBuild.objects.get(pk=build.pk)).status != BuildStatus.RUNNING and b,
                          240, "the build finished on the new worker", second_log)
         time.sleep(2)
 

@@ -12,21 +12,13 @@ from config.celery import app as celery_app
 from training import services
 from training.models import ModelVersion, RunStatus, TrainingRun
 from training.tasks import training_run_task
-from tests.conftest import celery_worker_running, process_env
+from tests.conftest import celery_worker_running, process_env, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 EPOCHS = 8
 CONFIG = {"model": {"dim": 64, "layers": 1, "max_len": 20}, "train": {"epochs": EPOCHS, "batch_size": 128, "patience": EPOCHS}}
 QUEUES = "default,ingest,profiles,segments,training"
-
-
-def _wait(predicate, timeout: float, what: str, log: Path):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"{what} not reached in {timeout}s\n{log.read_text()[-3000:]}"
-        time.sleep(0.05)
-    return value
 
 
 def test_a_training_run_whose_worker_is_killed_resumes_on_another_worker_and_makes_one_version(
@@ -41,14 +33,14 @@ def test_a_training_run_whose_worker_is_killed_resumes_on_another_worker_and_mak
 
     with celery_worker_running(env, queues=QUEUES, log=first_log) as first:
         training_run_task.delay(run.pk)
-        _wait(lambda: 2 <= len(TrainingRun.objects.get(pk=run.pk).history) < EPOCHS - 2, 240, "training under way", first_log)
+        wait_until(lambda: 2 <= len(TrainingRun.objects.get(pk=run.pk).history) < EPOCHS - 2, 240, "training under way", first_log)
         first.kill()
         first.wait(timeout=10)
     epochs_before_kill = len(TrainingRun.objects.get(pk=run.pk).history)
     assert TrainingRun.objects.get(pk=run.pk).status == RunStatus.RUNNING
 
     with celery_worker_running(env, queues=QUEUES, log=second_log):
-        finished = _wait(lambda: (r := TrainingRun.objects.get(pk=run.pk)).status in (RunStatus.SUCCEEDED, RunStatus.FAILED) and r,
+        finished = wait_until(lambda: (r := TrainingRun.objects.get(pk=run.pk)).status in (RunStatus.SUCCEEDED, RunStatus.FAILED) and r,
                          300, "the run finished on the new worker", second_log)
         time.sleep(2)
 
