@@ -274,9 +274,10 @@ def _store_chunk(
             merged.inserted -= cursor.rowcount
             cursor.execute(
                 "DELETE FROM ingestion_customer c WHERE c.id = ANY(%s)"
-                " AND NOT EXISTS (SELECT 1 FROM ingestion_event e WHERE e.customer_id = c.id)",
+                " AND NOT EXISTS (SELECT 1 FROM ingestion_event e WHERE e.customer_id = c.id) RETURNING c.id",
                 [late_ids],
             )
+            cursor.execute("DELETE FROM ingestion_customerkey WHERE customer_id = ANY(%s)", [[row[0] for row in cursor.fetchall()]])
         bulk.quarantined_rows_copy(cursor, outcome.quarantine)
         counts = Counter(outcome.cleaned.counts)
         counts.update(malformed_line=len(outcome.malformed), blank_line_skipped=outcome.blank_lines,

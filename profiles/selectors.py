@@ -108,11 +108,11 @@ def profiles_nearest(*, candidates: QuerySet[Profile], column: str, vector, k: i
     # the settings are transaction-local: set them on the connection the query reads from (a replica's in a
     # replica-read scope, config.db_router)
     with transaction.atomic(using=query.db), connections[query.db].cursor() as cursor:
-        cursor.execute(
-            "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-            " set_config('hnsw.max_scan_tuples', %s, true)",
-            [str(ef_search), str(MAX_SCAN_TUPLES)],
-        )
+        # SET LOCAL statements, not set_config(): a Citus coordinator passes the statements on to the
+        # shards' connections (citus.propagate_set_commands = local, set by citus_distribute), not the function
+        cursor.execute(f"SET LOCAL hnsw.ef_search = {int(ef_search)}")
+        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        cursor.execute(f"SET LOCAL hnsw.max_scan_tuples = {int(MAX_SCAN_TUPLES)}")
         rows = list(query)
     # a zero vector (a customer whose standardised traits are all at the mean) has no direction:
     # its cosine distance is NaN, which is no similarity at all
