@@ -60,7 +60,21 @@ def customers_create(cursor, *, keys: list[str], source: str, key_id: str) -> di
     if not keys:
         return {}
     cursor.execute(_CREATE_CUSTOMERS, [sorted(keys), source, key_id])
-    return {key: pk for pk, key in cursor.fetchall()}
+    created = {key: pk for pk, key in cursor.fetchall()}
+    # a lookup row that outlived its customer (a table emptied by hand, without the lookup) must not
+    # hand out the id of a customer that is gone: the customer is made again under that id
+    if known := [key for key in keys if key not in created]:
+        cursor.execute(_CUSTOMERS_BY_KEY, [known])
+        id_of = dict(cursor.fetchall())
+        cursor.execute("SELECT id FROM ingestion_customer WHERE id = ANY(%s)", [list(id_of.values())])
+        alive = {row[0] for row in cursor.fetchall()}
+        if orphans := sorted((pk, key) for key, pk in id_of.items() if pk not in alive):
+            cursor.execute(
+                "INSERT INTO ingestion_customer (id, key, source, key_id) SELECT id, key, %s, %s "
+                "FROM unnest(%s::bigint[], %s::text[]) AS o(id, key) ON CONFLICT (id) DO NOTHING RETURNING id, key",
+                [source, key_id, [pk for pk, _ in orphans], [key for _, key in orphans]])
+            created.update((key, pk) for pk, key in cursor.fetchall())
+    return created
 
 
 def customers_lock(cursor, customer_ids: list[int]) -> None:

@@ -221,3 +221,12 @@ def test_nearest_neighbours_over_the_store_keep_their_recall_against_exact_searc
             hits += len({p.customer_id for p, _ in found} & set(exact.tolist()))
     recall = hits / (k * len(queries))
     assert recall >= 0.95, recall
+
+
+def test_a_key_whose_customer_was_removed_by_hand_gets_its_customer_back_not_a_dangling_id():
+    alice = _customer_with_events("alice")
+    with connection.cursor() as cursor:  # as a TRUNCATE of the customers alone would leave it
+        cursor.execute("DELETE FROM ingestion_event WHERE customer_id = %s", [alice.pk])
+        cursor.execute("DELETE FROM ingestion_customer WHERE id = %s", [alice.pk])
+    again = _customer_with_events("alice", events=3)
+    assert again.pk == alice.pk and Event.objects.filter(customer_id=alice.pk).count() == 3
