@@ -108,8 +108,10 @@ class FilterSerializer(serializers.Serializer):
     def validate_segment(self, value: int) -> int:
         from segments.models import Segment
 
-        if not Segment.objects.filter(pk=value).exists():
+        size = Segment.objects.filter(pk=value).values_list("size", flat=True).first()
+        if size is None:
             raise serializers.ValidationError("No such segment.")
+        self.segment_size = size  # its materialised size bounds the rows the filter keeps
         return value
 
     def neighbour_filter(self) -> selectors.NeighbourFilter:
@@ -122,6 +124,7 @@ class FilterSerializer(serializers.Serializer):
             where = members if where is None else where & members
         return selectors.NeighbourFilter(
             where=where, lifecycle_stages=data.get("lifecycle_stage", ()), value_tier_min=data.get("value_tier_min"),
+            max_rows=getattr(self, "segment_size", None) if data.get("segment") is not None else None,
         )
 
 
@@ -131,15 +134,36 @@ def _bounded_k(maximum: int, default: int):
     )
 
 
-class SimilarQuerySerializer(FilterSerializer):
-    k = _bounded_k(settings.API_MAX_K, 10)
-    space = serializers.ChoiceField(choices=list(selectors.SPACES), default="fused",
-                                    help_text="traits, embedding (learned) or fused (both, weighted).")
+class SearchBreadthMixin(serializers.Serializer):
+    """How hard the HNSW walk searches: `ef_search` itself, or the recall@10 the caller wants (the
+    ef_search measured to reach it, selectors.RECALL_EF_SEARCH); neither: SIMILARITY_EF_SEARCH."""
+
     ef_search = serializers.IntegerField(
         required=False, default=settings.SIMILARITY_EF_SEARCH, min_value=selectors.EF_SEARCH_BOUNDS[0],
         max_value=selectors.EF_SEARCH_BOUNDS[1],
-        help_text="HNSW search breadth: higher is more exact and slower.",
+        help_text="HNSW search breadth: higher is more exact and slower. Give this or recall, not both.",
     )
+    recall = serializers.ChoiceField(
+        choices=list(selectors.RECALL_EF_SEARCH), required=False,
+        error_messages={"invalid_choice": f"Recall is one of {', '.join(selectors.RECALL_EF_SEARCH)}, not {{input}}."},
+        help_text=("The recall@10 wanted: searched with the ef_search that reached it in the similarity benchmark ("
+                   + ", ".join(f"{r}: {ef}" for r, ef in selectors.RECALL_EF_SEARCH.items())
+                   + "). Give this or ef_search, not both."),
+    )
+
+    def validate(self, data):
+        data = super().validate(data)
+        if "recall" in data:
+            if "ef_search" in self.initial_data:
+                raise serializers.ValidationError({"recall": ["Give recall or ef_search, not both."]})
+            data["ef_search"] = selectors.RECALL_EF_SEARCH[data["recall"]]
+        return data
+
+
+class SimilarQuerySerializer(SearchBreadthMixin, FilterSerializer):
+    k = _bounded_k(settings.API_MAX_K, 10)
+    space = serializers.ChoiceField(choices=list(selectors.SPACES), default="fused",
+                                    help_text="traits, embedding (learned) or fused (both, weighted).")
 
     class Meta:
         ref_name = "SimilarQuery"
@@ -241,7 +265,7 @@ class LookalikeApi(APIView):
     parser_classes = [BoundedJSONParser]
     required_scopes = (Scope.SIMILARITY_READ,)
 
-    class InputSerializer(FilterSerializer):
+    class InputSerializer(SearchBreadthMixin, FilterSerializer):
         vector = serializers.ListField(
             child=serializers.FloatField(), required=False, min_length=1, max_length=selectors.FUSED_DIMENSIONS,
             help_text="A query vector in the chosen space (16 traits, 64 embedding, 80 fused); or give seed_keys.",
@@ -254,15 +278,12 @@ class LookalikeApi(APIView):
         space = serializers.ChoiceField(choices=list(selectors.SPACES), default="fused")
         method = serializers.ChoiceField(choices=selectors.LOOKALIKE_METHODS, default="centroid",
                                          help_text="centroid: one search around the seeds' mean; multi_query: one per seed.")
-        ef_search = serializers.IntegerField(
-            required=False, default=settings.SIMILARITY_EF_SEARCH, min_value=selectors.EF_SEARCH_BOUNDS[0],
-            max_value=selectors.EF_SEARCH_BOUNDS[1],
-        )
 
         class Meta:
             ref_name = "LookalikeInput"
 
         def validate(self, data):
+            data = super().validate(data)
             if ("vector" in data) == ("seed_keys" in data):
                 raise serializers.ValidationError({"vector": ["Give exactly one of vector and seed_keys."]})
             seeds = len(set(data.get("seed_keys", ())))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from django.db import connections, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, Value
 from pgvector.django import CosineDistance
 
 from profiles.models import EMBEDDING_DIMENSIONS, FEATURE_VECTOR_DIMENSIONS, FUSED_DIMENSIONS, Profile, ValueTier
@@ -22,6 +22,15 @@ EF_SEARCH_BOUNDS = (10, 1000)
 # How far an iterative index scan may walk to fill k rows past a filter (pgvector's
 # hnsw.max_scan_tuples); beyond it a very selective filter returns fewer rows, never a slow scan.
 MAX_SCAN_TUPLES = 100_000
+# A filter known to keep at most this many rows (NeighbourFilter.max_rows: a segment's materialised size)
+# is answered by the exact plan: the filter's own index finds the rows and their distances are sorted.
+# bench/similarity.py (README, issue 20): 998 matching rows of 100,000 took 0.90 ms exactly against
+# 14.7 ms through the HNSW iterative scan (recall 0.963); 9,923 of 1M took 18.5 ms against 29.0 ms.
+EXACT_SEARCH_MAX_ROWS = 10_000
+# The recall@10 a caller may ask for, and the ef_search that reached it: the lowest of bench/similarity.py's
+# sweep (1M clustered 64-d vectors, the profile indexes' m 16 and ef_construction 64) whose recall@10 was at
+# least that. A smaller store reaches a higher recall at the same ef_search, so these are on the safe side.
+RECALL_EF_SEARCH = {"0.9": 0, "0.95": 0, "0.99": 0}
 VALUE_TIER_ORDER = [ValueTier.NONE, ValueTier.LOW, ValueTier.MEDIUM, ValueTier.HIGH]
 
 
@@ -48,12 +57,19 @@ def profiles_by_keys(*, keys: list[str]) -> list[Profile]:
 @dataclass(frozen=True)
 class NeighbourFilter:
     """Which profiles may be returned: a rule over traits (segments.rules), lifecycle stages, a
-    minimum value tier (membership of a segment is a `where`: segments.selectors.segment_members_q)."""
+    minimum value tier (membership of a segment is a `where`: segments.selectors.segment_members_q).
+    `max_rows`: at most this many profiles pass, when the caller knows it cheaply (a segment's
+    materialised size); at or below EXACT_SEARCH_MAX_ROWS the search is exact (profiles_nearest)."""
 
     where: Q | None = None
     lifecycle_stages: tuple[str, ...] = ()
     value_tier_min: str | None = None
     exclude_customer_ids: tuple[int, ...] = field(default=())
+    max_rows: int | None = None
+
+    @property
+    def selective(self) -> bool:
+        return self.max_rows is not None and self.max_rows <= EXACT_SEARCH_MAX_ROWS
 
     def q(self) -> Q:
         q = Q()
@@ -95,16 +111,28 @@ def profiles_comparable_active(*, space: str) -> QuerySet[Profile]:
     )
 
 
-def profiles_nearest(*, candidates: QuerySet[Profile], column: str, vector, k: int, ef_search: int) -> list[tuple[Profile, float]]:
+def profiles_nearest(
+    *, candidates: QuerySet[Profile], column: str, vector, k: int, ef_search: int, exact: bool = False,
+) -> list[tuple[Profile, float]]:
     """The k candidates nearest to `vector` by cosine distance through the column's HNSW index.
     Filters are applied during the index walk (pgvector's iterative scan, relaxed order), so a
     filtered query still returns k rows when k exist within MAX_SCAN_TUPLES; rows are re-sorted
-    here because relaxed order may swap near ties."""
-    ef_search = min(max(int(ef_search), EF_SEARCH_BOUNDS[0]), EF_SEARCH_BOUNDS[1])
+    here because relaxed order may swap near ties.
+
+    `exact` (a filter known to keep few rows): the distances of the candidates are sorted without the
+    HNSW index, so the filter's own index (a segment's memberships, the labels) finds the rows. The
+    planner would not choose it by itself: it prices the HNSW walk as if the filter cost nothing."""
+    distance = CosineDistance(column, vector)
+    if exact:
+        # `+ 0` is no longer the expression the HNSW index orders by
+        distance = distance + Value(0.0)
     query = (
-        candidates.annotate(distance=CosineDistance(column, vector)).order_by("distance")
+        candidates.annotate(distance=distance).order_by("distance")
         .select_related("customer").only("customer_id", "customer__key", "value_tier", "lifecycle_stage")[:k]
     )
+    if exact:
+        return _similarities(list(query))
+    ef_search = min(max(int(ef_search), EF_SEARCH_BOUNDS[0]), EF_SEARCH_BOUNDS[1])
     # the settings are transaction-local: set them on the connection the query reads from (a replica's in a
     # replica-read scope, config.db_router)
     with transaction.atomic(using=query.db), connections[query.db].cursor() as cursor:
@@ -114,6 +142,10 @@ def profiles_nearest(*, candidates: QuerySet[Profile], column: str, vector, k: i
             [str(ef_search), str(MAX_SCAN_TUPLES)],
         )
         rows = list(query)
+    return _similarities(rows)
+
+
+def _similarities(rows: list[Profile]) -> list[tuple[Profile, float]]:
     # a zero vector (a customer whose standardised traits are all at the mean) has no direction:
     # its cosine distance is NaN, which is no similarity at all
     rows = sorted((p for p in rows if p.distance is not None and math.isfinite(p.distance)), key=lambda p: p.distance)
@@ -133,8 +165,10 @@ def profiles_similar(
     candidates = profiles_comparable(
         space=space, feature_set_id=profile.feature_set_id, model_version_id=profile.model_version_id,
     )
-    candidates = candidates.exclude(pk=profile.pk).filter((where or NeighbourFilter()).q())
-    return profiles_nearest(candidates=candidates, column=column, vector=vector, k=k, ef_search=ef_search)
+    where = where or NeighbourFilter()
+    candidates = candidates.exclude(pk=profile.pk).filter(where.q())
+    return profiles_nearest(candidates=candidates, column=column, vector=vector, k=k, ef_search=ef_search,
+                            exact=where.selective)
 
 
 def profiles_near_vector(
@@ -142,8 +176,10 @@ def profiles_near_vector(
 ) -> list[tuple[Profile, float]]:
     """The k profiles nearest to a given vector, among the active feature set's and the active
     model's profiles (the coordinates an app's vector is taken to be in)."""
-    candidates = profiles_comparable_active(space=space).filter((where or NeighbourFilter()).q())
-    return profiles_nearest(candidates=candidates, column=SPACES[space], vector=vector, k=k, ef_search=ef_search)
+    where = where or NeighbourFilter()
+    candidates = profiles_comparable_active(space=space).filter(where.q())
+    return profiles_nearest(candidates=candidates, column=SPACES[space], vector=vector, k=k, ef_search=ef_search,
+                            exact=where.selective)
 
 
 LOOKALIKE_METHODS = ("centroid", "multi_query")
@@ -182,7 +218,7 @@ def lookalike_expand(
     base = where or NeighbourFilter()
     exclude = NeighbourFilter(
         where=base.where, lifecycle_stages=base.lifecycle_stages, value_tier_min=base.value_tier_min,
-        exclude_customer_ids=(*base.exclude_customer_ids, *seed_ids),
+        exclude_customer_ids=(*base.exclude_customer_ids, *seed_ids), max_rows=base.max_rows,
     )
     candidates = profiles_comparable(
         space=space, feature_set_id=anchor.feature_set_id, model_version_id=anchor.model_version_id,
@@ -192,12 +228,13 @@ def lookalike_expand(
     if method == "centroid":
         centroid = vectors.mean(axis=0)
         centroid /= max(np.linalg.norm(centroid), 1e-12)
-        results = profiles_nearest(candidates=candidates, column=column, vector=centroid, k=n, ef_search=max(ef_search, n))
+        results = profiles_nearest(candidates=candidates, column=column, vector=centroid, k=n, ef_search=max(ef_search, n),
+                                   exact=exclude.selective)
     else:
         best: dict[int, tuple[Profile, float]] = {}
         for vector in vectors:
             for profile, similarity in profiles_nearest(candidates=candidates, column=column, vector=vector, k=n,
-                                                ef_search=max(ef_search, n)):
+                                                        ef_search=max(ef_search, n), exact=exclude.selective):
                 if profile.pk not in best or best[profile.pk][1] < similarity:
                     best[profile.pk] = (profile, similarity)
         results = sorted(best.values(), key=lambda pair: -pair[1])[:n]
