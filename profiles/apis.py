@@ -29,19 +29,25 @@ MAX_VECTOR_COMPONENT = 1e6
 _PSEUDONYM = re.compile(r"[0-9a-f]{64}")
 
 
-def _profile_from_path(request, key: str):
-    """The visible profile a path names, by pseudonymous key or (`by=external_id`) external id;
-    400 for a malformed key, 404 for one that names nothing the caller may see."""
+def _key_from_path(request, key: str) -> str:
+    """The pseudonymous key a path names, by itself or (`by=external_id`) by external id; 400 for a
+    malformed key or `by`."""
     by = request.query_params.get("by", "key")
     if by == "external_id":
         if not key or len(key) > 256 or "\x00" in key:
             raise exceptions.ValidationError({"key": ["An external id is 1 to 256 characters without NUL."]})
-        key = customer_key_resolve(source=API_SOURCE, external_id=key)
-    elif by != "key":
+        return customer_key_resolve(source=API_SOURCE, external_id=key)
+    if by != "key":
         raise exceptions.ValidationError({"by": ["Must be 'key' or 'external_id'."]})
-    elif not _PSEUDONYM.fullmatch(key):
+    if not _PSEUDONYM.fullmatch(key):
         raise exceptions.ValidationError({"key": ["A key is 64 lowercase hex characters."]})
-    profile = selectors.profile_get(key=key)
+    return key
+
+
+def _profile_from_path(request, key: str):
+    """The visible profile a path names; 400 for a malformed key, 404 for one that names nothing the
+    caller may see."""
+    profile = selectors.profile_get(key=_key_from_path(request, key))
     if profile is None:
         raise exceptions.NotFound("No profile for this customer.")
     return profile
@@ -65,11 +71,9 @@ class NeighbourSerializer(serializers.Serializer):
 
 
 def _neighbours(pairs) -> list[dict]:
-    out = []
-    for profile, similarity in pairs:
-        profile.similarity = round(float(similarity), 6)
-        out.append(NeighbourSerializer(profile).data)
-    return out
+    """NeighbourSerializer's output, built directly: a serializer per row cost more than the search."""
+    return [{"key": profile.customer.key, "similarity": round(float(similarity), 6), "value_tier": profile.value_tier,
+             "lifecycle_stage": profile.lifecycle_stage} for profile, similarity in pairs]
 
 
 class FilterSerializer(serializers.Serializer):
@@ -253,10 +257,17 @@ class ProfileSimilarApi(APIView):
     @replica_reads
     def get(self, request, key: str):
         query = _query_params(SimilarQuerySerializer, request)
-        profile = _profile_from_path(request, key)
         data = query.validated_data
-        pairs = selectors.profiles_similar(
-            profile=profile, k=data["k"], space=data["space"], ef_search=data["ef_search"], where=query.neighbour_filter(),
+        # only what the search needs of the profile: its id, coordinates and vector in this space
+        anchor = selectors.search_anchor_get(key=_key_from_path(request, key), space=data["space"])
+        if anchor is None:
+            raise exceptions.NotFound("No profile for this customer.")
+        if anchor.vector is None:
+            return Response([])
+        pairs = selectors.profiles_similar_to(
+            customer_id=anchor.customer_id, feature_set_id=anchor.feature_set_id, model_version_id=anchor.model_version_id,
+            vector=anchor.vector, k=data["k"], space=data["space"], ef_search=data["ef_search"],
+            where=query.neighbour_filter(),
         )
         return Response(_neighbours(pairs))
 

@@ -8,9 +8,12 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from django.db import connections, transaction
+from django.db import connections, router
 from django.db.models import Q, QuerySet, Value
+from pgvector import Vector
 from pgvector.django import CosineDistance
+
+from config.compiled_query import CompiledQuery, Slot
 
 from profiles.models import EMBEDDING_DIMENSIONS, FEATURE_VECTOR_DIMENSIONS, FUSED_DIMENSIONS, Profile, ValueTier
 
@@ -111,6 +114,20 @@ def profiles_comparable_active(*, space: str) -> QuerySet[Profile]:
     )
 
 
+NEIGHBOUR_VALUES = ("customer_id", "customer__key", "value_tier", "lifecycle_stage", "distance")
+# the search settings, set for the one transaction of the statement string they lead
+_SEARCH_SETTINGS = ("SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),"
+                    " set_config('hnsw.max_scan_tuples', %s, true)")
+
+
+def _nearest_query(*, candidates: QuerySet[Profile], column: str, vector, k: int, exact: bool = False) -> QuerySet:
+    distance = CosineDistance(column, vector)
+    if exact:
+        # `+ 0` is no longer the expression the HNSW index orders by
+        distance = distance + Value(0.0)
+    return candidates.annotate(distance=distance).order_by("distance").values_list(*NEIGHBOUR_VALUES)[:k]
+
+
 def profiles_nearest(
     *, candidates: QuerySet[Profile], column: str, vector, k: int, ef_search: int, exact: bool = False,
 ) -> list[tuple[Profile, float]]:
@@ -122,34 +139,71 @@ def profiles_nearest(
     `exact` (a filter known to keep few rows): the distances of the candidates are sorted without the
     HNSW index, so the filter's own index (a segment's memberships, the labels) finds the rows. The
     planner would not choose it by itself: it prices the HNSW walk as if the filter cost nothing."""
-    distance = CosineDistance(column, vector)
-    if exact:
-        # `+ 0` is no longer the expression the HNSW index orders by
-        distance = distance + Value(0.0)
-    query = (
-        candidates.annotate(distance=distance).order_by("distance")
-        .select_related("customer").only("customer_id", "customer__key", "value_tier", "lifecycle_stage")[:k]
-    )
-    if exact:
-        return _similarities(list(query))
-    ef_search = min(max(int(ef_search), EF_SEARCH_BOUNDS[0]), EF_SEARCH_BOUNDS[1])
-    # the settings are transaction-local: set them on the connection the query reads from (a replica's in a
-    # replica-read scope, config.db_router)
-    with transaction.atomic(using=query.db), connections[query.db].cursor() as cursor:
-        cursor.execute(
-            "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-            " set_config('hnsw.max_scan_tuples', %s, true)",
-            [str(ef_search), str(MAX_SCAN_TUPLES)],
-        )
-        rows = list(query)
-    return _similarities(rows)
+    query = _nearest_query(candidates=candidates, column=column, vector=vector, k=k, exact=exact)
+    sql, params = query.query.sql_with_params()
+    return _nearest_run(alias=query.db, sql=sql, params=list(params), ef_search=None if exact else ef_search)
 
 
-def _similarities(rows: list[Profile]) -> list[tuple[Profile, float]]:
+def _nearest_run(*, alias: str, sql: str, params: list, ef_search: int | None) -> list[tuple[Profile, float]]:
+    """Run a nearest-neighbour statement (NEIGHBOUR_VALUES) on `alias` (a replica's in a replica-read
+    scope, config.db_router), led by the search settings unless `ef_search` is None (the exact plan).
+    The settings and the query go as one statement string: PostgreSQL runs it as one transaction, so
+    the transaction-local settings hold for the query and end with it, in one round trip instead of
+    four (BEGIN, settings, query, COMMIT). Inside a caller's transaction they last until its end, as
+    SET LOCAL would. Needs Django's client-side binding cursor (the default), which sends the string
+    by the simple query protocol."""
+    with connections[alias].cursor() as cursor:
+        if ef_search is None:
+            cursor.execute(sql, params)
+        else:
+            ef_search = min(max(int(ef_search), EF_SEARCH_BOUNDS[0]), EF_SEARCH_BOUNDS[1])
+            cursor.execute(f"{_SEARCH_SETTINGS}; {sql}", [str(ef_search), str(MAX_SCAN_TUPLES), *params])
+            cursor.nextset()
+        rows = cursor.fetchall()
     # a zero vector (a customer whose standardised traits are all at the mean) has no direction:
     # its cosine distance is NaN, which is no similarity at all
-    rows = sorted((p for p in rows if p.distance is not None and math.isfinite(p.distance)), key=lambda p: p.distance)
-    return [(p, 1.0 - p.distance) for p in rows]
+    rows = sorted((row for row in rows if row[4] is not None and math.isfinite(row[4])), key=lambda row: row[4])
+    return [(_neighbour(alias, row), 1.0 - row[4]) for row in rows]
+
+
+_NEIGHBOUR_FIELDS = ["customer_id", "value_tier", "lifecycle_stage"]
+
+
+def _neighbour(alias: str, row: tuple) -> Profile:
+    """A Profile with what a neighbour shows (the other fields deferred), its customer's key loaded."""
+    from ingestion.models import Customer
+
+    customer_id, key, value_tier, lifecycle_stage, distance = row
+    profile = Profile.from_db(alias, _NEIGHBOUR_FIELDS, (customer_id, value_tier, lifecycle_stage))
+    Profile.customer.field.set_cached_value(profile, Customer.from_db(alias, ["id", "key"], (customer_id, key)))
+    profile.distance = distance
+    return profile
+
+
+# The unfiltered search from one profile, the API's hot path: compiled once per process and shape
+# (config.compiled_query) instead of on every request.
+_ID_SLOT = -(2**62) - 1
+
+
+def _similar_compiled(space: str, k: int, feature_set: bool, model_version: bool) -> CompiledQuery:
+    key = (space, k, feature_set, model_version)
+    if key not in _SIMILAR_COMPILED:
+        slots = {"vector": Slot("\x00vector"), "exclude_id": Slot(_ID_SLOT)}
+        if feature_set and space in ("traits", "fused"):
+            slots["feature_set_id"] = Slot(_ID_SLOT - 1)
+        if model_version and space in ("embedding", "fused"):
+            slots["model_version_id"] = Slot(_ID_SLOT - 2)
+
+        def build(vector, exclude_id, feature_set_id=None, model_version_id=None):
+            candidates = profiles_comparable(space=space, feature_set_id=feature_set_id, model_version_id=model_version_id)
+            return _nearest_query(candidates=candidates.exclude(pk=exclude_id), column=SPACES[space],
+                                  vector=Value(vector), k=k)
+
+        _SIMILAR_COMPILED[key] = CompiledQuery(build, **slots)
+    return _SIMILAR_COMPILED[key]
+
+
+_SIMILAR_COMPILED: dict[tuple, CompiledQuery] = {}
 
 
 def profiles_similar(
@@ -162,13 +216,56 @@ def profiles_similar(
     vector = getattr(profile, column)
     if vector is None:
         return []
-    candidates = profiles_comparable(
-        space=space, feature_set_id=profile.feature_set_id, model_version_id=profile.model_version_id,
+    return profiles_similar_to(
+        customer_id=profile.pk, feature_set_id=profile.feature_set_id, model_version_id=profile.model_version_id,
+        vector=vector, k=k, space=space, ef_search=ef_search, where=where,
     )
+
+
+def profiles_similar_to(
+    *, customer_id: int, feature_set_id: int | None, model_version_id: int | None, vector, k: int, space: str,
+    ef_search: int, where: NeighbourFilter | None = None,
+) -> list[tuple[Profile, float]]:
+    """profiles_similar from what it needs of the profile (search_anchor_get): its id, coordinates
+    and vector (a list, an array, or pgvector's text)."""
     where = where or NeighbourFilter()
-    candidates = candidates.exclude(pk=profile.pk).filter(where.q())
-    return profiles_nearest(candidates=candidates, column=column, vector=vector, k=k, ef_search=ef_search,
-                            exact=where.selective)
+    if where == NeighbourFilter():
+        compiled = _similar_compiled(space, k, feature_set_id is not None, model_version_id is not None)
+        text = vector if isinstance(vector, str) else Vector._to_db(vector)
+        params = compiled.params(vector=text, exclude_id=customer_id, feature_set_id=feature_set_id,
+                                 model_version_id=model_version_id)
+        return _nearest_run(alias=router.db_for_read(Profile), sql=compiled.sql(), params=params, ef_search=ef_search)
+    candidates = profiles_comparable(space=space, feature_set_id=feature_set_id, model_version_id=model_version_id)
+    candidates = candidates.exclude(pk=customer_id).filter(where.q())
+    return profiles_nearest(candidates=candidates, column=SPACES[space], vector=Value(vector) if isinstance(vector, str) else vector,
+                            k=k, ef_search=ef_search, exact=where.selective)
+
+
+@dataclass(frozen=True)
+class SearchAnchor:
+    """What a search from one profile needs of it: its id, coordinates and vector (pgvector's text)."""
+
+    customer_id: int
+    feature_set_id: int | None
+    model_version_id: int | None
+    vector: str | None
+
+
+_ANCHORS = {
+    space: CompiledQuery(
+        lambda key, column=column: profiles_visible().filter(customer__key=key).values_list(
+            "customer_id", "feature_set_id", "model_version_id", column)[:1],
+        key=Slot("\x00key"),
+    )
+    for space, column in SPACES.items()
+}
+
+
+def search_anchor_get(*, key: str, space: str) -> SearchAnchor | None:
+    """The visible profile with this pseudonymous key as a search anchor in `space` (as profile_get
+    finds it), or None."""
+    rows = _ANCHORS[space].rows(key=key)
+    return SearchAnchor(*rows[0]) if rows else None
 
 
 def profiles_near_vector(

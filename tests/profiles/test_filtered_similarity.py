@@ -108,6 +108,8 @@ def _search_planned(*, segment, query, k: int) -> tuple[list, str]:
     with CaptureQueriesContext(connection) as captured:
         found = selectors.profiles_near_vector(vector=query.tolist(), space="fused", k=k, ef_search=EF_SEARCH, where=where)
     [sql] = [q["sql"] for q in captured.captured_queries if "<=>" in q["sql"]]
+    if sql.startswith("SELECT set_config"):  # the search settings lead the query in one statement string
+        sql = sql.split("; ", 1)[1]
     with index_forced(), connection.cursor() as cursor:
         cursor.execute(f"EXPLAIN {sql}")
         plan = "\n".join(row[0] for row in cursor.fetchall())
