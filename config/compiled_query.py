@@ -3,9 +3,10 @@ with each request's values: the QuerySet stays the one definition of the query (
 consent rules included), and the compilation, which took longer than the query itself on the
 profile and similar endpoints (README, issue 20), is paid once.
 
-    nearest = CompiledQuery(lambda key: Profile.objects.filter(customer__key=key).values_list("pk"),
-                            key=Slot("\\x00key"))
-    nearest.rows(key="ab12…")
+    by_key = CompiledQuery(lambda key: Profile.objects.filter(customer__key=key).values_list("pk"),
+                           key=Slot("\\x00key"))
+    by_key.rows(key="ab12…")       # tuples, for a values_list build
+    by_key.instances(key="ab12…")  # model instances (select_related and annotations too), for a model build
 
 Each slot is a placeholder value the build is compiled with; it must reach the SQL as a parameter
 equal to itself (strings, integers, vectors' text), and a compilation that does not show every
@@ -33,11 +34,14 @@ class CompiledQuery:
     def __init__(self, build: Callable[..., QuerySet], **slots: Slot):
         self._build, self._slots = build, slots
         self._compiled: tuple[str, list, Any] | None = None
+        self._compiler = None
         self._lock = threading.Lock()
 
     def _compile(self) -> tuple[str, list, Any]:
         queryset = self._build(**{name: slot.placeholder for name, slot in self._slots.items()})
-        sql, params = queryset.query.sql_with_params()
+        # the compiler keeps what as_sql worked out (columns, select_related, converters) for instances()
+        self._compiler = queryset.query.get_compiler(using=queryset.db)
+        sql, params = self._compiler.as_sql()
         where: list = []  # per parameter: the slot's name, or (None, the constant the build put there)
         for value in params:
             names = [name for name, slot in self._slots.items() if _same(value, slot.placeholder)]
@@ -62,12 +66,36 @@ class CompiledQuery:
         return [values[name] if name else constant for name, constant in where]
 
     def rows(self, **values) -> list[tuple]:
-        """The rows, as tuples in the order of the build's values_list, from the database the model
-        is read from now (a replica inside a replica-read scope, config.db_router)."""
+        """The rows as the database sends them, in the order of the build's values_list, from the
+        database the model is read from now (a replica inside a replica-read scope, config.db_router)."""
         sql, _, model = self._ready()
         with connections[router.db_for_read(model)].cursor() as cursor:
             cursor.execute(sql, self.params(**values))
             return cursor.fetchall()
+
+    def instances(self, **values) -> list:
+        """The rows as model instances, as iterating the build's QuerySet makes them
+        (django.db.models.query.ModelIterable): the fields' converters applied, select_related
+        objects attached, annotations set."""
+        from django.db.models.query import get_related_populators
+
+        _, _, model = self._ready()
+        db = router.db_for_read(model)
+        rows = self.rows(**values)
+        compiler = self._compiler
+        select, klass_info, annotation_col_map = compiler.select, compiler.klass_info, compiler.annotation_col_map
+        start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
+        init_list = [column[0].target.attname for column in select[start:end]]
+        populators = get_related_populators(klass_info, select, db)
+        out = []
+        for row in compiler.results_iter([rows]):
+            obj = klass_info["model"].from_db(db, init_list, row[start:end])
+            for populator in populators:
+                populator.populate(row, obj)
+            for name, position in (annotation_col_map or {}).items():
+                setattr(obj, name, row[position])
+            out.append(obj)
+        return out
 
 
 def _same(value, placeholder) -> bool:

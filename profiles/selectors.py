@@ -42,15 +42,22 @@ def profiles_visible() -> QuerySet[Profile]:
     return Profile.objects.filter(customer__merged_into__isnull=True, customer__consent_profiling=True)
 
 
+# read on every profile request: compiled once per process (config.compiled_query)
+_PROFILE_BY_KEY = CompiledQuery(
+    lambda key: (
+        profiles_visible().select_related("customer", "feature_set")
+        .defer("feature_set__pipeline", "feature_set__report")
+        .filter(customer__key=key).order_by("pk")[:1]
+    ),
+    key=Slot("\x00key"),
+)
+
+
 def profile_get(*, key: str) -> Profile | None:
     """The visible profile of the customer with this pseudonymous key, or None (also for a customer
     merged into another: its profile lives on in the survivor's)."""
-    return (
-        profiles_visible().select_related("customer", "feature_set")
-        .defer("feature_set__pipeline", "feature_set__report")
-        .filter(customer__key=key)
-        .first()
-    )
+    found = _PROFILE_BY_KEY.instances(key=key)
+    return found[0] if found else None
 
 
 def profiles_by_keys(*, keys: list[str]) -> list[Profile]:
@@ -182,7 +189,7 @@ def _neighbour(alias: str, row: tuple) -> Profile:
 
 # The unfiltered search from one profile, the API's hot path: compiled once per process and shape
 # (config.compiled_query) instead of on every request.
-_ID_SLOT = -(2**62) - 1
+_ID_SLOT = -2_000_000_001
 
 
 def _similar_compiled(space: str, k: int, feature_set: bool, model_version: bool) -> CompiledQuery:
