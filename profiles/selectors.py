@@ -30,10 +30,14 @@ MAX_SCAN_TUPLES = 100_000
 # bench/similarity.py (README, issue 20): 998 matching rows of 100,000 took 0.90 ms exactly against
 # 14.7 ms through the HNSW iterative scan (recall 0.963); 9,923 of 1M took 18.5 ms against 29.0 ms.
 EXACT_SEARCH_MAX_ROWS = 10_000
-# The recall@10 a caller may ask for, and the ef_search that reached it: the lowest of bench/similarity.py's
-# sweep (1M clustered 64-d vectors, the profile indexes' m 16 and ef_construction 64) whose recall@10 was at
-# least that. A smaller store reaches a higher recall at the same ef_search, so these are on the safe side.
-RECALL_EF_SEARCH = {"0.9": 120, "0.95": 300, "0.99": 1000}
+# The recall@10 a caller may ask for (the API's `recall`), and the ef_search it is searched with. Measured by
+# bench/similarity.py at 1M clustered 64-d vectors with the profile indexes' m 16 and ef_construction 64
+# (2026-12-02, README "Nearest-neighbour search against its limit"): recall@10 0.9053 at ef 100, 0.9193 at 120,
+# 0.954 at 200, 0.9657 at 250, 0.988 at 1000 (the most a request may ask). Two builds of the same data differ
+# by about 0.01 (an earlier one: 0.892 at 100, 0.942 at 200, 0.954 at 250), so each target takes the lowest
+# ef that passed it by 0.01 or more. 0.99 was not reached at 1M within the bound: it gets the bound; a smaller
+# store reaches more at every ef (0.9956 at ef 300 with 100,000 vectors).
+RECALL_EF_SEARCH = {"0.9": 120, "0.95": 250, "0.99": 1000}
 VALUE_TIER_ORDER = [ValueTier.NONE, ValueTier.LOW, ValueTier.MEDIUM, ValueTier.HIGH]
 
 
