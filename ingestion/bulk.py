@@ -104,10 +104,15 @@ def customers_resolve(cursor, keys: list[str]) -> dict[str, int]:
     return resolved
 
 
+# counted from RETURNING: see _MERGE_EVENTS_COUNTED
 _CREATE_ITEMS = """
-INSERT INTO ingestion_item (sku)
-SELECT sku FROM unnest(%s::text[]) AS sku ORDER BY 1
-ON CONFLICT (sku) DO NOTHING
+WITH created AS (
+    INSERT INTO ingestion_item (sku)
+    SELECT sku FROM unnest(%s::text[]) AS sku ORDER BY 1
+    ON CONFLICT (sku) DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM created
 """
 
 _MERGE_EVENTS = """
@@ -131,6 +136,10 @@ _MERGE_EVENTS_BY_CUSTOMER = f"""
 WITH inserted AS ({_MERGE_EVENTS} RETURNING customer_id)
 SELECT customer_id, count(*) FROM inserted GROUP BY customer_id ORDER BY customer_id
 """
+# The rows inserted are counted from RETURNING, not the command's row count: on a Citus cluster an
+# INSERT ... SELECT from a coordinator table reports every row it sent to the shards, conflicting
+# ones included (README "Scale-out: Citus").
+_MERGE_EVENTS_COUNTED = f"WITH inserted AS ({_MERGE_EVENTS} RETURNING 1) SELECT count(*) FROM inserted"
 
 
 class ReferenceIds:
@@ -181,7 +190,7 @@ class ReferenceIds:
         missing = [s for s in uniques if s not in self.items]
         if missing:
             cursor.execute(_CREATE_ITEMS, [missing])
-            self.items_created += cursor.rowcount
+            self.items_created += cursor.fetchone()[0]
             cursor.execute("SELECT sku, id FROM ingestion_item WHERE sku = ANY(%s)", [missing])
             self.items.update(cursor.fetchall())
         ids = np.array([self.items[s] for s in uniques] + [0], dtype=np.int64)[codes]
@@ -253,8 +262,9 @@ def events_merge_payload(
         with cursor.copy(f"COPY ingest_stage_event ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT csv)") as copy:
             copy.write(payload)
         if not report_customers:
-            cursor.execute(_MERGE_EVENTS, [import_job_id])
-            return MergeResult(cursor.rowcount, rows - cursor.rowcount)
+            cursor.execute(_MERGE_EVENTS_COUNTED, [import_job_id])
+            inserted = cursor.fetchone()[0]
+            return MergeResult(inserted, rows - inserted)
         cursor.execute(_MERGE_EVENTS_BY_CUSTOMER, [import_job_id])
         counts = cursor.fetchall()
     inserted = sum(n for _, n in counts)
@@ -344,11 +354,13 @@ def social_edges_copy_insert(cursor, edges) -> int:
         for edge in edges:
             copy.write_row(edge)
     cursor.execute(
+        "WITH inserted AS ("
         "INSERT INTO ingestion_socialedge (source_customer_id, target_customer_id, relation, occurred_at, weight) "
         "SELECT DISTINCT ON (source_customer_id, target_customer_id, relation) * FROM edge_stage "
-        "ORDER BY source_customer_id, target_customer_id, relation ON CONFLICT DO NOTHING"
+        "ORDER BY source_customer_id, target_customer_id, relation ON CONFLICT DO NOTHING RETURNING 1"
+        ") SELECT count(*) FROM inserted"  # counted from RETURNING: see _MERGE_EVENTS_COUNTED
     )
-    inserted = cursor.rowcount
+    inserted = cursor.fetchone()[0]
     cursor.execute("DROP TABLE edge_stage")
     return inserted
 
