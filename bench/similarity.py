@@ -38,7 +38,7 @@ Issue 20 (how far the product's query is from what the graph needs), all in the 
 A run cut short with SIGINT after the sweep still prints what it measured ("interrupted": true).
 
 Defaults: the product's, m=16, ef_construction=128, ef_search=200 (since issue 20's second round:
-`--levers graphs` at 1M reached recall@10 0.964 at ef 200 over 3,905 pages a query, where m=16,
+`--levers graphs` at 1M reached recall@10 0.966 at ef 200 over 3,905 pages a query, where m=16,
 ef_construction=64 needed ef 300 and 4,715 pages for 0.959). Before, with ef_construction=64,
 ef_search=300: at 1M on 2 shared cores (1 worker + leader,
 graph in memory, 1000 queries) the cheaper builds miss the target (recall@10 >= 0.95, p99 <= 10 ms):

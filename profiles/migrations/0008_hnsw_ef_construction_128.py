@@ -4,7 +4,7 @@ import pgvector.django.indexes
 from django.db import migrations
 
 # The profile indexes rebuilt with ef_construction 128 (was 64): at 1M profiles the better graph reaches
-# recall@10 0.964 at ef_search 200, touching 3,905 pages per query, where the old one needed ef_search 300
+# recall@10 0.966 at ef_search 200, touching 3,905 pages per query, where the old one needed ef_search 300
 # and 4,715 pages for 0.959 (bench/similarity.py --levers graphs; README "Levers, second round").
 # The build takes about twice as long.
 
