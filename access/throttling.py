@@ -1,15 +1,37 @@
 """Per-token rate limits: each client app gets its own budget of requests per minute, counted in
-the shared cache (Redis), so every server process enforces the same limit."""
+the shared cache (Redis), so every server process enforces the same limit.
+
+The count is DRF's sliding window (SimpleRateThrottle: a request is allowed while fewer than the
+rate were allowed in the last minute, and only allowed requests count), kept as a sorted set of
+timestamps that one Lua script trims, counts and appends to: one round trip per request and atomic
+across processes, where SimpleRateThrottle reads and rewrites the whole pickled list of timestamps
+(two round trips, a list as long as the rate, and concurrent requests overwriting each other's)."""
 
 import logging
+import uuid
 
 from django.conf import settings
+from django.core.cache import cache
 from redis import RedisError
+from redis.commands.core import Script
 from rest_framework.throttling import SimpleRateThrottle
 
 from access.authentication import ApiClient
 
 logger = logging.getLogger(__name__)
+
+# KEYS[1]: the token's log; ARGV: now, window (s), limit, a unique member.
+# Returns {1, 0} when allowed (and recorded), {0, oldest timestamp in the window} when not.
+_SLIDING_WINDOW = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  return {1, '0'}
+end
+return {0, redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]}
+"""
+_script = Script(None, _SLIDING_WINDOW.encode())  # bytes: no client needed to encode it
 
 
 class TokenRateThrottle(SimpleRateThrottle):
@@ -30,9 +52,23 @@ class TokenRateThrottle(SimpleRateThrottle):
         if isinstance(client, ApiClient) and client.token.requests_per_minute:
             self.rate = f"{client.token.requests_per_minute}/min"
             self.num_requests, self.duration = self.parse_rate(self.rate)
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
+        self.now = self.timer()
+        key = cache.make_and_validate_key(self.key)
         try:
-            return super().allow_request(request, view)
+            # the Redis client of Django's cache (django.core.cache.backends.redis), where the counters live
+            redis = cache._cache.get_client(key, write=True)
+            allowed, oldest = _script(keys=[key], args=[self.now, self.duration, self.num_requests, uuid.uuid4().hex],
+                                      client=redis)
         except RedisError as exc:
             # Redis away: serve unthrottled rather than refuse every request (README "Reliability")
             logger.warning("rate limit not enforced: cache unavailable (%s)", exc.__class__.__name__)
             return True
+        self.oldest = float(oldest)
+        return bool(allowed)
+
+    def wait(self):
+        # as SimpleRateThrottle.wait with the window full: until the oldest request leaves it
+        return max(0.0, self.duration - (self.now - self.oldest))

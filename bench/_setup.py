@@ -23,5 +23,5 @@ def django_ready(empty: bool = True) -> None:
             cursor.execute(
                 "TRUNCATE ingestion_event, ingestion_quarantinedrow, ingestion_importjob, ingestion_socialedge, "
                 "ingestion_customergroundtruth, profiles_profile, profiles_profilebuild, profiles_featureset, "
-                "ingestion_customer, ingestion_item CASCADE"
+                "ingestion_customer, ingestion_customerkey, ingestion_item CASCADE"
             )

@@ -133,6 +133,11 @@ if DATABASE_CLIENT_CHECK_MS:
     _options = DATABASES["default"].setdefault("OPTIONS", {})
     _options["options"] = f'{_options.get("options", "")} -c client_connection_check_interval={DATABASE_CLIENT_CHECK_MS}'.strip()
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_portrait")}
+# Hash partitions of the event table by customer (README "Scale-out"). Read when migration
+# ingestion 0010 creates the table; changing it later takes a re-partitioning, not a restart.
+EVENT_PARTITIONS = env.int("EVENT_PARTITIONS", default=8)
+if not 1 <= EVENT_PARTITIONS <= 1024:
+    raise ConfigurationError(f"EVENT_PARTITIONS must be a whole number from 1 to 1024, not {EVENT_PARTITIONS!r}")
 # Read replicas (README "Scale-out"): streaming replicas of the primary, comma-separated URLs, zero or
 # more. The read-only API endpoints read from one (config.db_router) while it has replayed every
 # erasure and the client's own writes and lags at most DATABASE_REPLICA_MAX_LAG_S; everything else

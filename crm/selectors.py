@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pandas as pd
 from django.db import connection
 
+from config.compiled_query import CompiledQuery, Slot
 from crm.models import CategoryDemand, ClvFit, CustomerPrediction, DemandForecast
 from crm.risk import OrderBehaviour
 from ingestion.models import EventType
@@ -141,8 +142,18 @@ def clv_fit_latest() -> ClvFit | None:
     return ClvFit.objects.order_by("-created_at", "-pk").first()
 
 
+def _prediction_of(customer_id):
+    query = CustomerPrediction.objects.filter(customer_id=customer_id).select_related("fit")
+    return (query if query.ordered else query.order_by("pk"))[:1]  # as .first() orders
+
+
+# read on every profile request: compiled once per process (config.compiled_query)
+_PREDICTION_OF_CUSTOMER = CompiledQuery(_prediction_of, customer_id=Slot(-2_000_000_001))
+
+
 def customer_prediction_get(*, customer_id: int) -> CustomerPrediction | None:
-    return CustomerPrediction.objects.filter(customer_id=customer_id).select_related("fit").first()
+    found = _PREDICTION_OF_CUSTOMER.instances(customer_id=customer_id)
+    return found[0] if found else None
 
 
 def demand_forecast_latest() -> DemandForecast | None:

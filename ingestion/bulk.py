@@ -18,6 +18,7 @@ from django.db import connection, transaction
 
 from django.conf import settings
 
+from ingestion.models import Customer
 from ingestion.pseudonyms import customer_key, customer_keys, pseudonym_key_id
 
 STAGE_COLUMNS = (
@@ -34,27 +35,84 @@ CREATE TEMP TABLE IF NOT EXISTS ingest_stage_event (
 ) ON COMMIT DELETE ROWS
 """
 
+# A new key takes a customer id from the customers' sequence in the key lookup first: the lookup's
+# primary key is what keeps a key unique (also when customers are sharded by id), so of two imports
+# creating the same key at once one gets the row and the other nothing; the customers follow.
 _CREATE_CUSTOMERS = """
-INSERT INTO ingestion_customer (key, source, key_id)
-SELECT key, %s, %s FROM unnest(%s::text[]) AS key ORDER BY 1
-ON CONFLICT (key) DO NOTHING
-"""
-# A key whose customer was merged into another (identity resolution) resolves to the survivor,
-# following chains of merges, so events for an identified visitor land on the customer.
-_RESOLVE_CUSTOMERS = """
-WITH RECURSIVE chain (key, id, merged_into_id, depth) AS (
-    SELECT key, id, merged_into_id, 0 FROM ingestion_customer WHERE key = ANY(%s)
-    UNION ALL
-    SELECT chain.key, c.id, c.merged_into_id, chain.depth + 1
-    FROM chain JOIN ingestion_customer c ON c.id = chain.merged_into_id
-    WHERE chain.depth < 16
+WITH created AS (
+    INSERT INTO ingestion_customerkey (key, customer_id)
+    SELECT key, nextval(pg_get_serial_sequence('ingestion_customer', 'id')) FROM unnest(%s::text[]) AS key ORDER BY 1
+    ON CONFLICT (key) DO NOTHING
+    RETURNING key, customer_id
 )
-SELECT key, id FROM chain WHERE merged_into_id IS NULL
+INSERT INTO ingestion_customer (id, key, source, key_id)
+SELECT customer_id, key, %s, %s FROM created ORDER BY customer_id
+RETURNING id, key
 """
+_CUSTOMERS_BY_KEY = "SELECT key, customer_id FROM ingestion_customerkey WHERE key = ANY(%s)"
+_MERGED_INTO = "SELECT id, merged_into_id FROM ingestion_customer WHERE id = ANY(%s) AND merged_into_id IS NOT NULL"
+MERGE_CHAIN_LIMIT = 16
+CUSTOMER_LOCK_SPACE = 0x43555354  # the first key of customers' advisory locks ("CUST")
+
+
+def customers_create(cursor, *, keys: list[str], source: str, key_id: str) -> dict[str, int]:
+    """Create customers for those of `keys` that have none; returns {key: id} of those created."""
+    if not keys:
+        return {}
+    cursor.execute(_CREATE_CUSTOMERS, [sorted(keys), source, key_id])
+    created = {key: pk for pk, key in cursor.fetchall()}
+    # a lookup row that outlived its customer (a table emptied by hand, without the lookup) must not
+    # hand out the id of a customer that is gone: the customer is made again under that id
+    if known := [key for key in keys if key not in created]:
+        cursor.execute(_CUSTOMERS_BY_KEY, [known])
+        id_of = dict(cursor.fetchall())
+        cursor.execute("SELECT id FROM ingestion_customer WHERE id = ANY(%s)", [list(id_of.values())])
+        alive = {row[0] for row in cursor.fetchall()}
+        if orphans := sorted((pk, key) for key, pk in id_of.items() if pk not in alive):
+            cursor.execute(
+                "INSERT INTO ingestion_customer (id, key, source, key_id) SELECT id, key, %s, %s "
+                "FROM unnest(%s::bigint[], %s::text[]) AS o(id, key) ON CONFLICT (id) DO NOTHING RETURNING id, key",
+                [source, key_id, [pk for pk, _ in orphans], [key for _, key in orphans]])
+            created.update((key, pk) for pk, key in cursor.fetchall())
+    return created
+
+
+def customers_lock(cursor, customer_ids: list[int]) -> None:
+    """Transaction-scoped locks on these customers, taken in id order so two writers never deadlock.
+    Advisory locks rather than FOR UPDATE: a Citus cluster refuses row locks across shards, and
+    every writer goes through the coordinator (or the one server), so these serialise them alike."""
+    cursor.execute(
+        "SELECT count(pg_advisory_xact_lock(%s, id)) FROM (SELECT DISTINCT (id %% 2147483647)::int AS id "
+        "FROM unnest(%s::bigint[]) AS id ORDER BY 1) AS ids", [CUSTOMER_LOCK_SPACE, customer_ids])
+
+
+def customers_resolve(cursor, keys: list[str]) -> dict[str, int]:
+    """{key: customer id} for the keys that have a customer. A key whose customer was merged into
+    another (identity resolution) resolves to the survivor, following chains of merges, so events
+    for an identified visitor land on the customer. One lookup per link of the chain instead of a
+    recursive query, which a Citus cluster cannot run over sharded tables."""
+    if not keys:
+        return {}
+    cursor.execute(_CUSTOMERS_BY_KEY, [list(keys)])
+    resolved = dict(cursor.fetchall())
+    for _ in range(MERGE_CHAIN_LIMIT):
+        cursor.execute(_MERGED_INTO, [sorted(set(resolved.values()))])
+        moved = dict(cursor.fetchall())
+        if not moved:
+            break
+        resolved = {key: moved.get(pk, pk) for key, pk in resolved.items()}
+    return resolved
+
+
+# counted from RETURNING: see _MERGE_EVENTS_COUNTED
 _CREATE_ITEMS = """
-INSERT INTO ingestion_item (sku)
-SELECT sku FROM unnest(%s::text[]) AS sku ORDER BY 1
-ON CONFLICT (sku) DO NOTHING
+WITH created AS (
+    INSERT INTO ingestion_item (sku)
+    SELECT sku FROM unnest(%s::text[]) AS sku ORDER BY 1
+    ON CONFLICT (sku) DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM created
 """
 
 _MERGE_EVENTS = """
@@ -69,14 +127,19 @@ SELECT s.event_id, s.customer_id, s.item_id, s.event_type,
 -- arrival numbers drawn in line order (PostgreSQL evaluates a volatile output column after the
 -- subquery's ORDER BY), so same-instant events keep the order of the file or batch
 FROM (SELECT *, nextval('ingestion_event_arrival_seq') AS arrival FROM ingest_stage_event ORDER BY position) s
-ORDER BY s.event_id  -- primary-key order: neighbouring index pages are written together
-ON CONFLICT (event_id) DO NOTHING
+ORDER BY s.customer_id, s.event_id  -- primary-key order: neighbouring index pages are written together
+-- the idempotency key: an event re-sent for the same customer is a duplicate (README "Scale-out")
+ON CONFLICT (customer_id, event_id) DO NOTHING
 """
 # The same merge, also saying which customers got new events (one row per customer, not per event).
 _MERGE_EVENTS_BY_CUSTOMER = f"""
 WITH inserted AS ({_MERGE_EVENTS} RETURNING customer_id)
 SELECT customer_id, count(*) FROM inserted GROUP BY customer_id ORDER BY customer_id
 """
+# The rows inserted are counted from RETURNING, not the command's row count: on a Citus cluster an
+# INSERT ... SELECT from a coordinator table reports every row it sent to the shards, conflicting
+# ones included (README "Scale-out: Citus").
+_MERGE_EVENTS_COUNTED = f"WITH inserted AS ({_MERGE_EVENTS} RETURNING 1) SELECT count(*) FROM inserted"
 
 
 class ReferenceIds:
@@ -100,20 +163,18 @@ class ReferenceIds:
         if missing and len(settings.PSEUDONYM_KEYS) > 1:
             # a customer made under an older pseudonym key is found first, so none is created twice
             key_of = {k: e for e in missing for k in customer_keys(source=self.source, external_id=str(e))}
-            cursor.execute(_RESOLVE_CUSTOMERS, [list(key_of)])
-            self.customers.update((key_of[key], pk) for key, pk in cursor.fetchall())
+            self.customers.update((key_of[key], pk) for key, pk in customers_resolve(cursor, list(key_of)).items())
             missing = [e for e in missing if e not in self.customers]
         if missing:
             key_of = {customer_key(source=self.source, external_id=str(e)): e for e in missing}
-            cursor.execute(_CREATE_CUSTOMERS, [self.source, pseudonym_key_id(), list(key_of)])
-            self.customers_created += cursor.rowcount
-            if cursor.rowcount:
-                self._restrictions_apply(cursor, key_of)
-            cursor.execute(_RESOLVE_CUSTOMERS, [list(key_of)])
-            self.customers.update((key_of[key], pk) for key, pk in cursor.fetchall())
+            created = customers_create(cursor, keys=list(key_of), source=self.source, key_id=pseudonym_key_id())
+            self.customers_created += len(created)
+            if created:
+                self._restrictions_apply(cursor, {key: key_of[key] for key in created}, created)
+            self.customers.update((key_of[key], pk) for key, pk in customers_resolve(cursor, list(key_of)).items())
         return np.array([self.customers[e] for e in uniques], dtype=np.int64)[codes]
 
-    def _restrictions_apply(self, cursor, key_of: dict[str, str]) -> None:
+    def _restrictions_apply(self, cursor, key_of: dict[str, str], created: dict[str, int]) -> None:
         """A subject who restricted processing before they had a customer row (a restriction filed
         for an id the shop had not sent yet) is created without consent to profiling, as an upsert
         would leave them."""
@@ -121,15 +182,15 @@ class ReferenceIds:
 
         restricted = restricted_external_ids(source=self.source, external_ids=list(key_of.values()))
         if restricted:
-            cursor.execute("UPDATE ingestion_customer SET consent_profiling = false WHERE key = ANY(%s)",
-                           [[key for key, external_id in key_of.items() if external_id in restricted]])
+            cursor.execute("UPDATE ingestion_customer SET consent_profiling = false WHERE id = ANY(%s)",
+                           [[created[key] for key, external_id in key_of.items() if external_id in restricted]])
 
     def item_ids(self, cursor, skus: pd.Series) -> pa.Array:
         codes, uniques = pd.factorize(skus)  # a missing SKU gets code -1
         missing = [s for s in uniques if s not in self.items]
         if missing:
             cursor.execute(_CREATE_ITEMS, [missing])
-            self.items_created += cursor.rowcount
+            self.items_created += cursor.fetchone()[0]
             cursor.execute("SELECT sku, id FROM ingestion_item WHERE sku = ANY(%s)", [missing])
             self.items.update(cursor.fetchall())
         ids = np.array([self.items[s] for s in uniques] + [0], dtype=np.int64)[codes]
@@ -179,8 +240,10 @@ def events_payload(*, events: pd.DataFrame, references: ReferenceIds) -> bytes:
     for COPY. Runs ahead of the merge, so a long import overlaps this Python work with the
     database's merge of the previous chunk."""
     with connection.cursor() as cursor:
-        customer_ids = references.customer_ids(cursor, events["customer_id"])
+        # items (a table copied to every node of a Citus cluster) before customers (sharded): a
+        # transaction there may not write a reference table after a multi-shard write
         item_ids = references.item_ids(cursor, events["item_id"])
+        customer_ids = references.customer_ids(cursor, events["customer_id"])
     return _chunk_as_csv(events, customer_ids, item_ids)
 
 
@@ -193,11 +256,15 @@ def events_merge_payload(
         return MergeResult(0, 0)
     with connection.cursor() as cursor:
         cursor.execute(_STAGE_DDL)
+        # empty already unless an earlier merge ran in this same transaction (its rows would be
+        # merged again, now possibly for another customer)
+        cursor.execute("TRUNCATE ingest_stage_event")
         with cursor.copy(f"COPY ingest_stage_event ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT csv)") as copy:
             copy.write(payload)
         if not report_customers:
-            cursor.execute(_MERGE_EVENTS, [import_job_id])
-            return MergeResult(cursor.rowcount, rows - cursor.rowcount)
+            cursor.execute(_MERGE_EVENTS_COUNTED, [import_job_id])
+            inserted = cursor.fetchone()[0]
+            return MergeResult(inserted, rows - inserted)
         cursor.execute(_MERGE_EVENTS_BY_CUSTOMER, [import_job_id])
         counts = cursor.fetchall()
     inserted = sum(n for _, n in counts)
@@ -242,6 +309,41 @@ def upsert_by_key(model, key_field: str, values_by_key: dict[str, dict], fixed: 
     return len(values_by_key)
 
 
+def customers_upsert_by_key(values_by_key: dict[str, dict], *, source: str, key_id: str) -> int:
+    """Create the customers of keys that have none, then set only the fields each row carries.
+
+    Customers cannot be upserted with ON CONFLICT on their key (the key is unique in the key
+    lookup, not in the customer table, README "Scale-out"): missing ones are created through the
+    lookup, then each group of rows with the same fields is COPY-ed into a temporary table and
+    applied with one UPDATE by customer id, after locking the rows in id order (a stable lock
+    order, so concurrent batches don't deadlock)."""
+    from psycopg.types.json import Jsonb
+
+    column = {f.name: f.column for f in Customer._meta.concrete_fields}
+    json_fields = {f.name for f in Customer._meta.concrete_fields if f.get_internal_type() == "JSONField"}
+    with transaction.atomic(), connection.cursor() as cursor:
+        customers_create(cursor, keys=list(values_by_key), source=source, key_id=key_id)
+        cursor.execute(_CUSTOMERS_BY_KEY, [list(values_by_key)])
+        id_of = dict(cursor.fetchall())
+        customers_lock(cursor, list(id_of.values()))
+        groups: dict[tuple[str, ...], list[tuple[int, dict]]] = {}
+        for key, values in values_by_key.items():
+            if values:
+                groups.setdefault(tuple(sorted(values)), []).append((id_of[key], values))
+        for fields, members in groups.items():
+            columns = ", ".join(column[f] for f in fields)
+            cursor.execute(f"CREATE TEMP TABLE upsert_stage AS SELECT id, {columns} FROM ingestion_customer WITH NO DATA")
+            with cursor.copy(f"COPY upsert_stage (id, {columns}) FROM STDIN") as copy:
+                for pk, values in sorted(members, key=lambda member: member[0]):
+                    copy.write_row([
+                        pk, *(Jsonb(values[f]) if f in json_fields and values[f] is not None else values[f] for f in fields),
+                    ])
+            updates = ", ".join([*(f"{column[f]} = s.{column[f]}" for f in fields), "updated_at = now()"])
+            cursor.execute(f"UPDATE ingestion_customer c SET {updates} FROM upsert_stage s WHERE c.id = s.id")  # noqa: S608
+            cursor.execute("DROP TABLE upsert_stage")
+    return len(values_by_key)
+
+
 def social_edges_copy_insert(cursor, edges) -> int:
     """edges: (source_customer_id, target_customer_id, relation, occurred_at, weight) tuples."""
     cursor.execute(
@@ -252,11 +354,13 @@ def social_edges_copy_insert(cursor, edges) -> int:
         for edge in edges:
             copy.write_row(edge)
     cursor.execute(
+        "WITH inserted AS ("
         "INSERT INTO ingestion_socialedge (source_customer_id, target_customer_id, relation, occurred_at, weight) "
         "SELECT DISTINCT ON (source_customer_id, target_customer_id, relation) * FROM edge_stage "
-        "ORDER BY source_customer_id, target_customer_id, relation ON CONFLICT DO NOTHING"
+        "ORDER BY source_customer_id, target_customer_id, relation ON CONFLICT DO NOTHING RETURNING 1"
+        ") SELECT count(*) FROM inserted"  # counted from RETURNING: see _MERGE_EVENTS_COUNTED
     )
-    inserted = cursor.rowcount
+    inserted = cursor.fetchone()[0]
     cursor.execute("DROP TABLE edge_stage")
     return inserted
 

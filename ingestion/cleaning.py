@@ -406,7 +406,8 @@ def events_clean(frame: pd.DataFrame, *, rules: CleaningRules, prior: list | Non
 
 def _drop_repeats(result: CleanedEvents, rules: CleaningRules) -> None:
     events = result.events
-    repeated_id = events.duplicated("event_id").to_numpy()
+    # the store's idempotency key: the same id for another customer is another event
+    repeated_id = events.duplicated(["customer_id", "event_id"]).to_numpy()
     result.duplicates = int(repeated_id.sum())
     result.counts["duplicate_event_id_in_batch"] += result.duplicates
 

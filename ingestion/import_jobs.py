@@ -22,6 +22,8 @@ from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 from rest_framework import serializers
 
+from config.citus_mode import shard_writes_sequential
+
 from ingestion import bulk, normalise
 from ingestion.services import customers_upsert, items_upsert, social_edges_upsert, without_suppressed_subjects
 from ingestion.cleaning import (
@@ -262,6 +264,7 @@ def _store_chunk(
     from privacy.selectors import suppressed_external_ids
 
     with transaction.atomic(), connection.cursor() as cursor:
+        shard_writes_sequential(cursor)  # the job's rows are written after the chunk's multi-shard insert
         ingest_guard(cursor)
         merged = bulk.events_merge_payload(payload=outcome.payload, rows=outcome.rows, import_job_id=job_id)
         # a subject suppressed since the chunk was prepared: take back what this chunk wrote
@@ -274,9 +277,10 @@ def _store_chunk(
             merged.inserted -= cursor.rowcount
             cursor.execute(
                 "DELETE FROM ingestion_customer c WHERE c.id = ANY(%s)"
-                " AND NOT EXISTS (SELECT 1 FROM ingestion_event e WHERE e.customer_id = c.id)",
+                " AND NOT EXISTS (SELECT 1 FROM ingestion_event e WHERE e.customer_id = c.id) RETURNING c.id",
                 [late_ids],
             )
+            cursor.execute("DELETE FROM ingestion_customerkey WHERE customer_id = ANY(%s)", [[row[0] for row in cursor.fetchall()]])
         bulk.quarantined_rows_copy(cursor, outcome.quarantine)
         counts = Counter(outcome.cleaned.counts)
         counts.update(malformed_line=len(outcome.malformed), blank_line_skipped=outcome.blank_lines,

@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import BrinIndex, GinIndex
-from django.db import models
+from django.db import models, transaction
 from django.db.models.functions import Now
 from django.utils.translation import gettext_lazy as _
 
@@ -15,7 +15,9 @@ class Customer(models.Model):
     `key_id` names the key of PSEUDONYM_KEYS the pseudonym was made under: a key stays in the ring
     while customers have it (their keys cannot be re-made without the external ids)."""
 
-    key = models.CharField(_("pseudonymous key"), max_length=64, unique=True, help_text=_("HMAC-SHA256 of source and external id"))
+    # Unique through CustomerKey, not here: with customers sharded by id, a unique index on the key
+    # alone could not be enforced across shards (every unique constraint holds the customer id).
+    key = models.CharField(_("pseudonymous key"), max_length=64, db_index=True, help_text=_("HMAC-SHA256 of source and external id"))
     key_id = models.CharField(_("key id"), max_length=16, default=pseudonym_key_id,
                               help_text=_("The pseudonym key the key was made under"))
     source = models.CharField(_("source"), max_length=32)
@@ -31,8 +33,9 @@ class Customer(models.Model):
     consent_profiling = models.BooleanField(_("consents to profiling"), default=True, db_default=True)
     consent_marketing = models.BooleanField(_("consents to marketing"), default=False, db_default=False)
     attributes = models.JSONField(_("attributes"), default=dict, blank=True, db_default={})
+    # no database constraint: a reference between two customers crosses shards (pipeline.sharding)
     merged_into = models.ForeignKey(
-        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="merged_identities",
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="merged_identities", db_constraint=False,
         verbose_name=_("merged into"), help_text=_("Set while this identity's events belong to another customer"),
     )
     created_at = models.DateTimeField(_("created at"), db_default=Now(), editable=False)
@@ -45,6 +48,34 @@ class Customer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source}:{self.key[:12]}"
+
+    def save(self, *args, **kwargs):
+        """A customer made one at a time (the admin, a test) gets its key lookup row with it; bulk
+        paths create both in SQL (ingestion.bulk.customers_create)."""
+        if not self._state.adding:
+            return super().save(*args, **kwargs)
+        with transaction.atomic(using=kwargs.get("using")):
+            super().save(*args, **kwargs)
+            CustomerKey.objects.using(kwargs.get("using")).create(key=self.key, customer=self)
+
+
+class CustomerKey(models.Model):
+    """The key → customer lookup that keeps a pseudonymous key unique when customers are sharded by
+    id: its own table with the key as primary key (a table sharded by key in a Citus cluster), so
+    finding or creating a customer by key touches one row, and two imports of the same new key
+    create one customer."""
+
+    key = models.CharField(_("pseudonymous key"), max_length=64, primary_key=True)
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, db_constraint=False, related_name="key_entries", verbose_name=_("customer")
+    )
+
+    class Meta:
+        verbose_name = _("customer key")
+        verbose_name_plural = _("customer keys")
+
+    def __str__(self) -> str:
+        return self.key[:12]
 
 
 class Item(models.Model):
@@ -93,9 +124,13 @@ ARRIVAL_NEXT = models.Func(models.Value(ARRIVAL_SEQUENCE), function="nextval", o
 class Event(models.Model):
     """One behavioural event. `event_id` is deterministic so every re-import is idempotent.
 
-    Sized for tens of millions of rows: the UUID primary key doubles as the idempotency key (no
-    second unique index), per-customer time-ordered reads use a (customer, occurred_at) B-tree, and
-    time-range scans a BRIN index, which is tiny because events arrive roughly in time order.
+    Sized for billions of rows, in the shape a Citus cluster shards (README "Scale-out"): the table
+    is hash-partitioned by customer (EVENT_PARTITIONS partitions, fixed when the table is created)
+    and its primary key, (customer_id, event_id), is the idempotency key: an event re-sent for the
+    same customer is a duplicate, ids only need to be unique per customer. Each partition has a
+    (customer, occurred_at) B-tree for per-customer time-ordered reads and a BRIN on the time for
+    time-range scans. Django's state says `event_id` is the key (the admin cannot show models
+    with a composite key in Django 5.2); migration 0010 made the database's.
     """
 
     event_id = models.UUIDField(primary_key=True)
@@ -145,8 +180,11 @@ class SocialRelation(models.IntegerChoices):
 
 
 class SocialEdge(models.Model):
+    """Sharded with its source customer: the database's primary key is (source_customer_id, id)
+    (migration 0010), and the target's reference has no database constraint (it crosses shards)."""
+
     source_customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="edges_out")
-    target_customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="edges_in")
+    target_customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="edges_in", db_constraint=False)
     relation = models.PositiveSmallIntegerField(_("relation"), choices=SocialRelation.choices)
     occurred_at = models.DateTimeField(_("occurred at"), null=True, blank=True)
     weight = models.FloatField(_("weight"), default=1.0)

@@ -235,7 +235,7 @@ def _customers_write(rows: list[dict], source: str) -> int:
         if values.get("age") is not None and not values.get("age_band"):
             values["age_band"] = age_band(int(values["age"]))
         values_by_key.setdefault(key_of[str(row["external_id"])], {}).update(values)
-    return bulk.upsert_by_key(Customer, "key", values_by_key, {"source": source, "key_id": pseudonym_key_id()})
+    return bulk.customers_upsert_by_key(values_by_key, source=source, key_id=pseudonym_key_id())
 
 
 ITEM_FIELDS = ("title", "category_path", "brand", "price", "currency", "attributes")
@@ -285,6 +285,7 @@ def social_edges_upsert(*, rows: Iterable[dict], source: str) -> int:
 # rows (privacy.erasure checks that each such relation in every app is covered or exempted).
 CUSTOMER_RELATIONS_ERASED = {
     "ingestion.Customer.merged_into": "customers_erase",
+    "ingestion.CustomerKey.customer": "customers_erase",
     "ingestion.Event.customer": "customers_erase",
     "ingestion.CustomerGroundTruth.customer": "customers_erase",
     "ingestion.SocialEdge.source_customer": "social_edges_erase",
@@ -337,6 +338,7 @@ def customers_erase(*, customer_ids: list[int]) -> dict[str, int]:
         cursor.execute("UPDATE ingestion_customer SET merged_into_id = NULL WHERE merged_into_id = ANY(%s)", [customer_ids])
         cursor.execute("DELETE FROM ingestion_customer WHERE id = ANY(%s)", [customer_ids])
         counts["customers"] = cursor.rowcount
+        cursor.execute("DELETE FROM ingestion_customerkey WHERE customer_id = ANY(%s)", [customer_ids])
         # no refresh owed in the outbox names an erased customer any more
         cursor.execute(
             "UPDATE ingestion_refreshoutbox SET customer_ids = ARRAY(SELECT unnest(customer_ids) EXCEPT "

@@ -48,10 +48,30 @@ def database_dump(*, path: Path) -> int:
 
 def database_restore(*, path: Path) -> None:
     """Replace the database's contents with the dump's, in one transaction (a failure leaves the
-    database as it was). Stop web servers and workers first: their open transactions block it."""
+    database as it was). Stop web servers and workers first: their open transactions block it.
+
+    The public schema is dropped and the dump replayed into a fresh one, instead of pg_restore's
+    --clean: its drops fail on a hash-partitioned table (the event table), whose partitions' keys and
+    indexes it drops after their parent's have taken them."""
+    from config.embedded_db import postgres_program
+
     if not path.is_file():
         raise DumpError(f"no such backup file: {path}")
     arguments, environment = _connection_arguments()
     connections.close_all()
-    _run("pg_restore", ["--clean", "--if-exists", "--no-owner", "--no-privileges", "--single-transaction",
-                        "--exit-on-error", *arguments, str(path)], environment)
+    script = subprocess.Popen(
+        [str(postgres_program("pg_restore")), "--no-owner", "--no-privileges", "--file=-", str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment,
+    )
+    replay = subprocess.Popen(
+        [str(postgres_program("psql")), "--no-psqlrc", "--quiet", "--single-transaction", "--set=ON_ERROR_STOP=1",
+         "--command=DROP SCHEMA public CASCADE", "--command=CREATE SCHEMA public", "--file=-", *arguments],
+        stdin=script.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+    )
+    script.stdout.close()  # psql alone reads it now: pg_restore sees a closed pipe if psql stops
+    output, errors = replay.communicate()
+    script_errors = script.stderr.read().decode(errors="replace")
+    if script.wait() != 0:
+        raise DumpError(f"pg_restore failed ({script.returncode}): {script_errors[-2000:]}")
+    if replay.returncode != 0:
+        raise DumpError(f"psql failed ({replay.returncode}): {(errors or output)[-2000:]}")

@@ -106,6 +106,7 @@ class PrivacyRequest(models.Model):
     customer = models.ForeignKey(
         "ingestion.Customer", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
         verbose_name=_("customer"), help_text=_("Until erasure removes it"),
+        db_constraint=False,  # requests stay on a Citus coordinator; customers are sharded (pipeline.sharding)
     )
     note = models.TextField(_("note"), blank=True, help_text=_("No personal data"))
     filed_by = models.CharField(_("filed by"), max_length=150)

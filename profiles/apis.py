@@ -29,19 +29,25 @@ MAX_VECTOR_COMPONENT = 1e6
 _PSEUDONYM = re.compile(r"[0-9a-f]{64}")
 
 
-def _profile_from_path(request, key: str):
-    """The visible profile a path names, by pseudonymous key or (`by=external_id`) external id;
-    400 for a malformed key, 404 for one that names nothing the caller may see."""
+def _key_from_path(request, key: str) -> str:
+    """The pseudonymous key a path names, by itself or (`by=external_id`) by external id; 400 for a
+    malformed key or `by`."""
     by = request.query_params.get("by", "key")
     if by == "external_id":
         if not key or len(key) > 256 or "\x00" in key:
             raise exceptions.ValidationError({"key": ["An external id is 1 to 256 characters without NUL."]})
-        key = customer_key_resolve(source=API_SOURCE, external_id=key)
-    elif by != "key":
+        return customer_key_resolve(source=API_SOURCE, external_id=key)
+    if by != "key":
         raise exceptions.ValidationError({"by": ["Must be 'key' or 'external_id'."]})
-    elif not _PSEUDONYM.fullmatch(key):
+    if not _PSEUDONYM.fullmatch(key):
         raise exceptions.ValidationError({"key": ["A key is 64 lowercase hex characters."]})
-    profile = selectors.profile_get(key=key)
+    return key
+
+
+def _profile_from_path(request, key: str):
+    """The visible profile a path names; 400 for a malformed key, 404 for one that names nothing the
+    caller may see."""
+    profile = selectors.profile_get(key=_key_from_path(request, key))
     if profile is None:
         raise exceptions.NotFound("No profile for this customer.")
     return profile
@@ -65,11 +71,9 @@ class NeighbourSerializer(serializers.Serializer):
 
 
 def _neighbours(pairs) -> list[dict]:
-    out = []
-    for profile, similarity in pairs:
-        profile.similarity = round(float(similarity), 6)
-        out.append(NeighbourSerializer(profile).data)
-    return out
+    """NeighbourSerializer's output, built directly: a serializer per row cost more than the search."""
+    return [{"key": profile.customer.key, "similarity": round(float(similarity), 6), "value_tier": profile.value_tier,
+             "lifecycle_stage": profile.lifecycle_stage} for profile, similarity in pairs]
 
 
 class FilterSerializer(serializers.Serializer):
@@ -108,8 +112,10 @@ class FilterSerializer(serializers.Serializer):
     def validate_segment(self, value: int) -> int:
         from segments.models import Segment
 
-        if not Segment.objects.filter(pk=value).exists():
+        size = Segment.objects.filter(pk=value).values_list("size", flat=True).first()
+        if size is None:
             raise serializers.ValidationError("No such segment.")
+        self.segment_size = size  # its materialised size bounds the rows the filter keeps
         return value
 
     def neighbour_filter(self) -> selectors.NeighbourFilter:
@@ -122,6 +128,7 @@ class FilterSerializer(serializers.Serializer):
             where = members if where is None else where & members
         return selectors.NeighbourFilter(
             where=where, lifecycle_stages=data.get("lifecycle_stage", ()), value_tier_min=data.get("value_tier_min"),
+            max_rows=getattr(self, "segment_size", None) if data.get("segment") is not None else None,
         )
 
 
@@ -131,15 +138,36 @@ def _bounded_k(maximum: int, default: int):
     )
 
 
-class SimilarQuerySerializer(FilterSerializer):
-    k = _bounded_k(settings.API_MAX_K, 10)
-    space = serializers.ChoiceField(choices=list(selectors.SPACES), default="fused",
-                                    help_text="traits, embedding (learned) or fused (both, weighted).")
+class SearchBreadthMixin(serializers.Serializer):
+    """How hard the HNSW walk searches: `ef_search` itself, or the recall@10 the caller wants (the
+    ef_search measured to reach it, selectors.RECALL_EF_SEARCH); neither: SIMILARITY_EF_SEARCH."""
+
     ef_search = serializers.IntegerField(
         required=False, default=settings.SIMILARITY_EF_SEARCH, min_value=selectors.EF_SEARCH_BOUNDS[0],
         max_value=selectors.EF_SEARCH_BOUNDS[1],
-        help_text="HNSW search breadth: higher is more exact and slower.",
+        help_text="HNSW search breadth: higher is more exact and slower. Give this or recall, not both.",
     )
+    recall = serializers.ChoiceField(
+        choices=list(selectors.RECALL_EF_SEARCH), required=False,
+        error_messages={"invalid_choice": f"Recall is one of {', '.join(selectors.RECALL_EF_SEARCH)}, not {{input}}."},
+        help_text=("The recall@10 wanted: searched with the ef_search that reached it in the similarity benchmark ("
+                   + ", ".join(f"{r}: {ef}" for r, ef in selectors.RECALL_EF_SEARCH.items())
+                   + "). Give this or ef_search, not both."),
+    )
+
+    def validate(self, data):
+        data = super().validate(data)
+        if "recall" in data:
+            if "ef_search" in self.initial_data:
+                raise serializers.ValidationError({"recall": ["Give recall or ef_search, not both."]})
+            data["ef_search"] = selectors.RECALL_EF_SEARCH[data["recall"]]
+        return data
+
+
+class SimilarQuerySerializer(SearchBreadthMixin, FilterSerializer):
+    k = _bounded_k(settings.API_MAX_K, 10)
+    space = serializers.ChoiceField(choices=list(selectors.SPACES), default="fused",
+                                    help_text="traits, embedding (learned) or fused (both, weighted).")
 
     class Meta:
         ref_name = "SimilarQuery"
@@ -229,10 +257,17 @@ class ProfileSimilarApi(APIView):
     @replica_reads
     def get(self, request, key: str):
         query = _query_params(SimilarQuerySerializer, request)
-        profile = _profile_from_path(request, key)
         data = query.validated_data
-        pairs = selectors.profiles_similar(
-            profile=profile, k=data["k"], space=data["space"], ef_search=data["ef_search"], where=query.neighbour_filter(),
+        # only what the search needs of the profile: its id, coordinates and vector in this space
+        anchor = selectors.search_anchor_get(key=_key_from_path(request, key), space=data["space"])
+        if anchor is None:
+            raise exceptions.NotFound("No profile for this customer.")
+        if anchor.vector is None:
+            return Response([])
+        pairs = selectors.profiles_similar_to(
+            customer_id=anchor.customer_id, feature_set_id=anchor.feature_set_id, model_version_id=anchor.model_version_id,
+            vector=anchor.vector, k=data["k"], space=data["space"], ef_search=data["ef_search"],
+            where=query.neighbour_filter(),
         )
         return Response(_neighbours(pairs))
 
@@ -241,7 +276,7 @@ class LookalikeApi(APIView):
     parser_classes = [BoundedJSONParser]
     required_scopes = (Scope.SIMILARITY_READ,)
 
-    class InputSerializer(FilterSerializer):
+    class InputSerializer(SearchBreadthMixin, FilterSerializer):
         vector = serializers.ListField(
             child=serializers.FloatField(), required=False, min_length=1, max_length=selectors.FUSED_DIMENSIONS,
             help_text="A query vector in the chosen space (16 traits, 64 embedding, 80 fused); or give seed_keys.",
@@ -254,15 +289,12 @@ class LookalikeApi(APIView):
         space = serializers.ChoiceField(choices=list(selectors.SPACES), default="fused")
         method = serializers.ChoiceField(choices=selectors.LOOKALIKE_METHODS, default="centroid",
                                          help_text="centroid: one search around the seeds' mean; multi_query: one per seed.")
-        ef_search = serializers.IntegerField(
-            required=False, default=settings.SIMILARITY_EF_SEARCH, min_value=selectors.EF_SEARCH_BOUNDS[0],
-            max_value=selectors.EF_SEARCH_BOUNDS[1],
-        )
 
         class Meta:
             ref_name = "LookalikeInput"
 
         def validate(self, data):
+            data = super().validate(data)
             if ("vector" in data) == ("seed_keys" in data):
                 raise serializers.ValidationError({"vector": ["Give exactly one of vector and seed_keys."]})
             seeds = len(set(data.get("seed_keys", ())))

@@ -172,12 +172,15 @@ class IdentityMerge(models.Model):
     """The journal of identity resolution: one customer (usually an anonymous visitor) merged into
     another, with what moved, when, why and how sure, and everything needed to undo it exactly."""
 
+    # no database constraints to the customers: the journal stays on the coordinator of a Citus
+    # cluster, which cannot hold a foreign key into a sharded table (pipeline.sharding)
     merged = models.ForeignKey(
         "ingestion.Customer", on_delete=models.CASCADE, related_name="merges_absorbed_into",
-        verbose_name=_("merged customer"),
+        verbose_name=_("merged customer"), db_constraint=False,
     )
     survivor = models.ForeignKey(
         "ingestion.Customer", on_delete=models.CASCADE, related_name="merges_absorbed", verbose_name=_("surviving customer"),
+        db_constraint=False,
     )
     method = models.CharField(_("method"), max_length=16, choices=MergeMethod.choices)
     reason = models.TextField(_("reason"))

@@ -68,12 +68,11 @@ def _by_embedding(profile: Profile, exclude: list[int], limit: int) -> list[tupl
     vector = "[" + ",".join(f"{v:.7g}" for v in profile.embedding) + "]"
     reading = _reading()
     with transaction.atomic(using=reading.alias), reading.cursor() as cursor:
-        cursor.execute(
-            "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)",
-            # the breadth of similarity search (SIMILARITY_EF_SEARCH): the walk also has to step over
-            # every item the customer already bought or rated
-            [str(min(1000, max(settings.SIMILARITY_EF_SEARCH, limit)))],
-        )
+        # the breadth of similarity search (SIMILARITY_EF_SEARCH): the walk also has to step over every
+        # item the customer already bought or rated. SET LOCAL, which a Citus coordinator passes on to
+        # the nodes, unlike set_config() (profiles.selectors)
+        cursor.execute(f"SET LOCAL hnsw.ef_search = {int(min(1000, max(settings.SIMILARITY_EF_SEARCH, limit)))}")
+        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         cursor.execute(
             "SELECT item_id, -(embedding <#> %s::vector) FROM training_itemembedding"
             " WHERE model_version_id = %s AND NOT (item_id = ANY(%s))"

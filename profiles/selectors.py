@@ -8,9 +8,12 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from django.db import connections, transaction
-from django.db.models import Q, QuerySet
+from django.db import connections, router
+from django.db.models import Q, QuerySet, Value
+from pgvector import Vector
 from pgvector.django import CosineDistance
+
+from config.compiled_query import CompiledQuery, Slot
 
 from profiles.models import EMBEDDING_DIMENSIONS, FEATURE_VECTOR_DIMENSIONS, FUSED_DIMENSIONS, Profile, ValueTier
 
@@ -22,6 +25,19 @@ EF_SEARCH_BOUNDS = (10, 1000)
 # How far an iterative index scan may walk to fill k rows past a filter (pgvector's
 # hnsw.max_scan_tuples); beyond it a very selective filter returns fewer rows, never a slow scan.
 MAX_SCAN_TUPLES = 100_000
+# A filter known to keep at most this many rows (NeighbourFilter.max_rows: a segment's materialised size)
+# is answered by the exact plan: the filter's own index finds the rows and their distances are sorted.
+# bench/similarity.py (README, issue 20): 998 matching rows of 100,000 took 0.90 ms exactly against
+# 14.7 ms through the HNSW iterative scan (recall 0.963); 9,923 of 1M took 18.5 ms against 29.0 ms.
+EXACT_SEARCH_MAX_ROWS = 10_000
+# The recall@10 a caller may ask for (the API's `recall`), and the ef_search it is searched with. Measured by
+# bench/similarity.py at 1M clustered 64-d vectors with the profile indexes' m 16 and ef_construction 64
+# (2026-12-02, README "Nearest-neighbour search against its limit"): recall@10 0.9053 at ef 100, 0.9193 at 120,
+# 0.954 at 200, 0.9657 at 250, 0.988 at 1000 (the most a request may ask). Two builds of the same data differ
+# by about 0.01 (an earlier one: 0.892 at 100, 0.942 at 200, 0.954 at 250), so each target takes the lowest
+# ef that passed it by 0.01 or more. 0.99 was not reached at 1M within the bound: it gets the bound; a smaller
+# store reaches more at every ef (0.9956 at ef 300 with 100,000 vectors).
+RECALL_EF_SEARCH = {"0.9": 120, "0.95": 250, "0.99": 1000}
 VALUE_TIER_ORDER = [ValueTier.NONE, ValueTier.LOW, ValueTier.MEDIUM, ValueTier.HIGH]
 
 
@@ -30,15 +46,22 @@ def profiles_visible() -> QuerySet[Profile]:
     return Profile.objects.filter(customer__merged_into__isnull=True, customer__consent_profiling=True)
 
 
+# read on every profile request: compiled once per process (config.compiled_query)
+_PROFILE_BY_KEY = CompiledQuery(
+    lambda key: (
+        profiles_visible().select_related("customer", "feature_set")
+        .defer("feature_set__pipeline", "feature_set__report")
+        .filter(customer__key=key).order_by("pk")[:1]
+    ),
+    key=Slot("\x00key"),
+)
+
+
 def profile_get(*, key: str) -> Profile | None:
     """The visible profile of the customer with this pseudonymous key, or None (also for a customer
     merged into another: its profile lives on in the survivor's)."""
-    return (
-        profiles_visible().select_related("customer", "feature_set")
-        .defer("feature_set__pipeline", "feature_set__report")
-        .filter(customer__key=key)
-        .first()
-    )
+    found = _PROFILE_BY_KEY.instances(key=key)
+    return found[0] if found else None
 
 
 def profiles_by_keys(*, keys: list[str]) -> list[Profile]:
@@ -48,12 +71,19 @@ def profiles_by_keys(*, keys: list[str]) -> list[Profile]:
 @dataclass(frozen=True)
 class NeighbourFilter:
     """Which profiles may be returned: a rule over traits (segments.rules), lifecycle stages, a
-    minimum value tier (membership of a segment is a `where`: segments.selectors.segment_members_q)."""
+    minimum value tier (membership of a segment is a `where`: segments.selectors.segment_members_q).
+    `max_rows`: at most this many profiles pass, when the caller knows it cheaply (a segment's
+    materialised size); at or below EXACT_SEARCH_MAX_ROWS the search is exact (profiles_nearest)."""
 
     where: Q | None = None
     lifecycle_stages: tuple[str, ...] = ()
     value_tier_min: str | None = None
     exclude_customer_ids: tuple[int, ...] = field(default=())
+    max_rows: int | None = None
+
+    @property
+    def selective(self) -> bool:
+        return self.max_rows is not None and self.max_rows <= EXACT_SEARCH_MAX_ROWS
 
     def q(self) -> Q:
         q = Q()
@@ -95,29 +125,100 @@ def profiles_comparable_active(*, space: str) -> QuerySet[Profile]:
     )
 
 
-def profiles_nearest(*, candidates: QuerySet[Profile], column: str, vector, k: int, ef_search: int) -> list[tuple[Profile, float]]:
+NEIGHBOUR_VALUES = ("customer_id", "customer__key", "value_tier", "lifecycle_stage", "distance")
+# the search settings, set for the one transaction of the statement string they lead
+# SET LOCAL statements, not set_config(): a Citus coordinator passes the statements on to the shards'
+# connections (citus.propagate_set_commands = local, set by citus_distribute), not the function
+_SEARCH_SETTINGS = ("SET LOCAL hnsw.ef_search = {ef_search}; SET LOCAL hnsw.iterative_scan = relaxed_order; "
+                    "SET LOCAL hnsw.max_scan_tuples = {max_scan_tuples}")
+
+
+def _nearest_query(*, candidates: QuerySet[Profile], column: str, vector, k: int, exact: bool = False) -> QuerySet:
+    distance = CosineDistance(column, vector)
+    if exact:
+        # `+ 0` is no longer the expression the HNSW index orders by
+        distance = distance + Value(0.0)
+    return candidates.annotate(distance=distance).order_by("distance").values_list(*NEIGHBOUR_VALUES)[:k]
+
+
+def profiles_nearest(
+    *, candidates: QuerySet[Profile], column: str, vector, k: int, ef_search: int, exact: bool = False,
+) -> list[tuple[Profile, float]]:
     """The k candidates nearest to `vector` by cosine distance through the column's HNSW index.
     Filters are applied during the index walk (pgvector's iterative scan, relaxed order), so a
     filtered query still returns k rows when k exist within MAX_SCAN_TUPLES; rows are re-sorted
-    here because relaxed order may swap near ties."""
-    ef_search = min(max(int(ef_search), EF_SEARCH_BOUNDS[0]), EF_SEARCH_BOUNDS[1])
-    query = (
-        candidates.annotate(distance=CosineDistance(column, vector)).order_by("distance")
-        .select_related("customer").only("customer_id", "customer__key", "value_tier", "lifecycle_stage")[:k]
-    )
-    # the settings are transaction-local: set them on the connection the query reads from (a replica's in a
-    # replica-read scope, config.db_router)
-    with transaction.atomic(using=query.db), connections[query.db].cursor() as cursor:
-        cursor.execute(
-            "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-            " set_config('hnsw.max_scan_tuples', %s, true)",
-            [str(ef_search), str(MAX_SCAN_TUPLES)],
-        )
-        rows = list(query)
+    here because relaxed order may swap near ties.
+
+    `exact` (a filter known to keep few rows): the distances of the candidates are sorted without the
+    HNSW index, so the filter's own index (a segment's memberships, the labels) finds the rows. The
+    planner would not choose it by itself: it prices the HNSW walk as if the filter cost nothing."""
+    query = _nearest_query(candidates=candidates, column=column, vector=vector, k=k, exact=exact)
+    sql, params = query.query.sql_with_params()
+    return _nearest_run(alias=query.db, sql=sql, params=list(params), ef_search=None if exact else ef_search)
+
+
+def _nearest_run(*, alias: str, sql: str, params: list, ef_search: int | None) -> list[tuple[Profile, float]]:
+    """Run a nearest-neighbour statement (NEIGHBOUR_VALUES) on `alias` (a replica's in a replica-read
+    scope, config.db_router), led by the search settings unless `ef_search` is None (the exact plan).
+    The settings and the query go as one statement string: PostgreSQL runs it as one transaction, so
+    the transaction-local settings hold for the query and end with it, in one round trip instead of
+    four (BEGIN, settings, query, COMMIT). Inside a caller's transaction they last until its end, as
+    SET LOCAL would. Needs Django's client-side binding cursor (the default), which sends the string
+    by the simple query protocol."""
+    with connections[alias].cursor() as cursor:
+        if ef_search is None:
+            cursor.execute(sql, params)
+        else:
+            ef_search = min(max(int(ef_search), EF_SEARCH_BOUNDS[0]), EF_SEARCH_BOUNDS[1])
+            settings = _SEARCH_SETTINGS.format(ef_search=int(ef_search), max_scan_tuples=int(MAX_SCAN_TUPLES))
+            cursor.execute(f"{settings}; {sql}", params)
+            for _ in range(_SEARCH_SETTINGS.count(";") + 1):  # past the settings' results to the query's
+                cursor.nextset()
+        rows = cursor.fetchall()
     # a zero vector (a customer whose standardised traits are all at the mean) has no direction:
     # its cosine distance is NaN, which is no similarity at all
-    rows = sorted((p for p in rows if p.distance is not None and math.isfinite(p.distance)), key=lambda p: p.distance)
-    return [(p, 1.0 - p.distance) for p in rows]
+    rows = sorted((row for row in rows if row[4] is not None and math.isfinite(row[4])), key=lambda row: row[4])
+    return [(_neighbour(alias, row), 1.0 - row[4]) for row in rows]
+
+
+_NEIGHBOUR_FIELDS = ["customer_id", "value_tier", "lifecycle_stage"]
+
+
+def _neighbour(alias: str, row: tuple) -> Profile:
+    """A Profile with what a neighbour shows (the other fields deferred), its customer's key loaded."""
+    from ingestion.models import Customer
+
+    customer_id, key, value_tier, lifecycle_stage, distance = row
+    profile = Profile.from_db(alias, _NEIGHBOUR_FIELDS, (customer_id, value_tier, lifecycle_stage))
+    Profile.customer.field.set_cached_value(profile, Customer.from_db(alias, ["id", "key"], (customer_id, key)))
+    profile.distance = distance
+    return profile
+
+
+# The unfiltered search from one profile, the API's hot path: compiled once per process and shape
+# (config.compiled_query) instead of on every request.
+_ID_SLOT = -2_000_000_001
+
+
+def _similar_compiled(space: str, k: int, feature_set: bool, model_version: bool) -> CompiledQuery:
+    key = (space, k, feature_set, model_version)
+    if key not in _SIMILAR_COMPILED:
+        slots = {"vector": Slot("\x00vector"), "exclude_id": Slot(_ID_SLOT)}
+        if feature_set and space in ("traits", "fused"):
+            slots["feature_set_id"] = Slot(_ID_SLOT - 1)
+        if model_version and space in ("embedding", "fused"):
+            slots["model_version_id"] = Slot(_ID_SLOT - 2)
+
+        def build(vector, exclude_id, feature_set_id=None, model_version_id=None):
+            candidates = profiles_comparable(space=space, feature_set_id=feature_set_id, model_version_id=model_version_id)
+            return _nearest_query(candidates=candidates.exclude(pk=exclude_id), column=SPACES[space],
+                                  vector=Value(vector), k=k)
+
+        _SIMILAR_COMPILED[key] = CompiledQuery(build, **slots)
+    return _SIMILAR_COMPILED[key]
+
+
+_SIMILAR_COMPILED: dict[tuple, CompiledQuery] = {}
 
 
 def profiles_similar(
@@ -130,11 +231,56 @@ def profiles_similar(
     vector = getattr(profile, column)
     if vector is None:
         return []
-    candidates = profiles_comparable(
-        space=space, feature_set_id=profile.feature_set_id, model_version_id=profile.model_version_id,
+    return profiles_similar_to(
+        customer_id=profile.pk, feature_set_id=profile.feature_set_id, model_version_id=profile.model_version_id,
+        vector=vector, k=k, space=space, ef_search=ef_search, where=where,
     )
-    candidates = candidates.exclude(pk=profile.pk).filter((where or NeighbourFilter()).q())
-    return profiles_nearest(candidates=candidates, column=column, vector=vector, k=k, ef_search=ef_search)
+
+
+def profiles_similar_to(
+    *, customer_id: int, feature_set_id: int | None, model_version_id: int | None, vector, k: int, space: str,
+    ef_search: int, where: NeighbourFilter | None = None,
+) -> list[tuple[Profile, float]]:
+    """profiles_similar from what it needs of the profile (search_anchor_get): its id, coordinates
+    and vector (a list, an array, or pgvector's text)."""
+    where = where or NeighbourFilter()
+    if where == NeighbourFilter():
+        compiled = _similar_compiled(space, k, feature_set_id is not None, model_version_id is not None)
+        text = vector if isinstance(vector, str) else Vector._to_db(vector)
+        params = compiled.params(vector=text, exclude_id=customer_id, feature_set_id=feature_set_id,
+                                 model_version_id=model_version_id)
+        return _nearest_run(alias=router.db_for_read(Profile), sql=compiled.sql(), params=params, ef_search=ef_search)
+    candidates = profiles_comparable(space=space, feature_set_id=feature_set_id, model_version_id=model_version_id)
+    candidates = candidates.exclude(pk=customer_id).filter(where.q())
+    return profiles_nearest(candidates=candidates, column=SPACES[space], vector=Value(vector) if isinstance(vector, str) else vector,
+                            k=k, ef_search=ef_search, exact=where.selective)
+
+
+@dataclass(frozen=True)
+class SearchAnchor:
+    """What a search from one profile needs of it: its id, coordinates and vector (pgvector's text)."""
+
+    customer_id: int
+    feature_set_id: int | None
+    model_version_id: int | None
+    vector: str | None
+
+
+_ANCHORS = {
+    space: CompiledQuery(
+        lambda key, column=column: profiles_visible().filter(customer__key=key).values_list(
+            "customer_id", "feature_set_id", "model_version_id", column)[:1],
+        key=Slot("\x00key"),
+    )
+    for space, column in SPACES.items()
+}
+
+
+def search_anchor_get(*, key: str, space: str) -> SearchAnchor | None:
+    """The visible profile with this pseudonymous key as a search anchor in `space` (as profile_get
+    finds it), or None."""
+    rows = _ANCHORS[space].rows(key=key)
+    return SearchAnchor(*rows[0]) if rows else None
 
 
 def profiles_near_vector(
@@ -142,8 +288,10 @@ def profiles_near_vector(
 ) -> list[tuple[Profile, float]]:
     """The k profiles nearest to a given vector, among the active feature set's and the active
     model's profiles (the coordinates an app's vector is taken to be in)."""
-    candidates = profiles_comparable_active(space=space).filter((where or NeighbourFilter()).q())
-    return profiles_nearest(candidates=candidates, column=SPACES[space], vector=vector, k=k, ef_search=ef_search)
+    where = where or NeighbourFilter()
+    candidates = profiles_comparable_active(space=space).filter(where.q())
+    return profiles_nearest(candidates=candidates, column=SPACES[space], vector=vector, k=k, ef_search=ef_search,
+                            exact=where.selective)
 
 
 LOOKALIKE_METHODS = ("centroid", "multi_query")
@@ -182,7 +330,7 @@ def lookalike_expand(
     base = where or NeighbourFilter()
     exclude = NeighbourFilter(
         where=base.where, lifecycle_stages=base.lifecycle_stages, value_tier_min=base.value_tier_min,
-        exclude_customer_ids=(*base.exclude_customer_ids, *seed_ids),
+        exclude_customer_ids=(*base.exclude_customer_ids, *seed_ids), max_rows=base.max_rows,
     )
     candidates = profiles_comparable(
         space=space, feature_set_id=anchor.feature_set_id, model_version_id=anchor.model_version_id,
@@ -192,12 +340,13 @@ def lookalike_expand(
     if method == "centroid":
         centroid = vectors.mean(axis=0)
         centroid /= max(np.linalg.norm(centroid), 1e-12)
-        results = profiles_nearest(candidates=candidates, column=column, vector=centroid, k=n, ef_search=max(ef_search, n))
+        results = profiles_nearest(candidates=candidates, column=column, vector=centroid, k=n, ef_search=max(ef_search, n),
+                                   exact=exclude.selective)
     else:
         best: dict[int, tuple[Profile, float]] = {}
         for vector in vectors:
             for profile, similarity in profiles_nearest(candidates=candidates, column=column, vector=vector, k=n,
-                                                ef_search=max(ef_search, n)):
+                                                        ef_search=max(ef_search, n), exact=exclude.selective):
                 if profile.pk not in best or best[profile.pk][1] < similarity:
                     best[profile.pk] = (profile, similarity)
         results = sorted(best.values(), key=lambda pair: -pair[1])[:n]

@@ -54,6 +54,8 @@ class Segment(models.Model):
 
 
 class SegmentMembership(models.Model):
+    """Sharded with its customer: the database's primary key is (customer_id, id) (migration 0003)."""
+
     segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="memberships")
     customer = models.ForeignKey("ingestion.Customer", on_delete=models.CASCADE, related_name="segment_memberships")
     score = models.FloatField(_("score"), null=True, blank=True, help_text=_("Similarity to the seed or the centroid"))

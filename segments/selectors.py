@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from django.conf import settings
 from django.db.models import QuerySet
 
+from config.compiled_query import CompiledQuery, Slot
 from config.csv_stream import csv_lines
 from segments.models import Segment, SegmentKind, SegmentMembership
 
@@ -13,12 +14,16 @@ def segments_list() -> QuerySet[Segment]:
     return Segment.objects.all()
 
 
+# read on every profile request: compiled once per process (config.compiled_query)
+_SEGMENTS_OF_CUSTOMER = CompiledQuery(
+    lambda customer_id: SegmentMembership.objects.filter(customer_id=customer_id)
+    .order_by("segment_id").values_list("segment_id", "segment__name", "segment__kind"),
+    customer_id=Slot(-2_000_000_001),
+)
+
+
 def segments_of_customer(*, customer_id: int) -> list[dict]:
-    return [
-        {"id": pk, "name": name, "kind": kind}
-        for pk, name, kind in SegmentMembership.objects.filter(customer_id=customer_id)
-        .order_by("segment_id").values_list("segment_id", "segment__name", "segment__kind")
-    ]
+    return [{"id": pk, "name": name, "kind": kind} for pk, name, kind in _SEGMENTS_OF_CUSTOMER.rows(customer_id=customer_id)]
 
 
 def segment_members(*, segment: Segment) -> QuerySet[SegmentMembership]:

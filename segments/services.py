@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from config.citus_mode import shard_writes_sequential
 from privacy.guard import ingest_guard
 from profiles import selectors as profile_selectors
 from segments.models import Segment, SegmentKind, SegmentSnapshot, SegmentStatus
@@ -157,6 +158,7 @@ def _lookalike_members(segment: Segment) -> list[tuple[int, float]]:
 def _materialise(segment: Segment, members: tuple[str, list] | list[tuple[int, float]]) -> None:
     """Swap in a member set given as SQL (customer_id, score) or as pairs, then describe it."""
     with transaction.atomic(), connection.cursor() as cursor:
+        shard_writes_sequential(cursor)  # the segment row is written after the memberships' multi-shard writes
         # memberships name customers: as a writer of subject data, wait out an erasure in progress and
         # keep the next one waiting until this commits, so an erased customer is never inserted
         # (else the foreign key fails at commit)
@@ -171,9 +173,11 @@ def _materialise(segment: Segment, members: tuple[str, list] | list[tuple[int, f
             with cursor.copy("COPY segment_members (customer_id, score) FROM STDIN") as copy:
                 for customer_id, score in members:
                     copy.write_row((customer_id, score))
+        # an uncorrelated subquery: a Citus cluster runs it once and sends its result to the shards; it
+        # cannot correlate a sharded table with a coordinator-only temporary table row by row
         cursor.execute(
             "DELETE FROM segments_segmentmembership m WHERE m.segment_id = %s"
-            " AND NOT EXISTS (SELECT 1 FROM segment_members s WHERE s.customer_id = m.customer_id)",
+            " AND m.customer_id NOT IN (SELECT customer_id FROM segment_members)",
             [segment.pk],
         )
         cursor.execute(

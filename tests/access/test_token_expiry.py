@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from access.models import ApiToken
-from access.services import api_token_authenticate, api_token_create
+from access.services import api_token_authenticate, api_token_create, api_token_revoke
 
 pytestmark = pytest.mark.django_db
 
@@ -29,6 +29,17 @@ def test_an_expired_token_is_refused_with_401(client):
     ApiToken.objects.filter(pk=token.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
 
     assert api_token_authenticate(raw=raw) is None
+    assert client.get(path, HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401
+
+
+def test_a_revoked_token_is_refused_on_its_very_next_request(client):
+    # the token is read on every request (access.services._active_token_by_prefix), never cached
+    token, raw = api_token_create(name="app", scopes=["profiles:read"])
+    path = "/api/v1/segments"
+    assert client.get(path, HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
+
+    api_token_revoke(token=token)
+
     assert client.get(path, HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401
 
 

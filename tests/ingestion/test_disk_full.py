@@ -40,6 +40,13 @@ def _mount(directory: Path, size: str, *, uid: int | None = None, remount: bool 
                    capture_output=True, text=True, timeout=30)
 
 
+def _event_partitions(cursor) -> list[str]:
+    cursor.execute("SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = 'ingestion_event'::regclass")
+    partitions = [row[0] for row in cursor.fetchall()]
+    assert partitions
+    return partitions
+
+
 @pytest.fixture
 def small_events_disk(transactional_db):
     """The events table moved onto a 1 MiB tmpfs tablespace; returns a function that grows the
@@ -57,13 +64,16 @@ def small_events_disk(transactional_db):
     try:
         with connection.cursor() as cursor:
             cursor.execute(f"CREATE TABLESPACE portrait_small_disk LOCATION '{directory}'")
-            cursor.execute("ALTER TABLE ingestion_event SET TABLESPACE portrait_small_disk")
+            # the table is hash-partitioned by customer: its partitions hold the rows
+            for partition in _event_partitions(cursor):
+                cursor.execute(f"ALTER TABLE {partition} SET TABLESPACE portrait_small_disk")
             moved = True
         yield lambda: _mount(directory, "64m", remount=True)
     finally:
         with connection.cursor() as cursor:
             if moved:
-                cursor.execute("ALTER TABLE ingestion_event SET TABLESPACE pg_default")
+                for partition in _event_partitions(cursor):
+                    cursor.execute(f"ALTER TABLE {partition} SET TABLESPACE pg_default")
             cursor.execute("DROP TABLESPACE IF EXISTS portrait_small_disk")
         subprocess.run(["umount", str(directory)], check=True, timeout=30)
         directory.rmdir()

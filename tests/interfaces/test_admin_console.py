@@ -247,7 +247,7 @@ def test_feature_report_bars_are_the_information_gain_of_each_feature(operator):
 def test_every_page_answers_on_an_empty_store(shop, client):
     with connection.cursor() as cursor:  # rolled back with the test's transaction
         cursor.execute(
-            "TRUNCATE ingestion_event, ingestion_customer, ingestion_importjob, profiles_profile, profiles_featureset,"
+            "TRUNCATE ingestion_event, ingestion_customer, ingestion_customerkey, ingestion_importjob, profiles_profile, profiles_featureset,"
             " segments_segment CASCADE"
         )
     client.force_login(get_user_model().objects.create_superuser("ops2", "ops2@example.com", "pw-for-tests-only"))

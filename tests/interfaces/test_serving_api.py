@@ -117,7 +117,8 @@ def test_similarity_filtered_by_segment_returns_only_members(reader):
     ("k=0", "k"), ("k=101", "k"), ("k=ten", "k"), ("space=pixels", "space"), ("ef_search=5", "ef_search"),
     ("ef_search=5000", "ef_search"), ("lifecycle_stage=sleepy", "lifecycle_stage"), ("value_tier_min=gold", "value_tier_min"),
     ("where=monetry%20%3E%201", "where"), ("where=monetary%20%3E", "where"), ("segment=999999", "segment"),
-    ("segment=99999999999999999999", "segment"), ("by=email", "by"),
+    ("segment=99999999999999999999", "segment"), ("by=email", "by"), ("recall=0.5", "recall"), ("recall=high", "recall"),
+    ("recall=0.95&ef_search=100", "recall"),
 ])
 def test_out_of_bounds_or_malformed_parameters_get_a_400_naming_the_field(reader, query, field):
     me = _some_profile()
@@ -125,6 +126,39 @@ def test_out_of_bounds_or_malformed_parameters_get_a_400_naming_the_field(reader
     response = reader.get(f"/api/v1/profiles/{me.customer.key}/similar?{query}")
 
     assert response.status_code == 400 and field in response.json()
+
+
+def _ef_search_used(reader, path: str) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        assert reader.get(path).status_code == 200
+    [settings_sql] = [q["sql"] for q in captured.captured_queries if "hnsw.ef_search" in q["sql"]]
+    return int(settings_sql.split("SET LOCAL hnsw.ef_search = ", 1)[1].split(";", 1)[0])
+
+
+def test_the_recall_a_caller_asks_for_sets_the_measured_ef_search(reader):
+    from django.conf import settings
+
+    from profiles.selectors import RECALL_EF_SEARCH
+
+    key = _some_profile().customer.key
+
+    asked = {recall: _ef_search_used(reader, f"/api/v1/profiles/{key}/similar?k=10&recall={recall}")
+             for recall in RECALL_EF_SEARCH}
+
+    assert asked == RECALL_EF_SEARCH and sorted(asked.values()) == list(asked.values())
+    assert _ef_search_used(reader, f"/api/v1/profiles/{key}/similar?k=10") == settings.SIMILARITY_EF_SEARCH
+    assert _ef_search_used(reader, f"/api/v1/profiles/{key}/similar?k=10&ef_search=77") == 77
+
+
+def test_the_openapi_schema_documents_recall_with_its_values(shop, client):
+    schema = client.get("/api/schema/?format=json").json()
+
+    parameters = schema["paths"]["/api/v1/profiles/{key}/similar"]["get"]["parameters"]
+    [recall] = [p for p in parameters if p["name"] == "recall"]
+    assert recall["schema"]["enum"] == ["0.9", "0.95", "0.99"] and "ef_search" in recall["description"]
 
 
 def test_lookalike_from_a_vector_and_from_seeds_by_both_methods(reader):

@@ -85,3 +85,61 @@ def test_a_one_percent_filter_still_returns_k_of_the_nearest_matching_profiles(s
         exact = set(pks[np.argsort(-(unit @ (query / np.linalg.norm(query))))[:K]].tolist())
         overlaps.append(len({p.pk for p, _ in found} & exact) / K)
     assert np.mean(overlaps) >= 0.9, overlaps
+
+
+def _segment_of(name: str, customer_ids: list[int]):
+    from segments.models import Segment, SegmentKind, SegmentMembership, SegmentStatus
+
+    segment = Segment.objects.create(name=name, kind=SegmentKind.RULE, status=SegmentStatus.READY, size=len(customer_ids))
+    SegmentMembership.objects.bulk_create([SegmentMembership(segment=segment, customer_id=c) for c in customer_ids])
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE segments_segmentmembership")
+    return segment
+
+
+def _search_planned(*, segment, query, k: int) -> tuple[list, str]:
+    """The product's search filtered to the segment (as the API builds the filter), and the plan of the
+    nearest-neighbour query it ran, explained with sequential scans and sorts priced out of reach."""
+    from django.test.utils import CaptureQueriesContext
+
+    from segments.selectors import segment_members_q
+
+    where = selectors.NeighbourFilter(where=segment_members_q(segment_id=segment.pk), max_rows=segment.size)
+    with CaptureQueriesContext(connection) as captured:
+        found = selectors.profiles_near_vector(vector=query.tolist(), space="fused", k=k, ef_search=EF_SEARCH, where=where)
+    [sql] = [q["sql"] for q in captured.captured_queries if "<=>" in q["sql"]]
+    if sql.startswith("SET LOCAL"):  # the search settings lead the query in one statement string
+        sql = sql.split("; ")[-1]
+    with index_forced(), connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {sql}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    return found, plan
+
+
+def test_a_selective_segment_is_searched_exactly_through_its_memberships(store):
+    rng = np.random.default_rng(21)
+    profiles = list(Profile.objects.values_list("pk", "fused"))
+    chosen = sorted(rng.choice(len(profiles), size=60, replace=False).tolist())
+    members = [profiles[i][0] for i in chosen]
+    segment = _segment_of("few", members)
+    unit = np.array([np.asarray(profiles[i][1], dtype=np.float64) for i in chosen])
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+
+    for centre in store[:5]:
+        query = centre + rng.normal(scale=0.35, size=FUSED_DIMENSIONS)
+        found, plan = _search_planned(segment=segment, query=query, k=K)
+
+        exact = np.array(members)[np.argsort(-(unit @ (query / np.linalg.norm(query))))[:K]].tolist()
+        assert [p.pk for p, _ in found] == exact
+        assert "profile_fused_hnsw" not in plan and "segmentmembership" in plan, plan
+
+
+def test_a_large_segment_is_still_searched_through_the_hnsw_index(store, monkeypatch):
+    monkeypatch.setattr(selectors, "EXACT_SEARCH_MAX_ROWS", 100)
+    members = list(Profile.objects.order_by("pk").values_list("pk", flat=True)[::2])
+    segment = _segment_of("half", members)
+
+    found, plan = _search_planned(segment=segment, query=store[0], k=K)
+
+    assert len(found) == K and {p.pk for p, _ in found} <= set(members)
+    assert "profile_fused_hnsw" in plan, plan

@@ -31,7 +31,7 @@ def synthetic_profiles(django_db_setup, django_db_blocker, make_shop):
         with connection.cursor() as cursor:
             cursor.execute(
                 "TRUNCATE profiles_profile, profiles_profilebuild, profiles_featureset, ingestion_event, "
-                "ingestion_socialedge, ingestion_customergroundtruth, ingestion_customer, ingestion_item, "
+                "ingestion_socialedge, ingestion_customergroundtruth, ingestion_customer, ingestion_customerkey, ingestion_item, "
                 "ingestion_importjob, ingestion_quarantinedrow CASCADE"
             )
 
