@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('ingestion', '0009_import_chunk'),
-        ('profiles', '0007_profilebuild_heartbeat'),
+        ('profiles', '0008_identitymerge_customers_no_db_constraint'),
         ('training', '0004_trainingrun_heartbeat'),
     ]
 
