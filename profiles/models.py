@@ -95,15 +95,15 @@ class Profile(models.Model):
         verbose_name_plural = _("profiles")
         indexes = [
             HnswIndex(
-                name="profile_feature_vector_hnsw", fields=["feature_vector"], m=16, ef_construction=64,
+                name="profile_feature_vector_hnsw", fields=["feature_vector"], m=16, ef_construction=128,
                 opclasses=["vector_cosine_ops"],
             ),
             HnswIndex(
-                name="profile_embedding_hnsw", fields=["embedding"], m=16, ef_construction=64,
+                name="profile_embedding_hnsw", fields=["embedding"], m=16, ef_construction=128,
                 opclasses=["vector_cosine_ops"],
             ),
             HnswIndex(
-                name="profile_fused_hnsw", fields=["fused"], m=16, ef_construction=64, opclasses=["vector_cosine_ops"]
+                name="profile_fused_hnsw", fields=["fused"], m=16, ef_construction=128, opclasses=["vector_cosine_ops"]
             ),
             models.Index(fields=["value_tier", "lifecycle_stage"], name="profile_labels"),
         ]

@@ -36,8 +36,11 @@ EXACT_SEARCH_MAX_ROWS = 10_000
 # 0.954 at 200, 0.9657 at 250, 0.988 at 1000 (the most a request may ask). Two builds of the same data differ
 # by about 0.01 (an earlier one: 0.892 at 100, 0.942 at 200, 0.954 at 250), so each target takes the lowest
 # ef that passed it by 0.01 or more. 0.99 was not reached at 1M within the bound: it gets the bound; a smaller
-# store reaches more at every ef (0.9956 at ef 300 with 100,000 vectors).
-RECALL_EF_SEARCH = {"0.9": 120, "0.95": 250, "0.99": 1000}
+# store reaches more at every ef (0.9956 at ef 300 with 100,000 vectors). Since the indexes are built with
+# ef_construction 128 (issue 20, second round), the same bench measured 0.9532 at ef 150, 0.9664 at 200,
+# 0.9745 at 250, 0.9861 at 400: 0.95 is now searched at 200; 0.9 keeps 120 (ef 100-120 not measured on the
+# new graph, which recalls more than the old at every ef measured) and 0.99 the bound.
+RECALL_EF_SEARCH = {"0.9": 120, "0.95": 200, "0.99": 1000}
 VALUE_TIER_ORDER = [ValueTier.NONE, ValueTier.LOW, ValueTier.MEDIUM, ValueTier.HIGH]
 
 
