@@ -230,3 +230,16 @@ def test_a_key_whose_customer_was_removed_by_hand_gets_its_customer_back_not_a_d
         cursor.execute("DELETE FROM ingestion_customer WHERE id = %s", [alice.pk])
     again = _customer_with_events("alice", events=3)
     assert again.pk == alice.pk and Event.objects.filter(customer_id=alice.pk).count() == 3
+
+
+@pytest.mark.parametrize("value", ["0", "2000"])
+def test_a_partition_count_out_of_range_stops_start_up_naming_it(value):
+    import os
+    import subprocess
+    import sys
+
+    environment = dict(os.environ, EVENT_PARTITIONS=value, DJANGO_SETTINGS_MODULE="config.settings")
+    started = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=settings.BASE_DIR,
+                             env=environment, capture_output=True, text=True, timeout=60)
+    assert started.returncode != 0
+    assert f"EVENT_PARTITIONS must be a whole number from 1 to 1024, not {int(value)!r}" in started.stderr
