@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 from django.db import connections
@@ -59,19 +60,21 @@ def database_restore(*, path: Path) -> None:
         raise DumpError(f"no such backup file: {path}")
     arguments, environment = _connection_arguments()
     connections.close_all()
-    script = subprocess.Popen(
-        [str(postgres_program("pg_restore")), "--no-owner", "--no-privileges", "--file=-", str(path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment,
-    )
-    replay = subprocess.Popen(
-        [str(postgres_program("psql")), "--no-psqlrc", "--quiet", "--single-transaction", "--set=ON_ERROR_STOP=1",
-         "--command=DROP SCHEMA public CASCADE", "--command=CREATE SCHEMA public", "--file=-", *arguments],
-        stdin=script.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
-    )
-    script.stdout.close()  # psql alone reads it now: pg_restore sees a closed pipe if psql stops
-    output, errors = replay.communicate()
-    script_errors = script.stderr.read().decode(errors="replace")
-    if script.wait() != 0:
-        raise DumpError(f"pg_restore failed ({script.returncode}): {script_errors[-2000:]}")
+    # pg_restore's messages go to a file: a pipe nobody reads until the end could fill and stall it
+    with tempfile.TemporaryFile(mode="w+") as script_errors:
+        script = subprocess.Popen(
+            [str(postgres_program("pg_restore")), "--no-owner", "--no-privileges", "--file=-", str(path)],
+            stdout=subprocess.PIPE, stderr=script_errors, env=environment,
+        )
+        replay = subprocess.Popen(
+            [str(postgres_program("psql")), "--no-psqlrc", "--quiet", "--single-transaction", "--set=ON_ERROR_STOP=1",
+             "--command=DROP SCHEMA public CASCADE", "--command=CREATE SCHEMA public", "--file=-", *arguments],
+            stdin=script.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+        )
+        script.stdout.close()  # psql alone reads it now: pg_restore sees a closed pipe if psql stops
+        output, errors = replay.communicate()
+        if script.wait() != 0:
+            script_errors.seek(0)
+            raise DumpError(f"pg_restore failed ({script.returncode}): {script_errors.read()[-2000:]}")
     if replay.returncode != 0:
         raise DumpError(f"psql failed ({replay.returncode}): {(errors or output)[-2000:]}")
