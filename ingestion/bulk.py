@@ -1,37 +1,43 @@
-"""SQL mechanics of bulk event writes: COPY a cleaned chunk into a session-local staging table,
-then merge it into the store with INSERT … ON CONFLICT DO NOTHING, all inside the caller's
-transaction. Customers and items the chunk mentions but the store lacks are created on the way,
+"""SQL mechanics of bulk event writes: a cleaned chunk as a binary COPY payload (pgpq encodes
+Arrow columns in PostgreSQL's binary format), COPY-ed straight into the store or, when some of its
+events are already stored, into a session-local staging table and merged with INSERT … ON CONFLICT
+DO NOTHING, all inside the caller's transaction. Customers and items the chunk mentions but the store lacks are created on the way,
 so an event never waits for (or loses to) a late catalogue feed.
 """
 
 from __future__ import annotations
 
-import io
+import binascii
+import decimal
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pgpq
 import pyarrow as pa
-import pyarrow.csv as pacsv
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
+from pgpq import encoders as pgpq_encoders
+from pgpq import schema as pgpq_schema
+from psycopg import errors as psycopg_errors
 
 from django.conf import settings
 
 from ingestion.models import Customer
 from ingestion.pseudonyms import customer_key, customer_keys, pseudonym_key_id
 
-STAGE_COLUMNS = (
-    "event_id", "customer_id", "item_id", "event_type", "occurred_us", "quantity", "value", "currency",
-    "rating", "session_id", "channel", "device", "order_id", "context", "flags",
+# The columns of an events payload, in its order: every column of the event table the import sets
+# (ingested_at takes its default).
+EVENT_COLUMNS = (
+    "event_id", "customer_id", "item_id", "event_type", "occurred_at", "quantity", "value", "currency",
+    "rating", "session_id", "channel", "device", "order_id", "context", "flags", "import_job_id", "arrival",
 )
 
 _STAGE_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS ingest_stage_event (
-    event_id uuid, customer_id bigint, item_id bigint, event_type smallint, occurred_us bigint,
+    event_id uuid, customer_id bigint, item_id bigint, event_type smallint, occurred_at timestamptz,
     quantity integer, value numeric(14, 2), currency text, rating double precision, session_id text,
-    channel text, device text, order_id text, context jsonb, flags smallint,
-    position bigserial  -- filled by COPY in payload order: the file's line order, or the batch's
+    channel text, device text, order_id text, context jsonb, flags smallint, import_job_id bigint, arrival bigint
 ) ON COMMIT DELETE ROWS
 """
 
@@ -115,19 +121,10 @@ WITH created AS (
 SELECT count(*) FROM created
 """
 
-_MERGE_EVENTS = """
-INSERT INTO ingestion_event (
-    event_id, customer_id, item_id, event_type, occurred_at, quantity, value, currency, rating,
-    session_id, channel, device, order_id, context, flags, import_job_id, arrival
-)
-SELECT s.event_id, s.customer_id, s.item_id, s.event_type,
-       -- microseconds since the epoch: exact, and ~8x cheaper to serialise than timestamp text
-       timestamptz 'epoch' + s.occurred_us * interval '1 microsecond', s.quantity, s.value, s.currency,
-       s.rating, s.session_id, s.channel, s.device, s.order_id, s.context, s.flags, %s, s.arrival
--- arrival numbers drawn in line order (PostgreSQL evaluates a volatile output column after the
--- subquery's ORDER BY), so same-instant events keep the order of the file or batch
-FROM (SELECT *, nextval('ingestion_event_arrival_seq') AS arrival FROM ingest_stage_event ORDER BY position) s
-ORDER BY s.customer_id, s.event_id  -- primary-key order: neighbouring index pages are written together
+_MERGE_EVENTS = f"""
+INSERT INTO ingestion_event ({", ".join(EVENT_COLUMNS)})
+SELECT {", ".join(EVENT_COLUMNS)} FROM ingest_stage_event
+ORDER BY customer_id, event_id  -- primary-key order: neighbouring index pages are written together
 -- the idempotency key: an event re-sent for the same customer is a duplicate (README "Scale-out")
 ON CONFLICT (customer_id, event_id) DO NOTHING
 """
@@ -140,6 +137,14 @@ SELECT customer_id, count(*) FROM inserted GROUP BY customer_id ORDER BY custome
 # INSERT ... SELECT from a coordinator table reports every row it sent to the shards, conflicting
 # ones included (README "Scale-out: Citus").
 _MERGE_EVENTS_COUNTED = f"WITH inserted AS ({_MERGE_EVENTS} RETURNING 1) SELECT count(*) FROM inserted"
+_COPY_EVENTS = f"COPY ingestion_event ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT binary)"
+_COPY_STAGE = f"COPY ingest_stage_event ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT binary)"
+# One arrival number per event, drawn in one statement; a block without gaps (no other writer drew
+# meanwhile) comes back as its bounds alone.
+_ARRIVALS = """
+SELECT min(n), max(n), count(*), CASE WHEN max(n) - min(n) + 1 <> count(*) THEN array_agg(n ORDER BY n) END
+FROM (SELECT nextval('ingestion_event_arrival_seq') AS n FROM generate_series(1, %s)) AS drawn
+"""
 
 
 class ReferenceIds:
@@ -156,6 +161,8 @@ class ReferenceIds:
         self.items: dict[str, int] = {}
         self.customers_created = 0
         self.items_created = 0
+        # {external id: suppression tokens}: the HMACs of this import's subjects, made once
+        self.suppression_tokens: dict[str, list[str]] = {}
 
     def customer_ids(self, cursor, external_ids: pd.Series) -> np.ndarray:
         codes, uniques = pd.factorize(external_ids)
@@ -180,7 +187,8 @@ class ReferenceIds:
         would leave them."""
         from privacy.selectors import restricted_external_ids
 
-        restricted = restricted_external_ids(source=self.source, external_ids=list(key_of.values()))
+        restricted = restricted_external_ids(source=self.source, external_ids=list(key_of.values()),
+                                             token_cache=self.suppression_tokens)
         if restricted:
             cursor.execute("UPDATE ingestion_customer SET consent_profiling = false WHERE id = ANY(%s)",
                            [[created[key] for key, external_id in key_of.items() if external_id in restricted]])
@@ -208,16 +216,43 @@ def _strings(column: pd.Series) -> pa.Array:
     return pa.array(column, pa.string(), from_pandas=True)
 
 
-def _chunk_as_csv(events: pd.DataFrame, customer_ids: np.ndarray, item_ids: pa.Array) -> bytes:
+def _uuids(hex_ids: pd.Series) -> pa.Array:
+    """Event ids (32 hex digits each, as cleaning makes them) as 16-byte values: uuid's binary form."""
+    raw = binascii.unhexlify(hex_ids.to_numpy(dtype="S32").tobytes())
+    return pa.Array.from_buffers(pa.binary(16), len(hex_ids), [None, pa.py_buffer(raw)])
+
+
+def amounts_numeric(values: pd.Series) -> pa.Array:
+    """Amounts as numeric(14, 2), rounded as PostgreSQL rounds the decimal text of the number (half
+    away from zero): exact in binary for amounts with at most two decimals; the others, rare, go
+    through their shortest decimal text."""
+    number = values.to_numpy(dtype="float64", na_value=np.nan)
+    missing = np.isnan(number)
+    scaled = np.where(missing, 0.0, number) * 100
+    cents = np.rint(scaled)
+    for position in np.flatnonzero(np.abs(scaled - cents) > 1e-6):
+        cents[position] = float(decimal.Decimal(repr(float(number[position]))).scaleb(2).to_integral_value(decimal.ROUND_HALF_UP))
+    low = cents.astype(np.int64)
+    # decimal128's storage: the unscaled value as a 16-byte little-endian two's complement integer
+    storage = np.column_stack([low, low >> 63]).astype("<i8")
+    validity = pa.array(~missing).buffers()[1] if missing.any() else None
+    return pa.Array.from_buffers(pa.decimal128(14, 2), len(number), [validity, pa.py_buffer(storage.tobytes())],
+                                 null_count=int(missing.sum()))
+
+
+def _events_table(events: pd.DataFrame, customer_ids: np.ndarray, item_ids: pa.Array, arrivals: np.ndarray,
+                  import_job_id: int | None) -> pa.Table:
+    """The chunk as the event table's columns, in primary-key order; `arrivals` follow the rows'
+    own (line) order, so same-instant events keep the order of the file or batch."""
     table = pa.table(
         {
-            "event_id": _strings(events["event_id"]),
+            "event_id": _uuids(events["event_id"]),
             "customer_id": pa.array(customer_ids, pa.int64()),
             "item_id": item_ids,
             "event_type": pa.array(events["event_type"].to_numpy(dtype="int16"), pa.int16()),
-            "occurred_us": pa.array(events["occurred_at"].astype("int64").to_numpy(), pa.int64()),
-            "quantity": pa.array(events["quantity"].to_numpy(dtype="int64"), pa.int64()),
-            "value": pa.array(events["value"].to_numpy(dtype="float64"), pa.float64(), from_pandas=True),
+            "occurred_at": pa.array(events["occurred_at"].astype("int64").to_numpy(), pa.timestamp("us", tz="UTC")),
+            "quantity": pa.array(events["quantity"].to_numpy(dtype="int64"), pa.int64()).cast(pa.int32()),
+            "value": amounts_numeric(events["value"]),
             "currency": _strings(events["currency"]),
             "rating": pa.array(events["rating"].to_numpy(dtype="float64"), pa.float64(), from_pandas=True),
             "session_id": _strings(events["session_id"]),
@@ -226,32 +261,65 @@ def _chunk_as_csv(events: pd.DataFrame, customer_ids: np.ndarray, item_ids: pa.A
             "order_id": _strings(events["order_id"]),
             "context": _strings(events["context"]),
             "flags": pa.array(events["flags"].to_numpy(dtype="int16"), pa.int16()),
+            "import_job_id": pa.nulls(len(events), pa.int64()) if import_job_id is None
+            else pa.array(np.full(len(events), import_job_id, dtype=np.int64)),
+            "arrival": pa.array(arrivals, pa.int64()),
         }
     )
-    buffer = io.BytesIO()
-    # pyarrow quotes every string and leaves nulls unquoted-empty: exactly PostgreSQL's CSV rules
-    # for '' versus NULL.
-    pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
-    return buffer.getvalue()
+    # uuid compares as its 16 bytes in order: two big-endian halves
+    halves = np.frombuffer(table["event_id"].combine_chunks().buffers()[1], dtype=">u8").reshape(-1, 2)
+    order = np.lexsort((halves[:, 1], halves[:, 0], customer_ids))
+    return table.take(pa.array(order))
 
 
-def events_payload(*, events: pd.DataFrame, references: ReferenceIds) -> bytes:
-    """Resolve the chunk's customers and items to ids (creating missing ones) and serialise it
-    for COPY. Runs ahead of the merge, so a long import overlaps this Python work with the
-    database's merge of the previous chunk."""
+def events_payload_encode(tables: list[pa.Table]) -> bytes:
+    """Event tables (`events_table`) as one binary COPY payload: no text for the server to parse."""
+    table = pa.concat_tables(tables)
+    encoders = {f.name: pgpq.ArrowToPostgresBinaryEncoder.infer_encoder(f) for f in table.schema}
+    encoders["context"] = pgpq_encoders.StringEncoderBuilder.new_with_output(table.schema.field("context"), pgpq_schema.Jsonb())
+    encoder = pgpq.ArrowToPostgresBinaryEncoder.new_with_encoders(table.schema, encoders)
+    return b"".join([encoder.write_header(), *(encoder.write_batch(batch) for batch in table.to_batches()), encoder.finish()])
+
+
+def events_table(*, events: pd.DataFrame, references: ReferenceIds, import_job_id: int | None = None) -> pa.Table:
+    """Resolve the chunk's customers and items to ids (creating missing ones), draw its arrival
+    numbers, and lay it out as the event table's rows. Runs ahead of the store, so a long import
+    overlaps this Python work with the database's writing of the previous chunk."""
     with connection.cursor() as cursor:
         # items (a table copied to every node of a Citus cluster) before customers (sharded): a
         # transaction there may not write a reference table after a multi-shard write
         item_ids = references.item_ids(cursor, events["item_id"])
         customer_ids = references.customer_ids(cursor, events["customer_id"])
-    return _chunk_as_csv(events, customer_ids, item_ids)
+        cursor.execute(_ARRIVALS, [len(events)])
+        first, last, _, scattered = cursor.fetchone()
+        arrivals = np.array(scattered, dtype=np.int64) if scattered else np.arange(first, last + 1, dtype=np.int64)
+    return _events_table(events, customer_ids, item_ids, arrivals, import_job_id)
 
 
-def events_merge_payload(
-    *, payload: bytes, rows: int, import_job_id: int | None, report_customers: bool = False
-) -> MergeResult:
-    """COPY a payload into staging and merge it. Must run inside a transaction (staging empties at commit).
-    `report_customers` also lists the customers that got new events (API batches; imports skip it)."""
+def events_payload(*, events: pd.DataFrame, references: ReferenceIds, import_job_id: int | None = None) -> bytes:
+    """`events_table`, encoded for COPY."""
+    return events_payload_encode([events_table(events=events, references=references, import_job_id=import_job_id)])
+
+
+def events_copy_payload(*, payload: bytes, rows: int) -> MergeResult | None:
+    """COPY a payload straight into the event table, the cheapest write there is; None, with nothing
+    written, when one of its events is already stored (a re-import, an event repeated across
+    chunks): the caller merges it instead. Must run inside a transaction (it uses a savepoint)."""
+    if not rows:
+        return MergeResult(0, 0)
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            with cursor.copy(_COPY_EVENTS) as copy:
+                copy.write(payload)
+    except (IntegrityError, psycopg_errors.UniqueViolation, psycopg_errors.DeadlockDetected):
+        return None
+    return MergeResult(rows, 0)
+
+
+def events_merge_payload(*, payload: bytes, rows: int, report_customers: bool = False) -> MergeResult:
+    """COPY a payload into staging and merge it, skipping events already stored. Must run inside a
+    transaction (staging empties at commit). `report_customers` also lists the customers that got
+    new events (API batches; imports skip it)."""
     if not rows:
         return MergeResult(0, 0)
     with connection.cursor() as cursor:
@@ -259,13 +327,13 @@ def events_merge_payload(
         # empty already unless an earlier merge ran in this same transaction (its rows would be
         # merged again, now possibly for another customer)
         cursor.execute("TRUNCATE ingest_stage_event")
-        with cursor.copy(f"COPY ingest_stage_event ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT csv)") as copy:
+        with cursor.copy(_COPY_STAGE) as copy:
             copy.write(payload)
         if not report_customers:
-            cursor.execute(_MERGE_EVENTS_COUNTED, [import_job_id])
+            cursor.execute(_MERGE_EVENTS_COUNTED)
             inserted = cursor.fetchone()[0]
             return MergeResult(inserted, rows - inserted)
-        cursor.execute(_MERGE_EVENTS_BY_CUSTOMER, [import_job_id])
+        cursor.execute(_MERGE_EVENTS_BY_CUSTOMER)
         counts = cursor.fetchall()
     inserted = sum(n for _, n in counts)
     return MergeResult(inserted, rows - inserted, [customer_id for customer_id, _ in counts])

@@ -141,14 +141,14 @@ def _prepare_chunk(frame: pd.DataFrame, chunk, event_source: EventSource, refere
                    attributes: "LatestCustomerAttributes", job_id: int, number: int) -> _ChunkOutcome:
     signature = _chunk_signature(frame, chunk)
     # before cleaning, so a suppressed subject's rejected row is not quarantined (kept verbatim)
-    frame, refused_raw = without_suppressed_subjects(frame, references.source)
+    frame, refused_raw = without_suppressed_subjects(frame, references.source, references.suppression_tokens)
     frame, prior = mapped_chunk_check(frame, event_source)
     cleaned = events_clean(frame, rules=event_source.rules, prior=prior)
     attributes.add(frame, cleaned.events)
-    events, refused = without_suppressed_subjects(cleaned.events, references.source)
+    events, refused = without_suppressed_subjects(cleaned.events, references.source, references.suppression_tokens)
     refused += refused_raw
     customers_before, items_before = references.customers_created, references.items_created
-    payload = bulk.events_payload(events=events, references=references) if len(events) else b""
+    payload = bulk.events_payload(events=events, references=references, import_job_id=job_id) if len(events) else b""
     created = Counter(customers_created_from_events=references.customers_created - customers_before,
                       items_created_from_events=references.items_created - items_before)
     raw, subjects = [], []
@@ -256,8 +256,18 @@ def _storable(text: str) -> str:
     return text.replace("\x00", "\\x00")
 
 
+@dataclass
+class _StoreMode:
+    """How a job's writers store chunks: COPY straight into the event table until a chunk meets an
+    event already stored (a re-import, a resumed job), then merging (INSERT … ON CONFLICT) for the
+    rest of the job, so a re-import does not pay for a failed COPY per chunk."""
+
+    merging: bool = False
+
+
 def _store_chunk(
-    job_id: int, references: bulk.ReferenceIds, outcome: _ChunkOutcome, report: Counter, report_lock: threading.Lock
+    job_id: int, references: bulk.ReferenceIds, outcome: _ChunkOutcome, report: Counter, report_lock: threading.Lock,
+    store_mode: _StoreMode,
 ) -> None:
     """One transaction: the chunk's events, its quarantined rows and the job's counters."""
     from privacy.guard import ingest_guard
@@ -266,9 +276,15 @@ def _store_chunk(
     with transaction.atomic(), connection.cursor() as cursor:
         shard_writes_sequential(cursor)  # the job's rows are written after the chunk's multi-shard insert
         ingest_guard(cursor)
-        merged = bulk.events_merge_payload(payload=outcome.payload, rows=outcome.rows, import_job_id=job_id)
+        merged = None if store_mode.merging else bulk.events_copy_payload(payload=outcome.payload, rows=outcome.rows)
+        stored_by = "chunks_copied" if merged is not None else "chunks_merged"
+        if merged is None:
+            # some of the chunk's events are stored already: merge this chunk and the rest of the file
+            store_mode.merging = True
+            merged = bulk.events_merge_payload(payload=outcome.payload, rows=outcome.rows)
         # a subject suppressed since the chunk was prepared: take back what this chunk wrote
-        late = suppressed_external_ids(source=references.source, external_ids=outcome.external_ids)
+        late = suppressed_external_ids(source=references.source, external_ids=outcome.external_ids,
+                                       token_cache=references.suppression_tokens)
         refused = outcome.refused
         if late:
             late_ids = [references.customers[e] for e in late]
@@ -284,7 +300,7 @@ def _store_chunk(
         bulk.quarantined_rows_copy(cursor, outcome.quarantine)
         counts = Counter(outcome.cleaned.counts)
         counts.update(malformed_line=len(outcome.malformed), blank_line_skipped=outcome.blank_lines,
-                      duplicate_already_stored=merged.conflicts, refused_suppressed_subject=refused)
+                      duplicate_already_stored=merged.conflicts, refused_suppressed_subject=refused, **{stored_by: 1})
         counts.update(outcome.created or {})
         ImportChunk.objects.create(job_id=job_id, number=outcome.number, last_line=outcome.signature[0],
                                    lines=outcome.signature[1], report=dict(counts))
@@ -483,8 +499,9 @@ def _import_job_stream(job: ImportJob, open_source: Callable[[], EventSource],
     catalogue_upsert(source=job.source, event_source=event_source, report=report)
     references = bulk.ReferenceIds(job.source)
     attributes = LatestCustomerAttributes(event_source.customer_fields)
+    store_mode = _StoreMode(merging=bool(committed))
     writers = _StoreThreads(
-        STORE_THREADS, lambda outcome: _store_chunk(job_id, references, outcome, report, report_lock)
+        STORE_THREADS, lambda outcome: _store_chunk(job_id, references, outcome, report, report_lock, store_mode)
     )
     try:
         for number, (frame, chunk) in enumerate(event_source.chunks):

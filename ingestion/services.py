@@ -49,15 +49,16 @@ class BatchResult:
     outbox_id: int | None = None  # the refresh these customers are owed (RefreshOutbox), None if none
 
 
-def without_suppressed_subjects(events: pd.DataFrame, source: str) -> tuple[pd.DataFrame, int]:
+def without_suppressed_subjects(events: pd.DataFrame, source: str, token_cache: dict | None = None) -> tuple[pd.DataFrame, int]:
     """The rows whose subject is not on the suppression list, and how many were dropped. Inside a
     writer's transaction, call it after `ingest_guard`: an erasure running now either sees these
-    rows or they see its suppression."""
+    rows or they see its suppression. `token_cache`: see privacy.selectors.suppressed_external_ids."""
     from privacy.selectors import suppressed_external_ids
 
     if not len(events) or "customer_id" not in events:
         return events, 0
-    suppressed = suppressed_external_ids(source=source, external_ids=events["customer_id"].dropna().unique())
+    suppressed = suppressed_external_ids(source=source, external_ids=events["customer_id"].dropna().unique(),
+                                         token_cache=token_cache)
     if not suppressed:
         return events, 0
     keep = ~events["customer_id"].isin(suppressed)
@@ -137,11 +138,10 @@ def events_ingest_batch(*, rows: list, source: str = "default") -> BatchResult:
             events, refused_here = without_suppressed_subjects(cleaned.events, references.source)
             refused += refused_here
             allowed.append((events, references))
-        payload = b"".join(
-            bulk.events_payload(events=events, references=references) for events, references in allowed if len(events)
-        )
+        tables = [bulk.events_table(events=events, references=references) for events, references in allowed if len(events)]
         result = bulk.events_merge_payload(
-            payload=payload, rows=sum(len(events) for events, _ in allowed), import_job_id=None, report_customers=True,
+            payload=bulk.events_payload_encode(tables) if tables else b"",
+            rows=sum(len(events) for events, _ in allowed), report_customers=True,
         )
         outbox_id = refresh_outbox_add(customer_ids=result.customer_ids)
     return BatchResult(

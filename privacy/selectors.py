@@ -4,6 +4,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -24,24 +25,39 @@ def customer_is_suppressed(*, key: str) -> bool:
     return SuppressedSubject.objects.filter(customer_token__in=list(customer_suppression_tokens(customer_key=key))).exists()
 
 
-def _external_ids_listed(model, source: str, external_ids: Iterable[str]) -> set[str]:
-    token_of = {token: str(e) for e in set(external_ids)
-                for token in suppression_tokens(source=source, external_id=str(e))}
-    if not token_of:
-        return set()
-    found = model.objects.filter(token__in=list(token_of)).values_list("token", flat=True)
-    return {token_of[t] for t in found}
+def _external_ids_listed(model, source: str, external_ids: Iterable[str], token_cache: dict | None = None) -> set[str]:
+    """Those of `external_ids` whose token is in `model`'s table. `token_cache` ({external id:
+    tokens}, kept by the caller for one import of one source) saves the HMACs of ids seen before."""
+    table = model._meta.db_table
+    with connection.cursor() as cursor:
+        # most of the time the list is empty: no token is worth computing or sending then
+        cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {table})")  # noqa: S608
+        if not cursor.fetchone()[0]:
+            return set()
+        token_of = {}
+        for external_id in {str(e) for e in external_ids}:
+            tokens = token_cache.get(external_id) if token_cache is not None else None
+            if tokens is None:
+                tokens = list(suppression_tokens(source=source, external_id=external_id))
+                if token_cache is not None:
+                    token_cache[external_id] = tokens
+            token_of.update(dict.fromkeys(tokens, external_id))
+        if not token_of:
+            return set()
+        # one array parameter, not an IN list of thousands: a fifth of the client's work
+        cursor.execute(f"SELECT token FROM {table} WHERE token = ANY(%s)", [list(token_of)])  # noqa: S608
+        return {token_of[token] for (token,) in cursor.fetchall()}
 
 
-def suppressed_external_ids(*, source: str, external_ids: Iterable[str]) -> set[str]:
+def suppressed_external_ids(*, source: str, external_ids: Iterable[str], token_cache: dict | None = None) -> set[str]:
     """Those of these external ids (of one source) that belong to suppressed subjects: one query,
     one HMAC per distinct id and key."""
-    return _external_ids_listed(SuppressedSubject, source, external_ids)
+    return _external_ids_listed(SuppressedSubject, source, external_ids, token_cache)
 
 
-def restricted_external_ids(*, source: str, external_ids: Iterable[str]) -> set[str]:
+def restricted_external_ids(*, source: str, external_ids: Iterable[str], token_cache: dict | None = None) -> set[str]:
     """Those of these external ids (of one source) whose subjects restricted processing."""
-    return _external_ids_listed(RestrictedSubject, source, external_ids)
+    return _external_ids_listed(RestrictedSubject, source, external_ids, token_cache)
 
 
 def suppressed_subject_get(*, source: str, external_id: str) -> SuppressedSubject | None:
