@@ -23,7 +23,7 @@ from psycopg import errors as psycopg_errors
 
 from django.conf import settings
 
-from ingestion.models import Customer
+from ingestion.models import ARRIVAL_BLOCK, Customer
 from ingestion.pseudonyms import customer_key, customer_keys, pseudonym_key_id
 
 # The columns of an events payload, in its order: every column of the event table the import sets
@@ -139,12 +139,16 @@ SELECT customer_id, count(*) FROM inserted GROUP BY customer_id ORDER BY custome
 _MERGE_EVENTS_COUNTED = f"WITH inserted AS ({_MERGE_EVENTS} RETURNING 1) SELECT count(*) FROM inserted"
 _COPY_EVENTS = f"COPY ingestion_event ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT binary)"
 _COPY_STAGE = f"COPY ingest_stage_event ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT binary)"
-# One arrival number per event, drawn in one statement; a block without gaps (no other writer drew
-# meanwhile) comes back as its bounds alone.
-_ARRIVALS = """
-SELECT min(n), max(n), count(*), CASE WHEN max(n) - min(n) + 1 <> count(*) THEN array_agg(n ORDER BY n) END
-FROM (SELECT nextval('ingestion_event_arrival_seq') AS n FROM generate_series(1, %s)) AS drawn
-"""
+# Arrival numbers: one draw of the sequence reserves ARRIVAL_BLOCK of them (migration 0011).
+_ARRIVAL_BLOCKS = "SELECT nextval('ingestion_event_arrival_seq') FROM generate_series(1, %s) ORDER BY 1"
+
+
+def arrivals_draw(cursor, count: int) -> np.ndarray:
+    """`count` arrival numbers, increasing, later than any drawn before: whole blocks of the sequence."""
+    blocks = -(-count // ARRIVAL_BLOCK)
+    cursor.execute(_ARRIVAL_BLOCKS, [blocks])
+    starts = np.fromiter((row[0] for row in cursor.fetchall()), dtype=np.int64, count=blocks)
+    return (starts[:, None] + np.arange(ARRIVAL_BLOCK, dtype=np.int64)).ravel()[:count]
 
 
 class ReferenceIds:
@@ -290,9 +294,7 @@ def events_table(*, events: pd.DataFrame, references: ReferenceIds, import_job_i
         # transaction there may not write a reference table after a multi-shard write
         item_ids = references.item_ids(cursor, events["item_id"])
         customer_ids = references.customer_ids(cursor, events["customer_id"])
-        cursor.execute(_ARRIVALS, [len(events)])
-        first, last, _, scattered = cursor.fetchone()
-        arrivals = np.array(scattered, dtype=np.int64) if scattered else np.arange(first, last + 1, dtype=np.int64)
+        arrivals = arrivals_draw(cursor, len(events))
     return _events_table(events, customer_ids, item_ids, arrivals, import_job_id)
 
 

@@ -118,6 +118,8 @@ class EventFlag(models.IntegerChoices):
 
 
 ARRIVAL_SEQUENCE = "ingestion_event_arrival_seq"
+# the sequence steps by this much: one draw reserves a block of arrival numbers (migration 0011)
+ARRIVAL_BLOCK = 1024
 ARRIVAL_NEXT = models.Func(models.Value(ARRIVAL_SEQUENCE), function="nextval", output_field=models.BigIntegerField())
 
 
