@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ingestion.event_ids import UUID_PATTERN, time_ordered_hex, uuid5_hex
 from ingestion.models import EventFlag, EventType
@@ -201,6 +202,23 @@ class _Columns:
         if name not in self._texts:
             self._texts[name] = _text(self.frame, name)
         return self._texts[name]
+
+
+def _may_hold_nul(text: pd.Series) -> bool:
+    """False when no value of the text column holds a NUL: one pass over its UTF-8 bytes instead of a
+    search per value (bytes of missing values may count, which only costs that search)."""
+    if not isinstance(text.dtype, pd.StringDtype) or text.dtype.storage != "pyarrow":
+        return True
+    arrow = pa.array(text.array)
+    for chunk in arrow.chunks if isinstance(arrow, pa.ChunkedArray) else [arrow]:
+        data = chunk.buffers()[2]
+        if data is None:
+            continue
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64 if pa.types.is_large_string(chunk.type) else np.int32)
+        start, end = offsets[chunk.offset], offsets[chunk.offset + len(chunk)]
+        if not np.frombuffer(data, dtype=np.uint8)[start:end].all():
+            return True
+    return False
 
 
 def _parsed_numbers(text: pd.Series) -> pd.Series:
@@ -421,7 +439,7 @@ def events_clean(frame: pd.DataFrame, *, rules: CleaningRules, prior: list | Non
         problems.add((out[name].str.len() > limit).fillna(False).to_numpy(), name, f"longer than {limit} characters")
 
     for name in FIELDS:
-        if name in frame and name != "context" and frame[name].dtype.kind not in "iufbM":
+        if name in frame and name != "context" and frame[name].dtype.kind not in "iufbM" and _may_hold_nul(cols.text(name)):
             nul = cols.text(name).str.contains("\x00", regex=False, na=False).to_numpy()
             problems.add(nul, name, "contains a NUL byte")
 
