@@ -8,6 +8,7 @@ path except for the (few) rejected rows and JSON contexts.
 """
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ingestion.event_ids import UUID_PATTERN, time_ordered_hex, uuid5_hex
 from ingestion.models import EventFlag, EventType
@@ -61,6 +63,7 @@ VALUE_REQUIRED_TYPES = (EventType.PURCHASE, EventType.REFUND)
 TEXT_LIMITS = {"customer_id": 256, "item_id": 128, "session_id": 64, "channel": 16, "device": 16, "order_id": 64}
 EARLIEST = pd.Timestamp("1990-01-01", tz="UTC")
 _OFFSET_RE = r"(?:Z|[+-]\d{2}:?\d{2})$"
+ISO_CODE = re.compile(r"[A-Z]{3}")
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,37 @@ class _Columns:
         return self._texts[name]
 
 
+def _may_hold_nul(text: pd.Series) -> bool:
+    """False when no value of the text column holds a NUL: one pass over its UTF-8 bytes instead of a
+    search per value (bytes of missing values may count, which only costs that search)."""
+    if not isinstance(text.dtype, pd.StringDtype) or text.dtype.storage != "pyarrow":
+        return True
+    arrow = pa.array(text.array)
+    for chunk in arrow.chunks if isinstance(arrow, pa.ChunkedArray) else [arrow]:
+        data = chunk.buffers()[2]
+        if data is None:
+            continue
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64 if pa.types.is_large_string(chunk.type) else np.int32)
+        start, end = offsets[chunk.offset], offsets[chunk.offset + len(chunk)]
+        if not np.frombuffer(data, dtype=np.uint8)[start:end].all():
+            return True
+    return False
+
+
+def _parsed_numbers(text: pd.Series) -> pd.Series:
+    """pd.to_numeric(text, errors="coerce") as float64, parsed once per distinct text: quantities,
+    ratings and prices repeat a few values. pandas decides int or float parsing from the set of
+    values present, so the distinct ones go in with a missing value exactly when the column has one."""
+    codes, uniques = pd.factorize(text)
+    if len(uniques) > len(text) // 2:
+        return pd.to_numeric(text, errors="coerce").astype("float64")
+    if (codes < 0).any():
+        uniques = pd.Series(uniques).reindex(range(len(uniques) + 1))
+        codes = np.where(codes < 0, len(uniques) - 1, codes)
+    parsed = pd.to_numeric(pd.Series(uniques), errors="coerce").astype("float64").to_numpy()
+    return pd.Series(parsed[codes], index=text.index, name=text.name)
+
+
 def _number(cols: _Columns, name: str, problems: _Problems) -> pd.Series:
     frame = cols.frame
     if name not in frame:
@@ -209,7 +243,7 @@ def _number(cols: _Columns, name: str, problems: _Problems) -> pd.Series:
     if raw.dtype.kind in "iuf":
         return raw.astype("float64")
     text = cols.text(name)
-    number = pd.to_numeric(text, errors="coerce").astype("float64")
+    number = _parsed_numbers(text)
     problems.add((text.notna() & number.isna()).to_numpy(), name, "not a number")
     bad_inf = np.isinf(number.to_numpy())
     problems.add(bad_inf, name, "not a finite number")
@@ -251,14 +285,30 @@ def _timestamps(cols: _Columns, rules: CleaningRules, problems: _Problems, count
 def _context(frame: pd.DataFrame, problems: _Problems) -> pd.Series:
     """JSON objects as text for jsonb. Text that already parses to an object is kept as sent
     (PostgreSQL normalises it); dicts (JSONL, API) are serialised."""
-    out = np.full(len(frame), None, dtype=object)
     if "context" not in frame:
-        return pd.Series(out, index=frame.index, dtype="object")
+        return pd.Series(np.full(len(frame), None, dtype=object), index=frame.index, dtype="object")
     column = frame["context"]
+    codes = None
+    if isinstance(column.dtype, pd.StringDtype):
+        # text only (CSV): a file repeats a few contexts, so each distinct one is judged once
+        codes, uniques = pd.factorize(column)
+        column = pd.Series(uniques, dtype="object")
+    out, bad, nul = _contexts_judged(column)
+    if codes is not None:  # -1 (missing) takes the appended last value
+        out, bad, nul = (np.append(a, blank)[codes] for a, blank in ((out, None), (bad, False), (nul, False)))
+    problems.add(bad, "context", "not a JSON object")
+    problems.add(nul, "context", "contains a NUL character (jsonb cannot store it)")
+    return pd.Series(out, index=frame.index, dtype="object")
+
+
+def _contexts_judged(column: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each value as text for jsonb (None where there is none) and whether it is not an object or
+    holds a NUL."""
+    out = np.full(len(column), None, dtype=object)
     values = column.to_numpy(dtype=object)
     present = np.flatnonzero(column.notna().to_numpy())
-    bad = np.zeros(len(frame), dtype=bool)
-    nul = np.zeros(len(frame), dtype=bool)
+    bad = np.zeros(len(column), dtype=bool)
+    nul = np.zeros(len(column), dtype=bool)
     for pos in present:
         value = values[pos]
         if isinstance(value, str):
@@ -283,18 +333,18 @@ def _context(frame: pd.DataFrame, problems: _Problems) -> pd.Series:
                 out[pos] = text
         else:
             bad[pos] = True
-    problems.add(bad, "context", "not a JSON object")
-    problems.add(nul, "context", "contains a NUL character (jsonb cannot store it)")
-    return pd.Series(out, index=frame.index, dtype="object")
+    return out, bad, nul
 
 
 def _event_ids(cols: _Columns, cleaned: pd.DataFrame, rules: CleaningRules, problems: _Problems) -> pd.Series:
     """Deterministic UUIDs: the client's id, else the source's natural key, else file+line."""
     frame = cols.frame
     given = cols.text("event_id")
-    ids = pd.Series(None, index=frame.index, dtype="object")
+    ids = np.full(len(frame), None, dtype=object)
     is_uuid = given.str.fullmatch(UUID_PATTERN, na=False).to_numpy()
-    if is_uuid.any():
+    if is_uuid.all():
+        ids = given.str.lower().str.replace("-", "", regex=False).to_numpy(dtype=object)
+    elif is_uuid.any():
         ids[is_uuid] = given[is_uuid].str.lower().str.replace("-", "", regex=False).to_numpy(dtype=object)
     too_long = (given.str.len() > 128).fillna(False).to_numpy()
     problems.add(too_long, "event_id", "longer than 128 characters")
@@ -311,7 +361,7 @@ def _event_ids(cols: _Columns, cleaned: pd.DataFrame, rules: CleaningRules, prob
             names = f"{rules.file_identity}:" + frame.loc[missing, "_line"].astype("str")
         occurred = cleaned.loc[missing, "occurred_at"].fillna(pd.Timestamp(0, tz="UTC"))
         ids[missing] = time_ordered_hex((prefix + v for v in names.to_numpy(dtype=object)), occurred)
-    return ids
+    return pd.Series(ids, index=frame.index, dtype="object")
 
 
 def events_clean(frame: pd.DataFrame, *, rules: CleaningRules, prior: list | None = None) -> CleanedEvents:
@@ -332,14 +382,15 @@ def events_clean(frame: pd.DataFrame, *, rules: CleaningRules, prior: list | Non
     problems.add(customer.isna().to_numpy(), "customer_id", "required")
     out["customer_id"] = customer
 
-    type_text = cols.text("event_type").str.lower()
-    event_type = type_text.map(EVENT_TYPE_ALIASES)
-    problems.add(type_text.isna().to_numpy(), "event_type", "required")
-    problems.add((type_text.notna() & event_type.isna()).to_numpy(), "event_type", "unknown type")
-    out["event_type"] = event_type.astype("Int16")
+    # looked up once per distinct spelling; -1: missing or unknown
+    codes, spellings = pd.factorize(cols.text("event_type").str.lower())
+    event_type = np.array([EVENT_TYPE_ALIASES.get(t, -1) for t in spellings] + [-1], dtype=np.int64)[codes]
+    problems.add(codes < 0, "event_type", "required")
+    problems.add((codes >= 0) & (event_type < 0), "event_type", "unknown type")
+    out["event_type"] = pd.arrays.IntegerArray(event_type.astype(np.int16), mask=event_type < 0)
 
     item = cols.text("item_id")
-    needs_item = event_type.isin([int(t) for t in ITEM_REQUIRED_TYPES]).to_numpy()
+    needs_item = np.isin(event_type, [int(t) for t in ITEM_REQUIRED_TYPES])
     problems.add(needs_item & item.isna().to_numpy(), "item_id", "required for this event type")
     out["item_id"] = item
 
@@ -353,22 +404,28 @@ def events_clean(frame: pd.DataFrame, *, rules: CleaningRules, prior: list | Non
     out["quantity"] = quantity.clip(-1e9, 1e9).round().astype("int64")
 
     value = _number(cols, "value", problems)
-    needs_value = event_type.isin([int(t) for t in VALUE_REQUIRED_TYPES]).to_numpy()
+    needs_value = np.isin(event_type, [int(t) for t in VALUE_REQUIRED_TYPES])
     problems.add(needs_value & value.isna().to_numpy() & cols.text("value").isna().to_numpy(), "value", "required for purchases and refunds")
     problems.add((value < 0).to_numpy(), "value", "must not be negative (use a refund event)")
     problems.add((value >= 1e12).to_numpy(), "value", "too large")
     out["value"] = value.round(2)
 
-    currency_text = cols.text("currency")
-    currency = currency_normalise(currency_text)
-    counts["currency_defaulted"] += int((currency.isna() & value.notna()).sum())
-    currency = currency.where(currency.notna() | value.isna(), rules.default_currency)
-    problems.add((currency.notna() & ~currency.str.fullmatch(r"[A-Z]{3}", na=False)).to_numpy(), "currency", "not an ISO 4217 code")
-    counts["currency_normalised"] += int((currency_text.notna() & (currency_text != currency)).sum())
-    out["currency"] = currency.fillna("")
+    # normalised and checked once per distinct spelling; rows without one take the default if they have a value
+    codes, spellings = pd.factorize(cols.text("currency"))
+    normalised = currency_normalise(pd.Series(spellings)).to_numpy(dtype=object)
+    defaulted = (codes < 0) & value.notna().to_numpy()
+    counts["currency_defaulted"] += int(defaulted.sum())
+    is_code = np.array([ISO_CODE.fullmatch(c) is not None for c in normalised] + [True], dtype=bool)[codes]
+    problems.add(~is_code | (defaulted & (ISO_CODE.fullmatch(rules.default_currency) is None)), "currency", "not an ISO 4217 code")
+    changed = np.append(normalised != spellings.to_numpy(dtype=object), False)[codes]
+    counts["currency_normalised"] += int(changed.sum())
+    currency = np.append(normalised, "")[codes]
+    currency[defaulted] = rules.default_currency
+    # object like currency_normalise's answer; text where there was nothing to normalise
+    out["currency"] = pd.Series(currency, index=frame.index, dtype="object" if len(spellings) else "str")
 
     rating = _number(cols, "rating", problems)
-    is_rating = (event_type == EventType.RATING).fillna(False).to_numpy()
+    is_rating = event_type == EventType.RATING
     problems.add(is_rating & rating.isna().to_numpy() & cols.text("rating").isna().to_numpy(), "rating", "required for rating events")
     problems.add(((rating < 0) | (rating > 10)).to_numpy(), "rating", "must be between 0 and 10")
     out["rating"] = rating
@@ -382,7 +439,7 @@ def events_clean(frame: pd.DataFrame, *, rules: CleaningRules, prior: list | Non
         problems.add((out[name].str.len() > limit).fillna(False).to_numpy(), name, f"longer than {limit} characters")
 
     for name in FIELDS:
-        if name in frame and name != "context" and frame[name].dtype.kind not in "iufbM":
+        if name in frame and name != "context" and frame[name].dtype.kind not in "iufbM" and _may_hold_nul(cols.text(name)):
             nul = cols.text(name).str.contains("\x00", regex=False, na=False).to_numpy()
             problems.add(nul, name, "contains a NUL byte")
 
@@ -411,25 +468,32 @@ def _drop_repeats(result: CleanedEvents, rules: CleaningRules) -> None:
     result.duplicates = int(repeated_id.sum())
     result.counts["duplicate_event_id_in_batch"] += result.duplicates
 
-    # Same view/click/search of the same thing within seconds: keep the first.
-    noisy = events["event_type"].isin([int(t) for t in NOISY_TYPES]).to_numpy() & ~repeated_id
+    # Same view/click/search of the same thing within seconds: keep the first. Grouped by codes of
+    # the key, sorted stably by time within each group: the same order as sorting by the values.
+    types = events["event_type"].to_numpy(dtype=np.int64, na_value=-1)
+    noisy = np.isin(types, [int(t) for t in NOISY_TYPES]) & ~repeated_id
     near_duplicate = np.zeros(len(events), dtype=bool)
     if noisy.any() and rules.near_duplicate_seconds > 0:
-        sub = events.loc[noisy, ["customer_id", "event_type", "item_id", "context", "occurred_at"]].copy()
-        sub["item_id"] = sub["item_id"].fillna("")
-        sub["context"] = sub["context"].fillna("")
-        sub = sub.sort_values(["customer_id", "event_type", "item_id", "context", "occurred_at"], kind="stable")
-        keys = ["customer_id", "event_type", "item_id", "context"]
-        same_key = (sub[keys] == sub[keys].shift()).all(axis=1).to_numpy()
-        gap = sub["occurred_at"].diff().dt.total_seconds().to_numpy()
+        rows = np.flatnonzero(noisy)
+        sub = events.iloc[rows]
+        keys = [pd.factorize(sub["context"].fillna(""))[0], pd.factorize(sub["item_id"].fillna(""))[0],
+                types[rows], pd.factorize(sub["customer_id"])[0]]
+        micros = sub["occurred_at"].astype("int64").to_numpy()
+        order = np.lexsort([micros, *keys])
+        same_key = np.ones(len(order), dtype=bool)
+        for codes in keys:
+            ordered = codes[order]
+            same_key[1:] &= ordered[1:] == ordered[:-1]
+        same_key[0] = False
+        gap = np.diff(micros[order], prepend=micros[order][:1]) / 1_000_000  # as Timedelta.total_seconds
         repeat = same_key & (gap <= rules.near_duplicate_seconds)
-        near_duplicate[sub.index[repeat]] = True
+        near_duplicate[rows[order[repeat]]] = True
     result.counts["near_duplicate_removed"] += int(near_duplicate.sum())
 
     # Purchases are merged only when they share an order id: the same line of the same order
     # delivered twice. Without an order id, identical purchases are separate purchases.
     order_repeat = np.zeros(len(events), dtype=bool)
-    is_order_line = (events["event_type"] == EventType.PURCHASE).fillna(False).to_numpy() & (events["order_id"] != "").to_numpy()
+    is_order_line = (types == EventType.PURCHASE) & (events["order_id"] != "").to_numpy()
     if is_order_line.any():
         sub = events.loc[is_order_line & ~repeated_id]
         dup = sub.duplicated(["customer_id", "order_id", "item_id", "quantity", "value"])

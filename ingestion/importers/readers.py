@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -101,6 +102,18 @@ def _line_numbers(first_line: int, start_index: int, count: int, skipped: np.nda
     return g + first_line + np.searchsorted(valid_before_skip, g, side="right")
 
 
+def _blank_rows(batch: pa.RecordBatch) -> np.ndarray:
+    """Rows whose every field is empty, column by column over the rows still in question."""
+    blank = np.ones(batch.num_rows, dtype=bool)
+    for column in batch.columns:
+        rows = np.flatnonzero(blank)
+        if not len(rows):
+            break
+        values = column if len(rows) == batch.num_rows else column.take(rows)
+        blank[rows] = pc.equal(values, "").to_numpy(zero_copy_only=False)
+    return blank
+
+
 def read_delimited(
     path: Path,
     *,
@@ -160,7 +173,7 @@ def read_delimited(
             seen_valid += len(frame)
             frame["_line"] = lines
             # pyarrow reads an empty line as a record of empty fields: count it, don't import it
-            blank_rows = (frame[column_names] == "").all(axis=1).to_numpy() if len(frame) else np.zeros(0, bool)
+            blank_rows = _blank_rows(batch)
             if blank_rows.any():
                 blank[0] += int(blank_rows.sum())
                 frame = frame.loc[~blank_rows].reset_index(drop=True)
