@@ -170,6 +170,7 @@ class ReferenceIds:
 
     def customer_ids(self, cursor, external_ids: pd.Series) -> np.ndarray:
         codes, uniques = pd.factorize(external_ids)
+        uniques = uniques.tolist()  # Python strings once: iterating an Arrow-backed array boxes each value
         missing = [e for e in uniques if e not in self.customers]
         if missing and len(settings.PSEUDONYM_KEYS) > 1:
             # a customer made under an older pseudonym key is found first, so none is created twice
@@ -199,6 +200,7 @@ class ReferenceIds:
 
     def item_ids(self, cursor, skus: pd.Series) -> pa.Array:
         codes, uniques = pd.factorize(skus)  # a missing SKU gets code -1
+        uniques = uniques.tolist()
         missing = [s for s in uniques if s not in self.items]
         if missing:
             cursor.execute(_CREATE_ITEMS, [missing])

@@ -139,14 +139,22 @@ def mapped_chunk_check(frame: pd.DataFrame, event_source: EventSource) -> tuple[
 
 def _prepare_chunk(frame: pd.DataFrame, chunk, event_source: EventSource, references: bulk.ReferenceIds,
                    attributes: "LatestCustomerAttributes", job_id: int, number: int) -> _ChunkOutcome:
+    from privacy.selectors import suppressed_subjects_exist
+
     signature = _chunk_signature(frame, chunk)
-    # before cleaning, so a suppressed subject's rejected row is not quarantined (kept verbatim)
-    frame, refused_raw = without_suppressed_subjects(frame, references.source, references.suppression_tokens)
+    # one look at the list for both screens of the chunk (the store screens again, under the guard)
+    screening = suppressed_subjects_exist()
+    refused = 0
+    if screening:
+        # before cleaning, so a suppressed subject's rejected row is not quarantined (kept verbatim)
+        frame, refused = without_suppressed_subjects(frame, references.source, references.suppression_tokens)
     frame, prior = mapped_chunk_check(frame, event_source)
     cleaned = events_clean(frame, rules=event_source.rules, prior=prior)
     attributes.add(frame, cleaned.events)
-    events, refused = without_suppressed_subjects(cleaned.events, references.source, references.suppression_tokens)
-    refused += refused_raw
+    events = cleaned.events
+    if screening:
+        events, refused_cleaned = without_suppressed_subjects(events, references.source, references.suppression_tokens)
+        refused += refused_cleaned
     customers_before, items_before = references.customers_created, references.items_created
     payload = bulk.events_payload(events=events, references=references, import_job_id=job_id) if len(events) else b""
     created = Counter(customers_created_from_events=references.customers_created - customers_before,
@@ -173,7 +181,7 @@ def _prepare_chunk(frame: pd.DataFrame, chunk, event_source: EventSource, refere
         payload=payload,
         rows=len(events),
         refused=refused,
-        external_ids=[str(e) for e in events["customer_id"].unique()] if len(events) else [],
+        external_ids=events["customer_id"].unique().tolist() if len(events) else [],
         number=number,
         signature=signature,
         created=created,
