@@ -137,8 +137,21 @@ def mapped_chunk_check(frame: pd.DataFrame, event_source: EventSource) -> tuple[
     return frame, problems
 
 
-def _prepare_chunk(frame: pd.DataFrame, chunk, event_source: EventSource, references: bulk.ReferenceIds,
-                   attributes: "LatestCustomerAttributes", job_id: int, number: int) -> _ChunkOutcome:
+@dataclass
+class _CleanedChunk:
+    frame: pd.DataFrame
+    chunk: object  # the reader's SourceChunk: its raw lines, malformed rows, progress
+    cleaned: CleanedEvents
+    events: pd.DataFrame  # cleaned.events less suppressed subjects
+    refused: int
+    signature: tuple[int, int]
+    number: int
+
+
+def _clean_chunk(frame: pd.DataFrame, chunk, event_source: EventSource, references: bulk.ReferenceIds,
+                 attributes: "LatestCustomerAttributes", number: int) -> _CleanedChunk:
+    """The reading thread's part of a chunk: screening and cleaning, Python work that needs the
+    database only for one look at the suppression list."""
     from privacy.selectors import suppressed_subjects_exist
 
     signature = _chunk_signature(frame, chunk)
@@ -155,6 +168,15 @@ def _prepare_chunk(frame: pd.DataFrame, chunk, event_source: EventSource, refere
     if screening:
         events, refused_cleaned = without_suppressed_subjects(events, references.source, references.suppression_tokens)
         refused += refused_cleaned
+    return _CleanedChunk(frame, chunk, cleaned, events, refused, signature, number)
+
+
+def _chunk_outcome(cleaned_chunk: _CleanedChunk, references: bulk.ReferenceIds, job_id: int) -> _ChunkOutcome:
+    """The resolving thread's part, one chunk after another in file order: customer and item ids
+    (created if new) and arrival numbers, which wait on the database, then the COPY payload and the
+    encrypted quarantine. Apart from the reading thread, so its cleaning of the next chunk goes on
+    while these queries wait."""
+    frame, chunk, cleaned, events = cleaned_chunk.frame, cleaned_chunk.chunk, cleaned_chunk.cleaned, cleaned_chunk.events
     customers_before, items_before = references.customers_created, references.items_created
     payload = bulk.events_payload(events=events, references=references, import_job_id=job_id) if len(events) else b""
     created = Counter(customers_created_from_events=references.customers_created - customers_before,
@@ -165,7 +187,7 @@ def _prepare_chunk(frame: pd.DataFrame, chunk, event_source: EventSource, refere
         positions = order[np.searchsorted(chunk.frame["_line"].to_numpy()[order], cleaned.rejected_lines)]
         raw = chunk.raw(positions)
         subjects = cleaned.rejected_customer_ids
-    # encrypted here, in the reading thread, so the writers only send it (and hold no GIL meanwhile)
+    # encrypted here, not in the writers, so they only send it (and hold no GIL meanwhile)
     quarantine, quarantined = _quarantine_payload(
         job_id=job_id, source=references.source,
         lines=[r.line for r in chunk.malformed] + cleaned.rejected_lines.tolist(),
@@ -180,10 +202,10 @@ def _prepare_chunk(frame: pd.DataFrame, chunk, event_source: EventSource, refere
         progress_done=chunk.bytes_done,
         payload=payload,
         rows=len(events),
-        refused=refused,
+        refused=cleaned_chunk.refused,
         external_ids=events["customer_id"].unique().tolist() if len(events) else [],
-        number=number,
-        signature=signature,
+        number=cleaned_chunk.number,
+        signature=cleaned_chunk.signature,
         created=created,
         quarantine=quarantine,
         quarantined=quarantined,
@@ -343,12 +365,13 @@ def import_job_run(*, job_id: int, on_progress: Callable[[ImportJob], None] | No
     )
 
 
-class _StoreThreads:
-    """Database writers for an import: each thread owns a connection and stores whole chunks, one
-    transaction each, while the caller prepares the next ones. Chunks merge in primary-key order,
-    so two writers never lock the same keys in opposite orders."""
+class _ChunkThreads:
+    """A stage of an import's pipeline: `count` threads, each with its own database connection,
+    taking chunks from a bounded queue while the caller prepares the next ones; the first error is
+    raised to the caller. The writers store whole chunks, one transaction each, in primary-key
+    order, so two writers never lock the same keys in opposite orders."""
 
-    def __init__(self, count: int, store: Callable[[_ChunkOutcome], None]):
+    def __init__(self, count: int, store: Callable[[object], None]):
         self._store = store
         self._queue: queue.Queue = queue.Queue(maxsize=count)
         self._errors: list[BaseException] = []
@@ -367,7 +390,7 @@ class _StoreThreads:
         finally:
             connection.close()
 
-    def put(self, outcome: _ChunkOutcome) -> None:
+    def put(self, outcome) -> None:
         self._raise_first_error()
         self._queue.put(outcome)
 
@@ -476,8 +499,9 @@ def _import_job_execute(
 ) -> ImportJob:
     """Stream a claimed job's source through cleaning into the store, recording the outcome.
 
-    The calling thread reads, cleans and serialises chunks; STORE_THREADS writers (each with its
-    own connection) COPY and merge them meanwhile, so Python and PostgreSQL use both cores. A chunk
+    The calling thread reads and cleans chunks; a resolving thread gives them ids, arrival numbers
+    and their COPY payload; STORE_THREADS writers (each with its own connection) store them
+    meanwhile, so Python and PostgreSQL use both cores. A chunk
     is one transaction with its ImportChunk record, so a crash leaves whole chunks and the next run
     of the job stores only the others; were a chunk stored twice, its deterministic event ids would
     add nothing.
@@ -508,9 +532,11 @@ def _import_job_stream(job: ImportJob, open_source: Callable[[], EventSource],
     references = bulk.ReferenceIds(job.source)
     attributes = LatestCustomerAttributes(event_source.customer_fields)
     store_mode = _StoreMode(merging=bool(committed))
-    writers = _StoreThreads(
+    writers = _ChunkThreads(
         STORE_THREADS, lambda outcome: _store_chunk(job_id, references, outcome, report, report_lock, store_mode)
     )
+    # one thread, so chunks are resolved (and their arrival numbers drawn) in file order
+    resolver = _ChunkThreads(1, lambda cleaned_chunk: writers.put(_chunk_outcome(cleaned_chunk, references, job_id)))
     try:
         for number, (frame, chunk) in enumerate(event_source.chunks):
             if number in committed:
@@ -522,12 +548,15 @@ def _import_job_stream(job: ImportJob, open_source: Callable[[], EventSource],
                     attributes.add(attributes_only,
                                    events_clean(attributes_only, rules=event_source.rules, prior=prior).events)
                 continue
-            writers.put(_prepare_chunk(frame, chunk, event_source, references, attributes, job_id, number))
+            resolver.put(_clean_chunk(frame, chunk, event_source, references, attributes, number))
             if on_progress:
                 job.refresh_from_db()
                 on_progress(job)
     finally:
-        writers.close()
+        try:
+            resolver.close()
+        finally:
+            writers.close()
     customer_attributes_store(source=job.source, attributes=attributes, report=report)
     ImportJob.objects.filter(pk=job_id).update(report=dict(sorted(report.items())))
 
