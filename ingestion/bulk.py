@@ -1,8 +1,9 @@
 """SQL mechanics of bulk event writes: a cleaned chunk as a binary COPY payload (pgpq encodes
 Arrow columns in PostgreSQL's binary format), COPY-ed straight into the store or, when some of its
-events are already stored, into a session-local staging table and merged with INSERT … ON CONFLICT
-DO NOTHING, all inside the caller's transaction. Customers and items the chunk mentions but the store lacks are created on the way,
-so an event never waits for (or loses to) a late catalogue feed.
+events are already stored, into a session-local staging table and merged with INSERT … ON
+CONFLICT DO NOTHING, all inside the caller's transaction. Customers and items the chunk mentions
+but the store lacks are created on the way, so an event never waits for (or loses to) a late
+catalogue feed.
 """
 
 from __future__ import annotations
