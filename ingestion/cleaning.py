@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ingestion.event_ids import UUID_PATTERN, time_ordered_hex, uuid5_hex
 from ingestion.models import EventFlag, EventType
@@ -187,7 +188,12 @@ def _text(frame: pd.DataFrame, name: str) -> pd.Series:
         if col.dtype.kind == "f":
             text = text.str.replace(r"\.0$", "", regex=True)
         return text
-    text = col.astype("str").str.strip()
+    text = col.astype("str")
+    if text.dtype.storage == "pyarrow":  # .str.strip() and .where(!= "") in one Arrow pass, no pandas round trips
+        stripped = pc.utf8_trim_whitespace(pa.array(text.array))
+        stripped = pc.if_else(pc.equal(stripped, ""), pa.scalar(None, stripped.type), stripped)
+        return pd.Series(pd.array(stripped, dtype=text.dtype), index=text.index, name=text.name)
+    text = text.str.strip()
     return text.where(text != "")
 
 
@@ -219,6 +225,14 @@ def _may_hold_nul(text: pd.Series) -> bool:
         if not np.frombuffer(data, dtype=np.uint8)[start:end].all():
             return True
     return False
+
+
+def _may_exceed(text: pd.Series, limit: int) -> bool:
+    """False when no value is longer than `limit` characters, known from the longest in UTF-8 bytes."""
+    if not isinstance(text.dtype, pd.StringDtype) or text.dtype.storage != "pyarrow":
+        return True
+    longest = pc.max(pc.binary_length(pa.array(text.array))).as_py()
+    return longest is not None and longest > limit
 
 
 def _parsed_numbers(text: pd.Series) -> pd.Series:
@@ -336,14 +350,18 @@ def _contexts_judged(column: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndar
     return out, bad, nul
 
 
-def _event_ids(cols: _Columns, cleaned: pd.DataFrame, rules: CleaningRules, problems: _Problems) -> pd.Series:
-    """Deterministic UUIDs: the client's id, else the source's natural key, else file+line."""
+def _event_ids(cols: _Columns, cleaned: pd.DataFrame, rules: CleaningRules, problems: _Problems) -> tuple[pd.Series, bool]:
+    """Deterministic UUIDs: the client's id, else the source's natural key, else file+line. Also
+    whether the ids are known to be distinct (every row sent a UUID, none twice)."""
     frame = cols.frame
     given = cols.text("event_id")
     ids = np.full(len(frame), None, dtype=object)
     is_uuid = given.str.fullmatch(UUID_PATTERN, na=False).to_numpy()
+    distinct = False
     if is_uuid.all():
-        ids = given.str.lower().str.replace("-", "", regex=False).to_numpy(dtype=object)
+        normalised = given.str.lower().str.replace("-", "", regex=False)
+        distinct = normalised.is_unique  # on Arrow text: cheaper than hashing the objects later
+        ids = normalised.to_numpy(dtype=object)
     elif is_uuid.any():
         ids[is_uuid] = given[is_uuid].str.lower().str.replace("-", "", regex=False).to_numpy(dtype=object)
     too_long = (given.str.len() > 128).fillna(False).to_numpy()
@@ -361,7 +379,7 @@ def _event_ids(cols: _Columns, cleaned: pd.DataFrame, rules: CleaningRules, prob
             names = f"{rules.file_identity}:" + frame.loc[missing, "_line"].astype("str")
         occurred = cleaned.loc[missing, "occurred_at"].fillna(pd.Timestamp(0, tz="UTC"))
         ids[missing] = time_ordered_hex((prefix + v for v in names.to_numpy(dtype=object)), occurred)
-    return pd.Series(ids, index=frame.index, dtype="object")
+    return pd.Series(ids, index=frame.index, dtype="object"), distinct
 
 
 def events_clean(frame: pd.DataFrame, *, rules: CleaningRules, prior: list | None = None) -> CleanedEvents:
@@ -436,7 +454,8 @@ def events_clean(frame: pd.DataFrame, *, rules: CleaningRules, prior: list | Non
             text = text.str.lower()
         out[name] = text.fillna("")
     for name, limit in TEXT_LIMITS.items():
-        problems.add((out[name].str.len() > limit).fillna(False).to_numpy(), name, f"longer than {limit} characters")
+        if _may_exceed(out[name], limit):
+            problems.add((out[name].str.len() > limit).fillna(False).to_numpy(), name, f"longer than {limit} characters")
 
     for name in FIELDS:
         if name in frame and name != "context" and frame[name].dtype.kind not in "iufbM" and _may_hold_nul(cols.text(name)):
@@ -444,7 +463,7 @@ def events_clean(frame: pd.DataFrame, *, rules: CleaningRules, prior: list | Non
             problems.add(nul, name, "contains a NUL byte")
 
     out["context"] = _context(frame, problems)
-    out["event_id"] = _event_ids(cols, out, rules, problems)
+    out["event_id"], ids_distinct = _event_ids(cols, out, rules, problems)
 
     rejected_mask = problems.any_mask()
     positions = np.flatnonzero(rejected_mask)
@@ -456,15 +475,25 @@ def events_clean(frame: pd.DataFrame, *, rules: CleaningRules, prior: list | Non
     result = CleanedEvents(events=clean, counts=counts, rejected_positions=positions,
                            rejected_lines=out["_line"].to_numpy()[positions], problems=problems,
                            rejected_customer_ids=named.astype("object").where(named.notna(), None).tolist())
-    _drop_repeats(result, rules)
+    _drop_repeats(result, rules, ids_distinct=ids_distinct)
     _flag_outliers(result, rules)
     return result
 
 
-def _drop_repeats(result: CleanedEvents, rules: CleaningRules) -> None:
+def _codes(column: pd.Series) -> np.ndarray:
+    """Factorised codes with missing values coded as "" (what fillna("") would give them)."""
+    codes, uniques = pd.factorize(column)
+    empty = np.flatnonzero(np.asarray(uniques == "", dtype=bool))
+    return np.where(codes < 0, empty[0] if len(empty) else len(uniques), codes)
+
+
+def _drop_repeats(result: CleanedEvents, rules: CleaningRules, *, ids_distinct: bool = False) -> None:
     events = result.events
     # the store's idempotency key: the same id for another customer is another event
-    repeated_id = events.duplicated(["customer_id", "event_id"]).to_numpy()
+    if ids_distinct:
+        repeated_id = np.zeros(len(events), dtype=bool)
+    else:
+        repeated_id = events.duplicated(["customer_id", "event_id"]).to_numpy()
     result.duplicates = int(repeated_id.sum())
     result.counts["duplicate_event_id_in_batch"] += result.duplicates
 
@@ -476,15 +505,13 @@ def _drop_repeats(result: CleanedEvents, rules: CleaningRules) -> None:
     if noisy.any() and rules.near_duplicate_seconds > 0:
         rows = np.flatnonzero(noisy)
         sub = events.iloc[rows]
-        keys = [pd.factorize(sub["context"].fillna(""))[0], pd.factorize(sub["item_id"].fillna(""))[0],
-                types[rows], pd.factorize(sub["customer_id"])[0]]
+        group = _codes(sub["customer_id"])
+        for codes in (types[rows], _codes(sub["item_id"]), _codes(sub["context"])):
+            group = pd.factorize(group * (int(codes.max()) + 1) + codes)[0]
         micros = sub["occurred_at"].astype("int64").to_numpy()
-        order = np.lexsort([micros, *keys])
-        same_key = np.ones(len(order), dtype=bool)
-        for codes in keys:
-            ordered = codes[order]
-            same_key[1:] &= ordered[1:] == ordered[:-1]
-        same_key[0] = False
+        order = np.lexsort([micros, group])
+        same_key = np.zeros(len(order), dtype=bool)
+        same_key[1:] = group[order][1:] == group[order][:-1]
         gap = np.diff(micros[order], prepend=micros[order][:1]) / 1_000_000  # as Timedelta.total_seconds
         repeat = same_key & (gap <= rules.near_duplicate_seconds)
         near_duplicate[rows[order[repeat]]] = True
@@ -495,8 +522,8 @@ def _drop_repeats(result: CleanedEvents, rules: CleaningRules) -> None:
     order_repeat = np.zeros(len(events), dtype=bool)
     is_order_line = (types == EventType.PURCHASE) & (events["order_id"] != "").to_numpy()
     if is_order_line.any():
-        sub = events.loc[is_order_line & ~repeated_id]
-        dup = sub.duplicated(["customer_id", "order_id", "item_id", "quantity", "value"])
+        sub = events.loc[is_order_line & ~repeated_id, ["customer_id", "order_id", "item_id", "quantity", "value"]]
+        dup = sub.duplicated()
         order_repeat[sub.index[dup.to_numpy()]] = True
     result.counts["order_line_repeat_removed"] += int(order_repeat.sum())
 
@@ -511,8 +538,13 @@ def _flag_outliers(result: CleanedEvents, rules: CleaningRules) -> None:
     if events.empty:
         return
     flags = events["flags"].to_numpy().copy()
-    minute = events["occurred_at"].dt.floor("min")
-    per_minute = events.groupby([events["customer_id"], minute], sort=False)["event_type"].transform("size").to_numpy()
+    if events["customer_id"].isna().any() or events["occurred_at"].isna().any():
+        minute = events["occurred_at"].dt.floor("min")
+        per_minute = events.groupby([events["customer_id"], minute], sort=False)["event_type"].transform("size").to_numpy()
+    else:  # the same group sizes by codes (floor division floors the minute like dt.floor)
+        minute = pd.factorize(events["occurred_at"].astype("int64").to_numpy() // 60_000_000)[0]
+        group = pd.factorize(pd.factorize(events["customer_id"])[0] * (int(minute.max()) + 1) + minute)[0]
+        per_minute = np.bincount(group)[group]
     bot = per_minute > rules.bot_events_per_minute
     flags[bot] |= EventFlag.BOT_RATE
     unit_price = (events["value"] / events["quantity"]).to_numpy(dtype="float64", na_value=np.nan)
