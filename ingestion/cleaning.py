@@ -4,7 +4,8 @@ Input: a pandas DataFrame whose columns are canonical field names (see FIELDS) h
 as they came from the source, plus `_line` (line or row number in the source). Output: the rows
 that pass, typed and normalised for the store; every refused row with each field's reason; and
 one counter per cleaning rule for the import report. Vectorised: no per-row Python on the hot
-path except for the (few) rejected rows and JSON contexts.
+path except for the (few) rejected rows and the distinct JSON contexts; values that repeat
+(numbers, types, currencies, contexts) are judged once per distinct value.
 """
 
 import json
@@ -210,13 +211,21 @@ class _Columns:
         return self._texts[name]
 
 
+def _arrow_chunks(text: pd.Series) -> list[pa.Array] | None:
+    """The Arrow arrays behind a text column (pandas' default "str" dtype); None for other columns."""
+    if not isinstance(text.dtype, pd.StringDtype) or text.dtype.storage != "pyarrow":
+        return None
+    arrow = pa.array(text.array)
+    return arrow.chunks if isinstance(arrow, pa.ChunkedArray) else [arrow]
+
+
 def _may_hold_nul(text: pd.Series) -> bool:
     """False when no value of the text column holds a NUL: one pass over its UTF-8 bytes instead of a
     search per value (bytes of missing values may count, which only costs that search)."""
-    if not isinstance(text.dtype, pd.StringDtype) or text.dtype.storage != "pyarrow":
+    chunks = _arrow_chunks(text)
+    if chunks is None:
         return True
-    arrow = pa.array(text.array)
-    for chunk in arrow.chunks if isinstance(arrow, pa.ChunkedArray) else [arrow]:
+    for chunk in chunks:
         data = chunk.buffers()[2]
         if data is None:
             continue
@@ -229,10 +238,10 @@ def _may_hold_nul(text: pd.Series) -> bool:
 
 def _may_exceed(text: pd.Series, limit: int) -> bool:
     """False when no value is longer than `limit` characters, known from the longest in UTF-8 bytes."""
-    if not isinstance(text.dtype, pd.StringDtype) or text.dtype.storage != "pyarrow":
+    chunks = _arrow_chunks(text)
+    if chunks is None:
         return True
-    longest = pc.max(pc.binary_length(pa.array(text.array))).as_py()
-    return longest is not None and longest > limit
+    return any(len(chunk) and (pc.max(pc.binary_length(chunk)).as_py() or 0) > limit for chunk in chunks)
 
 
 def _parsed_numbers(text: pd.Series) -> pd.Series:
@@ -358,15 +367,10 @@ def _dashed_uuids(given: pd.Series) -> tuple[np.ndarray, bool] | None:
     lowercase hex digits, read from the column's bytes in a few NumPy passes instead of a regex,
     a lower() and a replace() per value; and whether they are known to be distinct (distinct
     fingerprints). None when any value is otherwise: the general path decides."""
-    if not len(given) or not isinstance(given.dtype, pd.StringDtype) or given.dtype.storage != "pyarrow":
+    chunks = _arrow_chunks(given)
+    if chunks is None or len(chunks) != 1 or not len(given) or chunks[0].null_count:
         return None
-    arrow = pa.array(given.array)
-    if isinstance(arrow, pa.ChunkedArray):
-        if arrow.num_chunks != 1:
-            return None
-        arrow = arrow.chunk(0)
-    if arrow.null_count:
-        return None
+    arrow = chunks[0]
     offsets = np.frombuffer(arrow.buffers()[1], dtype=np.int64 if pa.types.is_large_string(arrow.type) else np.int32)
     offsets = offsets[arrow.offset:arrow.offset + len(arrow) + 1]
     if not (np.diff(offsets) == 36).all():
@@ -379,8 +383,10 @@ def _dashed_uuids(given: pd.Series) -> tuple[np.ndarray, bool] | None:
     if not (((digits >= ord("0")) & (digits <= ord("9"))) | ((digits >= ord("a")) & (digits <= ord("f"))) | upper).all():
         return None
     digits[upper] += ord("a") - ord("A")
-    words = digits.view(np.uint64)  # (n, 4): equal ids have equal words
-    fingerprint = words[:, 0] ^ (words[:, 1] * np.uint64(0x9E3779B97F4A7C15)) ^ (words[:, 2] * np.uint64(0xC2B2AE3D27D4EB4F)) ^ (words[:, 3] * np.uint64(0x165667B19E3779F9))
+    words = digits.view(np.uint64)  # (n, 4): equal ids have equal words, so equal fingerprints
+    fingerprint = words[:, 0].copy()
+    for column, odd in ((1, 0x9E3779B97F4A7C15), (2, 0xC2B2AE3D27D4EB4F), (3, 0x165667B19E3779F9)):
+        fingerprint ^= words[:, column] * np.uint64(odd)
     hex_digits = pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), len(digits), [None, pa.py_buffer(digits)])
     ids = hex_digits.cast(pa.string()).to_numpy(zero_copy_only=False)
     return ids, pd.Series(fingerprint).is_unique
@@ -392,17 +398,19 @@ def _event_ids(cols: _Columns, cleaned: pd.DataFrame, rules: CleaningRules, prob
     frame = cols.frame
     given = cols.text("event_id")
     ids = np.full(len(frame), None, dtype=object)
-    dashed = _dashed_uuids(given)
-    is_uuid = np.ones(len(frame), dtype=bool) if dashed is not None else given.str.fullmatch(UUID_PATTERN, na=False).to_numpy()
     distinct = False
+    dashed = _dashed_uuids(given)
     if dashed is not None:
         ids, distinct = dashed
-    elif is_uuid.all():
-        normalised = given.str.lower().str.replace("-", "", regex=False)
-        distinct = normalised.is_unique  # on Arrow text: cheaper than hashing the objects later
-        ids = normalised.to_numpy(dtype=object)
-    elif is_uuid.any():
-        ids[is_uuid] = given[is_uuid].str.lower().str.replace("-", "", regex=False).to_numpy(dtype=object)
+        is_uuid = np.ones(len(frame), dtype=bool)
+    else:
+        is_uuid = given.str.fullmatch(UUID_PATTERN, na=False).to_numpy()
+        if is_uuid.all():
+            normalised = given.str.lower().str.replace("-", "", regex=False)
+            distinct = normalised.is_unique  # on Arrow text: cheaper than hashing the objects later
+            ids = normalised.to_numpy(dtype=object)
+        elif is_uuid.any():
+            ids[is_uuid] = given[is_uuid].str.lower().str.replace("-", "", regex=False).to_numpy(dtype=object)
     too_long = (given.str.len() > 128).fillna(False).to_numpy()
     problems.add(too_long, "event_id", "longer than 128 characters")
     prefix = f"{rules.source}\x1f"
