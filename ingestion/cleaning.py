@@ -4,7 +4,8 @@ Input: a pandas DataFrame whose columns are canonical field names (see FIELDS) h
 as they came from the source, plus `_line` (line or row number in the source). Output: the rows
 that pass, typed and normalised for the store; every refused row with each field's reason; and
 one counter per cleaning rule for the import report. Vectorised: no per-row Python on the hot
-path except for the (few) rejected rows and JSON contexts.
+path except for the (few) rejected rows and the distinct JSON contexts; values that repeat
+(numbers, types, currencies, contexts) are judged once per distinct value.
 """
 
 import json
@@ -17,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ingestion.event_ids import UUID_PATTERN, time_ordered_hex, uuid5_hex
 from ingestion.models import EventFlag, EventType
@@ -187,7 +189,12 @@ def _text(frame: pd.DataFrame, name: str) -> pd.Series:
         if col.dtype.kind == "f":
             text = text.str.replace(r"\.0$", "", regex=True)
         return text
-    text = col.astype("str").str.strip()
+    text = col.astype("str")
+    if text.dtype.storage == "pyarrow":  # .str.strip() and .where(!= "") in one Arrow pass, no pandas round trips
+        stripped = pc.utf8_trim_whitespace(pa.array(text.array))
+        stripped = pc.if_else(pc.equal(stripped, ""), pa.scalar(None, stripped.type), stripped)
+        return pd.Series(pd.array(stripped, dtype=text.dtype), index=text.index, name=text.name)
+    text = text.str.strip()
     return text.where(text != "")
 
 
@@ -204,13 +211,21 @@ class _Columns:
         return self._texts[name]
 
 
+def _arrow_chunks(text: pd.Series) -> list[pa.Array] | None:
+    """The Arrow arrays behind a text column (pandas' default "str" dtype); None for other columns."""
+    if not isinstance(text.dtype, pd.StringDtype) or text.dtype.storage != "pyarrow":
+        return None
+    arrow = pa.array(text.array)
+    return arrow.chunks if isinstance(arrow, pa.ChunkedArray) else [arrow]
+
+
 def _may_hold_nul(text: pd.Series) -> bool:
     """False when no value of the text column holds a NUL: one pass over its UTF-8 bytes instead of a
     search per value (bytes of missing values may count, which only costs that search)."""
-    if not isinstance(text.dtype, pd.StringDtype) or text.dtype.storage != "pyarrow":
+    chunks = _arrow_chunks(text)
+    if chunks is None:
         return True
-    arrow = pa.array(text.array)
-    for chunk in arrow.chunks if isinstance(arrow, pa.ChunkedArray) else [arrow]:
+    for chunk in chunks:
         data = chunk.buffers()[2]
         if data is None:
             continue
@@ -219,6 +234,14 @@ def _may_hold_nul(text: pd.Series) -> bool:
         if not np.frombuffer(data, dtype=np.uint8)[start:end].all():
             return True
     return False
+
+
+def _may_exceed(text: pd.Series, limit: int) -> bool:
+    """False when no value is longer than `limit` characters, known from the longest in UTF-8 bytes."""
+    chunks = _arrow_chunks(text)
+    if chunks is None:
+        return True
+    return any(len(chunk) and (pc.max(pc.binary_length(chunk)).as_py() or 0) > limit for chunk in chunks)
 
 
 def _parsed_numbers(text: pd.Series) -> pd.Series:
@@ -336,16 +359,58 @@ def _contexts_judged(column: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndar
     return out, bad, nul
 
 
-def _event_ids(cols: _Columns, cleaned: pd.DataFrame, rules: CleaningRules, problems: _Problems) -> pd.Series:
-    """Deterministic UUIDs: the client's id, else the source's natural key, else file+line."""
+_HEX_POSITIONS = [p for p in range(36) if p not in (8, 13, 18, 23)]
+
+
+def _dashed_uuids(given: pd.Series) -> tuple[np.ndarray, bool] | None:
+    """When every value is a UUID in its usual 36-character form (what files send), the ids as 32
+    lowercase hex digits, read from the column's bytes in a few NumPy passes instead of a regex,
+    a lower() and a replace() per value; and whether they are known to be distinct (distinct
+    fingerprints). None when any value is otherwise: the general path decides."""
+    chunks = _arrow_chunks(given)
+    if chunks is None or len(chunks) != 1 or not len(given) or chunks[0].null_count:
+        return None
+    arrow = chunks[0]
+    offsets = np.frombuffer(arrow.buffers()[1], dtype=np.int64 if pa.types.is_large_string(arrow.type) else np.int32)
+    offsets = offsets[arrow.offset:arrow.offset + len(arrow) + 1]
+    if not (np.diff(offsets) == 36).all():
+        return None
+    chars = np.frombuffer(arrow.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]].reshape(-1, 36)
+    if not (chars[:, [8, 13, 18, 23]] == ord("-")).all():
+        return None
+    digits = np.ascontiguousarray(chars[:, _HEX_POSITIONS])
+    upper = (digits >= ord("A")) & (digits <= ord("F"))
+    if not (((digits >= ord("0")) & (digits <= ord("9"))) | ((digits >= ord("a")) & (digits <= ord("f"))) | upper).all():
+        return None
+    digits[upper] += ord("a") - ord("A")
+    words = digits.view(np.uint64)  # (n, 4): equal ids have equal words, so equal fingerprints
+    fingerprint = words[:, 0].copy()
+    for column, odd in ((1, 0x9E3779B97F4A7C15), (2, 0xC2B2AE3D27D4EB4F), (3, 0x165667B19E3779F9)):
+        fingerprint ^= words[:, column] * np.uint64(odd)
+    hex_digits = pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), len(digits), [None, pa.py_buffer(digits)])
+    ids = hex_digits.cast(pa.string()).to_numpy(zero_copy_only=False)
+    return ids, pd.Series(fingerprint).is_unique
+
+
+def _event_ids(cols: _Columns, cleaned: pd.DataFrame, rules: CleaningRules, problems: _Problems) -> tuple[pd.Series, bool]:
+    """Deterministic UUIDs: the client's id, else the source's natural key, else file+line. Also
+    whether the ids are known to be distinct (every row sent a UUID, none twice)."""
     frame = cols.frame
     given = cols.text("event_id")
     ids = np.full(len(frame), None, dtype=object)
-    is_uuid = given.str.fullmatch(UUID_PATTERN, na=False).to_numpy()
-    if is_uuid.all():
-        ids = given.str.lower().str.replace("-", "", regex=False).to_numpy(dtype=object)
-    elif is_uuid.any():
-        ids[is_uuid] = given[is_uuid].str.lower().str.replace("-", "", regex=False).to_numpy(dtype=object)
+    distinct = False
+    dashed = _dashed_uuids(given)
+    if dashed is not None:
+        ids, distinct = dashed
+        is_uuid = np.ones(len(frame), dtype=bool)
+    else:
+        is_uuid = given.str.fullmatch(UUID_PATTERN, na=False).to_numpy()
+        if is_uuid.all():
+            normalised = given.str.lower().str.replace("-", "", regex=False)
+            distinct = normalised.is_unique  # on Arrow text: cheaper than hashing the objects later
+            ids = normalised.to_numpy(dtype=object)
+        elif is_uuid.any():
+            ids[is_uuid] = given[is_uuid].str.lower().str.replace("-", "", regex=False).to_numpy(dtype=object)
     too_long = (given.str.len() > 128).fillna(False).to_numpy()
     problems.add(too_long, "event_id", "longer than 128 characters")
     prefix = f"{rules.source}\x1f"
@@ -361,7 +426,7 @@ def _event_ids(cols: _Columns, cleaned: pd.DataFrame, rules: CleaningRules, prob
             names = f"{rules.file_identity}:" + frame.loc[missing, "_line"].astype("str")
         occurred = cleaned.loc[missing, "occurred_at"].fillna(pd.Timestamp(0, tz="UTC"))
         ids[missing] = time_ordered_hex((prefix + v for v in names.to_numpy(dtype=object)), occurred)
-    return pd.Series(ids, index=frame.index, dtype="object")
+    return pd.Series(ids, index=frame.index, dtype="object"), distinct
 
 
 def events_clean(frame: pd.DataFrame, *, rules: CleaningRules, prior: list | None = None) -> CleanedEvents:
@@ -436,7 +501,8 @@ def events_clean(frame: pd.DataFrame, *, rules: CleaningRules, prior: list | Non
             text = text.str.lower()
         out[name] = text.fillna("")
     for name, limit in TEXT_LIMITS.items():
-        problems.add((out[name].str.len() > limit).fillna(False).to_numpy(), name, f"longer than {limit} characters")
+        if _may_exceed(out[name], limit):
+            problems.add((out[name].str.len() > limit).fillna(False).to_numpy(), name, f"longer than {limit} characters")
 
     for name in FIELDS:
         if name in frame and name != "context" and frame[name].dtype.kind not in "iufbM" and _may_hold_nul(cols.text(name)):
@@ -444,7 +510,7 @@ def events_clean(frame: pd.DataFrame, *, rules: CleaningRules, prior: list | Non
             problems.add(nul, name, "contains a NUL byte")
 
     out["context"] = _context(frame, problems)
-    out["event_id"] = _event_ids(cols, out, rules, problems)
+    out["event_id"], ids_distinct = _event_ids(cols, out, rules, problems)
 
     rejected_mask = problems.any_mask()
     positions = np.flatnonzero(rejected_mask)
@@ -456,15 +522,25 @@ def events_clean(frame: pd.DataFrame, *, rules: CleaningRules, prior: list | Non
     result = CleanedEvents(events=clean, counts=counts, rejected_positions=positions,
                            rejected_lines=out["_line"].to_numpy()[positions], problems=problems,
                            rejected_customer_ids=named.astype("object").where(named.notna(), None).tolist())
-    _drop_repeats(result, rules)
+    _drop_repeats(result, rules, ids_distinct=ids_distinct)
     _flag_outliers(result, rules)
     return result
 
 
-def _drop_repeats(result: CleanedEvents, rules: CleaningRules) -> None:
+def _codes(column: pd.Series) -> np.ndarray:
+    """Factorised codes with missing values coded as "" (what fillna("") would give them)."""
+    codes, uniques = pd.factorize(column)
+    empty = np.flatnonzero(np.asarray(uniques == "", dtype=bool))
+    return np.where(codes < 0, empty[0] if len(empty) else len(uniques), codes)
+
+
+def _drop_repeats(result: CleanedEvents, rules: CleaningRules, *, ids_distinct: bool = False) -> None:
     events = result.events
     # the store's idempotency key: the same id for another customer is another event
-    repeated_id = events.duplicated(["customer_id", "event_id"]).to_numpy()
+    if ids_distinct:
+        repeated_id = np.zeros(len(events), dtype=bool)
+    else:
+        repeated_id = events.duplicated(["customer_id", "event_id"]).to_numpy()
     result.duplicates = int(repeated_id.sum())
     result.counts["duplicate_event_id_in_batch"] += result.duplicates
 
@@ -475,16 +551,13 @@ def _drop_repeats(result: CleanedEvents, rules: CleaningRules) -> None:
     near_duplicate = np.zeros(len(events), dtype=bool)
     if noisy.any() and rules.near_duplicate_seconds > 0:
         rows = np.flatnonzero(noisy)
-        sub = events.iloc[rows]
-        keys = [pd.factorize(sub["context"].fillna(""))[0], pd.factorize(sub["item_id"].fillna(""))[0],
-                types[rows], pd.factorize(sub["customer_id"])[0]]
-        micros = sub["occurred_at"].astype("int64").to_numpy()
-        order = np.lexsort([micros, *keys])
-        same_key = np.ones(len(order), dtype=bool)
-        for codes in keys:
-            ordered = codes[order]
-            same_key[1:] &= ordered[1:] == ordered[:-1]
-        same_key[0] = False
+        group = _codes(events["customer_id"])[rows]
+        for codes in (types[rows], _codes(events["item_id"])[rows], _codes(events["context"])[rows]):
+            group = pd.factorize(group * (int(codes.max()) + 1) + codes)[0]
+        micros = events["occurred_at"].astype("int64").to_numpy()[rows]
+        order = np.lexsort([micros, group])
+        same_key = np.zeros(len(order), dtype=bool)
+        same_key[1:] = group[order][1:] == group[order][:-1]
         gap = np.diff(micros[order], prepend=micros[order][:1]) / 1_000_000  # as Timedelta.total_seconds
         repeat = same_key & (gap <= rules.near_duplicate_seconds)
         near_duplicate[rows[order[repeat]]] = True
@@ -495,8 +568,8 @@ def _drop_repeats(result: CleanedEvents, rules: CleaningRules) -> None:
     order_repeat = np.zeros(len(events), dtype=bool)
     is_order_line = (types == EventType.PURCHASE) & (events["order_id"] != "").to_numpy()
     if is_order_line.any():
-        sub = events.loc[is_order_line & ~repeated_id]
-        dup = sub.duplicated(["customer_id", "order_id", "item_id", "quantity", "value"])
+        sub = events.loc[is_order_line & ~repeated_id, ["customer_id", "order_id", "item_id", "quantity", "value"]]
+        dup = sub.duplicated()
         order_repeat[sub.index[dup.to_numpy()]] = True
     result.counts["order_line_repeat_removed"] += int(order_repeat.sum())
 
@@ -511,8 +584,13 @@ def _flag_outliers(result: CleanedEvents, rules: CleaningRules) -> None:
     if events.empty:
         return
     flags = events["flags"].to_numpy().copy()
-    minute = events["occurred_at"].dt.floor("min")
-    per_minute = events.groupby([events["customer_id"], minute], sort=False)["event_type"].transform("size").to_numpy()
+    if events["customer_id"].isna().any() or events["occurred_at"].isna().any():
+        minute = events["occurred_at"].dt.floor("min")
+        per_minute = events.groupby([events["customer_id"], minute], sort=False)["event_type"].transform("size").to_numpy()
+    else:  # the same group sizes by codes (floor division floors the minute like dt.floor)
+        minute = pd.factorize(events["occurred_at"].astype("int64").to_numpy() // 60_000_000)[0]
+        group = pd.factorize(pd.factorize(events["customer_id"])[0] * (int(minute.max()) + 1) + minute)[0]
+        per_minute = np.bincount(group)[group]
     bot = per_minute > rules.bot_events_per_minute
     flags[bot] |= EventFlag.BOT_RATE
     unit_price = (events["value"] / events["quantity"]).to_numpy(dtype="float64", na_value=np.nan)
