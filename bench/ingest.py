@@ -8,7 +8,9 @@ Generates N synthetic events to a CSV file, then in one run measures
   3. the rows that import stored, COPY-ed into an empty copy of the event table with its real keys
      and indexes (hash partitions by customer, primary key (customer_id, event_id), the per-customer
      time B-tree and the time BRIN): the floor for any path that keeps them
-     (`indexed_copy_events_per_s`; `import_over_indexed_copy` = import rate / that rate).
+     (`indexed_copy_events_per_s`; `import_over_indexed_copy` = import rate / that rate), in CSV as
+     the issue set it, and again in PostgreSQL's binary COPY format, which the import itself sends
+     (`indexed_binary_copy_events_per_s`, `import_over_indexed_binary_copy`: the stricter floor).
 Then the same file imported again (`reimport_events_per_s`): every chunk meets stored events and
 takes the merge path (staging COPY, INSERT … ON CONFLICT DO NOTHING), and nothing is added.
 With --bad-share S, the same file again with a share S of its lines spoiled (a third each: an
@@ -55,10 +57,10 @@ def raw_copy(path: Path) -> float:
     return elapsed
 
 
-def indexed_copy(job_id: int, directory: Path) -> tuple[float, int]:
+def indexed_copy(job_id: int, directory: Path, fmt: str = "csv") -> tuple[float, int]:
     """The rows import `job_id` stored, written out, then COPY-ed (timed) into an empty table built
     like the event table: the same partitions, keys and indexes (ingestion.shard_shape). Returns the
-    seconds and the rows."""
+    seconds and the rows. `fmt` csv or binary (PostgreSQL's binary COPY, as the import sends)."""
     from django.conf import settings
     from django.db import connection, transaction
 
@@ -66,7 +68,7 @@ def indexed_copy(job_id: int, directory: Path) -> tuple[float, int]:
 
     dump = directory / "stored.csv"
     with connection.cursor() as cursor, open(dump, "wb") as handle:
-        with cursor.copy(f"COPY (SELECT * FROM ingestion_event WHERE import_job_id = {int(job_id)}) TO STDOUT (FORMAT csv)") as copy:
+        with cursor.copy(f"COPY (SELECT * FROM ingestion_event WHERE import_job_id = {int(job_id)}) TO STDOUT (FORMAT {fmt})") as copy:
             for block in copy:
                 handle.write(block)
     # the migration's own SQL, renamed: a partitioned copy of the (empty) shape of the event table
@@ -83,7 +85,7 @@ def indexed_copy(job_id: int, directory: Path) -> tuple[float, int]:
         cursor.execute(shape)
     started = time.perf_counter()
     with transaction.atomic(), connection.cursor() as cursor, open(dump, "rb") as handle:
-        with cursor.copy("COPY bench_indexed_event FROM STDIN (FORMAT csv)") as copy:
+        with cursor.copy(f"COPY bench_indexed_event FROM STDIN (FORMAT {fmt})") as copy:
             while block := handle.read(1 << 20):
                 copy.write(block)
         rows = cursor.rowcount
@@ -160,6 +162,7 @@ def main() -> None:
         raw_s = raw_copy(path)
         job, import_s = timed_import(path, source="bench")
         indexed_s, indexed_rows = indexed_copy(job.pk, Path(tmp))
+        binary_s, _ = indexed_copy(job.pk, Path(tmp), fmt="binary")
         # the same file again: every chunk meets stored events, so every chunk takes the merge path
         again, reimport_s = timed_import(path, source="bench")
         size_mb = path.stat().st_size / 1e6
@@ -194,6 +197,8 @@ def main() -> None:
         "indexed_copy_events_per_s": round(indexed_rows / indexed_s),
         "indexed_copy_rows": indexed_rows,
         "import_over_indexed_copy": round((written / import_s) / (indexed_rows / indexed_s), 3),
+        "indexed_binary_copy_events_per_s": round(indexed_rows / binary_s),
+        "import_over_indexed_binary_copy": round((written / import_s) / (indexed_rows / binary_s), 3),
         "ratio": round(raw_s / import_s, 3),
         "import_s": round(import_s, 2),
         "raw_copy_s": round(raw_s, 2),
