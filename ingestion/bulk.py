@@ -60,6 +60,9 @@ _CUSTOMERS_BY_KEY = "SELECT key, customer_id FROM ingestion_customerkey WHERE ke
 _MERGED_INTO = "SELECT id, merged_into_id FROM ingestion_customer WHERE id = ANY(%s) AND merged_into_id IS NOT NULL"
 MERGE_CHAIN_LIMIT = 16
 CUSTOMER_LOCK_SPACE = 0x43555354  # the first key of customers' advisory locks ("CUST")
+# Customers are locked by bucket (id modulo this): a batch of 5,000 customers locked one by one ran
+# the server's shared lock table out of memory (64 locks per transaction × connections, by default)
+CUSTOMER_LOCK_BUCKETS = 256
 
 
 def customers_create(cursor, *, keys: list[str], source: str, key_id: str) -> dict[str, int]:
@@ -85,12 +88,14 @@ def customers_create(cursor, *, keys: list[str], source: str, key_id: str) -> di
 
 
 def customers_lock(cursor, customer_ids: list[int]) -> None:
-    """Transaction-scoped locks on these customers, taken in id order so two writers never deadlock.
-    Advisory locks rather than FOR UPDATE: a Citus cluster refuses row locks across shards, and
-    every writer goes through the coordinator (or the one server), so these serialise them alike."""
+    """Transaction-scoped locks on these customers' buckets (at most CUSTOMER_LOCK_BUCKETS), taken in
+    bucket order so two writers never deadlock; writers of customers in the same bucket wait for
+    each other. Advisory locks rather than FOR UPDATE: a Citus cluster refuses row locks across
+    shards, and every writer goes through the coordinator (or the one server), so these serialise
+    them alike."""
     cursor.execute(
-        "SELECT count(pg_advisory_xact_lock(%s, id)) FROM (SELECT DISTINCT (id %% 2147483647)::int AS id "
-        "FROM unnest(%s::bigint[]) AS id ORDER BY 1) AS ids", [CUSTOMER_LOCK_SPACE, customer_ids])
+        "SELECT count(pg_advisory_xact_lock(%s, bucket)) FROM (SELECT DISTINCT (id %% %s)::int AS bucket "
+        "FROM unnest(%s::bigint[]) AS id ORDER BY 1) AS buckets", [CUSTOMER_LOCK_SPACE, CUSTOMER_LOCK_BUCKETS, customer_ids])
 
 
 def customers_resolve(cursor, keys: list[str]) -> dict[str, int]:

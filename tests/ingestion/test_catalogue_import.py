@@ -54,3 +54,17 @@ def test_item_and_edge_files_through_the_command(tmp_path):
     assert [r[0] for r in reasons[1:]] == [3, 4]
     assert "target_id: must differ from source_id" in reasons[1][1]
     assert reasons[2][1].startswith("relation:")
+
+
+def test_a_batch_of_more_customers_than_the_lock_table_holds_is_upserted(tmp_path):
+    """A 1 MiB block of a customers CSV holds about 20,000 rows, one transaction. Locking 25,000
+    customers one advisory lock each overflowed PostgreSQL's shared lock table (64 per transaction
+    × connections, 12,800 on the embedded server: "out of shared memory"); they are locked by
+    bucket, at most 256 locks, so a batch of any size goes through, created then updated."""
+    from ingestion.services import customers_upsert
+
+    rows = [{"external_id": f"bulk-{n}", "age": 30 + n % 40} for n in range(25000)]
+
+    assert customers_upsert(rows=rows, source="default") == 25000
+    assert customers_upsert(rows=[{**row, "age": 20} for row in rows], source="default") == 25000
+    assert Customer.objects.filter(age=20).count() == 25000
