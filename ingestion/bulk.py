@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pgpq
 import pyarrow as pa
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, InternalError, connection, transaction
 from pgpq import encoders as pgpq_encoders
 from pgpq import schema as pgpq_schema
 from psycopg import errors as psycopg_errors
@@ -311,6 +311,14 @@ def events_payload(*, events: pd.DataFrame, references: ReferenceIds, import_job
     return events_payload_encode([events_table(events=events, references=references, import_job_id=import_job_id)])
 
 
+# What a COPY that meets a stored event raises: a unique violation on one server; on a Citus
+# cluster an internal error (SQLSTATE XX000: Citus re-raises a shard's COPY error with its message
+# but not its code), hence by class, never by message text (which follows the server's locale).
+# Anything else of these classes fails the merge that follows with its own error.
+_COPY_MET_STORED_EVENTS = (IntegrityError, InternalError, psycopg_errors.IntegrityError,
+                           psycopg_errors.InternalError, psycopg_errors.DeadlockDetected)
+
+
 def events_copy_payload(*, payload: bytes, rows: int) -> MergeResult | None:
     """COPY a payload straight into the event table, the cheapest write there is; None, with nothing
     written, when one of its events is already stored (a re-import, an event repeated across
@@ -321,7 +329,7 @@ def events_copy_payload(*, payload: bytes, rows: int) -> MergeResult | None:
         with transaction.atomic(), connection.cursor() as cursor:
             with cursor.copy(_COPY_EVENTS) as copy:
                 copy.write(payload)
-    except (IntegrityError, psycopg_errors.UniqueViolation, psycopg_errors.DeadlockDetected):
+    except _COPY_MET_STORED_EVENTS:
         return None
     return MergeResult(rows, 0)
 

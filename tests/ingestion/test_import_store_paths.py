@@ -111,3 +111,37 @@ def test_amounts_with_more_than_two_decimals_round_as_postgresql_rounds_their_te
 
     assert amounts.to_pylist() == [Decimal("2.68"), Decimal("20.00"), Decimal("1.01"), Decimal("-1.01"),
                                    Decimal("12.30"), None, Decimal("999999999999.99")]
+
+
+def test_a_copy_that_meets_a_stored_event_with_citus_error_code_is_merged(tmp_path):
+    """On a Citus cluster a shard's duplicate key reaches the COPY as SQLSTATE XX000 (Citus passes
+    the message on, not the code; seen on Citus 14.0.1, README "Citus"). A trigger raises exactly
+    that for a COPY meeting a stored event, so a re-import must merge, as on one server."""
+    from django.db import connection
+
+    path = tmp_path / "events.csv"
+    path.write_text(ledger(600))
+    first = run(path)
+    with connection.cursor() as cursor:
+        cursor.execute("""
+            CREATE FUNCTION test_citus_like_duplicate() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF current_query() ILIKE 'COPY ingestion_event %' AND EXISTS (
+                    SELECT 1 FROM ingestion_event WHERE customer_id = NEW.customer_id AND event_id = NEW.event_id) THEN
+                    RAISE EXCEPTION 'duplicate key value violates unique constraint "ingestion_event_p0_pkey_102008"'
+                        USING ERRCODE = 'XX000';
+                END IF;
+                RETURN NEW;
+            END $$""")
+        cursor.execute("CREATE TRIGGER test_citus_like_duplicate BEFORE INSERT ON ingestion_event "
+                       "FOR EACH ROW EXECUTE FUNCTION test_citus_like_duplicate()")
+    try:
+        again = run(path)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER test_citus_like_duplicate ON ingestion_event")
+            cursor.execute("DROP FUNCTION test_citus_like_duplicate()")
+
+    assert again.status == ImportStatus.SUCCEEDED, again.error
+    assert (first.rows_inserted, again.rows_inserted, again.rows_duplicate) == (600, 0, 600)
+    assert again.report["chunks_merged"] == chunks(again) and Event.objects.count() == 600
