@@ -4,7 +4,7 @@ clear values."""
 from collections.abc import Callable
 
 from django.core.exceptions import PermissionDenied
-from django.db import models, transaction
+from django.db import connection, models, transaction
 
 from ingestion.pseudonyms import pii_decrypt, pii_rotate
 from ingestion.models import Customer
@@ -16,10 +16,12 @@ CUSTOMER_PII_COLUMNS = {"email": "email_encrypted", "name": "name_encrypted", "p
 
 def pii_reencrypt(*, batch_size: int = 2000, on_progress: Callable[[dict], None] | None = None) -> dict:
     """Re-encrypt every stored PII token under the newest key of PII_ENCRYPTION_KEYS, so the older
-    keys can then be dropped. Batches of rows, each in its own transaction with the rows locked (a
-    concurrent write is neither lost nor overwritten); tokens already under the newest key are left
-    alone, so a rerun or a resumed run is harmless. Returns the rows checked (`customers`,
-    `privacy_requests`) and `fields_reencrypted`; `on_progress` gets those counts after each batch."""
+    keys can then be dropped. Batches of rows, each batch's rewrites in one transaction; a token is
+    rewritten only while it is still the one read (compare and swap), so a concurrent write is
+    neither lost nor overwritten, without row locks (which a Citus cluster refuses across shards).
+    Tokens already under the newest key are left alone, so a rerun or a resumed run is harmless.
+    Returns the rows checked (`customers`, `privacy_requests`) and `fields_reencrypted`;
+    `on_progress` gets those counts after each batch."""
     counts = {"customers": 0, "privacy_requests": 0, "fields_reencrypted": 0}
     # a pending privacy request keeps its subject's external id encrypted with the same keys
     for count_name, model, columns in (
@@ -35,35 +37,26 @@ def pii_reencrypt(*, batch_size: int = 2000, on_progress: Callable[[dict], None]
 
 
 def _table_reencrypt(model: type[models.Model], columns: tuple[str, ...], batch_size: int):
-    """Yields (rows checked, tokens rewritten) per batch, walking the table in primary-key order."""
+    """Yields (rows checked, tokens rewritten) per batch, walking the table in primary-key order.
+    Each rewrite is its own statement by primary key (one shard on a cluster), sent pipelined."""
     with_token = models.Q()
     for column in columns:
         with_token |= models.Q(**{f"{column}__isnull": False})
+    table = model._meta.db_table
     last_pk = 0
     while True:
-        with transaction.atomic():
-            batch = list(
-                model.objects.filter(with_token, pk__gt=last_pk).order_by("pk").only("pk", *columns)
-                .select_for_update()[:batch_size]
-            )
-            rotated_rows, fields = [], 0
-            for row in batch:
-                row_fields = 0
-                for column in columns:
-                    token = getattr(row, column)
-                    if token is None:
-                        continue
-                    rotated = pii_rotate(token)
-                    if rotated != bytes(token):
-                        setattr(row, column, rotated)
-                        row_fields += 1
-                if row_fields:
-                    rotated_rows.append(row)
-                    fields += row_fields
-            model.objects.bulk_update(rotated_rows, columns)
+        batch = list(model.objects.filter(with_token, pk__gt=last_pk).order_by("pk").values_list("pk", *columns)[:batch_size])
         if not batch:
             return
-        last_pk = batch[-1].pk
+        fields = 0
+        with transaction.atomic(), connection.cursor() as cursor:
+            for position, column in enumerate(columns, start=1):
+                swaps = [(rotated, row[0], old) for row in batch if (old := row[position]) is not None
+                         and (rotated := pii_rotate(old)) != bytes(old)]
+                if swaps:
+                    cursor.executemany(f"UPDATE {table} SET {column} = %s WHERE id = %s AND {column} = %s", swaps)  # noqa: S608
+                    fields += cursor.rowcount
+        last_pk = batch[-1][0]
         yield len(batch), fields
 
 

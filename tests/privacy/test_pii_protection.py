@@ -90,6 +90,32 @@ def test_reencrypt_moves_every_token_to_the_new_key_and_a_rerun_rewrites_nothing
     assert _tokens() == before
 
 
+def test_reencrypt_keeps_a_token_written_while_it_runs(pii_keys, monkeypatch):
+    """No row locks (a Citus cluster refuses them across shards): a token is rewritten only while it
+    is still the one read. Here the customer's email changes between the read and the rewrite; the
+    new email stays (rewriting the row read would have put the old address back)."""
+    import ingestion.pii
+
+    pii_keys(OLD_KEY)
+    customer = _customer("mover", email="old@example.com", name=NAME)
+    pii_keys(NEW_KEY, OLD_KEY)
+    written = pii_encrypt("new@example.com")
+    rotate = ingestion.pii.pii_rotate
+
+    def rotate_after_a_write(token):
+        Customer.objects.filter(pk=customer.pk).update(email_encrypted=written)
+        return rotate(token)
+
+    monkeypatch.setattr(ingestion.pii, "pii_rotate", rotate_after_a_write)
+
+    counts = pii_reencrypt()
+
+    customer.refresh_from_db()
+    assert pii_decrypt(customer.email_encrypted) == "new@example.com"
+    assert pii_decrypt(customer.name_encrypted) == NAME
+    assert counts["fields_reencrypted"] == 1  # the name; the email was someone else's write
+
+
 def test_reencrypt_refuses_a_token_no_configured_key_can_read(pii_keys):
     pii_keys(OLD_KEY)
     _customer("c1", email=EMAIL)
