@@ -151,24 +151,15 @@ class _CleanedChunk:
 def _clean_chunk(frame: pd.DataFrame, chunk, event_source: EventSource, references: bulk.ReferenceIds,
                  attributes: "LatestCustomerAttributes", number: int) -> _CleanedChunk:
     """The reading thread's part of a chunk: screening and cleaning, Python work that needs the
-    database only for one look at the suppression list."""
-    from privacy.selectors import suppressed_subjects_exist
-
+    database only to look at the suppression list (the store screens again, under the guard)."""
     signature = _chunk_signature(frame, chunk)
-    # one look at the list for both screens of the chunk (the store screens again, under the guard)
-    screening = suppressed_subjects_exist()
-    refused = 0
-    if screening:
-        # before cleaning, so a suppressed subject's rejected row is not quarantined (kept verbatim)
-        frame, refused = without_suppressed_subjects(frame, references.source, references.suppression_tokens)
+    # before cleaning, so a suppressed subject's rejected row is not quarantined (kept verbatim)
+    frame, refused_raw = without_suppressed_subjects(frame, references.source, references.suppression_tokens)
     frame, prior = mapped_chunk_check(frame, event_source)
     cleaned = events_clean(frame, rules=event_source.rules, prior=prior)
     attributes.add(frame, cleaned.events)
-    events = cleaned.events
-    if screening:
-        events, refused_cleaned = without_suppressed_subjects(events, references.source, references.suppression_tokens)
-        refused += refused_cleaned
-    return _CleanedChunk(frame, chunk, cleaned, events, refused, signature, number)
+    events, refused = without_suppressed_subjects(cleaned.events, references.source, references.suppression_tokens)
+    return _CleanedChunk(frame, chunk, cleaned, events, refused_raw + refused, signature, number)
 
 
 def _chunk_outcome(cleaned_chunk: _CleanedChunk, references: bulk.ReferenceIds, job_id: int) -> _ChunkOutcome:
@@ -371,8 +362,8 @@ class _ChunkThreads:
     raised to the caller. The writers store whole chunks, one transaction each, in primary-key
     order, so two writers never lock the same keys in opposite orders."""
 
-    def __init__(self, count: int, store: Callable[[object], None]):
-        self._store = store
+    def __init__(self, count: int, work: Callable[[object], None]):
+        self._work = work
         self._queue: queue.Queue = queue.Queue(maxsize=count)
         self._errors: list[BaseException] = []
         self._threads = [threading.Thread(target=self._run, name=f"import-store-{n}", daemon=True) for n in range(count)]
@@ -381,18 +372,18 @@ class _ChunkThreads:
 
     def _run(self) -> None:
         try:
-            while (outcome := self._queue.get()) is not None:
+            while (item := self._queue.get()) is not None:
                 if not self._errors:
                     try:
-                        self._store(outcome)
+                        self._work(item)
                     except BaseException as exc:  # handed to the caller in put()/close()
                         self._errors.append(exc)
         finally:
             connection.close()
 
-    def put(self, outcome) -> None:
+    def put(self, item) -> None:
         self._raise_first_error()
-        self._queue.put(outcome)
+        self._queue.put(item)
 
     def close(self) -> None:
         for _ in self._threads:

@@ -25,11 +25,6 @@ def customer_is_suppressed(*, key: str) -> bool:
     return SuppressedSubject.objects.filter(customer_token__in=list(customer_suppression_tokens(customer_key=key))).exists()
 
 
-def suppressed_subjects_exist() -> bool:
-    """Whether anyone is on the suppression list: when no one is, no subject needs screening."""
-    return SuppressedSubject.objects.exists()
-
-
 def _external_ids_listed(model, source: str, external_ids: Iterable[str], token_cache: dict | None = None) -> set[str]:
     """Those of `external_ids` whose token is in `model`'s table. `token_cache` ({external id:
     tokens}, kept by the caller for one import of one source) saves the HMACs of ids seen before."""
