@@ -93,17 +93,32 @@ def endpoint_sql_ms(*, token: str, keys: list[str], samples: int) -> dict:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
+    from profiles.vector_index import MemoryIndex
+
     client = Client(HTTP_AUTHORIZATION=f"Bearer {token}", HTTP_HOST="127.0.0.1")
+    graph_seconds = [0.0]
+    search = MemoryIndex.search
+
+    def timed_search(self, *a, **kw):
+        started = time.perf_counter()
+        try:
+            return search(self, *a, **kw)
+        finally:
+            graph_seconds[0] += time.perf_counter() - started
+
+    MemoryIndex.search = timed_search
     params = connection.get_connection_params()
     params.pop("cursor_factory", None)
     params.pop("context", None)
     figures = {}
     with psycopg.connect(**params) as replay:
         for endpoint, template in ENDPOINTS.items():
-            times, counts = [], []
+            times, counts, graph_ms = [], [], []
             for key in keys[:samples]:
+                graph_seconds[0] = 0.0
                 with CaptureQueriesContext(connection) as captured:
                     assert client.get(template.format(key=key)).status_code == 200
+                graph_ms.append(graph_seconds[0] * 1000)
                 statements = [q["sql"] for q in captured.captured_queries]
                 started = time.perf_counter()
                 with replay.cursor() as cursor:
@@ -113,7 +128,10 @@ def endpoint_sql_ms(*, token: str, keys: list[str], samples: int) -> dict:
                 times.append((time.perf_counter() - started) * 1000)
                 counts.append(len(statements))
             times.sort()
-            figures[endpoint] = {"sql_ms": round(times[len(times) // 2], 2), "queries": round(sum(counts) / len(counts), 1)}
+            graph_ms.sort()
+            figures[endpoint] = {"sql_ms": round(times[len(times) // 2], 2), "queries": round(sum(counts) / len(counts), 1),
+                                 "graph_ms": round(graph_ms[len(graph_ms) // 2], 3)}
+    MemoryIndex.search = search
     return figures
 
 
@@ -275,9 +293,17 @@ def main() -> None:
                         help="then run the same load with this many streaming replicas taking the reads")
     parser.add_argument("--sql-samples", type=int, default=50, help="requests per endpoint whose SQL is replayed alone")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--memory-graph", action=argparse.BooleanOptionalAction, default=True,
+                        help="answer /similar from the in-memory graph, as the product ships (--no-memory-graph: pgvector)")
     args = parser.parse_args()
+    os.environ["SIMILARITY_MEMORY_INDEX"] = "1" if args.memory_graph else "0"  # this process's requests too (sql_ms)
 
     shop_ready(customers=args.customers, events=args.events, epochs=args.epochs, seed=args.seed, reuse=args.reuse)
+    if args.memory_graph:
+        # as the worker does after a build (profiles.tasks.similarity_snapshots_refresh_task)
+        from profiles.memory_search import memory_snapshots_refresh
+
+        log(f"in-memory similarity snapshots written: {memory_snapshots_refresh()}")
     from access.services import api_token_create
     from profiles.models import Profile
     from profiles.selectors import profiles_visible
@@ -288,12 +314,14 @@ def main() -> None:
     # the bench measures serving, not the throttle: its token's own rate is far above the load
     _, token = api_token_create(name="bench-load", scopes=["profiles:read", "similarity:read"],
                                 requests_per_minute=100_000_000)
-    single = load_run(token=token, keys=keys, args=args)
+    single = load_run(token=token, keys=keys, args=args, SIMILARITY_MEMORY_INDEX="1" if args.memory_graph else "0")
     # the endpoints' SQL alone, after the load (so nothing else competes for the cores)
     for endpoint, figures in endpoint_sql_ms(token=token, keys=keys, samples=args.sql_samples).items():
         single["endpoints"][endpoint].update(figures)
         server_ms = single["endpoints"][endpoint]["server_ms"]
-        single["endpoints"][endpoint]["server_over_sql"] = round(server_ms / figures["sql_ms"], 2) if server_ms else None
+        work_ms = figures["sql_ms"] + figures["graph_ms"]
+        single["endpoints"][endpoint]["server_over_sql"] = round(server_ms / work_ms, 2) if server_ms else None
+    single["memory_graph"] = args.memory_graph
     result = {"concurrency": args.concurrency, **single, "workers": args.workers, "profiles": profiles}
     if args.replicas:
         with_replicas = replicas_run(count=args.replicas, token=token, keys=keys, args=args)

@@ -6,7 +6,9 @@ made into the Citus layout of `pipeline.sharding`, in one transaction:
 
 1. drop the single-node `<table>_customer_id_fixed` triggers of the tables it converts: Citus
    refuses to distribute a table that has triggers, and refuses the same update itself ("modifying
-   the partition value of rows is not allowed");
+   the partition value of rows is not allowed"); and the profile table's vector-change triggers, so
+   no in-memory similarity snapshot is written on a cluster (profiles.memory_search: pgvector's
+   index per shard answers there);
 2. drop every foreign key that touches a table it converts, keeping its definition: Citus checks
    each key whenever a table changes kind, and while they all exist no order of conversions passes
    (a reference table's local neighbours must not point at a distributed table, and a table
@@ -31,6 +33,7 @@ from django.db import connection, transaction
 from psycopg import sql
 
 from pipeline.sharding import CUSTOMER_KEYED, KEY_LOOKUP, REFERENCE
+from profiles.memory_search import VECTOR_CHANGE_TRIGGERS
 from profiles.selectors import MAX_SCAN_TUPLES
 
 ANCHOR = "ingestion_customer"
@@ -173,7 +176,8 @@ def citus_distribute(*, shard_count: int | None = None) -> DistributionReport:
         tables = [step.table for step in todo]
         if todo:
             triggers = _triggers(cursor, tables)
-            unknown = [f"{table}.{name}" for table, name in triggers if name != f"{table}{TRIGGER_SUFFIX}"]
+            unknown = [f"{table}.{name}" for table, name in triggers
+                       if name != f"{table}{TRIGGER_SUFFIX}" and name not in VECTOR_CHANGE_TRIGGERS]
             if unknown:
                 raise CitusUnavailable(f"Citus distributes no table with triggers; these are not ours to drop: {', '.join(unknown)}")
             for table, name in triggers:

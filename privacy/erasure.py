@@ -34,6 +34,7 @@ from ingestion.models import Customer
 from ingestion.pseudonyms import customer_keys, pii_decrypt
 from ingestion.selectors import customer_key_resolve, subject_customer_ids
 from profiles import services as profile_services
+from profiles.memory_search import memory_snapshots_scrub
 from segments import services as segment_services
 from privacy.suppression_tokens import (
     customer_suppression_token, customer_suppression_tokens, suppression_key_id, suppression_token, suppression_tokens,
@@ -59,6 +60,7 @@ NON_RELATIONAL_STORES = {
     "exports": "access export files of the subject (decrypted personal data and every event)",
     "pseudonym_cache": "no process keeps external ids: customer keys are computed per call",
     "training_snapshots": "training reads the store into memory; nothing is written per customer",
+    "similarity_snapshots": "in-memory similarity graphs and their snapshot files: vectors overwritten, ids dropped",
 }
 
 
@@ -269,6 +271,7 @@ def erasure_execute(*, request: PrivacyRequest, external_id: str) -> dict:
     receipt["stores"]["import_files"] = {"removed": _import_files_erase(identifiers), "at": _now()}
     receipt["stores"]["exports"] = {"removed": subject_exports_erase(
         subject_tokens=sorted({request.subject_token, *suppression_tokens(source=request.source, external_id=external_id)})), "at": _now()}
+    receipt["stores"]["similarity_snapshots"] = {"removed": memory_snapshots_scrub(customer_ids=ids), "at": _now()}
     for store in ("pseudonym_cache", "training_snapshots"):
         receipt["stores"][store] = {"removed": 0, "at": _now(), "note": NON_RELATIONAL_STORES[store]}
     receipt["stores"]["vector_indexes"] = {

@@ -248,6 +248,13 @@ def profiles_similar_to(
     and vector (a list, an array, or pgvector's text)."""
     where = where or NeighbourFilter()
     if where == NeighbourFilter():
+        from profiles.memory_search import profiles_similar_in_memory
+
+        found = profiles_similar_in_memory(customer_id=customer_id, feature_set_id=feature_set_id,
+                                           model_version_id=model_version_id, vector=vector, k=k, space=space,
+                                           ef_search=ef_search)
+        if found is not None:
+            return found
         compiled = _similar_compiled(space, k, feature_set_id is not None, model_version_id is not None)
         text = vector if isinstance(vector, str) else Vector._to_db(vector)
         params = compiled.params(vector=text, exclude_id=customer_id, feature_set_id=feature_set_id,

@@ -30,7 +30,16 @@ def profile_build_finish_task(build_id: int) -> str:
 
     status = builds.profile_build_finish(build_id=build_id).status
     clv_fit_task.delay()
+    similarity_snapshots_refresh_task.delay()
     return status
+
+
+@shared_task(**IDEMPOTENT_TASK)
+def similarity_snapshots_refresh_task() -> dict:
+    """Rebuild the in-memory similarity snapshots that are missing or far behind (profiles.memory_search)."""
+    from profiles.memory_search import memory_snapshots_refresh
+
+    return {space: report["profiles"] for space, report in memory_snapshots_refresh().items()}
 
 
 @shared_task(**IDEMPOTENT_TASK)

@@ -25,10 +25,24 @@ DATASETS = Path(os.environ.get("PORTRAIT_DATASETS", Path(settings.BASE_DIR).pare
 # (the environment variable reaches the worker and command processes tests start).
 os.environ["ERASURE_JOURNAL_PATH"] = str(Path(tempfile.mkdtemp(prefix="portrait-tests-")) / "erasure-journal.jsonl")
 settings.ERASURE_JOURNAL_PATH = Path(os.environ["ERASURE_JOURNAL_PATH"])
+# and the in-memory similarity snapshots (profiles.memory_search) to a directory of this run
+os.environ["SIMILARITY_INDEX_DIR"] = str(Path(os.environ["ERASURE_JOURNAL_PATH"]).parent / "similarity-index")
+settings.SIMILARITY_INDEX_DIR = os.environ["SIMILARITY_INDEX_DIR"]
 
 # The live server answers each request on a short-lived thread; a persistent connection would
 # outlive its thread and keep the test database busy at teardown.
 settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+
+@pytest.fixture(autouse=True)
+def memory_graphs_forgotten():
+    """Each test starts with no in-memory similarity graph loaded (profiles.memory_search): one test's
+    graph is of its own database's rows."""
+    from profiles.memory_search import memory_indexes_forget
+
+    memory_indexes_forget()
+    yield
+    memory_indexes_forget()
 
 
 @pytest.fixture(autouse=True)

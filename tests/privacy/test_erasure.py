@@ -80,8 +80,18 @@ def _erase(actor) -> PrivacyRequest:
 
 
 def test_erasure_leaves_no_trace_in_any_store_and_vectors_never_return(seeded, compliance_user, settings):
+    from profiles.memory_search import memory_graphs_loaded, memory_snapshot_build, snapshot_path
+    from profiles.vector_index import MemoryIndex
+
     needles = [SUBJECT, EMAIL, PHONE, seeded["key"], "visitor-9"]
     assert residue_found(needles, settings), "the scan must find the subject before the erasure"
+    subject_id = seeded["customer"].pk
+    snapshot = memory_snapshot_build(space="fused")  # the in-memory graph holds the subject, in file and loaded
+    path = snapshot_path(space="fused", feature_set_id=snapshot["feature_set_id"], model_version_id=snapshot["model_version_id"])
+    other = Profile.objects.exclude(customer=seeded["customer"]).first()
+    from profiles.selectors import profiles_similar
+    profiles_similar(profile=other, k=5, space="fused")
+    assert subject_id in MemoryIndex.load(path)[0] and any(subject_id in graph for graph in memory_graphs_loaded())
 
     request = _erase(compliance_user)
 
@@ -93,6 +103,11 @@ def test_erasure_leaves_no_trace_in_any_store_and_vectors_never_return(seeded, c
     assert stores["profiles"]["removed"] >= 1 and stores["segment_memberships"]["removed"] >= 1
     assert stores["identity_merges"]["removed"] == 1 and stores["import_files"]["removed"] == 1
     assert stores["redis_keys"]["removed"] == 1 and not seeded["upload"].exists()
+    assert stores["similarity_snapshots"]["removed"] == 2  # the file's node and this process's
+    saved = MemoryIndex.load(path)[0]
+    subject_fused = seeded["fused"].astype(np.float32) / np.linalg.norm(seeded["fused"].astype(np.float32))
+    assert subject_id not in saved and not np.any(np.all(np.isclose(saved._stored(), subject_fused, atol=1e-6), axis=1))
+    assert not any(subject_id in graph for graph in memory_graphs_loaded())
     assert request.receipt["suppression_token"] == request.subject_token
     assert SuppressedSubject.objects.filter(token=request.subject_token).exists()
     ledger = ErasureLedger.objects.get(request=request)
