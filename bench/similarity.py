@@ -14,6 +14,14 @@ top-10 per query in NumPy (one query at a time), then top-10 through SQL on one 
 sequentially, after a warm-up pass, for the chosen ef_search and a sweep of others.
 Prints progress to stderr and one JSON line last.
 
+Since issue 20's third round the product answers the unfiltered search from an in-memory graph
+(profiles.memory_search): the JSON's top-level `recall@10`, `p50_ms`, `p99_ms` and `slowdown` are that
+path's (`memory_pass`: FAISS over the same graph as the reference, then the store's check statement on this
+table), at `--ef-search` and at `--memory-sweep`'s values (`memory_sweep`); the pgvector query's figures
+are kept as `pgvector_recall@10`, `pgvector_p50_ms`, `pgvector_p99_ms` and `pgvector_slowdown` (filtered
+searches still take it), and `memory_process_mb` is what one serving process holds. Without the
+reference (`--no-reference`) the top-level figures stay pgvector's.
+
 Issue 20 (how far the product's query is from what the graph needs), all in the same run:
   - reference: the same graph in memory (FAISS IndexHNSWFlat, inner product on the same unit
     vectors, same M and efConstruction, one search thread) at the lowest efSearch whose recall@10
@@ -519,6 +527,9 @@ def main() -> None:
                     "reference_matched_recall": matched["matched"],
                     "slowdown": round(shipped["p50_ms"] / matched["p50_ms"], 2),
                     "memory_sweep": memory_sweep,
+                    # what a serving process holds: the graph with its vectors, and the id arrays beside it (8 bytes
+                    # an id, three arrays: by position, sorted, and the sort order)
+                    "memory_process_mb": reference["index_mb"] + round(24 * args.profiles / 2**20),
                 })
             result["levers"] = {}
 

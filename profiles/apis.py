@@ -242,8 +242,9 @@ class ProfileSimilarApi(APIView):
     @extend_schema(
         summary="Customers most similar to this one",
         description=(
-            "Cosine nearest neighbours through the space's HNSW index, the customer excluded, only among profiles "
-            "of the same feature-set and model version. Filters are applied during the index walk (iterative "
+            "Cosine nearest neighbours through an HNSW graph, the customer excluded, only among profiles of the same "
+            "feature-set and model version. Without filters the search runs on the in-memory graph and its "
+            "candidates are checked against the store; filters are applied during pgvector's index walk (iterative "
             "scan), so a filtered search still returns k customers when that many match."
         ),
         parameters=[*_KEY_PARAMETERS, SimilarQuerySerializer],
