@@ -56,19 +56,20 @@ CHANGES_SINCE = ("SELECT DISTINCT customer_id FROM profiles_vectorchange WHERE x
                  "AND (NOT pg_visible_in_snapshot(xid, %s::pg_snapshot) OR xid = pg_current_xact_id_if_assigned())")
 
 
-def snapshot_path(*, space: str, feature_set_id: int | None, model_version_id: int | None) -> Path:
+def snapshot_path(*, space: str, feature_set_id: int | None, model_version_id: int | None, alias: str = "default") -> Path:
     """The snapshot's files of one space and coordinates of this store: named by the database and
     its profile table too, so a directory shared by several databases (a test run's, a demo's) never
     hands one of them another's graph with the same coordinates' ids."""
-    return Path(settings.SIMILARITY_INDEX_DIR) / f"{_store_name()}-{space}-fs{feature_set_id or 0}-mv{model_version_id or 0}"
+    return Path(settings.SIMILARITY_INDEX_DIR) / f"{_store_name(alias)}-{space}-fs{feature_set_id or 0}-mv{model_version_id or 0}"
 
 
 _STORE_NAMES: dict[str, str] = {}
 
 
-def _store_name() -> str:
-    connection = connections["default"]
-    key = connection.settings_dict["NAME"]
+def _store_name(alias: str = "default") -> str:
+    """Asked of the database the caller reads (a replica's answer is its primary's: the same cluster)."""
+    connection = connections[alias]
+    key = alias
     if key not in _STORE_NAMES:
         with connection.cursor() as cursor:
             cursor.execute("SELECT current_database(), (SELECT oid FROM pg_database WHERE datname = current_database()), "
@@ -248,12 +249,12 @@ def memory_indexes_forget() -> None:
         _STORE_NAMES.clear()
 
 
-def _loaded(space: str, feature_set_id: int | None, model_version_id: int | None) -> _Loaded | None:
+def _loaded(space: str, feature_set_id: int | None, model_version_id: int | None, alias: str) -> _Loaded | None:
     key = (space, feature_set_id, model_version_id)
     loaded = _LOADED.get(key)
     if loaded is not None:
         return loaded
-    path = snapshot_path(space=space, feature_set_id=feature_set_id, model_version_id=model_version_id)
+    path = snapshot_path(space=space, feature_set_id=feature_set_id, model_version_id=model_version_id, alias=alias)
     if not path.with_name(path.name + ".json").exists():
         return None
     with _LOAD_LOCK:
@@ -352,10 +353,10 @@ def profiles_similar_in_memory(
     graph cannot answer (the caller searches pgvector's index)."""
     if not settings.SIMILARITY_MEMORY_INDEX:
         return None
-    loaded = _loaded(space, feature_set_id, model_version_id)
+    alias = router.db_for_read(Profile)
+    loaded = _loaded(space, feature_set_id, model_version_id, alias)
     if loaded is None:
         return None
-    alias = router.db_for_read(Profile)
     _sync(loaded, alias)
     if loaded.pending:
         return None
