@@ -321,12 +321,13 @@ def faiss_reference(vectors: np.ndarray, queries: np.ndarray, exact: np.ndarray,
 
 
 def memory_pass(db, graph, queries: np.ndarray, truth: np.ndarray, *, ef_search: int, dim: int) -> dict:
-    """The product's unfiltered search as it ships (profiles.memory_search): the anchor's vector parsed from
+    """The product's unfiltered search as it ships (profiles.memory_search) for a request's `ef_search` (the graph
+    searched at memory_search.graph_ef_search of it): the anchor's vector parsed from
     pgvector's text, the in-memory graph's k + CANDIDATE_MARGIN candidates (profiles.vector_index over `graph`),
     then the store's check: the candidates read back by primary key with their distances computed and sorted by
     PostgreSQL, one statement bound on the client (the vector inline as text), as Django sends it. The product's
     statement also joins the customer table for visibility; this table has no such column."""
-    from profiles.memory_search import CANDIDATE_MARGIN, _vector_from_text
+    from profiles.memory_search import CANDIDATE_MARGIN, _vector_from_text, graph_ef_search
     from profiles.vector_index import MemoryIndex
 
     memory = MemoryIndex(index=graph, ids=np.arange(graph.ntotal, dtype=np.int64))
@@ -337,7 +338,7 @@ def memory_pass(db, graph, queries: np.ndarray, truth: np.ndarray, *, ef_search:
     latencies, hits, short = [], 0, 0
     for text, expected in zip(texts, truth, strict=True):
         started = time.perf_counter()
-        ids, _ = memory.search(_vector_from_text(text), k=K + CANDIDATE_MARGIN, ef_search=ef_search)
+        ids, _ = memory.search(_vector_from_text(text), k=K + CANDIDATE_MARGIN, ef_search=graph_ef_search(ef_search))
         client.execute(check, (text, ids.tolist(), text))
         found = client.fetchall()
         latencies.append((time.perf_counter() - started) * 1000)
@@ -346,7 +347,7 @@ def memory_pass(db, graph, queries: np.ndarray, truth: np.ndarray, *, ef_search:
     client.close()
     latencies.sort()
     return {
-        "ef_search": ef_search,
+        "ef_search": ef_search, "graph_ef_search": graph_ef_search(ef_search),
         "recall@10": round(hits / (K * len(queries)), 4),
         "p50_ms": round(percentile(latencies, 0.50), 3),
         "p99_ms": round(percentile(latencies, 0.99), 3),

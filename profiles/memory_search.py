@@ -46,6 +46,16 @@ logger = logging.getLogger(__name__)
 # written by migration 0010; pipeline.citus drops them on a cluster, where no snapshot is then written
 VECTOR_CHANGE_TRIGGERS = ("profiles_profile_vectors_inserted", "profiles_profile_vectors_updated",
                           "profiles_profile_vectors_deleted")
+# The graph's search breadth for a request's ef_search (calibrated on pgvector's index): FAISS's graph of the
+# same m and ef_construction recalls less at the same breadth. bench/similarity.py at 1M × 64 (2026-12-02):
+# pgvector 0.9654 at ef 200, FAISS 0.9657 at efSearch 294 (an earlier build: 0.9652 at 200 against 290).
+GRAPH_EF_FACTOR = 1.5
+
+
+def graph_ef_search(ef_search: int) -> int:
+    return round(int(ef_search) * GRAPH_EF_FACTOR)
+
+
 # candidates read back per answer beyond k: room for those the store's check drops
 CANDIDATE_MARGIN = 10
 # The profiles whose changes a reader holding snapshot %s (pg_current_snapshot() as text, given twice)
@@ -363,7 +373,7 @@ def profiles_similar_in_memory(
     text = vector if isinstance(vector, str) else None
     query = _vector_from_text(text) if text is not None else np.asarray(vector, dtype=np.float32)
     wanted = k + CANDIDATE_MARGIN
-    ids, _ = loaded.index.search(query, k=wanted, ef_search=ef_search, exclude_id=customer_id)
+    ids, _ = loaded.index.search(query, k=wanted, ef_search=graph_ef_search(ef_search), exclude_id=customer_id)
     if not len(ids):
         return None
     compiled = _checked_query(space, k, feature_set_id is not None, model_version_id is not None)
