@@ -7,7 +7,7 @@ own app's tables and returns; what follows it across apps is written here, once.
     profile build ─▶ clv_refit: CLV fit → demand forecast (crm) → audience segments (segments)
     training run ─▶ training_run: train + gate (training) → model_version_switch
     model switch ─▶ model_version_switch: encode (training) → write vectors (profiles) → mark active (training)
-    inline build ─▶ profiles_build: batch build (profiles) → clv_refit
+    inline build ─▶ profiles_build: batch build (profiles) → in-memory similarity snapshot (profiles) → clv_refit
     Segment-Spec batch ─▶ segment_batch_ingest: events, customer upserts (ingestion) → identity merges (profiles)
 """
 
@@ -33,6 +33,7 @@ from ingestion.row_validation import CustomerRow
 from profiles import selectors as profile_selectors
 from profiles import services as profile_services
 from profiles import builds as profile_builds
+from profiles import memory_search as profile_memory_search
 from profiles import feature_sets as profile_feature_sets
 from profiles import merges
 from segments import services as segment_services
@@ -143,9 +144,10 @@ def clv_refit(*, horizon_days: int | None = None) -> dict:
 
 
 def profiles_build(**options):
-    """The whole batch build in this process, then the CLV refit on the same data (what the Celery
-    path does with a chord whose callback queues the refit)."""
+    """The whole batch build in this process, then the in-memory similarity snapshot and the CLV
+    refit on the same data (what the Celery path does with a chord whose callback queues both)."""
     build = profile_builds.profiles_build(**options)
+    profile_memory_search.memory_snapshots_refresh()  # the in-memory similarity graph of the new vectors
     clv_refit()
     return build
 

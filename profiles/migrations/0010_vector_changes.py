@@ -2,7 +2,11 @@
 (profiles.memory_search): one row per profile whose vectors, feature set or model version changed
 (inserted, updated, deleted), with the id of the transaction that changed it. Written by triggers,
 so every path that writes profiles (builds, refreshes, merges, erasure, the admin, raw SQL) is
-logged in the same transaction as its change, or not at all."""
+logged in the same transaction as its change, or not at all.
+
+The vectors are compared as text: a dump prints the trigger's condition without naming the schema
+of pgvector's `=` operator, and a restore (search_path empty) could not find it
+(tests/privacy/test_backup_restore.py); text's operators are always found."""
 
 from django.db import migrations
 
@@ -31,8 +35,11 @@ CREATE TRIGGER profiles_profile_vectors_inserted AFTER INSERT ON profiles_profil
     FOR EACH ROW EXECUTE FUNCTION profiles_vector_change_log();
 CREATE TRIGGER profiles_profile_vectors_updated AFTER UPDATE ON profiles_profile
     FOR EACH ROW WHEN (
-        (OLD.feature_vector, OLD.embedding, OLD.fused, OLD.feature_set_id, OLD.model_version_id)
-        IS DISTINCT FROM (NEW.feature_vector, NEW.embedding, NEW.fused, NEW.feature_set_id, NEW.model_version_id)
+        OLD.feature_vector::text IS DISTINCT FROM NEW.feature_vector::text
+        OR OLD.embedding::text IS DISTINCT FROM NEW.embedding::text
+        OR OLD.fused::text IS DISTINCT FROM NEW.fused::text
+        OR OLD.feature_set_id IS DISTINCT FROM NEW.feature_set_id
+        OR OLD.model_version_id IS DISTINCT FROM NEW.model_version_id
     ) EXECUTE FUNCTION profiles_vector_change_log();
 CREATE TRIGGER profiles_profile_vectors_deleted AFTER DELETE ON profiles_profile
     FOR EACH ROW EXECUTE FUNCTION profiles_vector_change_log();

@@ -290,3 +290,27 @@ def test_the_command_writes_missing_snapshots_once_and_rebuilds_on_force(store):
     call_command("similarity_snapshot", "--force", stdout=StringIO())
     assert MemoryIndex.load(path)[1]["version"] != first
     assert len(list(path.parent.glob(path.name + ".*.faiss"))) == 1  # the replaced graph's files are gone
+
+
+@pytest.mark.django_db(transaction=True)  # the import's threads write on connections of their own
+def test_after_a_build_the_api_answers_from_memory_what_pgvector_answers(settings, make_api_client):
+    """The inline build (pipeline.flows.profiles_build) writes the snapshot; the API's similar search
+    then reads the graph, and finds neighbours as similar as pgvector's exact-breadth search does."""
+    from ingestion.import_jobs import synthetic_shop_load
+    from pipeline.flows import profiles_build
+
+    synthetic_shop_load(customers=120, events=2_400, seed=5)
+    profiles_build()
+    reader = make_api_client("similarity:read")
+    keys = list(Profile.objects.exclude(fused=None).order_by("customer_id").values_list("customer__key", flat=True)[:5])
+    for key in keys:
+        with CaptureQueriesContext(connection) as captured:
+            from_memory = reader.get(f"/api/v1/profiles/{key}/similar?k=5")
+        assert from_memory.status_code == 200 and _answered_in_memory(captured.captured_queries)
+        settings.SIMILARITY_MEMORY_INDEX = False
+        from_pgvector = reader.get(f"/api/v1/profiles/{key}/similar?k=5&ef_search=1000")
+        settings.SIMILARITY_MEMORY_INDEX = True
+        # the same similarities, best first (a shop's profiles tie often: which of equals comes first may differ)
+        assert len(from_memory.json()) == 5 and key not in {n["key"] for n in from_memory.json()}
+        np.testing.assert_allclose([n["similarity"] for n in from_memory.json()],
+                                   [n["similarity"] for n in from_pgvector.json()], atol=1e-5)

@@ -33,10 +33,6 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         if build.status != BuildStatus.SUCCEEDED:
             raise CommandError(f"profile build #{build.pk} {build.status}: {build.error}")
-        if not opts["celery"]:  # the workers' build queues the snapshot itself (profile_build_finish_task)
-            from profiles.memory_search import memory_snapshots_refresh
-
-            memory_snapshots_refresh()
         elapsed = time.monotonic() - started
         self.stdout.write(
             f"profile build #{build.pk}: {build.profiles_written} profiles, feature set v{build.feature_set.version}, "
