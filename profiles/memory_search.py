@@ -23,6 +23,8 @@ instead of pgvector's, with PostgreSQL still the one store and the judge of ever
 from __future__ import annotations
 
 import contextlib
+import glob
+import json
 import logging
 import threading
 import time
@@ -196,16 +198,31 @@ def memory_snapshots_refresh() -> dict:
         path = snapshot_path(space=space, feature_set_id=feature_set_id, model_version_id=model_version_id)
         meta_path = path.with_name(path.name + ".json")
         if meta_path.exists():
-            import json
-
             meta = json.loads(meta_path.read_text())
             with connections["default"].cursor() as cursor:
                 cursor.execute(f"SELECT count(*) FROM ({CHANGES_SINCE}) changed", [meta["snapshot"], meta["snapshot"]])
                 changed = cursor.fetchone()[0]
             if changed <= max(1_000, settings.SIMILARITY_MEMORY_REBUILD_FRACTION * meta["profiles"]) / 2:
+                _snapshots_of_other_coordinates_delete(space=space, keep=path)
                 continue
         done[space] = memory_snapshot_build(space=space)
+        _snapshots_of_other_coordinates_delete(space=space, keep=path)
     return done
+
+
+def _snapshots_of_other_coordinates_delete(*, space: str, keep: Path) -> None:
+    """The snapshots of this store's earlier feature sets and model versions go: no search of the active
+    coordinates reads them, and they hold vectors of people (a process that loaded one keeps it)."""
+    directory = Path(settings.SIMILARITY_INDEX_DIR)
+    with _snapshot_files_lock():
+        for meta_path in directory.glob(f"{_store_name()}-{space}-*.json"):
+            path = meta_path.with_name(meta_path.name[: -len(".json")])
+            if path == keep:
+                continue
+            for data in path.parent.glob(glob.escape(path.name) + ".*"):
+                if data != meta_path:
+                    data.unlink(missing_ok=True)
+            meta_path.unlink(missing_ok=True)
 
 
 def _change_log_written() -> bool:
@@ -302,8 +319,6 @@ def _sync(loaded: _Loaded, alias: str, *, force: bool = False) -> None:
 
 def _snapshot_newer(loaded: _Loaded) -> bool:
     try:
-        import json
-
         return json.loads(loaded.path.with_name(loaded.path.name + ".json").read_text())["built_at"] > loaded.built_at
     except (OSError, ValueError, KeyError):
         return False

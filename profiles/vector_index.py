@@ -69,7 +69,7 @@ class MemoryIndex:
         """Put these profiles' current vectors in the graph (a new node each; the old one, if any,
         is removed). A vector with no direction only removes."""
         ids = np.asarray(ids, dtype=np.int64)
-        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1)
+        vectors = _as_rows(vectors, len(ids), self.dimensions)
         _, last = np.unique(ids[::-1], return_index=True)  # an id given twice: its last vector
         keep = np.sort(len(ids) - 1 - last)
         ids, vectors = ids[keep], vectors[keep]
@@ -215,6 +215,14 @@ def _meta_read(meta_path: Path) -> dict | None:
         return None
 
 
+def _as_rows(vectors, count: int, dimensions: int | None) -> np.ndarray:
+    """`vectors` as a (count, dimensions) float32 array; none at all is a (0, dimensions) one."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if count == 0:
+        return vectors.reshape(0, dimensions if dimensions is not None else (vectors.shape[-1] if vectors.ndim == 2 else 0))
+    return vectors.reshape(count, -1)
+
+
 def _bitmap_bytes(count: int) -> int:
     return (count + 7) // 8
 
@@ -222,7 +230,7 @@ def _bitmap_bytes(count: int) -> int:
 def _directed(ids, vectors) -> tuple[np.ndarray, np.ndarray]:
     """The (ids, vectors) whose vectors have a direction, the vectors L2-normalised as float32."""
     ids = np.asarray(ids, dtype=np.int64)
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), -1)
+    vectors = _as_rows(vectors, len(ids), None)
     norms = np.linalg.norm(vectors, axis=1)
     keep = np.isfinite(norms) & (norms > 0)
     return ids[keep], np.ascontiguousarray(vectors[keep] / norms[keep, None], dtype=np.float32)

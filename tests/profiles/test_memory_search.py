@@ -314,3 +314,33 @@ def test_after_a_build_the_api_answers_from_memory_what_pgvector_answers(setting
         assert len(from_memory.json()) == 5 and key not in {n["key"] for n in from_memory.json()}
         np.testing.assert_allclose([n["similarity"] for n in from_memory.json()],
                                    [n["similarity"] for n in from_pgvector.json()], atol=1e-5)
+
+
+def test_a_refresh_for_new_coordinates_deletes_the_snapshots_of_the_old_ones(store):
+    feature_set, ids, _ = store
+    memory_search.memory_snapshot_build(space="fused")
+    old = memory_search.snapshot_path(space="fused", feature_set_id=feature_set.pk, model_version_id=None)
+    assert list(old.parent.glob(old.name + ".*"))
+    FeatureSet.objects.filter(pk=feature_set.pk).update(is_active=False)
+    newer = FeatureSet.objects.create(version=2, feature_names=["x"], pipeline=b"", pipeline_sha256="1" * 64, is_active=True)
+
+    assert memory_search.memory_snapshots_refresh()["fused"]["feature_set_id"] == newer.pk
+
+    assert not list(old.parent.glob(old.name + ".*"))  # graph, ids and meta of the old coordinates
+    current = memory_search.snapshot_path(space="fused", feature_set_id=newer.pk, model_version_id=None)
+    assert MemoryIndex.load(current)[1]["profiles"] == 0
+
+
+def test_a_sync_that_only_deletes_and_an_empty_upsert_leave_the_graph_serving(store):
+    feature_set, ids, vectors = store
+    memory_search.memory_snapshot_build(space="fused")
+    _similar(feature_set, ids[0], vectors[0])
+    loaded = next(iter(memory_search._LOADED.values()))
+    loaded.index.upsert(ids=[], vectors=np.empty((0, FUSED_DIMENSIONS), dtype=np.float32))
+
+    Profile.objects.filter(pk__in=[int(ids[7]), int(ids[8])]).delete()  # the log holds deletions only
+
+    with CaptureQueriesContext(connection) as captured:
+        found = {p.pk for p, _ in _similar(feature_set, ids[0], vectors[0])}
+    assert _answered_in_memory(captured.captured_queries) and len(found) == K
+    assert ids[7] not in loaded.index and ids[8] not in loaded.index and len(loaded.index) == len(ids) - 2
