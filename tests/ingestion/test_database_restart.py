@@ -31,8 +31,8 @@ VAR = Path(settings.BASE_DIR) / "var"
 DOWN_S = 4.0
 CLIENTS = 4
 BATCH = 20
-ROWS = 60_000
-BLOCK_BYTES = 64 * 1024  # ~1,400 rows a chunk, ~45 chunks
+ROWS = 300_000  # an import of ~2 s at the bulk path's rate, so the test sees it under way (60,000 finished between polls)
+BLOCK_BYTES = 64 * 1024  # ~1,400 rows a chunk, ~220 chunks
 
 
 @pytest.fixture(scope="module")

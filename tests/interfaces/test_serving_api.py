@@ -138,19 +138,39 @@ def _ef_search_used(reader, path: str) -> int:
     return int(settings_sql.split("SET LOCAL hnsw.ef_search = ", 1)[1].split(";", 1)[0])
 
 
-def test_the_recall_a_caller_asks_for_sets_the_measured_ef_search(reader):
-    from django.conf import settings
+def _graph_ef_search_used(reader, path: str, monkeypatch) -> int:
+    """The breadth the in-memory graph was searched with (profiles.memory_search answers unfiltered searches)."""
+    from profiles.vector_index import MemoryIndex
 
+    used = []
+    search = MemoryIndex.search
+
+    def spied(self, vector, **kwargs):
+        used.append(kwargs["ef_search"])
+        return search(self, vector, **kwargs)
+
+    monkeypatch.setattr(MemoryIndex, "search", spied)
+    assert reader.get(path).status_code == 200
+    monkeypatch.setattr(MemoryIndex, "search", search)
+    [ef_search] = used
+    return ef_search
+
+
+def test_the_recall_a_caller_asks_for_sets_the_measured_ef_search(reader, settings, monkeypatch):
+    from profiles.memory_search import graph_ef_search
     from profiles.selectors import RECALL_EF_SEARCH
 
     key = _some_profile().customer.key
+    paths = {**{recall: f"/api/v1/profiles/{key}/similar?k=10&recall={recall}" for recall in RECALL_EF_SEARCH},
+             "default": f"/api/v1/profiles/{key}/similar?k=10", "77": f"/api/v1/profiles/{key}/similar?k=10&ef_search=77"}
+    expected = {**RECALL_EF_SEARCH, "default": settings.SIMILARITY_EF_SEARCH, "77": 77}
 
-    asked = {recall: _ef_search_used(reader, f"/api/v1/profiles/{key}/similar?k=10&recall={recall}")
-             for recall in RECALL_EF_SEARCH}
-
-    assert asked == RECALL_EF_SEARCH and sorted(asked.values()) == list(asked.values())
-    assert _ef_search_used(reader, f"/api/v1/profiles/{key}/similar?k=10") == settings.SIMILARITY_EF_SEARCH
-    assert _ef_search_used(reader, f"/api/v1/profiles/{key}/similar?k=10&ef_search=77") == 77
+    # the shop's build wrote the in-memory snapshot: the graph answers, searched as broad as measured for it
+    in_memory = {name: _graph_ef_search_used(reader, path, monkeypatch) for name, path in paths.items()}
+    assert in_memory == {name: graph_ef_search(ef) for name, ef in expected.items()}
+    settings.SIMILARITY_MEMORY_INDEX = False  # pgvector's index: the ef itself
+    on_pgvector = {name: _ef_search_used(reader, path) for name, path in paths.items()}
+    assert on_pgvector == expected and sorted(RECALL_EF_SEARCH.values()) == list(RECALL_EF_SEARCH.values())
 
 
 def test_the_openapi_schema_documents_recall_with_its_values(shop, client):
