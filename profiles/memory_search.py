@@ -36,6 +36,7 @@ from django.conf import settings
 from django.db import connections, router
 from django.db.models import BooleanField, Value
 from django.db.models.expressions import RawSQL
+from pgvector import Vector
 
 from config.compiled_query import CompiledQuery, Slot
 
@@ -92,24 +93,13 @@ def _store_name(alias: str = "default") -> str:
     return _STORE_NAMES[key]
 
 
-def _active_coordinates(space: str) -> tuple[int | None, int | None]:
-    from profiles.models import FeatureSet
-    from training.services import model_version_active
-
-    feature_set = FeatureSet.objects.filter(is_active=True).only("pk").first()
-    model = model_version_active()
-    feature_set_id = feature_set.pk if feature_set and space in ("traits", "fused") else None
-    model_version_id = model.pk if model and space in ("embedding", "fused") else None
-    return feature_set_id, model_version_id
-
-
 def memory_snapshot_build(*, space: str = "fused", m: int = 16, ef_construction: int = 128) -> dict:
     """Write the snapshot of `space` in the active coordinates (every profile with a vector there,
     visible or not: visibility is checked per answer) and prune the change log past its retention.
     Idempotent: a rerun writes the same graph of the store as it is then."""
     if not _change_log_written():
         raise RuntimeError("profile changes are not logged here (a Citus cluster?): no process could follow a snapshot")
-    feature_set_id, model_version_id = _active_coordinates(space)
+    feature_set_id, model_version_id = selectors.coordinates_active(space=space)
     column = selectors.SPACES[space]
     started = time.monotonic()
     with connections["default"].cursor() as cursor:
@@ -117,13 +107,8 @@ def memory_snapshot_build(*, space: str = "fused", m: int = 16, ef_construction:
         # is read from the log from there on (CHANGES_SINCE)
         cursor.execute("SELECT pg_current_snapshot()::text")
         snapshot = cursor.fetchone()[0]
-        filters, params = [f"{column} IS NOT NULL"], []
-        for name, value in (("feature_set_id", feature_set_id), ("model_version_id", model_version_id)):
-            if (name == "feature_set_id" and space in ("traits", "fused")) or (name == "model_version_id" and space in ("embedding", "fused")):
-                filters.append(f"{name} = %s" if value is not None else f"{name} IS NULL")
-                params += [value] if value is not None else []
-        cursor.execute(f"SELECT customer_id, {column}::text FROM profiles_profile WHERE {' AND '.join(filters)} ORDER BY customer_id",
-                       params)
+        where, params = _coordinates_where(space, feature_set_id, model_version_id)
+        cursor.execute(f"SELECT customer_id, {column}::text FROM profiles_profile WHERE {where} ORDER BY customer_id", params)
         ids, vectors = _rows_as_arrays(cursor.fetchall(), dimensions=selectors.SPACE_DIMENSIONS[space])
         cursor.execute("DELETE FROM profiles_vectorchange WHERE logged_at < now() - make_interval(secs => %s)",
                        [settings.SIMILARITY_CHANGE_LOG_RETENTION_S])
@@ -194,7 +179,7 @@ def memory_snapshots_refresh() -> dict:
     if not settings.SIMILARITY_MEMORY_INDEX or not _change_log_written():
         return done
     for space in settings.SIMILARITY_MEMORY_SPACES:
-        feature_set_id, model_version_id = _active_coordinates(space)
+        feature_set_id, model_version_id = selectors.coordinates_active(space=space)
         path = snapshot_path(space=space, feature_set_id=feature_set_id, model_version_id=model_version_id)
         meta_path = path.with_name(path.name + ".json")
         if meta_path.exists():
@@ -223,6 +208,18 @@ def _snapshots_of_other_coordinates_delete(*, space: str, keep: Path) -> None:
                 if data != meta_path:
                     data.unlink(missing_ok=True)
             meta_path.unlink(missing_ok=True)
+
+
+def _coordinates_where(space: str, feature_set_id: int | None, model_version_id: int | None) -> tuple[str, list]:
+    """The profile rows with a vector in `space` in these coordinates, as selectors.profiles_comparable
+    selects them but visible or not (the graph holds them all; visibility is checked per answer)."""
+    filters, params = [f"{selectors.SPACES[space]} IS NOT NULL"], []
+    for column, value, spaces in (("feature_set_id", feature_set_id, ("traits", "fused")),
+                                  ("model_version_id", model_version_id, ("embedding", "fused"))):
+        if space in spaces:
+            filters.append(f"{column} = %s" if value is not None else f"{column} IS NULL")
+            params += [value] if value is not None else []
+    return " AND ".join(filters), params
 
 
 def _change_log_written() -> bool:
@@ -292,14 +289,14 @@ def _loaded(space: str, feature_set_id: int | None, model_version_id: int | None
         return _LOADED[key]
 
 
-def _sync(loaded: _Loaded, alias: str, *, force: bool = False) -> None:
+def _sync(loaded: _Loaded, alias: str) -> None:
     """Take in the changes logged since the last read (or reload a newer snapshot), at most every
-    SIMILARITY_MEMORY_SYNC_SECONDS unless forced."""
+    SIMILARITY_MEMORY_SYNC_SECONDS."""
     now = time.monotonic()
-    if not force and now - loaded.synced_at < settings.SIMILARITY_MEMORY_SYNC_SECONDS:
+    if now - loaded.synced_at < settings.SIMILARITY_MEMORY_SYNC_SECONDS:
         return
     with loaded.lock:
-        if not force and now - loaded.synced_at < settings.SIMILARITY_MEMORY_SYNC_SECONDS:
+        if now - loaded.synced_at < settings.SIMILARITY_MEMORY_SYNC_SECONDS:
             return
         if _snapshot_newer(loaded):
             fresh, meta = MemoryIndex.load(loaded.path)
@@ -326,14 +323,9 @@ def _snapshot_newer(loaded: _Loaded) -> bool:
 
 def _apply(loaded: _Loaded, cursor, changed: list[int]) -> None:
     column = selectors.SPACES[loaded.space]
-    filters, params = ["customer_id = ANY(%s)", f"{column} IS NOT NULL"], [list(changed)]
-    if loaded.space in ("traits", "fused"):
-        filters.append("feature_set_id = %s" if loaded.feature_set_id is not None else "feature_set_id IS NULL")
-        params += [loaded.feature_set_id] if loaded.feature_set_id is not None else []
-    if loaded.space in ("embedding", "fused"):
-        filters.append("model_version_id = %s" if loaded.model_version_id is not None else "model_version_id IS NULL")
-        params += [loaded.model_version_id] if loaded.model_version_id is not None else []
-    cursor.execute(f"SELECT customer_id, {column}::text FROM profiles_profile WHERE {' AND '.join(filters)}", params)
+    where, params = _coordinates_where(loaded.space, loaded.feature_set_id, loaded.model_version_id)
+    cursor.execute(f"SELECT customer_id, {column}::text FROM profiles_profile WHERE customer_id = ANY(%s) AND {where}",
+                   [list(changed), *params])
     ids, vectors = _rows_as_arrays(cursor.fetchall(), dimensions=loaded.index.dimensions)
     gone = np.setdiff1d(np.asarray(changed, dtype=np.int64), ids)
     loaded.index.remove(ids=gone)
@@ -392,8 +384,6 @@ def profiles_similar_in_memory(
     if not len(ids):
         return None
     compiled = _checked_query(space, k, feature_set_id is not None, model_version_id is not None)
-    from pgvector import Vector
-
     params = compiled.params(vector=text if text is not None else Vector._to_db(vector), exclude_id=customer_id,
                              ids=[int(i) for i in ids], feature_set_id=feature_set_id, model_version_id=model_version_id)
     rows = selectors._nearest_run(alias=alias, sql=compiled.sql(), params=params, ef_search=None)

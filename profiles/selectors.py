@@ -116,17 +116,24 @@ def profiles_comparable(*, space: str, feature_set_id: int | None, model_version
     return candidates
 
 
-def profiles_comparable_active(*, space: str) -> QuerySet[Profile]:
-    """Visible profiles with a vector in `space` in the current coordinates: the active feature
-    set's and the active model's."""
+def coordinates_active(*, space: str) -> tuple[int | None, int | None]:
+    """(feature set id, model version id) of the current coordinates of `space`: the active feature set's
+    (traits, fused) and the active model's (embedding, fused); None where the space has no such part
+    or nothing is active."""
     from profiles.models import FeatureSet
     from training.services import model_version_active
 
     feature_set = FeatureSet.objects.filter(is_active=True).only("pk").first()
     model = model_version_active()
-    return profiles_comparable(
-        space=space, feature_set_id=feature_set.pk if feature_set else None, model_version_id=model.pk if model else None,
-    )
+    return (feature_set.pk if feature_set and space in ("traits", "fused") else None,
+            model.pk if model and space in ("embedding", "fused") else None)
+
+
+def profiles_comparable_active(*, space: str) -> QuerySet[Profile]:
+    """Visible profiles with a vector in `space` in the current coordinates: the active feature
+    set's and the active model's."""
+    feature_set_id, model_version_id = coordinates_active(space=space)
+    return profiles_comparable(space=space, feature_set_id=feature_set_id, model_version_id=model_version_id)
 
 
 NEIGHBOUR_VALUES = ("customer_id", "customer__key", "value_tier", "lifecycle_stage", "distance")
