@@ -167,12 +167,26 @@ def shop_ready(*, customers: int, events: int, epochs: int, seed: int, reuse: bo
     shop_prepare(customers, events, epochs, seed)
 
 
+def production_env() -> dict:
+    """The server's environment as production sets it: DEBUG off (Django's debug cursor records and
+    logs every query, whitenoise rescans static files) and every key given, these being the keys
+    this process's DEBUG made under var/secrets, so the server reads the same pseudonyms."""
+    from django.conf import settings
+
+    environment = {name: value for name, value in os.environ.items()
+                   if name not in ("PSEUDONYM_KEY", "SUPPRESSION_KEY", "DEBUG")}
+    return {**environment, "DEBUG": "0", "SECRET_KEY": settings.SECRET_KEY,
+            "PSEUDONYM_KEYS": ",".join(f"{key_id}:{secret}" for key_id, secret in settings.PSEUDONYM_KEYS),
+            "SUPPRESSION_KEYS": ",".join(f"{key_id}:{secret}" for key_id, secret in settings.SUPPRESSION_KEYS),
+            "PII_ENCRYPTION_KEYS": ",".join(settings.PII_ENCRYPTION_KEYS)}
+
+
 def server_start(port: int, workers: int, **env) -> subprocess.Popen:
-    """gunicorn with sync workers on loopback, as production runs it; up when this returns."""
+    """gunicorn with sync workers on loopback, as production runs it (production_env); up when this returns."""
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(workers),
          "--timeout", "120", "--log-level", "warning"],
-        cwd=ROOT, env=dict(os.environ, DB_CONN_MAX_AGE="600", SERVER_TIMING="1", **env), stdout=sys.stderr,
+        cwd=ROOT, env=dict(production_env(), DB_CONN_MAX_AGE="600", SERVER_TIMING="1", **env), stdout=sys.stderr,
     )
     wait_until_up(port, server)
     # the port is the master's; a worker answers once it has imported the app (seconds on a busy machine)
