@@ -122,7 +122,7 @@ else:
     }
     # the socket directory as HOST (not only in OPTIONS), so `manage.py dbshell` finds it too
     DATABASES["default"]["HOST"] = DATABASES["default"]["OPTIONS"].pop("host", "")
-DATABASES["default"]["ENGINE"] = "django.db.backends.postgresql"
+DATABASES["default"]["ENGINE"] = "config.postgresql"  # Django's, with a health check without a round trip
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # A backend whose client died (a worker killed with SIGKILL) is noticed within this many
@@ -146,7 +146,7 @@ DATABASE_REPLICAS = []
 for _number, _url in enumerate(env.list("DATABASE_REPLICA_URLS", default=[]), start=1):
     _alias = f"replica{_number}"
     DATABASES[_alias] = env.db_url_config(_url)
-    DATABASES[_alias].update(ENGINE="django.db.backends.postgresql", CONN_MAX_AGE=DATABASES["default"]["CONN_MAX_AGE"],
+    DATABASES[_alias].update(ENGINE="config.postgresql", CONN_MAX_AGE=DATABASES["default"]["CONN_MAX_AGE"],
                              CONN_HEALTH_CHECKS=True, TEST={"MIRROR": "default"})
     DATABASES[_alias].setdefault("OPTIONS", {}).update(
         options="-c default_transaction_read_only=on", connect_timeout=env.int("DATABASE_REPLICA_CONNECT_TIMEOUT_S", default=2))
