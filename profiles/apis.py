@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from access.models import Scope
 from config.db_router import replica_reads
+from config.serializer_fields import FieldsBuiltOnce
 from ingestion.apis import BoundedJSONParser
 from ingestion.selectors import customer_key_resolve
 from crm.explain import prediction_explained
@@ -76,7 +77,7 @@ def _neighbours(pairs) -> list[dict]:
              "lifecycle_stage": profile.lifecycle_stage} for profile, similarity in pairs]
 
 
-class FilterSerializer(serializers.Serializer):
+class FilterSerializer(FieldsBuiltOnce):
     """Which profiles a similarity search may return (all optional, combined with AND)."""
 
     where = serializers.CharField(
@@ -138,7 +139,7 @@ def _bounded_k(maximum: int, default: int):
     )
 
 
-class SearchBreadthMixin(serializers.Serializer):
+class SearchBreadthMixin(FieldsBuiltOnce):
     """How hard the HNSW walk searches: `ef_search` itself, or the recall@10 the caller wants (the
     ef_search measured to reach it, selectors.RECALL_EF_SEARCH); neither: SIMILARITY_EF_SEARCH."""
 
@@ -182,7 +183,7 @@ def _query_params(serializer_class, request):
 class ProfileDetailApi(APIView):
     required_scopes = (Scope.PROFILES_READ,)
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(FieldsBuiltOnce):
         class Meta:
             ref_name = "Profile"
 
@@ -365,7 +366,7 @@ class LookalikeApi(APIView):
 class ProfileRecommendationsApi(APIView):
     required_scopes = (Scope.PROFILES_READ,)
 
-    class QuerySerializer(serializers.Serializer):
+    class QuerySerializer(FieldsBuiltOnce):
         k = _bounded_k(settings.API_MAX_K, 10)
         max_per_category = serializers.IntegerField(
             required=False, min_value=1, max_value=settings.API_MAX_K,
@@ -375,7 +376,7 @@ class ProfileRecommendationsApi(APIView):
         class Meta:
             ref_name = "RecommendationsQuery"
 
-    class ItemSerializer(serializers.Serializer):
+    class ItemSerializer(FieldsBuiltOnce):
         sku = serializers.CharField(source="item.sku")
         title = serializers.CharField(source="item.title")
         category = serializers.CharField(source="item.category_path")
@@ -385,7 +386,7 @@ class ProfileRecommendationsApi(APIView):
         class Meta:
             ref_name = "RecommendedItem"
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(FieldsBuiltOnce):
         method = serializers.CharField(help_text="embedding (user·item scores) or popular (cold start)")
         model_version = serializers.IntegerField(source="model_version_id", allow_null=True)
         items = serializers.SerializerMethodField()
