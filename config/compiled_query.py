@@ -35,13 +35,20 @@ class CompiledQuery:
         self._build, self._slots = build, slots
         self._compiled: tuple[str, list, Any] | None = None
         self._compiler = None
+        self._converters: dict = {}
+        self._populators: dict[str, tuple] = {}  # per database alias: instances()'s column layout and populators
         self._lock = threading.Lock()
 
     def _compile(self) -> tuple[str, list, Any]:
         queryset = self._build(**{name: slot.placeholder for name, slot in self._slots.items()})
         # the compiler keeps what as_sql worked out (columns, select_related, converters) for instances()
-        self._compiler = queryset.query.get_compiler(using=queryset.db)
-        sql, params = self._compiler.as_sql()
+        self._compiler = compiler = queryset.query.get_compiler(using=queryset.db)
+        sql, params = compiler.as_sql()
+        # the fields' converters, worked out once (results_iter works them out for every call)
+        fields = [column[0] for column in compiler.select[:compiler.col_count]]
+        if compiler.has_composite_fields(fields):
+            raise ValueError("a build selecting a composite field is not supported")
+        self._converters = compiler.get_converters(fields)
         where: list = []  # per parameter: the slot's name, or (None, the constant the build put there)
         for value in params:
             names = [name for name, slot in self._slots.items() if _same(value, slot.placeholder)]
@@ -77,25 +84,35 @@ class CompiledQuery:
         """The rows as model instances, as iterating the build's QuerySet makes them
         (django.db.models.query.ModelIterable): the fields' converters applied, select_related
         objects attached, annotations set."""
-        from django.db.models.query import get_related_populators
-
         _, _, model = self._ready()
         db = router.db_for_read(model)
         rows = self.rows(**values)
         compiler = self._compiler
-        select, klass_info, annotation_col_map = compiler.select, compiler.klass_info, compiler.annotation_col_map
-        start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
-        init_list = [column[0].target.attname for column in select[start:end]]
-        populators = get_related_populators(klass_info, select, db)
+        klass_info, annotation_col_map = compiler.klass_info, compiler.annotation_col_map or {}
+        start, end, init_list, populators = self._layout(db)
+        if self._converters:
+            rows = compiler.apply_converters(rows, self._converters)
         out = []
-        for row in compiler.results_iter([rows]):
+        for row in rows:
             obj = klass_info["model"].from_db(db, init_list, row[start:end])
             for populator in populators:
                 populator.populate(row, obj)
-            for name, position in (annotation_col_map or {}).items():
+            for name, position in annotation_col_map.items():
                 setattr(obj, name, row[position])
             out.append(obj)
         return out
+
+    def _layout(self, db: str) -> tuple:
+        layout = self._populators.get(db)
+        if layout is None:
+            from django.db.models.query import get_related_populators
+
+            compiler = self._compiler
+            select, klass_info = compiler.select, compiler.klass_info
+            start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
+            init_list = [column[0].target.attname for column in select[start:end]]
+            layout = self._populators[db] = (start, end, init_list, get_related_populators(klass_info, select, db))
+        return layout
 
 
 def _same(value, placeholder) -> bool:
