@@ -36,7 +36,7 @@ class CompiledQuery:
         self._compiled: tuple[str, list, Any] | None = None
         self._compiler = None
         self._converters: dict = {}
-        self._populators: dict[str, tuple] = {}  # per database alias: instances()'s column layout and populators
+        self._layouts: dict[str, tuple] = {}  # per database alias: instances()'s columns and related populators
         self._lock = threading.Lock()
 
     def _compile(self) -> tuple[str, list, Any]:
@@ -103,7 +103,7 @@ class CompiledQuery:
         return out
 
     def _layout(self, db: str) -> tuple:
-        layout = self._populators.get(db)
+        layout = self._layouts.get(db)
         if layout is None:
             from django.db.models.query import get_related_populators
 
@@ -111,7 +111,7 @@ class CompiledQuery:
             select, klass_info = compiler.select, compiler.klass_info
             start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
             init_list = [column[0].target.attname for column in select[start:end]]
-            layout = self._populators[db] = (start, end, init_list, get_related_populators(klass_info, select, db))
+            layout = self._layouts[db] = (start, end, init_list, get_related_populators(klass_info, select, db))
         return layout
 
 

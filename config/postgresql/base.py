@@ -3,7 +3,7 @@ healthy.
 
 CONN_HEALTH_CHECKS (on: a reused connection that the server dropped, say after a restart, is replaced
 before the request uses it, instead of failing it) makes Django's backend send `SELECT 1` at the start
-of every request that touches the database: one round trip per request, a third of the queries of a
+of every request that touches the database: one round trip per request beside the three queries of a
 similar search (bench/api_load.py). A server that ends a connection (restart, pg_terminate_backend, idle
 timeout) sends its notice and closes the socket, so a connection idle between requests that has something
 to read was dropped, or at least was spoken to unasked: then, and only then, the backend asks the
