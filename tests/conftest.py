@@ -51,14 +51,27 @@ def cache_empty():
     and no coordination marks in the broker's Redis (ids repeat across tests' databases)."""
     from django.core.cache import cache
 
+    from access.throttling import leases
     from config.broker_redis import broker_redis
 
     cache.clear()
+    leases.forget()
     client = broker_redis()
     for pattern in ("portrait:segment-refresh-queued:*", "portrait:profile-refresh-pending:*"):
         keys = list(client.scan_iter(match=pattern, count=1000))
         if keys:
             client.delete(*keys)
+
+
+@pytest.fixture(autouse=True)
+def token_listener_closed():
+    """Each test starts with no cached API token, and no listening connection of the token cache
+    outlives it (PostgreSQL refuses to drop the test database while one is open)."""
+    from access.token_cache import token_cache
+
+    token_cache.close()
+    yield
+    token_cache.close()
 
 
 @pytest.fixture
