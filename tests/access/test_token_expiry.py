@@ -33,7 +33,7 @@ def test_an_expired_token_is_refused_with_401(client):
 
 
 def test_a_revoked_token_is_refused_on_its_very_next_request(client):
-    # the token is read on every request (access.services._active_token_by_prefix), never cached
+    # inside the test's transaction every request reads the token; outside one, see test_token_cache.py
     token, raw = api_token_create(name="app", scopes=["profiles:read"])
     path = "/api/v1/segments"
     assert client.get(path, HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
