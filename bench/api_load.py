@@ -11,8 +11,9 @@ can reuse it. One JSON line last: {"concurrency", "rps", "p50_ms", "p95_ms", "p9
 Per endpoint ("endpoints": {"similar", "profile"}): client p50/p95; `server_ms`, the median time
 inside Django from the server's `Server-Timing` header (config.server_timing, switched on for the
 bench's server), and `server_db_ms`, the part of it in queries; `sql_ms`: the queries one request
-of that endpoint runs, replayed alone on a plain connection (median over `--sql-samples` requests
-before the load and as many after it), `graph_ms` the in-memory graph's search in such a request, and
+of that endpoint runs, replayed alone on a plain connection (the measured time is cut into
+`--rounds` segments with the server idle between them; the median over `--sql-samples` requests
+replayed before each segment and after the last), `graph_ms` the in-memory graph's search in such a request, and
 `server_over_sql` = server_ms / (sql_ms + graph_ms) (issue 20's target: ≤ 2).
 
 `--replicas N`: after the single-server run, the same load again with N streaming replicas of the
@@ -217,23 +218,35 @@ def server_start(port: int, workers: int, **env) -> subprocess.Popen:
     return server
 
 
-def load_run(*, token: str, keys: list[str], args, **env) -> dict:
-    """One server, `args.concurrency` clients for the warm-up and `args.duration`: the figures."""
+def load_run(*, token: str, keys: list[str], args, between=None, **env) -> dict:
+    """One server, `args.concurrency` clients for the warm-up and `args.duration`: the figures. With
+    `between`, the measured time is cut into `args.rounds` segments with the server idle between them,
+    and `between()` runs before each (the SQL replays: so drift in the machine's speed weighs on the
+    replayed and the served side alike)."""
     port = free_port()
     server = server_start(port, args.workers, **env)
+    rounds = args.rounds if between is not None else 1
+    results = []
     try:
-        log(f"{args.concurrency} clients × {args.duration:.0f} s against {args.workers} workers ({len(keys):,} profiles)")
-        queue = multiprocessing.Queue()
-        clients = [
-            multiprocessing.Process(target=client_run,
-                                    args=(port, token, keys, args.seed * 100 + i, args.warmup, args.duration, queue))
-            for i in range(args.concurrency)
-        ]
-        for c in clients:
-            c.start()
-        results = [queue.get() for _ in clients]
-        for c in clients:
-            c.join()
+        log(f"{args.concurrency} clients × {args.duration:.0f} s against {args.workers} workers ({len(keys):,} profiles)"
+            f" in {rounds} segment(s)")
+        for index in range(rounds):
+            if between is not None:
+                between()
+            # a later segment's workers are warm: a second to open the clients' connections
+            warmup = args.warmup if index == 0 else min(args.warmup, 1.0)
+            queue = multiprocessing.Queue()
+            clients = [
+                multiprocessing.Process(target=client_run,
+                                        args=(port, token, keys, args.seed * 100 + index * 1000 + i, warmup,
+                                              args.duration / rounds, queue))
+                for i in range(args.concurrency)
+            ]
+            for c in clients:
+                c.start()
+            results.extend(queue.get() for _ in clients)
+            for c in clients:
+                c.join()
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -317,7 +330,10 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep the shop already in the bench database")
     parser.add_argument("--replicas", type=int, default=0,
                         help="then run the same load with this many streaming replicas taking the reads")
-    parser.add_argument("--sql-samples", type=int, default=50, help="requests per endpoint whose SQL is replayed alone")
+    parser.add_argument("--sql-samples", type=int, default=50,
+                        help="requests per endpoint whose SQL is replayed alone, before each segment and after the last")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="segments the measured time is cut into, the SQL replayed before each and after the last")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--memory-graph", action=argparse.BooleanOptionalAction, default=True,
                         help="answer /similar from the in-memory graph, as the product ships (--no-memory-graph: pgvector)")
@@ -340,12 +356,18 @@ def main() -> None:
     # the bench measures serving, not the throttle: its token's own rate is far above the load
     _, token = api_token_create(name="bench-load", scopes=["profiles:read", "similarity:read"],
                                 requests_per_minute=100_000_000)
-    # the endpoints' SQL alone, before and after the load (so nothing else competes for the cores, and a
-    # machine whose speed drifts during the run weighs on both sides of server_over_sql alike)
-    replay_before = endpoint_sql_ms(token=token, keys=keys, samples=args.sql_samples)
-    single = load_run(token=token, keys=keys, args=args, SIMILARITY_MEMORY_INDEX="1" if args.memory_graph else "0")
-    replay_after = endpoint_sql_ms(token=token, keys=keys, samples=args.sql_samples)
-    for endpoint, figures in sql_figures(replay_before, replay_after).items():
+    # the endpoints' SQL alone, before each segment of the load and after the last (so nothing else
+    # competes for the cores, and a machine whose speed drifts during the run weighs on both sides of
+    # server_over_sql alike)
+    replays = []
+
+    def replay() -> None:
+        replays.append(endpoint_sql_ms(token=token, keys=keys, samples=args.sql_samples))
+
+    single = load_run(token=token, keys=keys, args=args, between=replay,
+                      SIMILARITY_MEMORY_INDEX="1" if args.memory_graph else "0")
+    replay()
+    for endpoint, figures in sql_figures(*replays).items():
         single["endpoints"][endpoint].update(figures)
         server_ms = single["endpoints"][endpoint]["server_ms"]
         work_ms = figures["sql_ms"] + figures["graph_ms"]
