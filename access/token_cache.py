@@ -116,6 +116,7 @@ class TokenCache:
         params = connections[DEFAULT_DB_ALIAS].get_connection_params()
         for unused in ("cursor_factory", "context", "server_side_binding", "prepare_threshold"):
             params.pop(unused, None)
+        params.setdefault("connect_timeout", 2)  # requests wait on this lock while it connects
         try:
             listener = psycopg.connect(**params, autocommit=True)
             listener.execute(f"LISTEN {CHANNEL}")
