@@ -142,8 +142,14 @@ def clv_fit_latest() -> ClvFit | None:
     return ClvFit.objects.order_by("-created_at", "-pk").first()
 
 
+# what a prediction is shown with of its fit: not the fit's model (its trees are ~330 KB in one row,
+# which every profile request read and decoded, ~1 ms of it) nor its back-test
+_FIT_SHOWN = ("fit__horizon_days", "fit__thresholds", "fit__created_at")
+
+
 def _prediction_of(customer_id):
-    query = CustomerPrediction.objects.filter(customer_id=customer_id).select_related("fit")
+    own = [field.name for field in CustomerPrediction._meta.concrete_fields]
+    query = CustomerPrediction.objects.filter(customer_id=customer_id).select_related("fit").only(*own, *_FIT_SHOWN)
     return (query if query.ordered else query.order_by("pk"))[:1]  # as .first() orders
 
 

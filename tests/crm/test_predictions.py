@@ -84,6 +84,25 @@ def test_profile_api_serves_the_forecast_with_its_explanation(shop, make_api_cli
     assert served["risk"]["score"] == prediction.risk_score
 
 
+def test_a_prediction_is_read_without_its_fit_s_model_and_shown_without_another_query(shop):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from crm.explain import prediction_explained
+    from crm.selectors import customer_prediction_get
+
+    customer_id = CustomerPrediction.objects.filter(source="model").values_list("customer_id", flat=True).first()
+    with CaptureQueriesContext(connection) as captured:
+        prediction = customer_prediction_get(customer_id=customer_id)
+        explained = prediction_explained(prediction)
+
+    assert len(captured.captured_queries) == 1
+    assert {"count_model", "evaluation", "importance", "calibration"} <= prediction.fit.get_deferred_fields()
+    assert explained["horizon_days"] == shop.horizon_days and explained["fitted_at"] == shop.created_at
+    assert explained["churn_probability"] == pytest.approx(CustomerPrediction.objects.get(pk=customer_id).churn_probability,
+                                                           abs=1e-4)
+
+
 def test_profile_api_says_null_for_a_customer_without_purchases(shop, make_api_client):
     from profiles.selectors import profiles_visible
 
