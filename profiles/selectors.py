@@ -50,11 +50,15 @@ def profiles_visible() -> QuerySet[Profile]:
     return Profile.objects.filter(customer__merged_into__isnull=True, customer__consent_profiling=True)
 
 
-# read on every profile request: compiled once per process (config.compiled_query)
+# read on every profile request: compiled once per process (config.compiled_query). Without what the
+# profile API never shows: two of the three vectors (the neighbours are searched in the fused space),
+# the customer's other columns (its PII ciphertexts among them), the feature set's fitted pipeline and
+# report; each is read if touched.
 _PROFILE_BY_KEY = CompiledQuery(
     lambda key: (
         profiles_visible().select_related("customer", "feature_set")
-        .defer("feature_set__pipeline", "feature_set__report")
+        .only(*[f.name for f in Profile._meta.concrete_fields if f.name not in ("feature_vector", "embedding")],
+              "customer__key", "feature_set__version", "feature_set__population")
         .filter(customer__key=key).order_by("pk")[:1]
     ),
     key=Slot("\x00key"),

@@ -291,6 +291,25 @@ def test_every_endpoint_needs_its_scope(shop, make_api_client, client, method, p
     assert anonymous.status_code == 401
 
 
+def test_a_profile_is_read_without_what_it_does_not_show_and_nothing_is_loaded_late(reader):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from profiles.selectors import profile_get
+
+    me = _some_profile()
+    read = profile_get(key=me.customer.key)
+    with CaptureQueriesContext(connection) as captured:
+        response = reader.get(f"/api/v1/profiles/{me.customer.key}")
+
+    assert {"feature_vector", "embedding"} <= read.get_deferred_fields()
+    assert {"email_encrypted", "consent_profiling"} <= read.customer.get_deferred_fields()
+    assert {"pipeline", "report"} <= read.feature_set.get_deferred_fields()
+    assert response.status_code == 200 and response.json()["key"] == me.customer.key
+    # a deferred field touched would be one more statement, by primary key (Model.refresh_from_db's get)
+    assert not [q["sql"] for q in captured.captured_queries if "LIMIT 21" in q["sql"]]
+
+
 def test_a_token_is_throttled_at_its_own_rate(shop, client):
     from access.services import api_token_create
 
