@@ -13,9 +13,10 @@ millisecond later); in the process that made the change through the services, on
 The cache does not answer
 - inside a transaction on the primary: a change made in it notifies nobody before it commits (and the
   tests run inside one);
-- while no listening connection is up: every lookup reads the table, as before, and a new connection
-  is tried every `LISTEN_RETRY_S`; it starts with an empty cache, so notifications missed meanwhile
-  do not matter.
+- while no listening connection is up, or the table's triggers are dropped or disabled (checked when
+  a connection starts listening): every lookup reads the table, as before, and a new connection is
+  tried every `LISTEN_RETRY_S`; it starts with an empty cache, so notifications missed meanwhile do
+  not matter.
 An entry is also dropped after `MAX_AGE_S` whatever it hears (a connection that died without a word,
 say), expiry is checked on every request against the token's `expires_at`, and a miss reads the
 primary, never a replica, which could still show a token as it was before a change already announced.
@@ -35,6 +36,12 @@ from django.db import DEFAULT_DB_ALIAS, connections
 logger = logging.getLogger(__name__)
 
 CHANNEL = "portrait_api_token_changed"
+# the triggers that notify CHANNEL (migration access 0005); the cache answers only while both are enabled
+TRIGGERS = ("access_apitoken_changed", "access_apitoken_removed")
+_TRIGGERS_ENABLED = (
+    "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'access_apitoken'::regclass AND tgenabled <> 'D'"
+    f" AND tgname IN ({', '.join(repr(name) for name in TRIGGERS)})"
+)
 LISTEN_RETRY_S = 5.0
 MAX_AGE_S = 60.0
 
@@ -120,8 +127,16 @@ class TokenCache:
         try:
             listener = psycopg.connect(**params, autocommit=True)
             listener.execute(f"LISTEN {CHANNEL}")
+            announcing = listener.execute(_TRIGGERS_ENABLED).fetchone()[0]
         except psycopg.Error as exc:
             logger.warning("API token cache off: cannot listen for token changes (%s)", exc.__class__.__name__)
+            self._retry_at = time.monotonic() + LISTEN_RETRY_S
+            return False
+        if announcing != len(TRIGGERS):
+            # dropped or disabled (a restore without triggers, a conversion that refused them): no change
+            # would be announced, so nothing may be cached
+            logger.warning("API token cache off: the token table's change triggers are missing or disabled")
+            listener.close()
             self._retry_at = time.monotonic() + LISTEN_RETRY_S
             return False
         self._listener = listener

@@ -138,3 +138,16 @@ def test_without_its_listening_connection_every_request_reads_the_table(client, 
         other.execute("UPDATE access_apitoken SET revoked_at = now() WHERE id = %s", [token.pk])
 
     assert _get(client, raw) == (401, 1)
+
+
+def test_with_a_change_trigger_disabled_nothing_is_cached(client, token):
+    token, raw = token
+    with _other_connection() as other:
+        other.execute("ALTER TABLE access_apitoken DISABLE TRIGGER access_apitoken_changed")
+        try:
+            token_cache.close()
+            assert [_get(client, raw) for _ in range(3)] == [(200, 1), (200, 1), (200, 1)]
+            other.execute("UPDATE access_apitoken SET revoked_at = now() WHERE id = %s", [token.pk])
+            assert _get(client, raw) == (401, 1)
+        finally:
+            other.execute("ALTER TABLE access_apitoken ENABLE TRIGGER access_apitoken_changed")
