@@ -52,6 +52,7 @@ class TokenCache:
         self._tokens: dict[str, tuple[object, float]] = {}
         self._listener: psycopg.Connection | None = None
         self._poll: select.poll | None = None
+        self._goodbye = False
         self._pid: int | None = None
         self._retry_at = 0.0
         # bumped whenever the cache is emptied: a lookup that read the table before that does not store
@@ -104,7 +105,9 @@ class TokenCache:
                 pgconn.consume_input()  # reads what arrived, never waits
                 while pgconn.notifies() is not None:
                     heard = True
-                if pgconn.status != psycopg.pq.ConnStatus.OK:
+                # the server's goodbye (an error on an idle connection, which libpq hands on as a notice)
+                # arrives before the socket closes; a connection that only listens hears no other notice
+                if pgconn.status != psycopg.pq.ConnStatus.OK or self._goodbye:
                     raise psycopg.OperationalError("the listening connection is closed")
                 if not self._poll.poll(0):
                     break
@@ -140,10 +143,15 @@ class TokenCache:
             self._retry_at = time.monotonic() + LISTEN_RETRY_S
             return False
         self._listener = listener
+        self._goodbye = False
+        listener.add_notice_handler(self._notice_heard)
         self._poll = select.poll()
         self._poll.register(listener.pgconn.socket, select.POLLIN)
         self._empty()
         return True
+
+    def _notice_heard(self, diagnostic) -> None:
+        self._goodbye = True
 
     def _drop_listener(self) -> None:
         if self._listener is not None:
