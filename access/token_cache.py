@@ -79,7 +79,7 @@ class TokenCache:
 
     def put(self, prefix: str, token, generation: int) -> None:
         with self._lock:
-            if generation == self._generation and self._listener is not None:
+            if generation == self._generation:  # losing the listener empties the cache: a new generation
                 self._tokens[prefix] = (token, time.monotonic() + MAX_AGE_S)
 
     def forget(self) -> None:
