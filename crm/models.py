@@ -5,6 +5,8 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from config.model_fields import PipelineJSONField
+
 
 class Audience(models.TextChoices):
     HIGH_VALUE = "high_value", _("high value")
@@ -37,7 +39,7 @@ class ClvFit(models.Model):
     training_rows = models.PositiveIntegerField(_("training rows"), default=0)
     evaluation = models.JSONField(_("back-test against BG/NBD"), default=dict, blank=True)
     importance = models.JSONField(_("feature importance (mean |SHAP|)"), default=list, blank=True)
-    thresholds = models.JSONField(_("audience thresholds"), default=dict, blank=True)
+    thresholds = PipelineJSONField(_("audience thresholds"), default=dict, blank=True)
     created_at = models.DateTimeField(_("fitted at"), auto_now_add=True)
 
     class Meta:
@@ -71,10 +73,10 @@ class CustomerPrediction(models.Model):
     source = models.CharField(_("predicted by"), max_length=16)
     audiences = ArrayField(models.CharField(max_length=32, choices=Audience.choices), default=list, blank=True,
                            verbose_name=_("CRM audiences"))
-    drivers = models.JSONField(_("what drove the forecast"), default=list, blank=True)
+    drivers = PipelineJSONField(_("what drove the forecast"), default=list, blank=True)
     risk_score = models.PositiveSmallIntegerField(_("risk score"), default=0)
     risk_band = models.CharField(_("risk band"), max_length=8, choices=RiskBand.choices, default=RiskBand.LOW)
-    risk_reasons = models.JSONField(_("risk scorecard lines"), default=list, blank=True)
+    risk_reasons = PipelineJSONField(_("risk scorecard lines"), default=list, blank=True)
     computed_at = models.DateTimeField(_("computed at"), auto_now=True)
 
     class Meta:

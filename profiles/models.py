@@ -7,6 +7,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 from pgvector.django import HnswIndex, VectorField
 
+from config.model_fields import PipelineJSONField
 from training.models import EMBEDDING_DIMENSIONS
 
 FEATURE_VECTOR_DIMENSIONS = 16
@@ -23,7 +24,7 @@ class FeatureSet(models.Model):
     pipeline = models.BinaryField(_("fitted pipeline (joblib)"), editable=False)
     # an HMAC-SHA256 keyed from SECRET_KEY since migration 0005 (profiles.feature_sets); the column kept its name
     pipeline_sha256 = models.CharField(_("pipeline signature"), max_length=64, editable=False)
-    population = models.JSONField(_("population statistics"), default=dict, blank=True)
+    population = PipelineJSONField(_("population statistics"), default=dict, blank=True)
     report = models.JSONField(_("feature report"), default=dict, blank=True)
     fusion_weight = models.FloatField(
         _("fusion weight of the traits vector"), default=1.0,
@@ -69,8 +70,8 @@ class Profile(models.Model):
     """
 
     customer = models.OneToOneField("ingestion.Customer", on_delete=models.CASCADE, primary_key=True, related_name="profile")
-    traits = models.JSONField(_("traits"), default=dict, blank=True)
-    explanation = models.JSONField(_("explanation"), default=dict, blank=True)
+    traits = PipelineJSONField(_("traits"), default=dict, blank=True)
+    explanation = PipelineJSONField(_("explanation"), default=dict, blank=True)
     value_tier = models.CharField(_("value tier"), max_length=8, choices=ValueTier.choices, default=ValueTier.NONE)
     lifecycle_stage = models.CharField(
         _("lifecycle stage"), max_length=8, choices=LifecycleStage.choices, default=LifecycleStage.DORMANT
