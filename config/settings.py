@@ -188,6 +188,8 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "config.api_errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["access.throttling.TokenRateThrottle"],
+    # DRF's JSON renderer, writing with orjson (config.renderers)
+    "DEFAULT_RENDERER_CLASSES": ["config.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
     "UNAUTHENTICATED_USER": None,
 }
 # Days an API token is valid unless created with another lifetime (admin, API tokens).
