@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from django.db import connections, router
-from django.db.models import Q, QuerySet, Value
+from django.db.models import Q, QuerySet, TextField, Value
+from django.db.models.functions import Cast
 from django.db.models.base import ModelState
 from pgvector import Vector
 from pgvector.django import CosineDistance
@@ -51,14 +52,15 @@ def profiles_visible() -> QuerySet[Profile]:
 
 
 # read on every profile request: compiled once per process (config.compiled_query). Without what the
-# profile API never shows: two of the three vectors (the neighbours are searched in the fused space),
-# the customer's other columns (its PII ciphertexts among them), the feature set's fitted pipeline and
-# report; each is read if touched.
+# profile API never shows: the three vectors (the neighbours are searched from the fused vector's text,
+# `fused_text`, which needs no parsing into numbers and back), the customer's other columns (its PII
+# ciphertexts among them), the feature set's fitted pipeline and report; each is read if touched.
 _PROFILE_BY_KEY = CompiledQuery(
     lambda key: (
         profiles_visible().select_related("customer", "feature_set")
-        .only(*[f.name for f in Profile._meta.concrete_fields if f.name not in ("feature_vector", "embedding")],
+        .only(*[f.name for f in Profile._meta.concrete_fields if f.name not in ("feature_vector", "embedding", "fused")],
               "customer__key", "feature_set__version", "feature_set__population")
+        .annotate(fused_text=Cast("fused", output_field=TextField()))
         .filter(customer__key=key).order_by("pk")[:1]
     ),
     key=Slot("\x00key"),
@@ -67,7 +69,8 @@ _PROFILE_BY_KEY = CompiledQuery(
 
 def profile_get(*, key: str) -> Profile | None:
     """The visible profile of the customer with this pseudonymous key, or None (also for a customer
-    merged into another: its profile lives on in the survivor's)."""
+    merged into another: its profile lives on in the survivor's). Its fused vector as pgvector's text in
+    `fused_text` (None without one)."""
     found = _PROFILE_BY_KEY.instances(key=key)
     return found[0] if found else None
 

@@ -7,6 +7,7 @@ its end; each test runs in a transaction that is rolled back."""
 
 import csv
 import io
+import json
 
 import numpy as np
 import pytest
@@ -302,7 +303,9 @@ def test_a_profile_is_read_without_what_it_does_not_show_and_nothing_is_loaded_l
     with CaptureQueriesContext(connection) as captured:
         response = reader.get(f"/api/v1/profiles/{me.customer.key}")
 
-    assert {"feature_vector", "embedding"} <= read.get_deferred_fields()
+    assert {"feature_vector", "embedding", "fused"} <= read.get_deferred_fields()
+    # the fused vector comes as pgvector's text, for the neighbour search, never parsed into numbers
+    assert np.allclose(json.loads(read.fused_text), me.fused, atol=1e-6)
     assert {"email_encrypted", "consent_profiling"} <= read.customer.get_deferred_fields()
     assert {"pipeline", "report"} <= read.feature_set.get_deferred_fields()
     assert response.status_code == 200 and response.json()["key"] == me.customer.key
@@ -470,3 +473,38 @@ def test_a_refresh_is_queued_for_the_worker(shop, make_api_client, django_captur
     assert unknown.status_code == 404
     assert broker.llen("segments") == 1  # heavy audience work has its own queue
     app.control.purge()
+
+
+def test_theprofile_answer_is_what_its_serializer_represents(reader):
+    from profiles.apis import ProfileDetailApi, profile_answer
+    from profiles.selectors import profile_get
+
+    read = [profile_get(key=p.customer.key) for p in Profile.objects.select_related("customer").order_by("pk")[:5]]
+    # the nullable fields empty too
+    read[0].last_event_at = read[0].watermark = read[0].model_version_id = None
+    for profile in read:
+        profile.scores, profile.segments, profile.predictions = {"rfm": "555"}, [{"id": 1}], None
+    read[1].predictions = {"horizon_days": 90, "fitted_at": read[1].computed_at}
+
+    assert [profile_answer(p) for p in read] == [ProfileDetailApi.OutputSerializer(p).data for p in read]
+
+
+def test_a_similar_query_string_is_validated_once_and_a_bad_or_segment_one_every_time(reader):
+    from profiles import apis
+
+    me = _some_profile()
+    path = f"/api/v1/profiles/{me.customer.key}/similar"
+    apis._SIMILAR_QUERIES.clear()
+
+    first = reader.get(f"{path}?k=7&space=fused").json()
+    again = reader.get(f"{path}?space=fused&k=7").json()  # the same query in another order: one entry
+
+    assert len(first) == 7 and again == first and len(apis._SIMILAR_QUERIES) == 1
+    assert [reader.get(f"{path}?k=0").status_code for _ in range(2)] == [400, 400]
+    segment = segment_services.segment_create_rule(name="kept?", rule="is_loyalty_member", refresh="none")
+    segment_services.segment_refresh(segment_id=segment.pk)
+    assert reader.get(f"{path}?k=5&segment={segment.pk}").status_code == 200
+    Segment.objects.filter(pk=segment.pk).delete()
+    refused = reader.get(f"{path}?k=5&segment={segment.pk}")
+    assert refused.status_code == 400 and "segment" in refused.json()
+    assert len(apis._SIMILAR_QUERIES) == 1
