@@ -256,8 +256,8 @@ def load_run(*, token: str, keys: list[str], args, between=None, **env) -> dict:
     if errors:
         log(f"{len(errors)} errors, first: {errors[0]}")
 
-    def percentile(values: list[float], p: float, scale: float = 1000) -> float:
-        return round(values[min(len(values) - 1, int(len(values) * p))] * scale, 1)
+    def percentile(values: list[float], p: float, scale: float = 1000, digits: int = 1) -> float:
+        return round(values[min(len(values) - 1, int(len(values) * p))] * scale, digits)
 
     endpoints = {}
     for endpoint in ENDPOINTS:
@@ -266,8 +266,8 @@ def load_run(*, token: str, keys: list[str], args, between=None, **env) -> dict:
         app = sorted(t["app"] for t in timed)
         db = sorted(t["db"] for t in timed)
         endpoints[endpoint] = {"requests": len(mine), "p50_ms": percentile(mine, 0.50), "p95_ms": percentile(mine, 0.95),
-                               "server_ms": percentile(app, 0.50, 1) if app else None,
-                               "server_db_ms": percentile(db, 0.50, 1) if db else None}
+                               "server_ms": percentile(app, 0.50, 1, digits=2) if app else None,
+                               "server_db_ms": percentile(db, 0.50, 1, digits=2) if db else None}
     return {"rps": round(len(latencies) / args.duration, 1), "p50_ms": percentile(latencies, 0.50),
             "p95_ms": percentile(latencies, 0.95), "p99_ms": percentile(latencies, 0.99), "errors": len(errors),
             "requests": len(latencies), "endpoints": endpoints}
