@@ -63,15 +63,16 @@ MIDDLEWARE = [
     # 503 + Retry-After while the database is away (config.db_unavailable)
     "config.db_unavailable.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # the browser's middleware, passed by for the token APIs (config.browser_middleware)
+    "config.browser_middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "config.browser_middleware.AuthenticationMiddleware",
     # a client that wrote reads its writes: its write position is recorded for the replica router
     "config.db_router.ReplicaWritesMiddleware",
-    "django_otp.middleware.OTPMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "config.browser_middleware.OTPMiddleware",
+    "config.browser_middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # last, as django-axes asks: it answers a locked-out login with 429
     "axes.middleware.AxesMiddleware",
