@@ -333,7 +333,9 @@ def _apply(loaded: _Loaded, cursor, changed: list[int]) -> None:
 
 
 _CHECKED: dict[tuple, CompiledQuery] = {}
-_IDS_SLOT = [-2_000_000_101]
+# the candidates' ids go as an array's text ('{1,2,3}'), not a list: psycopg's client-side binding quotes a
+# list element by element in Python (24 µs for 30 ids, against 5 µs for the text; issue 20)
+_IDS_SLOT = "{-2000000101}"
 
 
 def _checked_query(space: str, k: int, feature_set: bool, model_version: bool) -> CompiledQuery:
@@ -385,7 +387,8 @@ def profiles_similar_in_memory(
         return None
     compiled = _checked_query(space, k, feature_set_id is not None, model_version_id is not None)
     params = compiled.params(vector=text if text is not None else Vector._to_db(vector), exclude_id=customer_id,
-                             ids=[int(i) for i in ids], feature_set_id=feature_set_id, model_version_id=model_version_id)
+                             ids="{" + ",".join(str(int(i)) for i in ids) + "}", feature_set_id=feature_set_id,
+                             model_version_id=model_version_id)
     rows = selectors._nearest_run(alias=alias, sql=compiled.sql(), params=params, ef_search=None)
     if len(rows) < k and len(ids) == wanted:
         return None  # the check dropped more than the margin: the store's own index finds k
