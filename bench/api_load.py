@@ -10,7 +10,8 @@ can reuse it. One JSON line last: {"concurrency", "rps", "p50_ms", "p95_ms", "p9
 
 Per endpoint ("endpoints": {"similar", "profile"}): client p50/p95; `server_ms`, the median time
 inside Django from the server's `Server-Timing` header (config.server_timing, switched on for the
-bench's server), and `server_db_ms`, the part of it in queries; `sql_ms`: the queries one request
+bench's server), `server_db_ms`, the part of it in queries, and `server_cpu_ms`, the worker's CPU time in it
+(below server_ms by the waits for the database and, with more runnable processes than cores, for a core); `sql_ms`: the queries one request
 of that endpoint runs, replayed alone on a plain connection (the measured time is cut into
 `--rounds` segments with the server idle between them; the median over `--sql-samples` requests
 replayed before each segment and after the last), `graph_ms` the in-memory graph's search in such a request, and
@@ -78,7 +79,7 @@ def client_run(port: int, token: str, keys: list[str], seed: int, warmup_s: floa
 
 
 def server_timing(header: str | None) -> dict | None:
-    """{"app": ms, "db": ms} from `Server-Timing: app;dur=…, db;dur=…` (config.server_timing)."""
+    """{"app": ms, "db": ms, "cpu": ms} from `Server-Timing: app;dur=…, db;dur=…, cpu;dur=…` (config.server_timing)."""
     if not header:
         return None
     parts = dict(part.strip().split(";dur=") for part in header.split(","))
@@ -265,9 +266,11 @@ def load_run(*, token: str, keys: list[str], args, between=None, **env) -> dict:
         timed = [timing for name, _, timing in samples if name == endpoint and timing]
         app = sorted(t["app"] for t in timed)
         db = sorted(t["db"] for t in timed)
+        cpu = sorted(t["cpu"] for t in timed if "cpu" in t)
         endpoints[endpoint] = {"requests": len(mine), "p50_ms": percentile(mine, 0.50), "p95_ms": percentile(mine, 0.95),
                                "server_ms": percentile(app, 0.50, 1, digits=2) if app else None,
-                               "server_db_ms": percentile(db, 0.50, 1, digits=2) if db else None}
+                               "server_db_ms": percentile(db, 0.50, 1, digits=2) if db else None,
+                               "server_cpu_ms": percentile(cpu, 0.50, 1, digits=2) if cpu else None}
     return {"rps": round(len(latencies) / args.duration, 1), "p50_ms": percentile(latencies, 0.50),
             "p95_ms": percentile(latencies, 0.95), "p99_ms": percentile(latencies, 0.99), "errors": len(errors),
             "requests": len(latencies), "endpoints": endpoints}
