@@ -45,10 +45,10 @@ def _key_from_path(request, key: str) -> str:
     return key
 
 
-def _profile_from_path(request, key: str):
+def _profile_from_path(request, key: str, *, embedding: bool = False):
     """The visible profile a path names; 400 for a malformed key, 404 for one that names nothing the
     caller may see."""
-    profile = selectors.profile_get(key=_key_from_path(request, key))
+    profile = selectors.profile_get(key=_key_from_path(request, key), embedding=embedding)
     if profile is None:
         raise exceptions.NotFound("No profile for this customer.")
     return profile
@@ -458,7 +458,7 @@ class ProfileRecommendationsApi(APIView):
     @replica_reads
     def get(self, request, key: str):
         query = _query_params(self.QuerySerializer, request)
-        profile = _profile_from_path(request, key)
+        profile = _profile_from_path(request, key, embedding=True)
         result = recommendations.recommendations_for(
             profile=profile, k=query.validated_data["k"], max_per_category=query.validated_data.get("max_per_category"),
         )

@@ -55,23 +55,28 @@ def profiles_visible() -> QuerySet[Profile]:
 # profile API never shows: the three vectors (the neighbours are searched from the fused vector's text,
 # `fused_text`, which needs no parsing into numbers and back), the customer's other columns (its PII
 # ciphertexts among them), the feature set's fitted pipeline and report; each is read if touched.
-_PROFILE_BY_KEY = CompiledQuery(
-    lambda key: (
+def _profile_by_key(key: str, *, embedding: bool) -> QuerySet[Profile]:
+    unshown = ("feature_vector", "fused") if embedding else ("feature_vector", "embedding", "fused")
+    return (
         profiles_visible().select_related("customer", "feature_set")
-        .only(*[f.name for f in Profile._meta.concrete_fields if f.name not in ("feature_vector", "embedding", "fused")],
+        .only(*[f.name for f in Profile._meta.concrete_fields if f.name not in unshown],
               "customer__key", "feature_set__version", "feature_set__population")
         .annotate(fused_text=Cast("fused", output_field=TextField()))
         .filter(customer__key=key).order_by("pk")[:1]
-    ),
-    key=Slot("\x00key"),
-)
+    )
 
 
-def profile_get(*, key: str) -> Profile | None:
+_PROFILE_BY_KEY = {
+    embedding: CompiledQuery(lambda key, embedding=embedding: _profile_by_key(key, embedding=embedding), key=Slot("\x00key"))
+    for embedding in (False, True)
+}
+
+
+def profile_get(*, key: str, embedding: bool = False) -> Profile | None:
     """The visible profile of the customer with this pseudonymous key, or None (also for a customer
     merged into another: its profile lives on in the survivor's). Its fused vector as pgvector's text in
-    `fused_text` (None without one)."""
-    found = _PROFILE_BY_KEY.instances(key=key)
+    `fused_text` (None without one); the learned embedding only when asked for (recommendations)."""
+    found = _PROFILE_BY_KEY[embedding].instances(key=key)
     return found[0] if found else None
 
 

@@ -508,3 +508,16 @@ def test_a_similar_query_string_is_validated_once_and_a_bad_or_segment_one_every
     refused = reader.get(f"{path}?k=5&segment={segment.pk}")
     assert refused.status_code == 400 and "segment" in refused.json()
     assert len(apis._SIMILAR_QUERIES) == 1
+
+
+def test_recommendations_read_the_embedding_with_the_profile_and_nothing_late(reader):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    me = _some_profile()
+    with CaptureQueriesContext(connection) as captured:
+        response = reader.get(f"/api/v1/profiles/{me.customer.key}/recommendations?k=5")
+
+    assert response.status_code == 200 and response.json()["method"] == "embedding"
+    # a deferred field touched would be one more statement, by primary key (Model.refresh_from_db's get)
+    assert not [q["sql"] for q in captured.captured_queries if "LIMIT 21" in q["sql"]]
