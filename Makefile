@@ -10,6 +10,8 @@ PORT ?= 8000
 DEMO_CUSTOMERS ?= 5000
 DEMO_EVENTS ?= 300000
 DEMO_TRAIN_EPOCHS ?= 3
+# gunicorn worker processes of `make serve`; each holds its own in-memory similarity graph (README, issue 20)
+WEB_WORKERS ?= 3
 
 .PHONY: run test install redis test-tools migrate demo serve bench db-stop clean
 
@@ -51,7 +53,7 @@ serve: install redis
 	@echo "Portrait: admin http://$(HOST):$(PORT)/admin/  API docs http://$(HOST):$(PORT)/api/docs/  (Ctrl-C stops)"
 	@trap 'kill 0' INT TERM EXIT; \
 	  $(VENV)/bin/celery -A config worker -B -Q default,ingest,profiles,segments,training -c 2 -l INFO & \
-	  $(VENV)/bin/gunicorn config.wsgi -b $(HOST):$(PORT) -w 3 --access-logfile - & \
+	  $(VENV)/bin/gunicorn config.wsgi -b $(HOST):$(PORT) -w $(WEB_WORKERS) --access-logfile - & \
 	  wait
 
 run: install redis demo serve
