@@ -45,6 +45,12 @@ def _same(a, b) -> bool:
     return a == b
 
 
+def _differences(inline: dict, celery: dict | None) -> dict:
+    """What differs of one customer's state, inline against Celery (a failure names it, not just the id)."""
+    celery = celery or {}
+    return {name: (value, celery.get(name)) for name, value in inline.items() if not _same(celery.get(name), value)}
+
+
 def test_inline_and_celery_builds_end_with_the_same_profiles_forecasts_and_audiences(celery_worker):
     synthetic_shop_load(customers=400, events=30_000, seed=21)
 
@@ -66,7 +72,8 @@ def test_inline_and_celery_builds_end_with_the_same_profiles_forecasts_and_audie
     assert ProfileBuild.objects.filter(status=BuildStatus.SUCCEEDED).count() == 2
     for part in ("profiles", "predictions"):
         different = [c for c in inline[part] if not _same(celery[part].get(c), inline[part][c])]
-        assert celery[part].keys() == inline[part].keys() and different == [], f"{part} differ for {different[:5]}"
+        assert celery[part].keys() == inline[part].keys() and different == [], (
+            f"{part} differ for {different[:5]}, the first in {_differences(inline[part][different[0]], celery[part].get(different[0]))}")
     assert celery["audiences"] == inline["audiences"]
 
 
