@@ -103,7 +103,21 @@ def pipeline_fit(matrix: np.ndarray, names: list[str], *, components: int, seed:
         ("reduce", PCA(n_components=n_components, random_state=seed)),
     ])
     pipeline.fit(matrix)
+    _components_oriented(pipeline.named_steps["reduce"])
     return pipeline
+
+
+def _components_oriented(pca: PCA) -> None:
+    """Give each component the sign whose projection on a fixed generic direction is positive.
+
+    scikit-learn makes each component's largest loading positive. Two features that mirror each other
+    (price_sensitivity = 1 − price_percentile) tie on that exactly, so float noise far below anything
+    meaningful (a worker's chunked sums adding in another order) flipped a whole component between two
+    fits of the same customers. A generic direction has no such ties: a projection near zero would take
+    a component orthogonal to it by chance, not by the features' structure.
+    """
+    direction = np.random.default_rng(20261203).standard_normal(pca.components_.shape[1])
+    pca.components_ *= np.where(pca.components_ @ direction < 0, -1.0, 1.0)[:, None]
 
 
 def standardised(pipeline: Pipeline, matrix: np.ndarray) -> np.ndarray:

@@ -91,6 +91,25 @@ def test_pipeline_imputes_standardises_and_reduces_to_a_fixed_width():
     assert np.array_equal(preprocessing.vectors(reloaded, matrix, 16), vectors)
 
 
+def test_two_fits_of_the_same_customers_agree_although_two_features_mirror_each_other():
+    """price_sensitivity = 1 − price_percentile ties scikit-learn's sign rule (largest loading positive)
+    exactly; noise of 1e-13 (sums added in another order on a worker) then flipped whole components,
+    28 fits in 40 here before components were oriented by a fixed generic direction."""
+    rng = np.random.default_rng(3)
+    share = rng.uniform(0, 1, 400)
+    matrix = np.column_stack([rng.standard_normal((400, 6)), share, 1 - share])
+    names = [f"trait_{i}" for i in range(6)] + ["price_percentile", "price_sensitivity"]
+    reference = preprocessing.vectors(preprocessing.pipeline_fit(matrix, names, components=8), matrix, 8)
+
+    for seed in range(40):
+        noise = np.random.default_rng(100 + seed).standard_normal(matrix.shape) * 1e-13
+        refit = preprocessing.pipeline_fit(matrix + noise, names, components=8)
+        assert np.allclose(preprocessing.vectors(refit, matrix, 8), reference, atol=1e-6), seed
+    reordered = rng.permutation(400)
+    refit = preprocessing.pipeline_fit(matrix[reordered], names, components=8)
+    assert np.allclose(preprocessing.vectors(refit, matrix, 8), reference, atol=1e-6)
+
+
 def test_feature_report_keeps_an_informative_combination_and_rarely_a_noise_one():
     """The rule is a permutation test at 5%: over ten independent shops, the combination the
     target depends on is always kept, the product of two noise columns at most twice
