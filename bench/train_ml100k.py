@@ -114,7 +114,7 @@ def _rank_main(args, seqs, split, config, n_items, item_content, exclude) -> Non
                      "loss": [h["loss"] for h in result.history]})
     if here.writer:
         args.rank_report.write_text(json.dumps({"world_size": here.size, "runs": runs}))
-    distributed.close()
+    distributed.end_rank(0)
 
 
 def _data_parallel(args, runs: list[dict]) -> dict:

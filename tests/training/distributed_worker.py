@@ -61,7 +61,7 @@ def main() -> None:
                             "params": parameters(resumed.model).tolist()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"rank{here.rank}.json").write_text(json.dumps(report))
-    distributed.close()
+    distributed.end_rank(0)
 
 
 if __name__ == "__main__":

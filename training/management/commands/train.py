@@ -1,5 +1,8 @@
+import traceback
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 from tqdm import tqdm
 
 from pipeline import flows
@@ -75,15 +78,26 @@ class Command(BaseCommand):
         self._summary(run)
 
     def _rank(self, run_id: int, *, rebuild: bool):
-        """One rank of a data-parallel run (or the only process without torchrun)."""
+        """One rank of a data-parallel run (or the only process without torchrun). A rank's process
+        ends through distributed.end_rank, status 1 with the traceback on stderr when it failed."""
         from training.ml import distributed
 
         here = distributed.init_from_env(timeout_s=settings.TRAINING_DIST_TIMEOUT_S)
+        if here.size == 1:
+            return self._rank_train(run_id, rebuild=rebuild, writer=True)
+        status = 1
         try:
-            run, _ = flows.training_run(run_id=run_id, rebuild=rebuild)
+            self._rank_train(run_id, rebuild=rebuild, writer=here.writer)
+            status = 0
+        except Exception:
+            traceback.print_exc()
         finally:
-            distributed.close()
-        if not here.writer:
+            connections.close_all()
+            distributed.end_rank(status)
+
+    def _rank_train(self, run_id: int, *, rebuild: bool, writer: bool):
+        run, _ = flows.training_run(run_id=run_id, rebuild=rebuild)
+        if not writer:
             return
         if run is None:
             self.stdout.write(f"training run #{run_id} is finished or taken by another worker; nothing to do")
