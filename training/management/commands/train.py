@@ -84,7 +84,7 @@ class Command(BaseCommand):
 
         here = distributed.init_from_env(timeout_s=settings.TRAINING_DIST_TIMEOUT_S)
         if here.size == 1:
-            return self._rank_train(run_id, rebuild=rebuild, writer=True)
+            return self._rank_train(run_id, rebuild=rebuild, writer=here.writer)
         status = 1
         try:
             self._rank_train(run_id, rebuild=rebuild, writer=here.writer)
